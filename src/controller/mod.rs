@@ -1,0 +1,436 @@
+//! The controller: watch `PopUpStore`s and their children, reconcile each store.
+//!
+//! One reconcile runs validate → read secrets → build → apply (dependency order) → Redis (scripts, sale)
+//! → simulator Job → status. "Not ready yet" is a normal outcome with a quiet requeue; a spec the
+//! operator cannot use sets `Ready=False/InvalidSpec` and waits for the next change.
+
+pub mod rbac;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use crate::apply;
+use crate::crd::{Endpoints, Engine, PopUpStore, PopUpStoreStatus};
+use crate::render::{self, BuildInputs, FIELD_MANAGER, PASSWORD_KEY, PasswordSource, ValidatedStore};
+use crate::status::{self, Check, Observations};
+use crate::telemetry::Health;
+use crate::{Error, Result};
+pub use redis::{RedisGateway, RedisProblem, RedisTarget};
+
+/// Operator-wide settings (from flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Image of the simulator Job and the native processor.
+    pub operator_image: String,
+    /// How the operator reaches a store's Redis. `None`: the Service's cluster DNS name. Otherwise a
+    /// template with `{name}`, `{namespace}` and `{service}`, for an operator running outside the cluster.
+    pub redis_address_template: Option<String>,
+}
+
+impl Config {
+    pub fn redis_address(&self, store: &ValidatedStore) -> String {
+        match &self.redis_address_template {
+            None => store.names.redis_address(&store.namespace),
+            Some(t) => t
+                .replace("{name}", &store.names.store)
+                .replace("{namespace}", &store.namespace)
+                .replace("{service}", &store.names.redis()),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub redis: Arc<dyn RedisGateway>,
+    pub recorder: Recorder,
+    pub health: Health,
+    pub config: Config,
+}
+
+impl Context {
+    pub fn new(client: Client, redis: Arc<dyn RedisGateway>, health: Health, config: Config) -> Self {
+        let reporter = Reporter { controller: "popup-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, redis, health, config }
+    }
+}
+
+/// Requeue delays.
+const NOT_READY_REQUEUE: Duration = Duration::from_secs(5);
+const IDLE_REQUEUE: Duration = Duration::from_secs(60);
+const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+
+pub async fn reconcile(store: Arc<PopUpStore>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_store(&store, &ctx).await;
+    ctx.health.metrics.observe(started.elapsed(), result.as_ref().err().map(Error::stage));
+    result
+}
+
+pub fn error_policy(store: Arc<PopUpStore>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(store = %store.name_any(), namespace = ?store.namespace(), stage = error.stage(), %error, "reconcile failed");
+    let recorder = ctx.recorder.clone();
+    let reference = store.object_ref(&());
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ReconcileFailed".into(),
+        note: Some(truncate(&error.to_string(), 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!(%e, "could not publish event");
+        }
+    });
+    Action::requeue(ERROR_REQUEUE)
+}
+
+async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
+    let generation = store.metadata.generation;
+    let validated = match render::validate(store) {
+        Ok(v) => v,
+        Err(e) => {
+            let new = status::invalid_spec(store.status.as_ref(), generation, &e.to_string(), Timestamp::now());
+            publish_status(ctx, store, new).await?;
+            // Nothing will fix this until the user edits the store.
+            return Ok(Action::await_change());
+        }
+    };
+    let client = &ctx.client;
+    let ns = validated.namespace.clone();
+
+    let redis_password = read_redis_password(client, &validated).await?;
+    let grafana_admin_password =
+        existing_or_new_password(client, &ns, &validated.names.grafana(), render::grafana::ADMIN_PASSWORD_KEY).await?;
+    let inputs = BuildInputs {
+        generated_redis_password: match validated.password {
+            PasswordSource::Generated { .. } => redis_password.value.clone(),
+            PasswordSource::UserSecret(_) => None,
+        },
+        grafana_admin_password,
+        redis_password_revision: redis_password.revision.clone(),
+        operator_image: ctx.config.operator_image.clone(),
+    };
+    let children = render::build_children(&validated, &inputs);
+
+    // Dependency order: what pods read (Secrets, ConfigMaps) before the pods, Services before clients.
+    for s in children.secrets {
+        apply::apply(client, s).await?;
+    }
+    for cm in children.config_maps {
+        apply::apply(client, cm).await?;
+    }
+    for svc in children.services {
+        apply::apply(client, svc).await?;
+    }
+    let sts = apply::apply(client, children.redis.expect("a store always has Redis")).await?;
+    let mut deployments = Vec::new();
+    for d in children.deployments {
+        deployments.push(apply::apply(client, d).await?);
+    }
+
+    let redis = match &redis_password.problem {
+        Some(problem) => problem.clone(),
+        None => statefulset_check(&sts),
+    };
+    let target = RedisTarget {
+        address: ctx.config.redis_address(&validated),
+        password: redis_password.value.clone().unwrap_or_default(),
+    };
+    let (scripts, sale) = if redis.ok {
+        let scripts = match ctx.redis.ensure_scripts(&target, validated.engine(), &validated.spec.processing).await {
+            Ok(message) => Check::ok("Loaded", message),
+            Err(p) => Check::not(p.reason, p.message),
+        };
+        let sale = match ctx.redis.read_sale(&target).await {
+            Ok(sale) => Some(sale),
+            Err(p) => {
+                tracing::debug!(store = %validated.names.store, reason = p.reason, "sale not readable: {}", p.message);
+                None
+            }
+        };
+        (scripts, sale)
+    } else {
+        (Check::not("WaitingForRedis", "scripts are loaded once Redis is ready"), None)
+    };
+
+    let grafana =
+        validated.spec.grafana.enabled.then(|| {
+            deployment_check(deployments.iter().find(|d| d.name_any() == validated.names.grafana()), "Grafana")
+        });
+    let processor = (validated.engine() == Engine::Native).then(|| {
+        deployment_check(deployments.iter().find(|d| d.name_any() == validated.names.processor()), "processor")
+    });
+    let (simulation, simulator_job) = simulator(ctx, store, &validated, children.simulator_job, scripts.ok).await?;
+
+    let grafana_name = validated.names.grafana();
+    let endpoints = Endpoints {
+        redis: validated.names.redis_address(&ns),
+        grafana: validated
+            .spec
+            .grafana
+            .enabled
+            .then(|| format!("http://{grafana_name}.{ns}.svc:{}", render::GRAFANA_PORT)),
+        grafana_port_forward: validated
+            .spec
+            .grafana
+            .enabled
+            .then(|| format!("kubectl -n {ns} port-forward svc/{grafana_name} 3000:{}", render::GRAFANA_PORT)),
+    };
+    let observations =
+        Observations { generation, redis, scripts, grafana, processor, simulation, sale, endpoints, simulator_job };
+    let new = status::compute(store.status.as_ref(), &observations, Timestamp::now());
+    let ready = status::find(Some(&new), status::READY).is_some_and(|c| c.status == "True");
+    let simulating = status::find(Some(&new), status::SIMULATION_COMPLETE).is_some_and(|c| c.reason == "Running");
+    publish_status(ctx, store, new).await?;
+
+    Ok(if !ready {
+        Action::requeue(NOT_READY_REQUEUE)
+    } else if simulating {
+        // Keep the sale numbers in the status as fresh as the dashboard's metrics.
+        Action::requeue(Duration::from_secs(validated.spec.processing.metrics_interval_seconds.max(2).into()))
+    } else {
+        Action::requeue(IDLE_REQUEUE)
+    })
+}
+
+/// Creates the simulator Job once the scripts are loaded, removes Jobs of older settings, reports progress.
+async fn simulator(
+    ctx: &Context,
+    store: &PopUpStore,
+    validated: &ValidatedStore,
+    job: Option<Job>,
+    scripts_loaded: bool,
+) -> Result<(Check, Option<String>)> {
+    let Some(job) = job else {
+        return Ok((Check::not("Disabled", "the simulator is disabled (spec.simulator.enabled: false)"), None));
+    };
+    if !scripts_loaded {
+        return Ok((Check::not("WaitingForScripts", "the simulator starts once the scripts are loaded"), None));
+    }
+    let name = job.name_any();
+    let live = apply::create_if_missing(&ctx.client, job).await?;
+    let previous = store.status.as_ref().and_then(|s| s.simulator_job.clone());
+    if previous.as_deref() != Some(name.as_str()) {
+        let selector = format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component={}",
+            validated.names.store,
+            render::simulator::COMPONENT
+        );
+        let deleted = apply::delete_others::<Job>(&ctx.client, &validated.namespace, &selector, &name).await?;
+        if !deleted.is_empty() {
+            tracing::info!(store = %validated.names.store, ?deleted, "removed simulator Jobs of previous settings");
+        }
+    }
+    let st = live.status.unwrap_or_default();
+    let check = if st.succeeded.unwrap_or(0) > 0 {
+        Check::ok("Succeeded", format!("simulator Job {name} finished"))
+    } else if st.failed.unwrap_or(0) > 0 {
+        Check::not(
+            "Failed",
+            format!("simulator Job {name} failed; see kubectl -n {} logs job/{name}", validated.namespace),
+        )
+    } else {
+        Check::not("Running", format!("simulator Job {name} is running"))
+    };
+    Ok((check, Some(name)))
+}
+
+fn statefulset_check(sts: &StatefulSet) -> Check {
+    let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    if ready >= 1 {
+        Check::ok("Running", "the Redis pod is ready")
+    } else {
+        Check::not("Starting", "waiting for the Redis pod to become ready (0/1)")
+    }
+}
+
+fn deployment_check(d: Option<&Deployment>, what: &str) -> Check {
+    let status = d.and_then(|d| d.status.clone()).unwrap_or_default();
+    let wanted = d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(1);
+    let available = status.available_replicas.unwrap_or(0);
+    if available >= 1 {
+        Check::ok("Available", format!("{what}: {available}/{wanted} pods available"))
+    } else {
+        Check::not("Unavailable", format!("waiting for {what} pods: {available}/{wanted} available"))
+    }
+}
+
+struct RedisPassword {
+    value: Option<String>,
+    revision: String,
+    /// Set when the password cannot be had: it becomes the RedisReady condition.
+    problem: Option<Check>,
+}
+
+async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<RedisPassword> {
+    match &store.password {
+        PasswordSource::Generated { secret } => {
+            let value = existing_or_new_password(client, &store.namespace, secret, PASSWORD_KEY).await?;
+            Ok(RedisPassword {
+                revision: render::sha256_hex(value.as_bytes())[..16].to_string(),
+                value: Some(value),
+                problem: None,
+            })
+        }
+        PasswordSource::UserSecret(r) => {
+            let secret: Option<Secret> = apply::get(client, &store.namespace, &r.name).await?;
+            let problem = |reason: &str, message: String| RedisPassword {
+                value: None,
+                revision: "missing".into(),
+                problem: Some(Check::not(reason, message)),
+            };
+            let Some(secret) = secret else {
+                return Ok(problem(
+                    "PasswordSecretMissing",
+                    format!(
+                        "Secret {} (spec.redis.passwordSecretRef) does not exist in namespace {}: create it or remove passwordSecretRef",
+                        r.name, store.namespace
+                    ),
+                ));
+            };
+            let value =
+                secret.data.as_ref().and_then(|d| d.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            match value {
+                Some(v) if !v.is_empty() => Ok(RedisPassword {
+                    value: Some(v),
+                    revision: secret.resource_version().unwrap_or_default(),
+                    problem: None,
+                }),
+                _ => Ok(problem(
+                    "PasswordKeyMissing",
+                    format!("Secret {} has no non-empty key {:?} (spec.redis.passwordSecretRef.key)", r.name, r.key),
+                )),
+            }
+        }
+    }
+}
+
+/// The password stored under `key` in an operator-owned Secret, or a new random one when there is none.
+async fn existing_or_new_password(client: &Client, namespace: &str, secret: &str, key: &str) -> Result<String> {
+    let existing: Option<Secret> = apply::get(client, namespace, secret).await?;
+    let value = existing
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(key).cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|v| !v.is_empty());
+    Ok(value.unwrap_or_else(new_password))
+}
+
+pub fn new_password() -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// Writes the status when it changed, and publishes an Event per condition transition.
+async fn publish_status(ctx: &Context, store: &PopUpStore, new: PopUpStoreStatus) -> Result<()> {
+    if store.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let name = store.name_any();
+    let api: Api<PopUpStore> = Api::namespaced(ctx.client.clone(), &store.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "popup.dev/v1alpha1",
+        "kind": "PopUpStore",
+        "status": new,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Status { name: name.clone(), source })?;
+    let reference = store.object_ref(&());
+    for t in status::transitions(store.status.as_ref(), &new) {
+        // A condition that is merely still on its way (Starting, Running…) is not worth a Warning.
+        let warning = !t.ok
+            && !matches!(
+                t.reason.as_str(),
+                "Starting"
+                    | "Unavailable"
+                    | "WaitingForRedis"
+                    | "WaitingForScripts"
+                    | "Running"
+                    | "Disabled"
+                    | "ComponentsNotReady"
+            );
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: format!("{}{}", t.type_, if t.ok { "" } else { "False" }),
+            note: Some(truncate(&format!("{}: {}", t.reason, t.message), 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::debug!(%e, "could not publish event");
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Runs the controller until SIGTERM/ctrl-c. Fails fast, with the fix, when the CRD is not installed.
+pub async fn run(ctx: Context, watch_namespace: Option<String>) -> Result<()> {
+    let client = ctx.client.clone();
+    let stores: Api<PopUpStore> = scoped(&client, &watch_namespace);
+    if let Err(e) = stores.list(&ListParams::default().limit(1)).await {
+        return Err(Error::Startup(match e {
+            kube::Error::Api(ref s) if s.code == 404 => "the PopUpStore CRD is not installed: run `popup-operator crd | kubectl apply -f -` (or install the Helm chart) and start the operator again".to_string(),
+            kube::Error::Api(ref s) if s.code == 403 => format!("not allowed to list popupstores.popup.dev ({}): check the operator's RBAC (charts/popup-operator)", s.message),
+            other => format!("cannot reach the Kubernetes API: {other}"),
+        }));
+    }
+    // Only our own children are cached: watching every Secret of the cluster would cost memory and RBAC.
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=popup-operator");
+    ctx.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(namespace = watch_namespace.as_deref().unwrap_or("<all>"), "controller started");
+    Controller::new(stores, watcher::Config::default().any_semantic())
+        .owns(scoped::<StatefulSet>(&client, &watch_namespace), owned.clone())
+        .owns(scoped::<Deployment>(&client, &watch_namespace), owned.clone())
+        .owns(scoped::<Job>(&client, &watch_namespace), owned.clone())
+        .owns(scoped::<Service>(&client, &watch_namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, &watch_namespace), owned.clone())
+        .owns(scoped::<Secret>(&client, &watch_namespace), owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, Arc::new(ctx))
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(store = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(%e, "reconcile error"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// An API for one namespace, or for all of them.
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}

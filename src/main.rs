@@ -1,0 +1,137 @@
+//! `popup-operator`: the controller and its companion commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use popup_operator::controller::{self, Config, Context, redis::LiveRedis};
+use popup_operator::render::{self, BuildInputs, PasswordSource};
+use popup_operator::telemetry::{self, Health, LogFormat};
+
+/// Kubernetes operator that turns a PopUpStore resource into a live flash-sale demo:
+/// Redis with a processing engine, a Grafana dashboard and a load simulator.
+#[derive(Parser)]
+#[command(name = "popup-operator", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (uses ~/.kube/config, KUBECONFIG or the in-cluster service account).
+    Run(RunArgs),
+    /// Print the PopUpStore CustomResourceDefinition as YAML (the same as crds/popupstores.popup.dev.yaml).
+    Crd,
+    /// Print every object the operator would create for the PopUpStore(s) in a file, without a cluster.
+    ///
+    /// Uses the same builders as the controller. Passwords in the printed Secrets are freshly generated.
+    Render(RenderArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of the HTTP server with /healthz, /readyz and /metrics.
+    #[arg(long, env = "POPUP_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Only watch this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "POPUP_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Image of the simulator Job and the native processor (normally the operator's own image).
+    #[arg(long, env = "POPUP_SELF_IMAGE", default_value = render::images::OPERATOR)]
+    self_image: String,
+    /// How the operator reaches each store's Redis, as a template with {name}, {namespace} and {service}
+    /// (e.g. 127.0.0.1:6379 when running outside the cluster with a port-forward).
+    /// Default: the Redis Service's cluster DNS name, {service}.{namespace}.svc:6379.
+    #[arg(long, env = "POPUP_REDIS_ADDRESS")]
+    redis_address: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// YAML file with one or more PopUpStore documents ("-" for stdin).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Image of the simulator Job and the native processor.
+    #[arg(long, env = "POPUP_SELF_IMAGE", default_value = render::images::OPERATOR)]
+    self_image: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => {
+            print!("{}", popup_operator::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Render(args) => render_file(&args),
+        Command::Run(args) => tokio_main(run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tokio_main<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(f)
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    telemetry::init_logging(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot configure a Kubernetes client (kubeconfig or in-cluster): {e}"))?;
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (--http-addr): {e}", args.http_addr))?;
+    let server = tokio::spawn(axum::serve(listener, telemetry::router(health.clone())).into_future());
+    let config = Config { operator_image: args.self_image, redis_address_template: args.redis_address };
+    let ctx = Context::new(client, Arc::new(LiveRedis::default()), health, config);
+    let result = controller::run(ctx, args.watch_namespace).await.map_err(|e| e.to_string());
+    server.abort();
+    result
+}
+
+fn render_file(args: &RenderArgs) -> Result<(), String> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(&args.file).map_err(|e| format!("reading {}: {e}", args.file.display()))?
+    };
+    let (stores, others) =
+        popup_operator::crd::parse_stores(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    for other in others {
+        eprintln!("note: {}: {other} is not a PopUpStore; left out", args.file.display());
+    }
+    let mut out = String::new();
+    for store in stores {
+        let v = render::validate(&store).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let inputs = BuildInputs {
+            generated_redis_password: matches!(v.password, PasswordSource::Generated { .. })
+                .then(controller::new_password),
+            grafana_admin_password: controller::new_password(),
+            redis_password_revision: "rendered".into(),
+            operator_image: args.self_image.clone(),
+        };
+        for obj in render::build_children(&v, &inputs).to_values() {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&obj).map_err(|e| e.to_string())?);
+        }
+    }
+    print!("{out}");
+    Ok(())
+}

@@ -1,0 +1,641 @@
+//! Pure rendering: `PopUpStore` → validated settings → every child object.
+//!
+//! Nothing here talks to a cluster or to Redis, so the controller and `popup-operator render` use the very
+//! same code, and every builder is unit-tested on plain values.
+
+pub mod grafana;
+pub mod processor;
+pub mod redis;
+pub mod simulator;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, PodSecurityContext, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{Engine, MAX_NAME_LEN, PopUpStore, PopUpStoreSpec, SecretKeyRef};
+
+/// Default images, pinned so a store renders the same objects tomorrow as today.
+pub mod images {
+    /// redismod: Redis 6.2 with RedisGears 1.2 (Python) and RedisTimeSeries. Amd64 only; the image is
+    /// frozen (RedisGears 1 is in maintenance), so `latest` is its only maintained tag.
+    pub const GEARS: &str = "redislabs/redismod:latest";
+    /// Redis Stack server 7.4: Redis 7.4 with RedisGears 2 (JavaScript triggers) and RedisTimeSeries.
+    pub const TRIGGERS: &str = "redis/redis-stack-server:7.4.0-v0";
+    /// Redis 8 ships TimeSeries built in; no Gears, so the `native` processor does the work.
+    pub const NATIVE: &str = "redis:8.2.2";
+    /// Grafana ≥ 11.5 understands `GF_PLUGINS_PREINSTALL_SYNC`.
+    pub const GRAFANA: &str = "grafana/grafana:12.3.1";
+    /// The operator's own image, used for the simulator Job and the native processor.
+    pub const OPERATOR: &str = concat!("ghcr.io/popup-operator/popup-operator:", env!("CARGO_PKG_VERSION"));
+}
+
+/// The field manager of every server-side apply this operator makes.
+pub const FIELD_MANAGER: &str = "popup-operator";
+/// Annotation holding the hash of what the operator last applied; equal hash → nothing to write.
+pub const APPLIED_HASH_ANNOTATION: &str = "popup.dev/applied-hash";
+/// Pod-template annotation that changes when the configuration the pods read changes, so they roll.
+pub const CONFIG_CHECKSUM_ANNOTATION: &str = "popup.dev/config-checksum";
+/// Redis listens here in every image we use.
+pub const REDIS_PORT: i32 = 6379;
+/// Grafana's HTTP port.
+pub const GRAFANA_PORT: i32 = 3000;
+/// Key of the generated password inside the operator-owned Secrets.
+pub const PASSWORD_KEY: &str = "password";
+
+/// Names of every child of a store. One place, so the controller, the tests and the docs agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub store: String,
+}
+
+impl Names {
+    pub fn new(store: &str) -> Self {
+        Self { store: store.to_string() }
+    }
+    /// Redis StatefulSet, the client Service and the generated password Secret.
+    pub fn redis(&self) -> String {
+        format!("{}-redis", self.store)
+    }
+    pub fn redis_headless(&self) -> String {
+        format!("{}-redis-headless", self.store)
+    }
+    pub fn redis_secret(&self) -> String {
+        self.redis()
+    }
+    pub fn scripts(&self) -> String {
+        format!("{}-scripts", self.store)
+    }
+    /// Grafana Deployment, Service and admin Secret.
+    pub fn grafana(&self) -> String {
+        format!("{}-grafana", self.store)
+    }
+    pub fn grafana_provisioning(&self) -> String {
+        format!("{}-grafana-provisioning", self.store)
+    }
+    pub fn grafana_dashboards(&self) -> String {
+        format!("{}-grafana-dashboards", self.store)
+    }
+    pub fn processor(&self) -> String {
+        format!("{}-processor", self.store)
+    }
+    /// Jobs are immutable, so the simulator Job's name carries a hash of its settings.
+    pub fn simulator_job(&self, settings_hash: &str) -> String {
+        format!("{}-simulator-{}", self.store, settings_hash)
+    }
+    /// `host:port` of the Redis client Service inside the cluster.
+    pub fn redis_address(&self, namespace: &str) -> String {
+        format!("{}.{}.svc:{}", self.redis(), namespace, REDIS_PORT)
+    }
+}
+
+/// A spec value the operator cannot use, with the field's path and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self { field: field.to_string(), message: message.into() }
+    }
+}
+
+/// Where the Redis password comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The operator generates it into `<store>-redis` (key `password`) and owns that Secret.
+    Generated { secret: String },
+    /// The user's Secret.
+    UserSecret(SecretKeyRef),
+}
+
+impl PasswordSource {
+    pub fn secret_name(&self) -> &str {
+        match self {
+            PasswordSource::Generated { secret } => secret,
+            PasswordSource::UserSecret(r) => &r.name,
+        }
+    }
+    pub fn key(&self) -> &str {
+        match self {
+            PasswordSource::Generated { .. } => PASSWORD_KEY,
+            PasswordSource::UserSecret(r) => &r.key,
+        }
+    }
+}
+
+/// A store whose spec passed validation, with every default resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedStore {
+    pub names: Names,
+    pub namespace: String,
+    /// Controller ownerReference to the store; absent when rendering a file that was never applied.
+    pub owner: Option<OwnerReference>,
+    pub spec: PopUpStoreSpec,
+    pub redis_image: String,
+    pub grafana_image: String,
+    pub password: PasswordSource,
+}
+
+impl ValidatedStore {
+    pub fn engine(&self) -> Engine {
+        self.spec.engine
+    }
+}
+
+/// Checks what the CRD schema cannot (or what a file given to `render` skipped) and resolves defaults.
+/// Every error names the field and the fix.
+pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecError> {
+    let name = store.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        return Err(SpecError::new("metadata.name", "is required"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(SpecError::new(
+            "metadata.name",
+            format!(
+                "must be at most {MAX_NAME_LEN} characters (child objects add suffixes such as -simulator-<hash>); got {} characters",
+                name.len()
+            ),
+        ));
+    }
+    let spec = &store.spec;
+    if spec.stock < 0 {
+        return Err(SpecError::new("spec.stock", format!("must be 0 or more, got {}", spec.stock)));
+    }
+    let p = &spec.processing;
+    if !(1..=10_000).contains(&p.batch_size) {
+        return Err(SpecError::new(
+            "spec.processing.batchSize",
+            format!("must be between 1 and 10000, got {}", p.batch_size),
+        ));
+    }
+    if !(1..=3600).contains(&p.metrics_interval_seconds) {
+        return Err(SpecError::new(
+            "spec.processing.metricsIntervalSeconds",
+            format!("must be between 1 and 3600, got {}", p.metrics_interval_seconds),
+        ));
+    }
+    if !(1..=16).contains(&p.replicas) {
+        return Err(SpecError::new(
+            "spec.processing.replicas",
+            format!("must be between 1 and 16, got {}", p.replicas),
+        ));
+    }
+    if spec.simulator.rate_per_second == Some(0) {
+        return Err(SpecError::new("spec.simulator.ratePerSecond", "must be at least 1; omit it for random arrivals"));
+    }
+    let redis_image = match &spec.redis.image {
+        Some(i) if i.trim().is_empty() => {
+            return Err(SpecError::new(
+                "spec.redis.image",
+                "must not be empty; omit it to use the engine's default image",
+            ));
+        }
+        Some(i) => i.clone(),
+        None => default_redis_image(spec.engine).to_string(),
+    };
+    let grafana_image = match &spec.grafana.image {
+        Some(i) if i.trim().is_empty() => {
+            return Err(SpecError::new("spec.grafana.image", "must not be empty; omit it to use the default image"));
+        }
+        Some(i) => i.clone(),
+        None => images::GRAFANA.to_string(),
+    };
+    if let Some(storage) = &spec.redis.storage
+        && !is_positive_quantity(&storage.size)
+    {
+        return Err(SpecError::new(
+            "spec.redis.storage.size",
+            format!("must be a positive Kubernetes quantity such as 1Gi, got {:?}", storage.size),
+        ));
+    }
+    let names = Names::new(&name);
+    let password = match &spec.redis.password_secret_ref {
+        Some(r) if r.name.is_empty() => {
+            return Err(SpecError::new(
+                "spec.redis.passwordSecretRef.name",
+                "must name a Secret in the store's namespace",
+            ));
+        }
+        Some(r) if r.key.is_empty() => {
+            return Err(SpecError::new(
+                "spec.redis.passwordSecretRef.key",
+                "must name a key of the Secret (default: password)",
+            ));
+        }
+        Some(r) => PasswordSource::UserSecret(r.clone()),
+        None => PasswordSource::Generated { secret: names.redis_secret() },
+    };
+    Ok(ValidatedStore {
+        names,
+        namespace: store.namespace().unwrap_or_else(|| "default".into()),
+        owner: store.metadata.uid.as_ref().and_then(|_| store.controller_owner_ref(&())),
+        spec: spec.clone(),
+        redis_image,
+        grafana_image,
+        password,
+    })
+}
+
+/// The image a store uses when `spec.redis.image` is not set.
+pub fn default_redis_image(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Gears => images::GEARS,
+        Engine::Triggers => images::TRIGGERS,
+        Engine::Native => images::NATIVE,
+    }
+}
+
+/// Accepts the quantity forms a volume size takes (`512Mi`, `1Gi`, `1.5G`, `1000000`), positive only.
+fn is_positive_quantity(s: &str) -> bool {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let valid_number = !number.is_empty()
+        && number.chars().filter(|c| *c == '.').count() <= 1
+        && number.parse::<f64>().map(|v| v > 0.0).unwrap_or(false);
+    const SUFFIXES: &[&str] = &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
+    valid_number && SUFFIXES.contains(&suffix)
+}
+
+/// Values the builders need that do not come from the spec: they are read from the cluster (or
+/// generated) by the caller, so the builders stay pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInputs {
+    /// The Redis password, when the operator owns the Secret (`PasswordSource::Generated`).
+    pub generated_redis_password: Option<String>,
+    /// Grafana's admin password (always operator-generated).
+    pub grafana_admin_password: String,
+    /// Changes whenever the Redis password changes (a hash of a generated password, or the
+    /// resourceVersion of the user's Secret); goes into checksum annotations.
+    pub redis_password_revision: String,
+    /// Image of the simulator Job and the native processor.
+    pub operator_image: String,
+}
+
+/// Every object a store is made of, in the order they are applied.
+#[derive(Clone, Debug, Default)]
+pub struct Children {
+    pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+    pub services: Vec<Service>,
+    pub redis: Option<StatefulSet>,
+    pub deployments: Vec<Deployment>,
+    pub simulator_job: Option<Job>,
+}
+
+impl Children {
+    /// Every child as JSON values, in apply order (used by `render` and tests).
+    pub fn to_values(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        push_all(&mut out, &self.secrets);
+        push_all(&mut out, &self.config_maps);
+        push_all(&mut out, &self.services);
+        push_all(&mut out, self.redis.iter());
+        push_all(&mut out, &self.deployments);
+        push_all(&mut out, self.simulator_job.iter());
+        out
+    }
+}
+
+fn push_all<'a, T: Serialize + 'a>(out: &mut Vec<serde_json::Value>, items: impl IntoIterator<Item = &'a T>) {
+    out.extend(items.into_iter().map(|i| serde_json::to_value(i).expect("k8s objects serialize")));
+}
+
+/// Builds every child of a validated store.
+pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children {
+    let mut c = Children::default();
+    if let Some(secret) = redis::password_secret(store, inputs) {
+        c.secrets.push(secret);
+    }
+    let scripts = redis::scripts_config_map(store);
+    let scripts_checksum = checksum_of(&scripts.data);
+    c.config_maps.push(scripts);
+    c.services.push(redis::headless_service(store));
+    c.services.push(redis::client_service(store));
+    c.redis = Some(redis::statefulset(store, inputs));
+    if store.spec.grafana.enabled {
+        c.secrets.push(grafana::admin_secret(store, inputs));
+        let provisioning = grafana::provisioning_config_map(store);
+        let dashboards = grafana::dashboards_config_map(store);
+        let checksum = combine_checksums(&[
+            &checksum_of(&provisioning.data),
+            &checksum_of(&dashboards.data),
+            &inputs.redis_password_revision,
+            &sha256_hex(inputs.grafana_admin_password.as_bytes()),
+        ]);
+        c.config_maps.push(provisioning);
+        c.config_maps.push(dashboards);
+        c.services.push(grafana::service(store));
+        c.deployments.push(grafana::deployment(store, &checksum));
+    }
+    if store.engine() == Engine::Native {
+        let checksum = combine_checksums(&[&scripts_checksum, &inputs.redis_password_revision]);
+        c.deployments.push(processor::deployment(store, inputs, &checksum));
+    }
+    if store.spec.simulator.enabled {
+        c.simulator_job = Some(simulator::job(store, inputs));
+    }
+    c
+}
+
+/// `app.kubernetes.io/*` labels of one component; the first three also select its pods.
+pub fn labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(store, component);
+    l.insert("app.kubernetes.io/part-of".into(), "popup-store".into());
+    l.insert("app.kubernetes.io/managed-by".into(), "popup-operator".into());
+    l.insert("app.kubernetes.io/version".into(), env!("CARGO_PKG_VERSION").into());
+    l
+}
+
+/// The stable subset of [`labels`] used in selectors (selectors are immutable, so no version here).
+pub fn selector_labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "popup-store".to_string()),
+        ("app.kubernetes.io/instance".to_string(), store.names.store.clone()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+    ])
+}
+
+/// Metadata of a child: name, namespace, labels, controller ownerReference.
+pub fn child_meta(store: &ValidatedStore, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(store.namespace.clone()),
+        labels: Some(labels(store, component)),
+        owner_references: store.owner.clone().map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Pod security context: non-root with a fixed uid, the runtime's default seccomp profile.
+pub fn pod_security(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Container security context: no privilege escalation, every capability dropped.
+/// `read_only_root` is true where the image writes only to mounted volumes.
+pub fn container_security(read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(read_only_root),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The user's resources, or requests/limits sized for a demo.
+pub fn resources_or(
+    user: &Option<ResourceRequirements>,
+    cpu: &str,
+    memory: &str,
+    memory_limit: &str,
+) -> ResourceRequirements {
+    user.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(memory_limit.into()))])),
+        ..Default::default()
+    })
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of a ConfigMap's or Secret's data (a sorted map, so the hash is stable).
+pub fn checksum_of<T: Serialize>(data: &T) -> String {
+    sha256_hex(&serde_json::to_vec(data).expect("data serializes"))
+}
+
+pub fn combine_checksums(parts: &[&str]) -> String {
+    sha256_hex(parts.join("\n").as_bytes())
+}
+
+/// The Redis password as a container env var, read from whichever Secret holds it.
+pub fn redis_password_env(store: &ValidatedStore, var: &str) -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    EnvVar {
+        name: var.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: store.password.secret_name().to_string(),
+                key: store.password.key().to_string(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `redis://host:port` URL the simulator and processor use (password comes from `REDIS_PASSWORD`).
+pub fn redis_url(store: &ValidatedStore) -> String {
+    format!("redis://{}", store.names.redis_address(&store.namespace))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::{PopUpStore, PopUpStoreSpec};
+
+    /// A store as the API server would hand it to the controller: defaults applied, uid set.
+    pub fn store_with(engine: Engine, edit: impl FnOnce(&mut PopUpStoreSpec)) -> PopUpStore {
+        let mut spec: PopUpStoreSpec = serde_json::from_value(serde_json::json!({ "engine": engine })).unwrap();
+        edit(&mut spec);
+        let mut s = PopUpStore::new("shop", spec);
+        s.metadata.namespace = Some("sales".into());
+        s.metadata.uid = Some("0000-1111".into());
+        s
+    }
+
+    pub fn inputs() -> BuildInputs {
+        BuildInputs {
+            generated_redis_password: Some("s3cret-redis".into()),
+            grafana_admin_password: "s3cret-grafana".into(),
+            redis_password_revision: "rev1".into(),
+            operator_image: "example/popup-operator:test".into(),
+        }
+    }
+
+    pub fn build(engine: Engine, edit: impl FnOnce(&mut PopUpStoreSpec)) -> (ValidatedStore, Children) {
+        let v = validate(&store_with(engine, edit)).unwrap();
+        let c = build_children(&v, &inputs());
+        (v, c)
+    }
+
+    #[test]
+    fn defaults_pick_the_image_of_each_engine() {
+        for (engine, image) in
+            [(Engine::Gears, images::GEARS), (Engine::Triggers, images::TRIGGERS), (Engine::Native, images::NATIVE)]
+        {
+            let v = validate(&store_with(engine, |_| {})).unwrap();
+            assert_eq!(v.redis_image, image);
+            assert_eq!(v.grafana_image, images::GRAFANA);
+        }
+        let v = validate(&store_with(Engine::Gears, |s| s.redis.image = Some("my/redis:1".into()))).unwrap();
+        assert_eq!(v.redis_image, "my/redis:1");
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        type Edit = Box<dyn Fn(&mut PopUpStoreSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|s| s.stock = -1), "spec.stock"),
+            (Box::new(|s| s.processing.batch_size = 0), "spec.processing.batchSize"),
+            (Box::new(|s| s.processing.metrics_interval_seconds = 0), "spec.processing.metricsIntervalSeconds"),
+            (Box::new(|s| s.processing.replicas = 17), "spec.processing.replicas"),
+            (Box::new(|s| s.redis.image = Some(" ".into())), "spec.redis.image"),
+            (Box::new(|s| s.grafana.image = Some(String::new())), "spec.grafana.image"),
+            (Box::new(|s| s.simulator.rate_per_second = Some(0)), "spec.simulator.ratePerSecond"),
+            (
+                Box::new(|s| {
+                    s.redis.storage = Some(crate::crd::StorageSpec { size: "lots".into(), storage_class_name: None })
+                }),
+                "spec.redis.storage.size",
+            ),
+            (
+                Box::new(|s| {
+                    s.redis.password_secret_ref = Some(SecretKeyRef { name: String::new(), key: "password".into() })
+                }),
+                "spec.redis.passwordSecretRef.name",
+            ),
+        ];
+        for (edit, field) in cases {
+            let err = validate(&store_with(Engine::Gears, edit)).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().starts_with(field));
+        }
+        let mut long = store_with(Engine::Gears, |_| {});
+        long.metadata.name = Some("x".repeat(41));
+        assert_eq!(validate(&long).unwrap_err().field, "metadata.name");
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["1Gi", "512Mi", "1.5G", "1000000", "10k"] {
+            assert!(is_positive_quantity(ok), "{ok}");
+        }
+        for bad in ["", "0", "Gi", "1GB", "-1Gi", "1..5Gi", "lots"] {
+            assert!(!is_positive_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_child_is_labelled_owned_and_namespaced() {
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let (_, children) = build(engine, |_| {});
+            let values = children.to_values();
+            assert!(values.len() >= 10, "{engine}: {}", values.len());
+            for v in values {
+                let what = format!("{engine} {} {}", v["kind"], v["metadata"]["name"]);
+                assert_eq!(v["metadata"]["namespace"], "sales", "{what}");
+                assert_eq!(v["metadata"]["labels"]["app.kubernetes.io/instance"], "shop", "{what}");
+                assert_eq!(v["metadata"]["labels"]["app.kubernetes.io/managed-by"], "popup-operator", "{what}");
+                let owner = &v["metadata"]["ownerReferences"][0];
+                assert_eq!(owner["kind"], "PopUpStore", "{what}");
+                assert_eq!(owner["controller"], true, "{what}");
+                assert_eq!(owner["uid"], "0000-1111", "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_container_is_hardened_and_has_requests() {
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let (_, children) = build(engine, |_| {});
+            for v in children.to_values() {
+                let pod = match v["kind"].as_str().unwrap() {
+                    "StatefulSet" | "Deployment" => &v["spec"]["template"]["spec"],
+                    "Job" => &v["spec"]["template"]["spec"],
+                    _ => continue,
+                };
+                let what = format!("{engine} {}", v["metadata"]["name"]);
+                assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+                assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+                assert_eq!(pod["automountServiceAccountToken"], false, "{what}");
+                for c in pod["containers"].as_array().unwrap() {
+                    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false, "{what}");
+                    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL", "{what}");
+                    assert!(c["resources"]["requests"]["cpu"].is_string(), "{what}");
+                    assert!(c["resources"]["requests"]["memory"].is_string(), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_secret_value_outside_secrets() {
+        let (_, children) = build(Engine::Native, |_| {});
+        for v in children.to_values() {
+            if v["kind"] == "Secret" {
+                continue;
+            }
+            let text = v.to_string();
+            assert!(!text.contains("s3cret"), "{} {} leaks a password", v["kind"], v["metadata"]["name"]);
+        }
+    }
+
+    #[test]
+    fn processor_only_for_native_and_optional_parts_follow_the_spec() {
+        let names = |c: &Children| c.deployments.iter().map(|d| d.metadata.name.clone().unwrap()).collect::<Vec<_>>();
+        let (_, c) = build(Engine::Gears, |_| {});
+        assert_eq!(names(&c), ["shop-grafana"]);
+        let (_, c) = build(Engine::Native, |_| {});
+        assert_eq!(names(&c), ["shop-grafana", "shop-processor"]);
+        let (_, c) = build(Engine::Native, |s| {
+            s.grafana.enabled = false;
+            s.simulator.enabled = false;
+        });
+        assert_eq!(names(&c), ["shop-processor"]);
+        assert!(c.simulator_job.is_none());
+        assert!(c.config_maps.iter().all(|m| !m.metadata.name.as_ref().unwrap().contains("grafana")));
+        assert_eq!(c.secrets.len(), 1, "only the Redis password Secret");
+    }
+
+    #[test]
+    fn user_password_secret_is_referenced_not_generated() {
+        let (v, c) = build(Engine::Triggers, |s| {
+            s.redis.password_secret_ref = Some(SecretKeyRef { name: "mine".into(), key: "redis-pass".into() })
+        });
+        assert!(c.secrets.iter().all(|s| s.metadata.name.as_deref() != Some("shop-redis")));
+        assert_eq!(v.password.secret_name(), "mine");
+        let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+        let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(env.to_string().contains(r#""name":"mine""#) && env.to_string().contains("redis-pass"), "{env}");
+    }
+
+    #[test]
+    fn rendering_without_uid_has_no_owner_reference() {
+        let mut s = store_with(Engine::Gears, |_| {});
+        s.metadata.uid = None;
+        let v = validate(&s).unwrap();
+        assert!(v.owner.is_none());
+        for obj in build_children(&v, &inputs()).to_values() {
+            assert!(obj["metadata"].get("ownerReferences").is_none());
+        }
+    }
+}

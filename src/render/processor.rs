@@ -1,0 +1,104 @@
+//! The `native` engine's processor: `popup-operator process` as a Deployment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+use super::{
+    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, labels, pod_security,
+    redis_password_env, redis_url, resources_or, selector_labels,
+};
+
+pub const COMPONENT: &str = "processor";
+/// The operator image runs as the distroless `nonroot` user.
+pub const OPERATOR_UID: i64 = 65532;
+
+pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) -> Deployment {
+    let p = &store.spec.processing;
+    let container = Container {
+        name: "processor".into(),
+        image: Some(inputs.operator_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "process".into(),
+            "--redis".into(),
+            redis_url(store),
+            "--batch-size".into(),
+            p.batch_size.to_string(),
+            "--metrics-interval-seconds".into(),
+            p.metrics_interval_seconds.to_string(),
+            // Each replica is its own consumer in the group, so pending orders of a dead pod can be claimed.
+            "--consumer".into(),
+            "$(POD_NAME)".into(),
+        ]),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            redis_password_env(store, "REDIS_PASSWORD"),
+            EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
+        ]),
+        resources: Some(resources_or(&None, "50m", "32Mi", "128Mi")),
+        security_context: Some(container_security(true)),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: child_meta(store, store.names.processor(), COMPONENT),
+        spec: Some(DeploymentSpec {
+            replicas: Some(p.replicas as i32),
+            selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(store, COMPONENT)),
+                    annotations: Some(BTreeMap::from([(CONFIG_CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(pod_security(OPERATOR_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    // The worker finishes its current batch on SIGTERM.
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crd::Engine;
+    use crate::render::tests::build;
+
+    #[test]
+    fn processor_runs_the_operator_image_with_the_processing_settings() {
+        let (_, c) = build(Engine::Native, |s| {
+            s.processing.batch_size = 50;
+            s.processing.metrics_interval_seconds = 2;
+            s.processing.replicas = 3;
+        });
+        let d = serde_json::to_value(&c.deployments[1]).unwrap();
+        assert_eq!(d["metadata"]["name"], "shop-processor");
+        assert_eq!(d["spec"]["replicas"], 3);
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "example/popup-operator:test");
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        assert_eq!(args[0], "process");
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(after("--redis"), "redis://shop-redis.sales.svc:6379");
+        assert_eq!(after("--batch-size"), "50");
+        assert_eq!(after("--metrics-interval-seconds"), "2");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+}

@@ -1,0 +1,339 @@
+//! Redis: password Secret, scripts ConfigMap, headless and client Services, the StatefulSet.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, PASSWORD_KEY, PasswordSource, REDIS_PORT, ValidatedStore, child_meta,
+    container_security, labels, pod_security, redis_password_env, resources_or, selector_labels,
+};
+use crate::crd::Engine;
+
+pub const COMPONENT: &str = "redis";
+/// uid/gid of the `redis` user in the official Redis images (redismod and redis-stack derive from them).
+pub const REDIS_UID: i64 = 999;
+const DATA_DIR: &str = "/data";
+
+/// Modules of the redismod image. Its CMD loads them; passing our own args replaces the CMD, so every
+/// module has to be repeated here or it silently disappears.
+pub const REDISMOD_MODULES: &[&[&str]] = &[
+    &["/usr/lib/redis/modules/redisai.so"],
+    &["/usr/lib/redis/modules/redisearch.so"],
+    &["/usr/lib/redis/modules/redisgraph.so"],
+    &["/usr/lib/redis/modules/redistimeseries.so"],
+    &["/usr/lib/redis/modules/rejson.so"],
+    &["/usr/lib/redis/modules/redisbloom.so"],
+    &["/usr/lib/redis/modules/redisgears.so", "Plugin", "/var/opt/redislabs/modules/rg/plugin/gears_python.so"],
+];
+
+/// The operator-generated password Secret; none when the user brings their own.
+pub fn password_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Option<Secret> {
+    let PasswordSource::Generated { secret } = &store.password else { return None };
+    let password = inputs.generated_redis_password.clone().unwrap_or_default();
+    Some(Secret {
+        metadata: child_meta(store, secret.clone(), COMPONENT),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(PASSWORD_KEY.to_string(), ByteString(password.into_bytes()))])),
+        ..Default::default()
+    })
+}
+
+/// The processing scripts and settings the engine loads, visible to users in one ConfigMap.
+pub fn scripts_config_map(store: &ValidatedStore) -> ConfigMap {
+    let data = crate::scripts::files(store.engine(), &store.spec.processing);
+    ConfigMap { metadata: child_meta(store, store.names.scripts(), "scripts"), data: Some(data), ..Default::default() }
+}
+
+/// Headless Service: stable DNS for the StatefulSet's pod.
+pub fn headless_service(store: &ValidatedStore) -> Service {
+    Service {
+        metadata: child_meta(store, store.names.redis_headless(), COMPONENT),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(store, COMPONENT)),
+            ports: Some(vec![redis_port()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Client Service: what Grafana, the simulator, the processor and the operator connect to.
+pub fn client_service(store: &ValidatedStore) -> Service {
+    Service {
+        metadata: child_meta(store, store.names.redis(), COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(store, COMPONENT)),
+            ports: Some(vec![redis_port()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn redis_port() -> ServicePort {
+    ServicePort {
+        name: Some("redis".into()),
+        port: REDIS_PORT,
+        target_port: Some(IntOrString::String("redis".into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// Redis server arguments for each image family. Persistence is on (AOF in `/data`) so a container
+/// restart keeps the sale; the password comes from the env var Kubernetes expands in `$(…)`.
+pub fn server_args(engine: Engine) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--port".into(),
+        REDIS_PORT.to_string(),
+        "--dir".into(),
+        DATA_DIR.into(),
+        "--appendonly".into(),
+        "yes".into(),
+        "--requirepass".into(),
+        "$(REDIS_PASSWORD)".into(),
+    ];
+    if engine == Engine::Gears {
+        for module in REDISMOD_MODULES {
+            args.push("--loadmodule".into());
+            args.extend(module.iter().map(|s| s.to_string()));
+        }
+    }
+    args
+}
+
+/// The Redis StatefulSet: one replica, password-protected, probes that authenticate.
+pub fn statefulset(store: &ValidatedStore, inputs: &BuildInputs) -> StatefulSet {
+    let engine = store.engine();
+    let mut env = vec![redis_password_env(store, "REDIS_PASSWORD"), redis_password_env(store, "REDISCLI_AUTH")];
+    let (command, args) = match engine {
+        // redismod: ENTRYPOINT is redis-server, so our args replace its module list (repeated in server_args).
+        Engine::Gears => (None, Some(server_args(engine))),
+        // redis-stack-server's entrypoint loads its modules itself and appends REDIS_ARGS.
+        Engine::Triggers => {
+            env.push(EnvVar {
+                name: "REDIS_ARGS".into(),
+                value: Some(server_args(engine).join(" ")),
+                ..Default::default()
+            });
+            (None, None)
+        }
+        // The official image's entrypoint runs redis-server with args that start with `--`.
+        Engine::Native => (None, Some(server_args(engine))),
+    };
+    let probe = |period: i32, failures: i32| Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["sh".into(), "-c".into(), format!("redis-cli -p {REDIS_PORT} ping | grep -q PONG")]),
+        }),
+        initial_delay_seconds: Some(5),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "redis".into(),
+        image: Some(store.redis_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command,
+        args,
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: REDIS_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe(5, 3)),
+        liveness_probe: Some(probe(10, 6)),
+        resources: Some(resources_or(&store.spec.redis.resources, "100m", "128Mi", "512Mi")),
+        // Third-party images may write outside /data at start-up, so the root filesystem stays writable.
+        security_context: Some(container_security(false)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let (volumes, claims) = match &store.spec.redis.storage {
+        Some(storage) => (
+            None,
+            Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(labels(store, COMPONENT)),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([("storage".to_string(), Quantity(storage.size.clone()))])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+        ),
+        None => (
+            Some(vec![Volume {
+                name: "data".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            }]),
+            None,
+        ),
+    };
+    StatefulSet {
+        metadata: child_meta(store, store.names.redis(), COMPONENT),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(store.names.redis_headless()),
+            selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
+            volume_claim_templates: claims,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(store, COMPONENT)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_CHECKSUM_ANNOTATION.to_string(),
+                        inputs.redis_password_revision.clone(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes,
+                    security_context: Some(pod_security(REDIS_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::StorageSpec;
+    use crate::render::tests::{build, inputs};
+
+    fn container(engine: Engine, edit: impl FnOnce(&mut crate::crd::PopUpStoreSpec)) -> serde_json::Value {
+        let (_, c) = build(engine, edit);
+        serde_json::to_value(c.redis.unwrap()).unwrap()["spec"]["template"]["spec"]["containers"][0].clone()
+    }
+
+    #[test]
+    fn redismod_args_repeat_every_module_with_the_password() {
+        let c = container(Engine::Gears, |_| {});
+        assert_eq!(c["image"], crate::render::images::GEARS);
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        assert_eq!(args.iter().filter(|a| *a == "--loadmodule").count(), 7);
+        for module in ["redisgears.so", "redistimeseries.so", "gears_python.so"] {
+            assert!(args.iter().any(|a| a.ends_with(module)), "{module} missing from {args:?}");
+        }
+        let pass = args.iter().position(|a| a == "--requirepass").unwrap();
+        assert_eq!(args[pass + 1], "$(REDIS_PASSWORD)");
+    }
+
+    #[test]
+    fn redis_stack_gets_its_args_through_redis_args() {
+        let c = container(Engine::Triggers, |_| {});
+        assert!(c.get("args").is_none(), "the entrypoint must keep loading the stack's modules");
+        let env = c["env"].as_array().unwrap();
+        let redis_args = env.iter().find(|e| e["name"] == "REDIS_ARGS").unwrap();
+        assert!(redis_args["value"].as_str().unwrap().contains("--requirepass $(REDIS_PASSWORD)"));
+        assert!(!redis_args["value"].as_str().unwrap().contains("loadmodule"));
+        // REDIS_PASSWORD must be defined before the variable that references it.
+        let pos = |n: &str| env.iter().position(|e| e["name"] == n).unwrap();
+        assert!(pos("REDIS_PASSWORD") < pos("REDIS_ARGS"));
+    }
+
+    #[test]
+    fn probes_authenticate_through_rediscli_auth() {
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let c = container(engine, |_| {});
+            let cmd = c["readinessProbe"]["exec"]["command"].to_string();
+            assert!(cmd.contains("redis-cli") && cmd.contains("PONG"), "{cmd}");
+            let auth = c["env"].as_array().unwrap().iter().find(|e| e["name"] == "REDISCLI_AUTH").unwrap().clone();
+            assert_eq!(auth["valueFrom"]["secretKeyRef"]["name"], "shop-redis");
+            assert!(c["livenessProbe"].is_object());
+        }
+    }
+
+    #[test]
+    fn storage_becomes_a_claim_template_else_an_empty_dir() {
+        let (_, c) = build(Engine::Native, |s| {
+            s.redis.storage = Some(StorageSpec { size: "2Gi".into(), storage_class_name: Some("fast".into()) })
+        });
+        let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+        let claim = &sts["spec"]["volumeClaimTemplates"][0];
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "2Gi");
+        assert_eq!(claim["spec"]["storageClassName"], "fast");
+        assert!(sts["spec"]["template"]["spec"].get("volumes").is_none());
+
+        let (_, c) = build(Engine::Native, |_| {});
+        let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+        assert!(sts["spec"]["template"]["spec"]["volumes"][0]["emptyDir"].is_object());
+        assert!(sts["spec"].get("volumeClaimTemplates").is_none());
+    }
+
+    #[test]
+    fn statefulset_shape() {
+        let (v, c) = build(Engine::Gears, |_| {});
+        let sts = c.redis.unwrap();
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.service_name.as_deref(), Some("shop-redis-headless"));
+        assert_eq!(spec.selector.match_labels.unwrap(), selector_labels(&v, COMPONENT));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(REDIS_UID));
+        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[CONFIG_CHECKSUM_ANNOTATION], inputs().redis_password_revision);
+    }
+
+    #[test]
+    fn services_select_the_redis_pod() {
+        let (v, c) = build(Engine::Gears, |_| {});
+        let by_name = |n: &str| c.services.iter().find(|s| s.metadata.name.as_deref() == Some(n)).unwrap().clone();
+        let headless = by_name("shop-redis-headless").spec.unwrap();
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        let client = by_name("shop-redis").spec.unwrap();
+        assert_eq!(client.ports.unwrap()[0].port, 6379);
+        assert_eq!(client.selector.unwrap(), selector_labels(&v, COMPONENT));
+    }
+
+    #[test]
+    fn generated_secret_holds_the_password() {
+        let (_, c) = build(Engine::Gears, |_| {});
+        let s = c.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis")).unwrap();
+        assert_eq!(s.data.as_ref().unwrap()[PASSWORD_KEY].0, b"s3cret-redis");
+    }
+
+    #[test]
+    fn scripts_config_map_carries_the_processing_settings() {
+        let (_, c) = build(Engine::Triggers, |s| s.processing.batch_size = 7);
+        let cm = c.config_maps.iter().find(|m| m.metadata.name.as_deref() == Some("shop-scripts")).unwrap();
+        let data = cm.data.as_ref().unwrap();
+        assert!(data.values().any(|v| v.contains('7')), "{data:?}");
+    }
+}

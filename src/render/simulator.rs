@@ -1,0 +1,151 @@
+//! The simulator Job: `popup-operator simulate` against the store's Redis.
+//!
+//! Jobs are immutable, so the Job's name carries a hash of everything that shapes the simulation; a
+//! changed setting yields a new Job (the controller removes the old one).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
+
+use super::processor::OPERATOR_UID;
+use super::{
+    BuildInputs, ValidatedStore, child_meta, container_security, labels, pod_security, redis_password_env, redis_url,
+    resources_or, sha256_hex,
+};
+
+pub const COMPONENT: &str = "simulator";
+/// Annotation with the settings hash, also the suffix of the Job's name.
+pub const SETTINGS_HASH_ANNOTATION: &str = "popup.dev/simulator-settings";
+
+/// Short hash of the settings that define one simulation run.
+pub fn settings_hash(store: &ValidatedStore) -> String {
+    let s = &store.spec.simulator;
+    let input = json!({
+        "stock": store.spec.stock,
+        "customers": s.customers,
+        "maxArrivalMillis": s.max_arrival_millis,
+        "maxOrderDelayMillis": s.max_order_delay_millis,
+        "ratePerSecond": s.rate_per_second,
+        "resources": s.resources,
+    });
+    sha256_hex(input.to_string().as_bytes())[..8].to_string()
+}
+
+/// The simulator's command line, the same flags a user would type.
+pub fn args(store: &ValidatedStore) -> Vec<String> {
+    let s = &store.spec.simulator;
+    let mut args = vec![
+        "simulate".to_string(),
+        "--redis".into(),
+        redis_url(store),
+        "--stock".into(),
+        store.spec.stock.to_string(),
+        "--customers".into(),
+        s.customers.to_string(),
+        "--max-arrival-millis".into(),
+        s.max_arrival_millis.to_string(),
+        "--max-order-delay-millis".into(),
+        s.max_order_delay_millis.to_string(),
+    ];
+    if let Some(rate) = s.rate_per_second {
+        args.extend(["--rate".into(), rate.to_string()]);
+    }
+    args
+}
+
+pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
+    let hash = settings_hash(store);
+    let mut meta = child_meta(store, store.names.simulator_job(&hash), COMPONENT);
+    meta.annotations = Some(BTreeMap::from([(SETTINGS_HASH_ANNOTATION.to_string(), hash)]));
+    let container = Container {
+        name: "simulator".into(),
+        image: Some(inputs.operator_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args(store)),
+        env: Some(vec![
+            redis_password_env(store, "REDIS_PASSWORD"),
+            EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
+        ]),
+        resources: Some(resources_or(&store.spec.simulator.resources, "50m", "32Mi", "128Mi")),
+        security_context: Some(container_security(true)),
+        ..Default::default()
+    };
+    Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            // A retried simulator would start the sale over (it sets `product` to the stock), so a failed
+            // run stays failed and is reported in the SimulationComplete condition instead.
+            backoff_limit: Some(0),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(store, COMPONENT)), ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("Never".into()),
+                    security_context: Some(pod_security(OPERATOR_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Engine;
+    use crate::render::tests::build;
+
+    fn job_of(edit: impl FnOnce(&mut crate::crd::PopUpStoreSpec)) -> Job {
+        build(Engine::Gears, edit).1.simulator_job.unwrap()
+    }
+
+    #[test]
+    fn job_runs_simulate_with_the_seed_timing() {
+        let j = serde_json::to_value(job_of(|_| {})).unwrap();
+        let c = &j["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        assert_eq!(
+            args,
+            [
+                "simulate",
+                "--redis",
+                "redis://shop-redis.sales.svc:6379",
+                "--stock",
+                "10000",
+                "--customers",
+                "0",
+                "--max-arrival-millis",
+                "100",
+                "--max-order-delay-millis",
+                "1000"
+            ]
+        );
+        assert_eq!(j["spec"]["backoffLimit"], 0);
+        assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    }
+
+    #[test]
+    fn changed_settings_give_a_new_job_name_and_unrelated_changes_do_not() {
+        let base = job_of(|_| {}).metadata.name.unwrap();
+        assert!(base.starts_with("shop-simulator-") && base.len() == "shop-simulator-".len() + 8, "{base}");
+        assert_ne!(base, job_of(|s| s.stock = 5).metadata.name.unwrap());
+        assert_ne!(base, job_of(|s| s.simulator.rate_per_second = Some(500)).metadata.name.unwrap());
+        assert_ne!(base, job_of(|s| s.simulator.customers = 10).metadata.name.unwrap());
+        assert_eq!(base, job_of(|s| s.grafana.enabled = false).metadata.name.unwrap());
+        assert_eq!(base, job_of(|s| s.processing.batch_size = 9).metadata.name.unwrap());
+    }
+
+    #[test]
+    fn fixed_rate_is_passed_on() {
+        let j = job_of(|s| s.simulator.rate_per_second = Some(250));
+        let args = j.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert_eq!(&args[args.len() - 2..], ["--rate", "250"]);
+    }
+}

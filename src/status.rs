@@ -1,0 +1,237 @@
+//! Status: observations → `PopUpStore.status` (pure), following the Kubernetes condition conventions:
+//! one condition per concern plus a summary `Ready`, `lastTransitionTime` moving only when a
+//! condition's status flips, `observedGeneration` on every condition and on the status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{Endpoints, PopUpStoreStatus, SaleStatus};
+
+pub const REDIS_READY: &str = "RedisReady";
+pub const SCRIPTS_LOADED: &str = "ScriptsLoaded";
+pub const GRAFANA_READY: &str = "GrafanaReady";
+pub const PROCESSOR_READY: &str = "ProcessorReady";
+pub const SIMULATION_COMPLETE: &str = "SimulationComplete";
+pub const READY: &str = "Ready";
+
+/// One observed concern: is it fine, a CamelCase reason, a sentence for humans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Check {
+    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
+        Self { ok: true, reason: reason.into(), message: message.into() }
+    }
+    pub fn not(reason: &str, message: impl Into<String>) -> Self {
+        Self { ok: false, reason: reason.into(), message: message.into() }
+    }
+}
+
+/// Everything one reconcile observed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observations {
+    pub generation: Option<i64>,
+    pub redis: Check,
+    pub scripts: Check,
+    /// `None` when Grafana is disabled.
+    pub grafana: Option<Check>,
+    /// `None` unless the engine is `native`.
+    pub processor: Option<Check>,
+    pub simulation: Check,
+    pub sale: Option<SaleStatus>,
+    pub endpoints: Endpoints,
+    pub simulator_job: Option<String>,
+}
+
+/// The status for `obs`, reusing `old`'s transition times where a condition kept its status.
+pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestamp) -> PopUpStoreStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut checks: Vec<(&str, Check)> = vec![(REDIS_READY, obs.redis.clone()), (SCRIPTS_LOADED, obs.scripts.clone())];
+    checks.push((
+        GRAFANA_READY,
+        obs.grafana
+            .clone()
+            .unwrap_or_else(|| Check::ok("Disabled", "Grafana is disabled (spec.grafana.enabled: false)")),
+    ));
+    if let Some(p) = &obs.processor {
+        checks.push((PROCESSOR_READY, p.clone()));
+    }
+    checks.push((SIMULATION_COMPLETE, obs.simulation.clone()));
+
+    // The store is Ready when the sale can run and be watched; the simulation's progress is not part of it.
+    let blocking: Vec<String> = checks
+        .iter()
+        .filter(|(t, c)| *t != SIMULATION_COMPLETE && !c.ok)
+        .map(|(t, c)| format!("{t}: {}", c.message))
+        .collect();
+    let ready = if blocking.is_empty() {
+        Check::ok("AllComponentsReady", "Redis, scripts and dashboard are up; the sale is live")
+    } else {
+        Check::not("ComponentsNotReady", blocking.join("; "))
+    };
+    checks.push((READY, ready));
+
+    let conditions = checks.into_iter().map(|(t, c)| condition(old_conditions, t, &c, obs.generation, now)).collect();
+    PopUpStoreStatus {
+        observed_generation: obs.generation,
+        conditions,
+        endpoints: Some(obs.endpoints.clone()),
+        sale: obs.sale.clone().or_else(|| old.and_then(|o| o.sale.clone())),
+        simulator_job: obs.simulator_job.clone(),
+    }
+}
+
+/// Status for a spec the operator cannot use: `Ready=False/InvalidSpec`, other conditions kept as they were.
+pub fn invalid_spec(
+    old: Option<&PopUpStoreStatus>,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> PopUpStoreStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let ready = condition(&status.conditions, READY, &Check::not("InvalidSpec", message), generation, now);
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.push(ready);
+    status.observed_generation = generation;
+    status
+}
+
+fn condition(old: &[Condition], type_: &str, check: &Check, generation: Option<i64>, now: Timestamp) -> Condition {
+    let status = if check.ok { "True" } else { "False" };
+    let previous = old.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: check.reason.clone(),
+        message: check.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+pub fn find<'a>(status: Option<&'a PopUpStoreStatus>, type_: &str) -> Option<&'a Condition> {
+    status.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// A condition whose status or reason changed between two statuses: worth an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: String,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+pub fn transitions(old: Option<&PopUpStoreStatus>, new: &PopUpStoreStatus) -> Vec<Transition> {
+    new.conditions
+        .iter()
+        .filter(|c| match find(old, &c.type_) {
+            Some(o) => o.status != c.status || o.reason != c.reason,
+            None => true,
+        })
+        .map(|c| Transition {
+            type_: c.type_.clone(),
+            ok: c.status == "True",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs() -> Observations {
+        Observations {
+            generation: Some(3),
+            redis: Check::ok("Running", "redis is ready"),
+            scripts: Check::ok("Loaded", "scripts loaded"),
+            grafana: Some(Check::ok("Available", "grafana is ready")),
+            processor: None,
+            simulation: Check::not("Running", "simulator running"),
+            sale: Some(SaleStatus { available: Some(7), completed: 3, ..Default::default() }),
+            endpoints: Endpoints { redis: "r:6379".into(), ..Default::default() },
+            simulator_job: Some("shop-simulator-abc".into()),
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    #[test]
+    fn ready_when_components_are_even_while_simulating() {
+        let s = compute(None, &obs(), t(0));
+        let ready = find(Some(&s), READY).unwrap();
+        assert_eq!(ready.status, "True");
+        assert_eq!(find(Some(&s), SIMULATION_COMPLETE).unwrap().status, "False");
+        assert_eq!(s.observed_generation, Some(3));
+        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(3)));
+        assert_eq!(s.sale.unwrap().available, Some(7));
+    }
+
+    #[test]
+    fn not_ready_names_every_blocking_condition() {
+        let mut o = obs();
+        o.redis = Check::not("Starting", "0/1 pods ready");
+        o.processor = Some(Check::not("Unavailable", "0/1 processors available"));
+        let s = compute(None, &o, t(0));
+        let ready = find(Some(&s), READY).unwrap();
+        assert_eq!(ready.status, "False");
+        assert!(ready.message.contains("RedisReady: 0/1 pods ready"), "{}", ready.message);
+        assert!(ready.message.contains("ProcessorReady"), "{}", ready.message);
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_a_flip() {
+        let first = compute(None, &obs(), t(0));
+        let same = compute(Some(&first), &obs(), t(60));
+        assert_eq!(first, same, "nothing changed, so nothing to write");
+        let mut o = obs();
+        o.redis = Check::not("Starting", "restarting");
+        let flipped = compute(Some(&same), &o, t(120));
+        assert_eq!(find(Some(&flipped), REDIS_READY).unwrap().last_transition_time, Time(t(120)));
+        assert_eq!(find(Some(&flipped), SCRIPTS_LOADED).unwrap().last_transition_time, Time(t(0)));
+        let changes = transitions(Some(&same), &flipped);
+        let types: Vec<_> = changes.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [REDIS_READY, READY]);
+        assert!(transitions(Some(&flipped), &flipped).is_empty());
+    }
+
+    #[test]
+    fn disabled_grafana_does_not_block_ready() {
+        let mut o = obs();
+        o.grafana = None;
+        let s = compute(None, &o, t(0));
+        let g = find(Some(&s), GRAFANA_READY).unwrap();
+        assert_eq!((g.status.as_str(), g.reason.as_str()), ("True", "Disabled"));
+        assert_eq!(find(Some(&s), READY).unwrap().status, "True");
+    }
+
+    #[test]
+    fn invalid_spec_keeps_other_conditions() {
+        let good = compute(None, &obs(), t(0));
+        let bad = invalid_spec(Some(&good), Some(4), "spec.stock: must be 0 or more", t(5));
+        let ready = find(Some(&bad), READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert_eq!(find(Some(&bad), REDIS_READY), find(Some(&good), REDIS_READY));
+        assert_eq!(bad.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn last_sale_numbers_survive_a_failed_read() {
+        let first = compute(None, &obs(), t(0));
+        let mut o = obs();
+        o.sale = None;
+        assert_eq!(compute(Some(&first), &o, t(5)).sale, first.sale);
+    }
+}

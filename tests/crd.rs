@@ -1,0 +1,171 @@
+//! The CRD and the examples: generated file in sync, examples valid and fully understood, CEL rules.
+
+use popup_operator::crd::{PopUpStore, crd_yaml, parse_stores};
+use popup_operator::render;
+use serde_json::{Value, json};
+
+const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/popupstores.popup.dev.yaml");
+
+#[test]
+fn crd_file_matches_the_rust_types() {
+    let on_disk = std::fs::read_to_string(CRD_FILE).expect("crds/popupstores.popup.dev.yaml exists");
+    assert!(
+        on_disk == crd_yaml(),
+        "crds/popupstores.popup.dev.yaml is out of date: run `cargo run -- crd > crds/popupstores.popup.dev.yaml`"
+    );
+}
+
+#[test]
+fn crd_names_and_printer_columns() {
+    let crd: Value = serde_yaml::from_str(&crd_yaml()).unwrap();
+    assert_eq!(crd["metadata"]["name"], "popupstores.popup.dev");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["popup"]));
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> =
+        version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(columns, ["Ready", "Engine", "Available", "Completed", "Age"]);
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["engine"]["enum"], json!(["gears", "triggers", "native"]));
+    assert_eq!(spec["stock"]["minimum"].as_f64(), Some(0.0));
+    assert_eq!(spec["stock"]["default"], 10000);
+    assert_eq!(spec["processing"]["properties"]["batchSize"]["default"], 3);
+    assert_eq!(spec["simulator"]["properties"]["maxArrivalMillis"]["default"], 100);
+    assert_eq!(spec["grafana"]["properties"]["serviceType"]["enum"], json!(["ClusterIP", "NodePort", "LoadBalancer"]));
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Every key the example sets must survive a parse → serialize round trip: a misspelt or unknown
+/// field would silently vanish otherwise.
+fn assert_contained(original: &Value, parsed: &Value, path: &str) {
+    match original {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = format!("{path}.{k}");
+                assert!(parsed.get(k).is_some(), "{p} is not a field of PopUpStore");
+                assert_contained(v, &parsed[k], &p);
+            }
+        }
+        other => assert_eq!(
+            serde_json::to_string(other).unwrap().trim_matches('"'),
+            serde_json::to_string(parsed).unwrap().trim_matches('"'),
+            "{path}"
+        ),
+    }
+}
+
+#[test]
+fn examples_round_trip_through_the_types_and_validate() {
+    for name in ["popup.yaml", "popup-full.yaml"] {
+        let text = example(name);
+        let (stores, _) = parse_stores(&text).unwrap();
+        assert_eq!(stores.len(), 1, "{name}");
+        let original: Value = serde_yaml::from_str(text.split("\n---").next().unwrap()).unwrap();
+        assert_contained(&original["spec"], &serde_json::to_value(&stores[0].spec).unwrap(), &format!("{name}: spec"));
+        let v = render::validate(&stores[0]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(PopUpStore::validate_cel(&stores[0]).is_ok(), "{name}: CEL rules reject the example");
+        let _ = v;
+    }
+    let (full, others) = parse_stores(&example("popup-full.yaml")).unwrap();
+    assert_eq!(others, ["document 2: v1 Secret"]);
+    // The full example really sets every spec field (no Option left at None).
+    let spec = serde_json::to_value(&full[0].spec).unwrap();
+    for section in ["redis", "processing", "grafana", "simulator"] {
+        assert!(spec[section].as_object().unwrap().len() >= 3, "{section}");
+    }
+    assert_eq!(spec["redis"].as_object().unwrap().len(), 4, "redis: image, resources, storage, passwordSecretRef");
+}
+
+#[test]
+fn cel_rules_reject_what_the_api_server_would() {
+    let store = |spec: Value, name: &str| -> PopUpStore {
+        serde_json::from_value(
+            json!({"apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore", "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let ok = store(json!({}), "shop");
+    assert!(PopUpStore::validate_cel(&ok).is_ok());
+
+    let long = store(json!({}), &"x".repeat(41));
+    let err = PopUpStore::validate_cel(&long).unwrap_err().to_string();
+    assert!(err.contains("at most 40 characters"), "{err}");
+
+    let bad_size = store(json!({"redis": {"storage": {"size": "lots"}}}), "shop");
+    let err = PopUpStore::validate_cel(&bad_size).unwrap_err().to_string();
+    assert!(err.contains("spec.redis.storage.size"), "{err}");
+
+    let empty_image = store(json!({"redis": {"image": ""}}), "shop");
+    assert!(PopUpStore::validate_cel(&empty_image).unwrap_err().to_string().contains("spec.redis.image"));
+
+    // Transition rules: the engine and the storage are fixed once created.
+    let triggers = store(json!({"engine": "triggers"}), "shop");
+    let err = triggers.validate_cel_update(&ok).unwrap_err().to_string();
+    assert!(err.contains("spec.engine cannot change"), "{err}");
+    let with_storage = store(json!({"redis": {"storage": {"size": "1Gi"}}}), "shop");
+    let err = with_storage.validate_cel_update(&ok).unwrap_err().to_string();
+    assert!(err.contains("cannot be added or removed"), "{err}");
+    let bigger = store(json!({"redis": {"storage": {"size": "2Gi"}}}), "shop");
+    let err = bigger.validate_cel_update(&with_storage).unwrap_err().to_string();
+    assert!(err.contains("spec.redis.storage cannot change"), "{err}");
+    assert!(with_storage.validate_cel_update(&with_storage).is_ok());
+}
+
+#[test]
+fn render_prints_valid_kubernetes_objects_for_both_examples() {
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    for name in ["popup.yaml", "popup-full.yaml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
+            .args(["render", "-f", &format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut kinds = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+            let kind = v["kind"].as_str().unwrap().to_string();
+            // Typed parse, then compare: a field Kubernetes does not know would be dropped and differ.
+            let typed = match kind.as_str() {
+                "Secret" => serde_json::to_value(serde_json::from_value::<core::Secret>(v.clone()).unwrap()),
+                "ConfigMap" => serde_json::to_value(serde_json::from_value::<core::ConfigMap>(v.clone()).unwrap()),
+                "Service" => serde_json::to_value(serde_json::from_value::<core::Service>(v.clone()).unwrap()),
+                "StatefulSet" => serde_json::to_value(serde_json::from_value::<apps::StatefulSet>(v.clone()).unwrap()),
+                "Deployment" => serde_json::to_value(serde_json::from_value::<apps::Deployment>(v.clone()).unwrap()),
+                "Job" => serde_json::to_value(serde_json::from_value::<batch::Job>(v.clone()).unwrap()),
+                other => panic!("{name}: unexpected kind {other}"),
+            }
+            .unwrap();
+            assert_eq!(typed, v, "{name}: {kind} {}", v["metadata"]["name"]);
+            kinds.push(kind);
+        }
+        for k in ["Secret", "ConfigMap", "Service", "StatefulSet", "Deployment", "Job"] {
+            assert!(kinds.iter().any(|x| x == k), "{name}: no {k} rendered");
+        }
+    }
+}
+
+#[test]
+fn render_reports_a_bad_field_by_name() {
+    let dir = std::env::temp_dir().join(format!("popup-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: x}\nspec: {processing: {batchSize: 0}}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
+        .args(["render", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.processing.batchSize"), "{err}");
+}

@@ -1,0 +1,440 @@
+//! Reconcile branches against an in-memory API server (kube-rs tower-test pattern).
+//!
+//! The fake server stores what the operator applies and answers reads from it, and records every
+//! request, so a test can say "this reconcile wrote nothing". The real API server is exercised by the
+//! control-plane tests; this one is about the controller's decisions.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::Client;
+use kube::client::Body;
+use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget};
+use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, ProcessingSpec, SaleStatus, SecretKeyRef};
+use popup_operator::status;
+use popup_operator::telemetry::Health;
+use serde_json::{Value, json};
+
+const NS: &str = "sales";
+const STORE_PATH: &str = "/apis/popup.dev/v1alpha1/namespaces/sales/popupstores/shop";
+
+/// The in-memory API server: objects by path, and the log of requests.
+#[derive(Default)]
+struct FakeApi {
+    objects: Mutex<BTreeMap<String, Value>>,
+    log: Mutex<Vec<(Method, String)>>,
+    next_rv: Mutex<u64>,
+}
+
+impl FakeApi {
+    fn put(&self, path: &str, mut obj: Value) -> Value {
+        let mut rv = self.next_rv.lock().unwrap();
+        *rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if obj["metadata"]["uid"].is_null() {
+            obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
+        }
+        self.objects.lock().unwrap().insert(path.to_string(), obj.clone());
+        obj
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().get(path).cloned()
+    }
+
+    fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut objects = self.objects.lock().unwrap();
+        f(objects.get_mut(path).unwrap_or_else(|| panic!("no object at {path}")));
+    }
+
+    fn paths_under(&self, prefix: &str) -> Vec<String> {
+        self.objects.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+    }
+
+    /// Requests since the log was last taken.
+    fn take_log(&self) -> Vec<(Method, String)> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        self.log.lock().unwrap().push((method.clone(), path.clone()));
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+        let (code, reply) = match method {
+            // A collection read (list) always carries query parameters; a single-object read does not.
+            Method::GET if query.contains("labelSelector") || query.contains("limit") => {
+                (StatusCode::OK, self.list(&path))
+            }
+            Method::GET => match self.get(&path) {
+                Some(obj) => (StatusCode::OK, obj),
+                None => not_found(&path),
+            },
+            Method::PATCH if path.ends_with("/status") => {
+                let owner = path.trim_end_matches("/status").to_string();
+                match self.get(&owner) {
+                    Some(mut obj) => {
+                        obj["status"] = body["status"].clone();
+                        (StatusCode::OK, self.put(&owner, obj))
+                    }
+                    None => not_found(&owner),
+                }
+            }
+            Method::PATCH => {
+                let mut obj = body;
+                // Server-side apply keeps what others wrote to status.
+                if let Some(old) = self.get(&path) {
+                    obj["status"] = old["status"].clone();
+                    obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                }
+                (StatusCode::OK, self.put(&path, obj))
+            }
+            Method::POST => {
+                let name = body["metadata"]["name"].as_str().unwrap_or("event").to_string();
+                let full = format!("{path}/{name}");
+                if !path.contains("/events") && self.get(&full).is_some() {
+                    (
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"}),
+                    )
+                } else {
+                    (StatusCode::CREATED, self.put(&full, body))
+                }
+            }
+            Method::DELETE => {
+                self.objects.lock().unwrap().remove(&path);
+                (StatusCode::OK, json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}))
+            }
+            _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
+        };
+        Response::builder().status(code).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap()
+    }
+
+    fn list(&self, path: &str) -> Value {
+        let items: Vec<Value> = self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.rsplit_once('/').map(|(dir, _)| dir) == Some(path))
+            .map(|(_, v)| v.clone())
+            .collect();
+        json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
+    }
+}
+
+fn not_found(path: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{path} not found")}),
+    )
+}
+
+/// Stands in for Redis: answers what the test tells it to.
+struct FakeRedis {
+    scripts: Mutex<Result<String, RedisProblem>>,
+    sale: Mutex<SaleStatus>,
+    calls: Mutex<Vec<RedisTarget>>,
+}
+
+impl Default for FakeRedis {
+    fn default() -> Self {
+        Self {
+            scripts: Mutex::new(Ok("scripts loaded (fake)".into())),
+            sale: Mutex::new(SaleStatus { available: Some(10), ..Default::default() }),
+            calls: Mutex::default(),
+        }
+    }
+}
+
+impl RedisGateway for FakeRedis {
+    fn ensure_scripts<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+        _e: Engine,
+        _p: &'a ProcessingSpec,
+    ) -> BoxFuture<'a, Result<String, RedisProblem>> {
+        self.calls.lock().unwrap().push(target.clone());
+        let r = self.scripts.lock().unwrap().clone();
+        Box::pin(async move { r })
+    }
+    fn read_sale<'a>(&'a self, _t: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
+        let s = self.sale.lock().unwrap().clone();
+        Box::pin(async move { Ok(s) })
+    }
+}
+
+struct Harness {
+    api: Arc<FakeApi>,
+    redis: Arc<FakeRedis>,
+    ctx: Arc<Context>,
+}
+
+impl Harness {
+    fn new(redis_address: Option<&str>) -> Self {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = Arc::new(FakeApi::default());
+        let server = api.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                send.send_response(server.handle(req).await);
+            }
+        });
+        let client = Client::new(service, NS);
+        let redis = Arc::new(FakeRedis::default());
+        let config = Config {
+            operator_image: "example/popup-operator:test".into(),
+            redis_address_template: redis_address.map(String::from),
+        };
+        let ctx = Arc::new(Context::new(client, redis.clone(), Health::default(), config));
+        Self { api, redis, ctx }
+    }
+
+    fn create_store(&self, edit: impl FnOnce(&mut PopUpStoreSpec)) {
+        let mut spec: PopUpStoreSpec = serde_json::from_value(json!({})).unwrap();
+        edit(&mut spec);
+        let mut store = PopUpStore::new("shop", spec);
+        store.metadata.namespace = Some(NS.into());
+        store.metadata.generation = Some(1);
+        self.api.put(STORE_PATH, serde_json::to_value(store).unwrap());
+    }
+
+    fn store(&self) -> PopUpStore {
+        serde_json::from_value(self.api.get(STORE_PATH).unwrap()).unwrap()
+    }
+
+    async fn reconcile(&self) -> String {
+        let action = controller::reconcile(Arc::new(self.store()), self.ctx.clone()).await.expect("reconcile succeeds");
+        format!("{action:?}")
+    }
+
+    fn condition(&self, type_: &str) -> (String, String) {
+        let s = self.store();
+        let c = status::find(s.status.as_ref(), type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    /// Plays kubelet: the StatefulSet and Deployments report ready pods.
+    fn pods_become_ready(&self) {
+        self.api.edit(&format!("/apis/apps/v1/namespaces/{NS}/statefulsets/shop-redis"), |o| {
+            o["status"] = json!({"replicas": 1, "readyReplicas": 1})
+        });
+        for path in self.api.paths_under(&format!("/apis/apps/v1/namespaces/{NS}/deployments/")) {
+            self.api.edit(&path, |o| o["status"] = json!({"replicas": 1, "availableReplicas": 1}));
+        }
+    }
+}
+
+fn writes(log: &[(Method, String)]) -> Vec<String> {
+    log.iter().filter(|(m, p)| *m != Method::GET && !p.contains("/events")).map(|(m, p)| format!("{m} {p}")).collect()
+}
+
+fn events(log: &[(Method, String)]) -> usize {
+    log.iter().filter(|(m, p)| *m == Method::POST && p.contains("/events")).count()
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_every_child_in_dependency_order_and_waits_for_redis() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    let action = h.reconcile().await;
+    let log = h.api.take_log();
+    let w = writes(&log);
+    let expected = [
+        "PATCH /api/v1/namespaces/sales/secrets/shop-redis",
+        "PATCH /api/v1/namespaces/sales/secrets/shop-grafana",
+        "PATCH /api/v1/namespaces/sales/configmaps/shop-scripts",
+        "PATCH /api/v1/namespaces/sales/configmaps/shop-grafana-provisioning",
+        "PATCH /api/v1/namespaces/sales/configmaps/shop-grafana-dashboards",
+        "PATCH /api/v1/namespaces/sales/services/shop-redis-headless",
+        "PATCH /api/v1/namespaces/sales/services/shop-redis",
+        "PATCH /api/v1/namespaces/sales/services/shop-grafana",
+        "PATCH /apis/apps/v1/namespaces/sales/statefulsets/shop-redis",
+        "PATCH /apis/apps/v1/namespaces/sales/deployments/shop-grafana",
+        "PATCH /apis/popup.dev/v1alpha1/namespaces/sales/popupstores/shop/status",
+    ];
+    assert_eq!(w, expected);
+    assert!(action.contains("5s"), "not ready yet → quick quiet requeue: {action}");
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Starting".into()));
+    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), "WaitingForRedis".into()));
+    assert_eq!(h.condition(status::READY).0, "False");
+    assert!(h.redis.calls.lock().unwrap().is_empty(), "Redis is not contacted before its pod is ready");
+    assert!(events(&log) >= 1, "condition transitions are published as events");
+    // The password was generated once, into the Secret, and is reused afterwards.
+    let secret = h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap();
+    assert!(secret["data"]["password"].as_str().unwrap().len() >= 40, "base64 of 32 characters");
+    let status = h.store().status.unwrap();
+    assert_eq!(status.endpoints.unwrap().redis, "shop-redis.sales.svc:6379");
+}
+
+#[tokio::test]
+async fn ready_store_loads_scripts_starts_the_simulator_then_goes_quiet() {
+    let h = Harness::new(Some("127.0.0.1:16379"));
+    h.create_store(|_| {});
+    h.reconcile().await;
+    let password = h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap()["data"]["password"].clone();
+    h.pods_become_ready();
+    h.api.take_log();
+
+    h.reconcile().await;
+    let w = writes(&h.api.take_log());
+    assert_eq!(w.len(), 2, "only the Job and the status are written: {w:?}");
+    assert!(w[0].starts_with("POST /apis/batch/v1/namespaces/sales/jobs"), "{w:?}");
+    assert_eq!(h.condition(status::READY), ("True".into(), "AllComponentsReady".into()));
+    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("True".into(), "Loaded".into()));
+    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), "Running".into()));
+    let target = h.redis.calls.lock().unwrap()[0].clone();
+    assert_eq!(target.address, "127.0.0.1:16379", "the documented address override is used");
+    assert!(!target.password.is_empty());
+    assert_eq!(h.store().status.unwrap().sale.unwrap().available, Some(10));
+    assert_eq!(
+        h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap()["data"]["password"],
+        password,
+        "password kept"
+    );
+
+    // Nothing changed: the next reconcile only reads.
+    let action = h.reconcile().await;
+    let log = h.api.take_log();
+    assert_eq!(writes(&log), Vec::<String>::new(), "a no-op reconcile writes nothing");
+    assert_eq!(events(&log), 0);
+    assert!(action.contains("5s"), "while the simulation runs, status follows the metrics interval: {action}");
+
+    // The sale moves: only the status is written.
+    h.redis.sale.lock().unwrap().completed = 4;
+    h.reconcile().await;
+    assert_eq!(writes(&h.api.take_log()), [format!("PATCH {STORE_PATH}/status")]);
+    assert_eq!(h.store().status.unwrap().sale.unwrap().completed, 4);
+
+    // The Job finishes.
+    let job = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/")[0].clone();
+    h.api.edit(&job, |o| o["status"] = json!({"succeeded": 1}));
+    let action = h.reconcile().await;
+    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("True".into(), "Succeeded".into()));
+    assert!(action.contains("60s"), "{action}");
+}
+
+#[tokio::test]
+async fn deleted_child_is_recreated() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    h.api.objects.lock().unwrap().remove("/api/v1/namespaces/sales/services/shop-redis");
+    h.api.take_log();
+    h.reconcile().await;
+    let w = writes(&h.api.take_log());
+    assert_eq!(w, ["PATCH /api/v1/namespaces/sales/services/shop-redis"]);
+}
+
+#[tokio::test]
+async fn changed_simulator_settings_replace_the_job() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    h.pods_become_ready();
+    h.reconcile().await;
+    let jobs = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/");
+    assert_eq!(jobs.len(), 1);
+    h.api.edit(STORE_PATH, |o| {
+        o["spec"]["simulator"]["ratePerSecond"] = json!(500);
+        o["metadata"]["generation"] = json!(2);
+    });
+    h.api.take_log();
+    h.reconcile().await;
+    let w = writes(&h.api.take_log());
+    let after = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/");
+    assert_eq!(after.len(), 1, "old Job removed: {w:?}");
+    assert_ne!(after, jobs);
+    assert!(w.iter().any(|l| l.starts_with("DELETE") && l.ends_with(jobs[0].rsplit('/').next().unwrap())), "{w:?}");
+    assert_eq!(h.store().status.unwrap().observed_generation, Some(2));
+}
+
+#[tokio::test]
+async fn invalid_spec_sets_a_condition_and_waits_for_a_change() {
+    let h = Harness::new(None);
+    h.create_store(|s| s.stock = -5);
+    let action = h.reconcile().await;
+    let w = writes(&h.api.take_log());
+    assert_eq!(w, [format!("PATCH {STORE_PATH}/status")], "no child is applied for a broken spec");
+    assert!(
+        action.contains("None") || action.contains("requeue_after: None"),
+        "await_change, not a hot loop: {action}"
+    );
+    let s = h.store();
+    let ready = status::find(s.status.as_ref(), status::READY).unwrap();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(ready.message.contains("spec.stock"), "{}", ready.message);
+    // Reconciling the same broken spec again writes nothing.
+    h.reconcile().await;
+    assert!(writes(&h.api.take_log()).is_empty());
+}
+
+#[tokio::test]
+async fn missing_user_password_secret_is_reported_not_crashed_on() {
+    let h = Harness::new(None);
+    h.create_store(|s| {
+        s.redis.password_secret_ref = Some(SecretKeyRef { name: "mine".into(), key: "password".into() })
+    });
+    h.reconcile().await;
+    let (st, reason) = h.condition(status::REDIS_READY);
+    assert_eq!((st.as_str(), reason.as_str()), ("False", "PasswordSecretMissing"));
+    let msg = status::find(h.store().status.as_ref(), status::REDIS_READY).unwrap().message.clone();
+    assert!(msg.contains("mine") && msg.contains("passwordSecretRef"), "{msg}");
+    assert!(
+        h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").is_none(),
+        "no generated Secret when the user brings one"
+    );
+
+    // The user creates it: Redis can be reached with it once the pod is ready.
+    h.api.put(
+        "/api/v1/namespaces/sales/secrets/mine",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine", "namespace": NS}, "data": {"password": "aHVudGVyMg=="}}),
+    );
+    h.pods_become_ready();
+    h.reconcile().await;
+    assert_eq!(h.condition(status::REDIS_READY).0, "True");
+    assert_eq!(h.redis.calls.lock().unwrap()[0].password, "hunter2");
+}
+
+#[tokio::test]
+async fn missing_module_is_a_condition_with_a_warning_event_and_no_simulator() {
+    let h = Harness::new(None);
+    h.create_store(|s| s.engine = Engine::Triggers);
+    h.reconcile().await;
+    h.pods_become_ready();
+    *h.redis.scripts.lock().unwrap() = Err(RedisProblem {
+        reason: "ModuleMissing",
+        message: "Redis at x has no RedisGears 2 module; use engine native".into(),
+    });
+    h.api.take_log();
+    let action = h.reconcile().await;
+    let log = h.api.take_log();
+    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), "ModuleMissing".into()));
+    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), "WaitingForScripts".into()));
+    assert!(h.api.paths_under("/apis/batch/v1/").is_empty());
+    assert!(events(&log) >= 1);
+    assert!(action.contains("5s"), "{action}");
+}
+
+#[tokio::test]
+async fn native_engine_gets_a_processor_and_waits_for_it() {
+    let h = Harness::new(None);
+    h.create_store(|s| {
+        s.engine = Engine::Native;
+        s.grafana.enabled = false;
+    });
+    h.reconcile().await;
+    assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-processor").is_some());
+    assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-grafana").is_none());
+    assert_eq!(h.condition(status::PROCESSOR_READY).0, "False");
+    h.pods_become_ready();
+    h.reconcile().await;
+    assert_eq!(h.condition(status::PROCESSOR_READY).0, "True");
+    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), "Disabled".into()));
+    assert_eq!(h.condition(status::READY).0, "True");
+}
