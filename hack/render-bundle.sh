@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Render the chart into one plain manifest (CRDs + Namespace + operator) for
+# clusters without Helm:
+#
+#   bash hack/render-bundle.sh > popup-operator.yaml
+#   kubectl apply --server-side -f popup-operator.yaml
+#
+# Extra arguments are passed to `helm template`, e.g. --set watchNamespace=shop.
+# Environment: RELEASE (default popup), NAMESPACE (default popup-system), HELM.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+release="${RELEASE:-popup}"
+namespace="${NAMESPACE:-popup-system}"
+helm="${HELM:-}"
+if [[ -z "$helm" ]]; then
+  cached="${POPUP_CACHE:-$HOME/.cache/popup-operator}/bin/helm"
+  if [[ -x "$cached" ]]; then helm="$cached"
+  elif command -v helm >/dev/null; then helm="$(command -v helm)"
+  else helm="$(bash "$root/hack/install-helm.sh" | tail -n1)"
+  fi
+fi
+# `helm template` does not emit the release namespace itself.
+cat <<YAML
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ${namespace}
+YAML
+"$helm" template "$release" "$root/charts/popup-operator" \
+  --namespace "$namespace" --include-crds "$@"
