@@ -9,6 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 HELM="${HELM:-$(bash hack/install-helm.sh | tail -n 1)}"
-export HELM
+REDIS_STACK_SERVER="${REDIS_STACK_SERVER:-$(bash hack/install-redis-stack.sh | tail -n 1)}"
+export HELM REDIS_STACK_SERVER
 
 cargo test --locked "$@"

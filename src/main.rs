@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use popup_operator::controller::{self, Config, Context, redis::LiveRedis};
+use popup_operator::engine::EngineError;
+use popup_operator::engine::cli::{
+    LoadArgs, ProcessArgs, SaleArgs, SimulateArgs, run_load, run_process, run_sale, run_simulate,
+};
 use popup_operator::render::{self, BuildInputs, PasswordSource};
 use popup_operator::telemetry::{self, Health, LogFormat};
 
@@ -29,6 +33,14 @@ enum Command {
     ///
     /// Uses the same builders as the controller. Passwords in the printed Secrets are freshly generated.
     Render(RenderArgs),
+    /// Install or update a processing engine's scripts in a Redis (idempotent; gears, triggers, native).
+    Load(LoadArgs),
+    /// Run the native order processor (a consumer-group worker) until SIGTERM; the native engine's pods.
+    Process(ProcessArgs),
+    /// Play the customers: set the stock, send customers and their orders, print a summary.
+    Simulate(SimulateArgs),
+    /// Print the sale's numbers, as the operator puts them into the status (--json for machines).
+    Sale(SaleArgs),
 }
 
 #[derive(clap::Args)]
@@ -69,16 +81,44 @@ fn main() -> ExitCode {
             print!("{}", popup_operator::crd::crd_yaml());
             Ok(())
         }
-        Command::Render(args) => render_file(&args),
-        Command::Run(args) => tokio_main(run(args)),
+        Command::Render(args) => render_file(&args).map_err(Failure::from),
+        Command::Run(args) => tokio_main(run(args)).map_err(Failure::from),
+        Command::Load(args) => engine_main(run_load(args)),
+        Command::Process(args) => engine_main(run_process(args)),
+        Command::Simulate(args) => engine_main(run_simulate(args)),
+        Command::Sale(args) => engine_main(run_sale(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+        Err(Failure { message, code }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
     }
+}
+
+/// A failed command: what to print, and the exit code (3 = gave up waiting, 1 = anything else).
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { message, code: 1 }
+    }
+}
+
+fn engine_main<F: std::future::Future<Output = Result<(), EngineError>>>(f: F) -> Result<(), Failure> {
+    telemetry::init_logging(LogFormat::Text);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(f).map_err(|e| Failure {
+        code: if matches!(e, EngineError::Timeout { .. }) { 3 } else { 1 },
+        message: e.to_string(),
+    })
 }
 
 fn tokio_main<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {

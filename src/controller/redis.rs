@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::crd::{Engine, ProcessingSpec, SaleStatus};
+use crate::engine::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
 
 /// Where a store's Redis is, as the operator reaches it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub trait RedisGateway: Send + Sync {
     fn read_sale<'a>(&'a self, target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>>;
 }
 
-/// The real thing: a short-lived connection per call, with a timeout so an unreachable Redis never
+/// The real thing: a short-lived connection per call, with timeouts so an unreachable Redis never
 /// stalls a reconcile.
 pub struct LiveRedis {
     pub timeout: Duration,
@@ -54,24 +55,37 @@ impl Default for LiveRedis {
     }
 }
 
+/// The condition reason for an engine failure.
+pub fn reason_of(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::InvalidUrl { .. } | EngineError::Connect { .. } => "RedisUnreachable",
+        EngineError::Auth { .. } => "RedisAuthFailed",
+        EngineError::MissingModule { .. } => "ModuleMissing",
+        EngineError::ScriptLoad { .. } => "ScriptLoadFailed",
+        EngineError::Timeout { .. } => "RedisTimeout",
+        EngineError::Command { .. } | EngineError::Protocol { .. } | EngineError::Io(_) | EngineError::Other(_) => {
+            "RedisError"
+        }
+    }
+}
+
+fn problem(e: EngineError) -> RedisProblem {
+    RedisProblem { reason: reason_of(&e), message: e.to_string() }
+}
+
 impl LiveRedis {
-    async fn connect(&self, target: &RedisTarget) -> Result<redis::aio::MultiplexedConnection, RedisProblem> {
-        let unreachable = |e: &dyn std::fmt::Display| RedisProblem {
-            reason: "RedisUnreachable",
-            message: format!("cannot connect to Redis at {}: {e}", target.address),
-        };
-        let info = redis::IntoConnectionInfo::into_connection_info(target.url()).map_err(|e| unreachable(&e))?;
-        let settings = info.redis_settings().clone().set_password(target.password.clone());
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| unreachable(&e))?;
-        match tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection()).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => Err(RedisProblem {
-                reason: "RedisAuthFailed",
-                message: format!("Redis at {} rejected the password from the store's Secret: {e}", target.address),
+    async fn within<T>(
+        &self,
+        what: &str,
+        target: &RedisTarget,
+        f: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, RedisProblem> {
+        match tokio::time::timeout(self.timeout * 2, f).await {
+            Ok(r) => r.map_err(problem),
+            Err(_) => Err(RedisProblem {
+                reason: "RedisTimeout",
+                message: format!("{what} at {} took longer than {:?}", target.address, self.timeout * 2),
             }),
-            Ok(Err(e)) => Err(unreachable(&e)),
-            Err(_) => Err(unreachable(&format!("no answer within {:?}", self.timeout))),
         }
     }
 }
@@ -84,35 +98,36 @@ impl RedisGateway for LiveRedis {
         processing: &'a ProcessingSpec,
     ) -> BoxFuture<'a, Result<String, RedisProblem>> {
         Box::pin(async move {
-            let mut conn = self.connect(target).await?;
-            let settings = crate::engine::ProcessingSettings {
+            let settings = ProcessingSettings {
                 batch_size: processing.batch_size,
                 metrics_interval: Duration::from_secs(processing.metrics_interval_seconds.into()),
             };
-            let outcome = tokio::time::timeout(
-                self.timeout * 2,
-                crate::engine::load_scripts(&mut conn, engine.into(), &settings),
-            )
-            .await
-            .map_err(|_| RedisProblem {
-                reason: "RedisTimeout",
-                message: format!("loading scripts into {} timed out", target.address),
-            })?
-            .map_err(|e| RedisProblem { reason: e.reason(), message: e.to_string() })?;
-            Ok(outcome.to_string())
+            let kind = engine_kind(engine);
+            let outcome = self
+                .within("loading the scripts", target, async {
+                    let (mut conn, _) = engine::connect(&target.url(), Some(&target.password)).await?;
+                    engine::load_scripts(&mut conn, kind, &settings).await
+                })
+                .await?;
+            Ok(match (kind, outcome) {
+                (EngineKind::Native, _) => {
+                    "RedisTimeSeries is loaded; the processor Deployment completes the orders".into()
+                }
+                (_, LoadOutcome::AlreadyLoaded) => format!("{kind} scripts are loaded"),
+                (_, LoadOutcome::Loaded) => format!("{kind} scripts loaded"),
+                (_, LoadOutcome::Reloaded { reason }) => format!("{kind} scripts reloaded: {reason}"),
+            })
         })
     }
 
     fn read_sale<'a>(&'a self, target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
         Box::pin(async move {
-            let mut conn = self.connect(target).await?;
-            let sale = tokio::time::timeout(self.timeout, crate::engine::read_sale(&mut conn))
-                .await
-                .map_err(|_| RedisProblem {
-                    reason: "RedisTimeout",
-                    message: format!("reading the sale from {} timed out", target.address),
-                })?
-                .map_err(|e| RedisProblem { reason: e.reason(), message: e.to_string() })?;
+            let sale = self
+                .within("reading the sale", target, async {
+                    let (mut conn, _) = engine::connect(&target.url(), Some(&target.password)).await?;
+                    engine::read_sale(&mut conn).await
+                })
+                .await?;
             Ok(SaleStatus {
                 available: sale.product,
                 customers_waiting: sale.customers_waiting,
@@ -121,5 +136,14 @@ impl RedisGateway for LiveRedis {
                 rejected: sale.rejected,
             })
         })
+    }
+}
+
+/// The engine behind a `spec.engine` value.
+pub fn engine_kind(engine: Engine) -> EngineKind {
+    match engine {
+        Engine::Gears => EngineKind::Gears,
+        Engine::Triggers => EngineKind::Triggers,
+        Engine::Native => EngineKind::Native,
     }
 }

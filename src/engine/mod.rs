@@ -1,55 +1,549 @@
-//! Interim engine module: reads the sale; script loading arrives with the engines (issue 3).
+//! The sale contract shared by every processing engine, and the entry points the operator and the
+//! CLI use: [`load_scripts`], [`read_sale`], [`engine_health`], [`sample_if_due`].
+//!
+//! The written contract lives in `docs/engines.md`; the key names below are its single source in
+//! code. Three engines implement it:
+//! - [`EngineKind::Gears`]: RedisGears 1 Python scripts (`gears.rs`),
+//! - [`EngineKind::Triggers`]: RedisGears 2 JavaScript stream triggers (`triggers.rs`),
+//! - [`EngineKind::Native`]: our own worker, `popup-operator process` (`native.rs`).
+
+pub mod cli;
+pub mod gears;
+pub mod native;
+pub mod triggers;
+
 use std::time::Duration;
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+
+use redis::Value;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use serde::{Deserialize, Serialize};
+
+// ---- keys of the contract -----------------------------------------------------------------------
+
+/// String counter: units left. Set to the stock by the simulator.
+pub const PRODUCT: &str = "product";
+/// Stream of arrived customers, field `id`. An entry is removed once the customer's order is decided.
+pub const QUEUE_CUSTOMERS: &str = "queue:customers";
+/// Stream of orders, fields `id` and `customer` (= the customer's entry id in `queue:customers`).
+pub const QUEUE_ORDERS: &str = "queue:orders";
+/// Stream of completed orders, fields `order` (= order entry id) and `customer`.
+pub const QUEUE_COMPLETE: &str = "queue:complete";
+/// Stream of rejected orders, fields `order`, `customer`, `reason` (`sold-out`, `duplicate`, `invalid`).
+pub const QUEUE_REJECTED: &str = "queue:rejected";
+/// The streams that get TimeSeries samples (`ts:len:<stream>`, `ts:enqueue:<stream>`).
+pub const QUEUES: [&str; 4] = [QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_COMPLETE, QUEUE_REJECTED];
+/// Prefix of every queue stream.
+pub const QUEUE_PREFIX: &str = "queue:";
+/// Prefix of the stream-length series: `ts:len:queue:orders`.
+pub const TS_LEN_PREFIX: &str = "ts:len:";
+/// Prefix of the entries-added-per-interval series: `ts:enqueue:queue:orders`.
+pub const TS_ENQUEUE_PREFIX: &str = "ts:enqueue:";
+/// Set of customer entry ids whose order has been decided (one order per customer).
+pub const SERVED_CUSTOMERS: &str = "popup:customers:served";
+/// Set of order entry ids already decided (idempotency: a redelivered order is a no-op).
+pub const DONE_ORDERS: &str = "popup:orders:done";
+/// Timestamp (ms, interval boundary) of the last TimeSeries sample written by native/triggers.
+pub const SAMPLE_LAST: &str = "popup:ts:last";
+/// Hash stream -> `entries-added` at the last sample, to compute `ts:enqueue:*` deltas.
+pub const SAMPLE_ADDED: &str = "popup:ts:added";
+/// Heartbeat key prefix of native workers: `popup:worker:<consumer>` with a TTL.
+pub const WORKER_HEARTBEAT_PREFIX: &str = "popup:worker:";
+/// Consumer group of the native workers on `queue:orders`.
+pub const NATIVE_GROUP: &str = "popup-processors";
+/// Rejection reasons.
+pub const REASON_SOLD_OUT: &str = "sold-out";
+pub const REASON_DUPLICATE: &str = "duplicate";
+pub const REASON_INVALID: &str = "invalid";
+
+/// `ts:len:<stream>`
+pub fn ts_len_key(stream: &str) -> String {
+    format!("{TS_LEN_PREFIX}{stream}")
+}
+
+/// `ts:enqueue:<stream>`
+pub fn ts_enqueue_key(stream: &str) -> String {
+    format!("{TS_ENQUEUE_PREFIX}{stream}")
+}
+
+/// Lua script that writes one TimeSeries sample per queue when an interval boundary has passed
+/// since the last sample (shared by the native sampler and the idle-gap filler for triggers; the
+/// triggers library implements the same rule in JavaScript).
+pub const SAMPLE_LUA: &str = include_str!("assets/sample.lua");
+
+// ---- types -------------------------------------------------------------------------------------
+
+/// Which processing engine runs the sale.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo.
     Gears,
+    /// RedisGears 2 JavaScript stream triggers (TFUNCTION LOAD), redis-stack 7.x.
     Triggers,
+    /// The operator's own worker (`popup-operator process`), any Redis with TimeSeries.
+    #[default]
     Native,
 }
-impl From<crate::crd::Engine> for EngineKind {
-    fn from(e: crate::crd::Engine) -> Self {
-        match e {
-            crate::crd::Engine::Gears => Self::Gears,
-            crate::crd::Engine::Triggers => Self::Triggers,
-            crate::crd::Engine::Native => Self::Native,
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Gears => "gears",
+            EngineKind::Triggers => "triggers",
+            EngineKind::Native => "native",
         }
     }
 }
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Settings every engine honours: orders per batch, TimeSeries sampling interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessingSettings {
     pub batch_size: u32,
     pub metrics_interval: Duration,
 }
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("not implemented")]
-    Todo,
-}
-impl EngineError {
-    pub fn reason(&self) -> &'static str {
-        "Todo"
+
+impl Default for ProcessingSettings {
+    fn default() -> Self {
+        ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(5) }
     }
 }
-pub struct LoadOutcome;
-impl std::fmt::Display for LoadOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("loaded")
+
+impl ProcessingSettings {
+    /// Interval in whole milliseconds, at least 1.
+    pub fn interval_ms(&self) -> u64 {
+        (self.metrics_interval.as_millis() as u64).max(1)
+    }
+    /// Batch size, at least 1.
+    pub fn batch(&self) -> u32 {
+        self.batch_size.max(1)
     }
 }
-#[derive(Default)]
+
+/// What [`load_scripts`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum LoadOutcome {
+    /// Everything was already there with the requested settings; nothing was sent.
+    AlreadyLoaded,
+    /// Nothing was there; the scripts were loaded.
+    Loaded,
+    /// Something was there but missing parts or with other settings/code; it was replaced.
+    Reloaded { reason: String },
+}
+
+/// The sale's numbers, as shown on the dashboard and in `PopUpStore.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SaleSnapshot {
+    /// `GET product` (None when the key does not exist).
     pub product: Option<i64>,
+    /// `XLEN queue:customers`
     pub customers_waiting: u64,
+    /// `XLEN queue:orders`
     pub orders_queued: u64,
+    /// `XLEN queue:complete`
     pub completed: u64,
+    /// `XLEN queue:rejected`
     pub rejected: u64,
 }
-pub async fn load_scripts(
-    _c: &mut redis::aio::MultiplexedConnection,
-    _k: EngineKind,
-    _s: &ProcessingSettings,
-) -> Result<LoadOutcome, EngineError> {
-    Err(EngineError::Todo)
+
+/// Is the engine in place and alive?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineHealth {
+    pub kind: EngineKind,
+    /// True when every part the engine needs is present (and, for native, a worker is alive).
+    pub healthy: bool,
+    /// One line for humans / a condition message.
+    pub summary: String,
+    /// Gears registration ids, trigger names, or native worker consumer names found.
+    pub parts: Vec<String>,
 }
-pub async fn read_sale(_c: &mut redis::aio::MultiplexedConnection) -> Result<SaleSnapshot, EngineError> {
-    Err(EngineError::Todo)
+
+/// Every failure of the engine layer. Messages say what went wrong and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid Redis URL {url:?}: {reason}; use redis://[:password@]host:port[/db]")]
+    InvalidUrl { url: String, reason: String },
+
+    #[error(
+        "cannot connect to Redis at {addr}: {source}; check that Redis is running there and the address/port are right"
+    )]
+    Connect {
+        addr: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    #[error(
+        "Redis at {addr} rejected the credentials ({detail}); put the password in the URL (redis://:PASSWORD@host:port) or set REDIS_PASSWORD"
+    )]
+    Auth { addr: String, detail: String },
+
+    #[error("Redis at {addr} has no {module} module (MODULE LIST shows: {found}); {fix}")]
+    MissingModule { addr: String, module: &'static str, found: String, fix: &'static str },
+
+    #[error("{engine} engine: loading the scripts into Redis at {addr} failed: {detail}")]
+    ScriptLoad { engine: EngineKind, addr: String, detail: String },
+
+    #[error("Redis command {command} failed: {source}")]
+    Command {
+        command: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    #[error("unexpected reply to {command}: {detail} (is this a compatible Redis/module version?)")]
+    Protocol { command: String, detail: String },
+
+    #[error("timed out after {secs}s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl EngineError {
+    /// Wrap a command error, recognising auth/connection problems so their message names the fix.
+    pub fn command(command: impl Into<String>, source: redis::RedisError) -> Self {
+        EngineError::Command { command: command.into(), source }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Any async Redis connection: [`MultiplexedConnection`] or [`ConnectionManager`] (which
+/// reconnects by itself; the native worker uses it).
+pub trait RedisConn: ConnectionLike + Send {}
+impl<T: ConnectionLike + Send> RedisConn for T {}
+
+// ---- connecting --------------------------------------------------------------------------------
+
+/// Parse a Redis URL, applying `password` when the URL has none.
+pub fn connection_info(url: &str, password: Option<&str>) -> Result<(redis::ConnectionInfo, String)> {
+    use redis::IntoConnectionInfo;
+    let info =
+        url.into_connection_info().map_err(|e| EngineError::InvalidUrl { url: redact(url), reason: e.to_string() })?;
+    let addr = info.addr().to_string();
+    let info = match password.filter(|p| !p.is_empty()) {
+        Some(pw) if info.redis_settings().password().is_none() => {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info.set_redis_settings(settings)
+        }
+        _ => info,
+    };
+    Ok((info, addr))
+}
+
+/// Hide a password in a URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Connect (5 s connect timeout, 30 s response timeout) and PING, mapping failures to
+/// [`EngineError::Connect`] / [`EngineError::Auth`]. Returns the connection and `host:port`.
+pub async fn connect(url: &str, password: Option<&str>) -> Result<(MultiplexedConnection, String)> {
+    let (info, addr) = connection_info(url, password)?;
+    let client =
+        redis::Client::open(info).map_err(|e| EngineError::InvalidUrl { url: redact(url), reason: e.to_string() })?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| classify_connect_error(&addr, e))?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify_connect_error(&addr, e))?;
+    Ok((conn, addr))
+}
+
+/// Like [`connect`], but a [`ConnectionManager`] that reconnects after the connection drops
+/// (e.g. a Redis restart).
+pub async fn connect_manager(url: &str, password: Option<&str>) -> Result<(ConnectionManager, String)> {
+    let (info, addr) = connection_info(url, password)?;
+    let client =
+        redis::Client::open(info).map_err(|e| EngineError::InvalidUrl { url: redact(url), reason: e.to_string() })?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(2));
+    let mut conn =
+        ConnectionManager::new_with_config(client, config).await.map_err(|e| classify_connect_error(&addr, e))?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify_connect_error(&addr, e))?;
+    Ok((conn, addr))
+}
+
+fn classify_connect_error(addr: &str, e: redis::RedisError) -> EngineError {
+    let code = e.code().unwrap_or_default().to_string();
+    let text = e.to_string();
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || code == "NOAUTH"
+        || code == "WRONGPASS"
+        || text.contains("NOAUTH")
+        || text.contains("WRONGPASS")
+        || text.contains("invalid password")
+    {
+        EngineError::Auth { addr: addr.to_string(), detail: text }
+    } else {
+        EngineError::Connect { addr: addr.to_string(), source: e }
+    }
+}
+
+// ---- reply helpers -------------------------------------------------------------------------------
+
+/// A reply value as text (bulk/simple strings, integers, ok); None for nil and aggregates.
+pub(crate) fn value_str(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+pub(crate) fn value_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => value_str(other).and_then(|s| s.trim().parse().ok()),
+    }
+}
+
+/// Key/value pairs of a RESP2 flat list or a RESP3 map.
+pub(crate) fn value_pairs(v: &Value) -> Option<Vec<(String, &Value)>> {
+    match v {
+        Value::Array(items) if items.len() % 2 == 0 => {
+            items.chunks(2).map(|kv| value_str(&kv[0]).map(|k| (k, &kv[1]))).collect()
+        }
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| value_str(k).map(|k| (k, v))).collect(),
+        _ => None,
+    }
+}
+
+pub(crate) fn value_items(v: &Value) -> Option<&[Value]> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+pub(crate) fn field<'a>(pairs: &'a [(String, &'a Value)], name: &str) -> Option<&'a Value> {
+    pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+}
+
+/// A loaded module as MODULE LIST reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: i64,
+}
+
+/// `MODULE LIST`, parsed.
+pub async fn module_list(conn: &mut impl RedisConn) -> Result<Vec<ModuleInfo>> {
+    let reply: Value =
+        redis::cmd("MODULE").arg("LIST").query_async(conn).await.map_err(|e| EngineError::command("MODULE LIST", e))?;
+    parse_module_list(&reply)
+}
+
+pub(crate) fn parse_module_list(reply: &Value) -> Result<Vec<ModuleInfo>> {
+    let bad = |detail: &str| EngineError::Protocol { command: "MODULE LIST".into(), detail: detail.into() };
+    let items = value_items(reply).ok_or_else(|| bad("not an array"))?;
+    items
+        .iter()
+        .map(|m| {
+            let pairs = value_pairs(m).ok_or_else(|| bad("module entry is not a map"))?;
+            let name = field(&pairs, "name").and_then(value_str).ok_or_else(|| bad("module without name"))?;
+            let version = field(&pairs, "ver").and_then(value_i64).unwrap_or(0);
+            Ok(ModuleInfo { name, version })
+        })
+        .collect()
+}
+
+pub(crate) fn describe_modules(mods: &[ModuleInfo]) -> String {
+    if mods.is_empty() {
+        "no modules".into()
+    } else {
+        mods.iter().map(|m| format!("{} {}", m.name, m.version)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Fail with a helpful message unless RedisTimeSeries is loaded.
+pub(crate) fn require_timeseries(addr: &str, mods: &[ModuleInfo]) -> Result<()> {
+    if mods.iter().any(|m| m.name == "timeseries") {
+        Ok(())
+    } else {
+        Err(EngineError::MissingModule {
+            addr: addr.to_string(),
+            module: "RedisTimeSeries",
+            found: describe_modules(mods),
+            fix: "run redis-stack (or Redis 8, which includes TimeSeries) so the ts:* metrics can be written",
+        })
+    }
+}
+
+/// The server address of a connection for messages: `laddr` of CLIENT INFO is the server-side
+/// address the client is connected to.
+pub(crate) async fn server_addr(conn: &mut impl RedisConn) -> String {
+    let reply: redis::RedisResult<String> = redis::cmd("CLIENT").arg("INFO").query_async(conn).await;
+    reply
+        .ok()
+        .and_then(|info| info.split_whitespace().find_map(|kv| kv.strip_prefix("laddr=").map(str::to_string)))
+        .unwrap_or_else(|| "the connected Redis".to_string())
+}
+
+// ---- entry points ----------------------------------------------------------------------------------
+
+/// Make sure the engine's scripts are in Redis with these settings (idempotent).
+///
+/// - gears: RG.DUMPREGISTRATIONS is compared with the expected registrations; RG.PYEXECUTE
+///   `ID popup-complete|popup-timeseries UPGRADE` is sent only for missing/different ones.
+/// - triggers: TFUNCTION LIST WITHCODE is compared with the library text; TFUNCTION LOAD REPLACE
+///   only when missing/different.
+/// - native: only checks that RedisTimeSeries is loaded (the worker is a separate process).
+pub async fn load_scripts(
+    conn: &mut impl RedisConn,
+    kind: EngineKind,
+    settings: &ProcessingSettings,
+) -> Result<LoadOutcome> {
+    let addr = server_addr(conn).await;
+    let mods = module_list(conn).await?;
+    require_timeseries(&addr, &mods)?;
+    match kind {
+        EngineKind::Gears => gears::load(conn, &addr, &mods, settings).await,
+        EngineKind::Triggers => triggers::load(conn, &addr, &mods, settings).await,
+        EngineKind::Native => Ok(LoadOutcome::AlreadyLoaded),
+    }
+}
+
+/// Read the sale's numbers (GET product, XLEN of the four queues) in one round trip.
+pub async fn read_sale(conn: &mut impl RedisConn) -> Result<SaleSnapshot> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(PRODUCT);
+    for q in QUEUES {
+        pipe.cmd("XLEN").arg(q);
+    }
+    let reply: Vec<Value> =
+        pipe.query_async(conn).await.map_err(|e| EngineError::command("GET product / XLEN queue:*", e))?;
+    let product = match reply.first() {
+        Some(Value::Nil) | None => None,
+        Some(v) => Some(value_i64(v).ok_or_else(|| EngineError::Protocol {
+            command: "GET product".into(),
+            detail: format!("product is not an integer: {v:?}"),
+        })?),
+    };
+    let len = |i: usize| reply.get(i).and_then(value_i64).unwrap_or(0).max(0) as u64;
+    Ok(SaleSnapshot { product, customers_waiting: len(1), orders_queued: len(2), completed: len(3), rejected: len(4) })
+}
+
+/// Is the engine present and alive? (gears: both registrations; triggers: the library and its
+/// two stream triggers; native: at least one worker heartbeat key.)
+pub async fn engine_health(conn: &mut impl RedisConn, kind: EngineKind) -> Result<EngineHealth> {
+    match kind {
+        EngineKind::Gears => gears::health(conn).await,
+        EngineKind::Triggers => triggers::health(conn).await,
+        EngineKind::Native => native::health(conn).await,
+    }
+}
+
+/// Write one TimeSeries sample per queue if an interval boundary has passed since the last sample
+/// (atomic: several callers in the same interval write once). Returns true when it wrote.
+pub async fn sample_if_due(conn: &mut impl RedisConn, settings: &ProcessingSettings) -> Result<bool> {
+    let script = redis::Script::new(SAMPLE_LUA);
+    let mut inv = script.prepare_invoke();
+    inv.key(SAMPLE_LAST).key(SAMPLE_ADDED);
+    for q in QUEUES {
+        inv.key(q).key(ts_len_key(q)).key(ts_enqueue_key(q));
+    }
+    inv.arg(settings.interval_ms());
+    let wrote: i64 =
+        inv.invoke_async(conn).await.map_err(|e| EngineError::command("EVALSHA sample.lua (TS.ADD ts:*)", e))?;
+    Ok(wrote == 1)
+}
+
+/// A small stable hash (FNV-1a 64) of script text, used to tag what is loaded.
+pub fn script_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_module_list_resp2_and_resp3() {
+        let resp2 = Value::Array(vec![
+            Value::Array(vec![
+                bulk("name"),
+                bulk("timeseries"),
+                bulk("ver"),
+                Value::Int(11202),
+                bulk("path"),
+                bulk("/x.so"),
+                bulk("args"),
+                Value::Array(vec![]),
+            ]),
+            Value::Array(vec![bulk("name"), bulk("redisgears_2"), bulk("ver"), Value::Int(20020)]),
+        ]);
+        let mods = parse_module_list(&resp2).unwrap();
+        assert_eq!(mods[0].name, "timeseries");
+        assert_eq!(mods[1].version, 20020);
+        let resp3 = Value::Array(vec![Value::Map(vec![(bulk("name"), bulk("rg")), (bulk("ver"), Value::Int(10205))])]);
+        assert_eq!(parse_module_list(&resp3).unwrap(), vec![ModuleInfo { name: "rg".into(), version: 10205 }]);
+    }
+
+    #[test]
+    fn password_from_env_only_when_url_has_none() {
+        let (info, addr) = connection_info("redis://127.0.0.1:6390", Some("pw")).unwrap();
+        assert_eq!(addr, "127.0.0.1:6390");
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+        let (info, _) = connection_info("redis://:inurl@127.0.0.1:6390", Some("pw")).unwrap();
+        assert_eq!(info.redis_settings().password(), Some("inurl"));
+        assert!(connection_info("nonsense://x", None).is_err());
+        assert_eq!(redact("redis://:secret@h:1"), "redis://***@h:1");
+    }
+
+    #[test]
+    fn error_messages_name_cause_and_fix() {
+        let e = EngineError::MissingModule {
+            addr: "h:1".into(),
+            module: "RedisGears 1",
+            found: "timeseries 11202".into(),
+            fix: "use engine triggers or native",
+        };
+        assert_eq!(
+            e.to_string(),
+            "Redis at h:1 has no RedisGears 1 module (MODULE LIST shows: timeseries 11202); use engine triggers or native"
+        );
+    }
+
+    #[test]
+    fn script_hash_is_stable() {
+        assert_eq!(script_hash(""), "cbf29ce484222325");
+        assert_ne!(script_hash("a"), script_hash("b"));
+    }
 }

@@ -31,7 +31,7 @@ pub mod images {
     /// Redis Stack server 7.4: Redis 7.4 with RedisGears 2 (JavaScript triggers) and RedisTimeSeries.
     pub const TRIGGERS: &str = "redis/redis-stack-server:7.4.0-v0";
     /// Redis 8 ships TimeSeries built in; no Gears, so the `native` processor does the work.
-    pub const NATIVE: &str = "redis:8.2.2";
+    pub const NATIVE: &str = "redis:8.2.3";
     /// Grafana ≥ 11.5 understands `GF_PLUGINS_PREINSTALL_SYNC`.
     pub const GRAFANA: &str = "grafana/grafana:12.3.1";
     /// The operator's own image, used for the simulator Job and the native processor.

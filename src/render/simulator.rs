@@ -41,6 +41,8 @@ pub fn args(store: &ValidatedStore) -> Vec<String> {
         "simulate".to_string(),
         "--redis".into(),
         redis_url(store),
+        // Each Job is one run of the sale: it starts from a clean slate.
+        "--reset".into(),
         "--stock".into(),
         store.spec.stock.to_string(),
         "--customers".into(),
@@ -117,6 +119,7 @@ mod tests {
                 "simulate",
                 "--redis",
                 "redis://shop-redis.sales.svc:6379",
+                "--reset",
                 "--stock",
                 "10000",
                 "--customers",

@@ -1,0 +1,433 @@
+//! `native` engine: our own worker (`popup-operator process`).
+//!
+//! - consumer group [`NATIVE_GROUP`] on `queue:orders` (created at `0` with MKSTREAM, recreated
+//!   when the stream was deleted);
+//! - `XREADGROUP COUNT batch` (own pending entries first, then new ones), each batch decided by
+//!   one atomic Lua script (`assets/native_apply.lua`) that is idempotent per order entry id and
+//!   XACKs + XDELs the orders it decides;
+//! - `XAUTOCLAIM` of entries idle longer than `claim_idle` (from crashed consumers);
+//! - a sampler task running `sample.lua` at every interval boundary (one writer per interval even
+//!   with several replicas, because the script checks and advances `popup:ts:last` atomically);
+//! - a heartbeat key `popup:worker:<consumer>` with a TTL;
+//! - graceful shutdown: the current batch is finished, then the loop exits.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+
+use super::{
+    DONE_ORDERS, EngineError, EngineHealth, EngineKind, NATIVE_GROUP, PRODUCT, ProcessingSettings, QUEUE_COMPLETE,
+    QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED, RedisConn, Result, SERVED_CUSTOMERS, WORKER_HEARTBEAT_PREFIX,
+    sample_if_due, value_items, value_pairs, value_str,
+};
+
+/// The batch-decision script.
+pub const APPLY_LUA: &str = include_str!("assets/native_apply.lua");
+
+/// One order read from `queue:orders`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// Entry id in `queue:orders`.
+    pub id: String,
+    /// The `customer` field ("" when missing).
+    pub customer: String,
+    /// The entry was deleted while pending (XREADGROUP returns it without fields): it is only
+    /// acknowledged, not decided.
+    pub deleted: bool,
+}
+
+/// Counts returned by the apply script.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BatchResult {
+    pub completed: u64,
+    pub rejected: u64,
+    /// Already decided before (redelivered): nothing applied.
+    pub skipped: u64,
+}
+
+impl std::ops::AddAssign for BatchResult {
+    fn add_assign(&mut self, o: Self) {
+        self.completed += o.completed;
+        self.rejected += o.rejected;
+        self.skipped += o.skipped;
+    }
+}
+
+/// Totals of one worker run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerStats {
+    pub batches: u64,
+    pub orders: BatchResult,
+    pub claimed: u64,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub consumer: String,
+    pub settings: ProcessingSettings,
+    /// Pending entries idle longer than this are claimed from other (dead) consumers.
+    pub claim_idle: Duration,
+    /// XREADGROUP BLOCK time (bounds shutdown latency).
+    pub block: Duration,
+    /// Heartbeat key TTL.
+    pub heartbeat_ttl: Duration,
+    /// Run the TimeSeries sampler task.
+    pub sample: bool,
+}
+
+impl WorkerConfig {
+    pub fn new(consumer: impl Into<String>, settings: ProcessingSettings) -> Self {
+        WorkerConfig {
+            consumer: consumer.into(),
+            settings,
+            claim_idle: Duration::from_secs(10),
+            block: Duration::from_millis(500),
+            heartbeat_ttl: Duration::from_secs(10),
+            sample: true,
+        }
+    }
+}
+
+/// A native worker bound to one connection.
+pub struct Worker {
+    conn: ConnectionManager,
+    cfg: WorkerConfig,
+    script: redis::Script,
+    claim_cursor: String,
+    own_pending_done: bool,
+}
+
+fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+}
+
+/// Parse the `[[id, [field, value, ...]], ...]` entry list of XREADGROUP / XAUTOCLAIM.
+/// Entries whose fields are nil (deleted while pending) are marked `deleted`.
+fn parse_entries(entries: &Value) -> Vec<Order> {
+    value_items(entries)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            let parts = value_items(e)?;
+            let id = value_str(parts.first()?)?;
+            let fields = parts.get(1).filter(|v| !matches!(v, Value::Nil));
+            let deleted = fields.is_none();
+            let customer = fields
+                .and_then(value_pairs)
+                .and_then(|p| p.into_iter().find(|(k, _)| k == "customer").and_then(|(_, v)| value_str(v)))
+                .unwrap_or_default();
+            Some(Order { id, customer, deleted })
+        })
+        .collect()
+}
+
+/// Parse an XREADGROUP reply (nil on timeout; RESP2 `[[stream, entries]]` or RESP3 map).
+fn parse_xreadgroup(reply: &Value) -> Vec<Order> {
+    match reply {
+        Value::Nil => Vec::new(),
+        Value::Map(pairs) => pairs.iter().flat_map(|(_, v)| parse_entries(v)).collect(),
+        Value::Array(streams) => {
+            streams.iter().filter_map(|s| value_items(s).and_then(|p| p.get(1))).flat_map(parse_entries).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+impl Worker {
+    pub fn new(conn: ConnectionManager, cfg: WorkerConfig) -> Self {
+        Worker { conn, cfg, script: redis::Script::new(APPLY_LUA), claim_cursor: "0-0".into(), own_pending_done: false }
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.cfg.consumer
+    }
+
+    /// `XGROUP CREATE queue:orders popup-processors 0 MKSTREAM`, BUSYGROUP is fine.
+    pub async fn ensure_group(&mut self) -> Result<()> {
+        let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(QUEUE_ORDERS)
+            .arg(NATIVE_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn)
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(EngineError::command("XGROUP CREATE queue:orders popup-processors 0 MKSTREAM", e)),
+        }
+    }
+
+    async fn xreadgroup(&mut self, id: &str, block: Option<Duration>) -> Result<Vec<Order>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(NATIVE_GROUP).arg(&self.cfg.consumer).arg("COUNT").arg(self.cfg.settings.batch());
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(QUEUE_ORDERS).arg(id);
+        match cmd.query_async::<Value>(&mut self.conn).await {
+            Ok(v) => Ok(parse_xreadgroup(&v)),
+            Err(e) if is_nogroup(&e) => {
+                // queue:orders was deleted (e.g. simulate --reset): recreate the group.
+                self.ensure_group().await?;
+                self.own_pending_done = false;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(EngineError::command("XREADGROUP queue:orders", e)),
+        }
+    }
+
+    /// Read the next batch: first this consumer's own pending entries (after a restart with the
+    /// same name), then new entries (blocking up to `block`). The entries become pending for this
+    /// consumer until [`Worker::apply`] acknowledges them.
+    pub async fn read_batch(&mut self) -> Result<Vec<Order>> {
+        if !self.own_pending_done {
+            let own = self.xreadgroup("0", None).await?;
+            if !own.is_empty() {
+                return Ok(own);
+            }
+            self.own_pending_done = true;
+        }
+        let block = self.cfg.block;
+        self.xreadgroup(">", Some(block)).await
+    }
+
+    /// `XAUTOCLAIM` one page of entries idle longer than `claim_idle` (from any consumer).
+    pub async fn claim_stale(&mut self) -> Result<Vec<Order>> {
+        let r: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
+            .arg(QUEUE_ORDERS)
+            .arg(NATIVE_GROUP)
+            .arg(&self.cfg.consumer)
+            .arg(self.cfg.claim_idle.as_millis() as u64)
+            .arg(&self.claim_cursor)
+            .arg("COUNT")
+            .arg(self.cfg.settings.batch())
+            .query_async(&mut self.conn)
+            .await;
+        let reply = match r {
+            Ok(v) => v,
+            Err(e) if is_nogroup(&e) => {
+                self.ensure_group().await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(EngineError::command("XAUTOCLAIM queue:orders", e)),
+        };
+        let parts = value_items(&reply)
+            .ok_or_else(|| EngineError::Protocol { command: "XAUTOCLAIM".into(), detail: format!("{reply:?}") })?;
+        self.claim_cursor = parts.first().and_then(value_str).unwrap_or_else(|| "0-0".into());
+        Ok(parts.get(1).map(parse_entries).unwrap_or_default())
+    }
+
+    /// Decide `orders` atomically (idempotent per order id), XACK and XDEL them.
+    pub async fn apply(&mut self, orders: &[Order]) -> Result<BatchResult> {
+        let gone: Vec<&str> = orders.iter().filter(|o| o.deleted).map(|o| o.id.as_str()).collect();
+        if !gone.is_empty() {
+            let _: Value = redis::cmd("XACK")
+                .arg(QUEUE_ORDERS)
+                .arg(NATIVE_GROUP)
+                .arg(&gone)
+                .query_async(&mut self.conn)
+                .await
+                .map_err(|e| EngineError::command("XACK queue:orders", e))?;
+        }
+        let orders: Vec<&Order> = orders.iter().filter(|o| !o.deleted).collect();
+        if orders.is_empty() {
+            return Ok(BatchResult::default());
+        }
+        let mut inv = self.script.prepare_invoke();
+        inv.key(PRODUCT)
+            .key(QUEUE_CUSTOMERS)
+            .key(QUEUE_ORDERS)
+            .key(QUEUE_COMPLETE)
+            .key(QUEUE_REJECTED)
+            .key(SERVED_CUSTOMERS)
+            .key(DONE_ORDERS)
+            .arg(NATIVE_GROUP);
+        for o in orders {
+            inv.arg(&o.id).arg(&o.customer);
+        }
+        let (completed, rejected, skipped): (u64, u64, u64) =
+            inv.invoke_async(&mut self.conn).await.map_err(|e| EngineError::command("EVALSHA native_apply.lua", e))?;
+        Ok(BatchResult { completed, rejected, skipped })
+    }
+
+    /// `SET popup:worker:<consumer> <json> PX ttl`.
+    pub async fn heartbeat(&mut self, stats: &WorkerStats) -> Result<()> {
+        let body = serde_json::json!({
+            "consumer": self.cfg.consumer,
+            "pid": std::process::id(),
+            "batches": stats.batches,
+            "completed": stats.orders.completed,
+            "rejected": stats.orders.rejected,
+        })
+        .to_string();
+        let _: Value = redis::cmd("SET")
+            .arg(format!("{WORKER_HEARTBEAT_PREFIX}{}", self.cfg.consumer))
+            .arg(body)
+            .arg("PX")
+            .arg(self.cfg.heartbeat_ttl.as_millis() as u64)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| EngineError::command("SET popup:worker:<consumer>", e))?;
+        Ok(())
+    }
+
+    /// Process orders until `shutdown` becomes true; then finish the current batch and return.
+    /// Transient Redis errors are logged and retried with a back-off.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<WorkerStats> {
+        self.ensure_group().await?;
+        let sampler =
+            self.cfg.sample.then(|| tokio::spawn(sampler_loop(self.conn.clone(), self.cfg.settings, shutdown.clone())));
+        let mut stats = WorkerStats::default();
+        let heartbeat_every = (self.cfg.heartbeat_ttl / 3).max(Duration::from_millis(100));
+        let claim_every = (self.cfg.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut last_heartbeat: Option<Instant> = None;
+        let mut last_claim = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        tracing::info!(consumer = %self.cfg.consumer, batch = self.cfg.settings.batch(), "native worker started");
+        while !*shutdown.borrow_and_update() {
+            let step: Result<()> = async {
+                if last_heartbeat.is_none_or(|t| t.elapsed() >= heartbeat_every) {
+                    self.heartbeat(&stats).await?;
+                    last_heartbeat = Some(Instant::now());
+                }
+                let mut orders = Vec::new();
+                if last_claim.elapsed() >= claim_every {
+                    orders = self.claim_stale().await?;
+                    if self.claim_cursor == "0-0" {
+                        last_claim = Instant::now();
+                    }
+                    if !orders.is_empty() {
+                        stats.claimed += orders.len() as u64;
+                        tracing::info!(n = orders.len(), "claimed stale pending orders");
+                    }
+                }
+                if orders.is_empty() {
+                    orders = self.read_batch().await?;
+                }
+                if !orders.is_empty() {
+                    let r = self.apply(&orders).await?;
+                    stats.batches += 1;
+                    stats.orders += r;
+                }
+                Ok(())
+            }
+            .await;
+            match step {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker step failed; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let _: redis::RedisResult<Value> = redis::cmd("DEL")
+            .arg(format!("{WORKER_HEARTBEAT_PREFIX}{}", self.cfg.consumer))
+            .query_async(&mut self.conn)
+            .await;
+        if let Some(s) = sampler {
+            s.abort();
+        }
+        tracing::info!(consumer = %self.cfg.consumer, ?stats, "native worker stopped");
+        Ok(stats)
+    }
+}
+
+/// Sample at every interval boundary (just after it) until shutdown.
+pub async fn sampler_loop(
+    mut conn: impl RedisConn + 'static,
+    settings: ProcessingSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = settings.interval_ms();
+    loop {
+        if let Err(e) = sample_if_due(&mut conn, &settings).await {
+            tracing::warn!(error = %e, "TimeSeries sampling failed");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let wait = interval - now % interval + 20;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+pub(crate) async fn health(conn: &mut impl RedisConn) -> Result<EngineHealth> {
+    let mut workers = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{WORKER_HEARTBEAT_PREFIX}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(|e| EngineError::command("SCAN popup:worker:*", e))?;
+        workers.extend(keys.into_iter().filter_map(|k| k.strip_prefix(WORKER_HEARTBEAT_PREFIX).map(str::to_string)));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    workers.sort();
+    let healthy = !workers.is_empty();
+    Ok(EngineHealth {
+        kind: EngineKind::Native,
+        healthy,
+        summary: if healthy {
+            format!("{} native worker(s) alive: {}", workers.len(), workers.join(", "))
+        } else {
+            "no native worker heartbeat (popup:worker:*); is the popup-operator process Deployment running?".into()
+        },
+        parts: workers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_xreadgroup_replies() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("queue:orders"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("id"), bulk("1"), bulk("customer"), bulk("9-0")]),
+                ]),
+                // deleted while pending
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        assert_eq!(
+            parse_xreadgroup(&reply),
+            vec![
+                Order { id: "1-0".into(), customer: "9-0".into(), deleted: false },
+                Order { id: "2-0".into(), customer: String::new(), deleted: true }
+            ]
+        );
+        assert!(parse_xreadgroup(&Value::Nil).is_empty());
+    }
+}

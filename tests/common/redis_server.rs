@@ -1,0 +1,162 @@
+//! A real redis-stack-server (Redis 7.4 + TimeSeries + RedisGears 2) per test, killed on drop.
+//! Shared by the integration tests that need Redis (`#[path = "common/redis_server.rs"] mod …`).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use popup_operator::engine::connect;
+use redis::Value;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+
+// ---- a redis-stack-server per test ---------------------------------------------------------------
+
+pub fn find_server() -> PathBuf {
+    if let Ok(p) = std::env::var("REDIS_STACK_SERVER") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "REDIS_STACK_SERVER={} does not exist; run `bash hack/install-redis-stack.sh`",
+            p.display()
+        );
+        return p;
+    }
+    let cache = std::env::var("POPUP_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/popup-operator")
+    });
+    let p = cache.join("redis-stack/bin/redis-stack-server");
+    if p.exists() {
+        return p;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let c = dir.join("redis-stack-server");
+            if c.exists() {
+                return c;
+            }
+        }
+    }
+    panic!(
+        "redis-stack-server not found (checked $REDIS_STACK_SERVER, {}, PATH); run `bash hack/install-redis-stack.sh` first",
+        p.display()
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    pub dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("popup-engines-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s =
+            RedisServer { port: free_port(), child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    /// Launch: directly `redis-server` with the two modules when the redis-stack layout is
+    /// recognised (the wrapper script word-splits its arguments, which loses `--save ""`), else
+    /// the wrapper itself.
+    fn spawn(&mut self) {
+        let server = find_server();
+        let bin = server.parent().unwrap();
+        let lib = bin.parent().unwrap().join("lib");
+        let direct = bin.join("redis-server");
+        let mut cmd;
+        if direct.exists() && lib.join("redistimeseries.so").exists() && lib.join("redisgears.so").exists() {
+            cmd = Command::new(direct);
+            cmd.arg("--loadmodule").arg(lib.join("redistimeseries.so"));
+            cmd.arg("--loadmodule")
+                .arg(lib.join("redisgears.so"))
+                .arg("v8-plugin-path")
+                .arg(lib.join("libredisgears_v8_plugin.so"));
+            cmd.args(["--save", ""]);
+        } else {
+            cmd = Command::new(&server);
+        }
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {}: {e}; run `bash hack/install-redis-stack.sh`", server.display())
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-stack-server exited at start ({status}); missing libssl1.1? run `bash hack/install-redis-stack.sh`"
+                );
+            }
+            assert!(Instant::now() < deadline, "redis-stack-server did not listen on port {} within 20s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn conn(&self) -> MultiplexedConnection {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match connect(&self.url(), None).await {
+                Ok((mut c, _)) => {
+                    // the wrapper-script fallback cannot pass --save ""
+                    let _: redis::RedisResult<Value> =
+                        redis::cmd("CONFIG").arg("SET").arg("save").arg("").query_async(&mut c).await;
+                    return c;
+                }
+                Err(e) if Instant::now() < deadline && e.to_string().contains("LOADING") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("cannot connect to the test Redis: {e}"),
+            }
+        }
+    }
+
+    pub async fn manager(&self) -> ConnectionManager {
+        popup_operator::engine::connect_manager(&self.url(), None).await.unwrap().0
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A new server process on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

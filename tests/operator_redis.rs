@@ -1,0 +1,104 @@
+//! The operator's Redis gateway (`LiveRedis`, what fills `ScriptsLoaded` and `status.sale`) against a
+//! real password-protected redis-stack-server.
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use popup_operator::controller::redis::LiveRedis;
+use popup_operator::controller::{RedisGateway, RedisTarget};
+use popup_operator::crd::{Engine, ProcessingSpec};
+use popup_operator::simulator::{self, SimulatorConfig};
+use redis::Value;
+use redis_server::{RedisServer, free_port};
+
+const PASSWORD: &str = "correct-horse";
+
+fn target(server: &RedisServer, password: &str) -> RedisTarget {
+    RedisTarget { address: format!("127.0.0.1:{}", server.port), password: password.into() }
+}
+
+fn gateway() -> LiveRedis {
+    LiveRedis { timeout: Duration::from_secs(5) }
+}
+
+#[tokio::test]
+async fn scripts_load_once_and_the_sale_is_read_with_the_password() {
+    let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let t = target(&server, PASSWORD);
+    let processing = ProcessingSpec { batch_size: 3, metrics_interval_seconds: 1, replicas: 1 };
+    let g = gateway();
+
+    let first = g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
+    assert_eq!(first, "triggers scripts loaded");
+    let second = g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
+    assert_eq!(second, "triggers scripts are loaded", "a reconcile that finds the scripts changes nothing");
+
+    // Run a small sale through the triggers engine, then read it as the status does.
+    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let config = SimulatorConfig {
+        stock: 20,
+        customers: 30,
+        max_arrival: Duration::from_millis(2),
+        max_order_delay: Duration::from_millis(5),
+        reset: true,
+        wait_complete: Some(Duration::from_secs(20)),
+        ..Default::default()
+    };
+    let summary = simulator::run(&mut conn, &config, |_| {}).await.unwrap();
+    assert!(summary.all_processed, "{summary:?}");
+    let sale = g.read_sale(&t).await.unwrap();
+    assert_eq!(sale.available, Some(0), "30 customers for 20 units: sold out");
+    assert_eq!(sale.completed, 20);
+    assert_eq!(sale.rejected, 10);
+    assert_eq!((sale.customers_waiting, sale.orders_queued), (0, 0));
+
+    // The native engine only needs TimeSeries, which redis-stack has.
+    let native = g.ensure_scripts(&t, Engine::Native, &processing).await.unwrap();
+    assert!(native.contains("TimeSeries"), "{native}");
+}
+
+#[tokio::test]
+async fn problems_become_condition_reasons_that_name_the_cause() {
+    let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let processing = ProcessingSpec::default();
+    let g = gateway();
+
+    let wrong = g.read_sale(&target(&server, "wrong")).await.unwrap_err();
+    assert_eq!(wrong.reason, "RedisAuthFailed", "{wrong:?}");
+
+    let gears = g.ensure_scripts(&target(&server, PASSWORD), Engine::Gears, &processing).await.unwrap_err();
+    assert_eq!(gears.reason, "ModuleMissing", "{gears:?}");
+    assert!(gears.message.contains("RedisGears 1") || gears.message.contains("rg"), "{}", gears.message);
+
+    let nowhere = RedisTarget { address: format!("127.0.0.1:{}", free_port()), password: PASSWORD.into() };
+    let unreachable = g.read_sale(&nowhere).await.unwrap_err();
+    assert_eq!(unreachable.reason, "RedisUnreachable", "{unreachable:?}");
+    assert!(unreachable.message.contains(&nowhere.address), "{}", unreachable.message);
+}
+
+#[tokio::test]
+async fn a_restarted_redis_gets_its_scripts_back() {
+    let mut server = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let t = target(&server, PASSWORD);
+    let g = gateway();
+    let processing = ProcessingSpec::default();
+    g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
+    server.restart();
+    let mut reloaded = None;
+    for _ in 0..100 {
+        match g.ensure_scripts(&t, Engine::Triggers, &processing).await {
+            Ok(m) => {
+                reloaded = Some(m);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(reloaded.as_deref(), Some("triggers scripts loaded"));
+    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let libs: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut conn).await.unwrap();
+    let text = format!("{libs:?}");
+    assert!(text.contains("popup"), "the library is back: {text}");
+}
