@@ -198,32 +198,107 @@ fn default_true() -> bool {
     true
 }
 
-/// The Grafana instance that shows the sale.
+/// The Grafana dashboard that shows the sale.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrafanaSpec {
-    /// Deploy Grafana for this store. Default true.
+    /// Shorthand: `false` means `mode: none`. Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// Grafana image (11.5 or newer, for `GF_PLUGINS_PREINSTALL_SYNC`). Default a pinned 12.x release.
+    /// `managed`: the operator deploys a Grafana for this store. `sidecar`: no Grafana is deployed;
+    /// the datasource (a Secret) and the dashboard (a ConfigMap) are labelled for the sidecar of a
+    /// Grafana you already run (the Grafana Helm chart's). `none`: no dashboard at all. Default managed.
+    #[serde(default)]
+    pub mode: GrafanaMode,
+
+    /// Grafana image (11.5 or newer, for `GF_PLUGINS_PREINSTALL_SYNC`); managed mode. Default a pinned 12.x release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self != ''").message("spec.grafana.image must not be empty: omit it to use the default image"))]
     pub image: Option<String>,
 
-    /// How the Grafana Service is exposed. Default ClusterIP (reach it with `kubectl port-forward`).
+    /// How the Grafana Service is exposed (managed mode). Default ClusterIP (reach it with `kubectl port-forward`).
     #[serde(default)]
     pub service_type: ServiceType,
 
     /// Compute resources of the Grafana container. Default: requests 50m CPU / 128Mi memory, limit 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Labels the Grafana sidecar looks for (sidecar mode).
+    #[serde(default)]
+    pub sidecar: SidecarSpec,
 }
 
 impl Default for GrafanaSpec {
     fn default() -> Self {
-        Self { enabled: true, image: None, service_type: ServiceType::default(), resources: None }
+        Self {
+            enabled: true,
+            mode: GrafanaMode::default(),
+            image: None,
+            service_type: ServiceType::default(),
+            resources: None,
+            sidecar: SidecarSpec::default(),
+        }
     }
+}
+
+impl GrafanaSpec {
+    /// The mode in force (`enabled: false` wins).
+    pub fn effective_mode(&self) -> GrafanaMode {
+        if self.enabled { self.mode } else { GrafanaMode::None }
+    }
+}
+
+/// Where the dashboard lives.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GrafanaMode {
+    /// The operator deploys and provisions a Grafana for the store.
+    #[default]
+    Managed,
+    /// The operator emits the datasource and dashboard labelled for an existing Grafana's sidecar.
+    Sidecar,
+    /// No dashboard.
+    None,
+}
+
+/// Labels of the Grafana Helm chart's sidecar (`sidecar.datasources.label`, `sidecar.dashboards.label`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Label on the datasource Secret. Default `grafana_datasource`.
+    #[serde(default = "default_datasource_label")]
+    #[schemars(length(min = 1, max = 63))]
+    pub datasource_label: String,
+    /// Label on the dashboard ConfigMap. Default `grafana_dashboard`.
+    #[serde(default = "default_dashboard_label")]
+    #[schemars(length(min = 1, max = 63))]
+    pub dashboard_label: String,
+    /// Value of both labels. Default `"1"`.
+    #[serde(default = "default_label_value")]
+    #[schemars(length(max = 63))]
+    pub label_value: String,
+}
+
+impl Default for SidecarSpec {
+    fn default() -> Self {
+        Self {
+            datasource_label: default_datasource_label(),
+            dashboard_label: default_dashboard_label(),
+            label_value: default_label_value(),
+        }
+    }
+}
+
+fn default_datasource_label() -> String {
+    "grafana_datasource".into()
+}
+fn default_dashboard_label() -> String {
+    "grafana_dashboard".into()
+}
+fn default_label_value() -> String {
+    "1".into()
 }
 
 /// Kubernetes Service types the Grafana Service may use.

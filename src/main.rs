@@ -161,8 +161,11 @@ fn render_file(args: &RenderArgs) -> Result<(), String> {
     for store in stores {
         let v = render::validate(&store).map_err(|e| format!("{}: {e}", args.file.display()))?;
         let inputs = BuildInputs {
-            generated_redis_password: matches!(v.password, PasswordSource::Generated { .. })
-                .then(controller::new_password),
+            // A user's password Secret is not read here: the sidecar datasource shows a placeholder.
+            redis_password: Some(match v.password {
+                PasswordSource::Generated { .. } => controller::new_password(),
+                PasswordSource::UserSecret(_) => "<from the Secret in spec.redis.passwordSecretRef>".into(),
+            }),
             grafana_admin_password: controller::new_password(),
             redis_password_revision: "rendered".into(),
             operator_image: args.self_image.clone(),

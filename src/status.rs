@@ -55,7 +55,7 @@ pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestam
         GRAFANA_READY,
         obs.grafana
             .clone()
-            .unwrap_or_else(|| Check::ok("Disabled", "Grafana is disabled (spec.grafana.enabled: false)")),
+            .unwrap_or_else(|| Check::ok("Disabled", "no dashboard (spec.grafana.mode: none, or enabled: false)")),
     ));
     if let Some(p) = &obs.processor {
         checks.push((PROCESSOR_READY, p.clone()));

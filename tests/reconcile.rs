@@ -438,3 +438,20 @@ async fn native_engine_gets_a_processor_and_waits_for_it() {
     assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), "Disabled".into()));
     assert_eq!(h.condition(status::READY).0, "True");
 }
+
+#[tokio::test]
+async fn sidecar_mode_labels_the_dashboard_for_an_existing_grafana() {
+    let h = Harness::new(None);
+    h.create_store(|s| s.grafana.mode = popup_operator::crd::GrafanaMode::Sidecar);
+    h.reconcile().await;
+    h.pods_become_ready();
+    h.reconcile().await;
+    assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-grafana").is_none(), "no Grafana deployed");
+    let ds = h.api.get("/api/v1/namespaces/sales/secrets/shop-grafana-datasource").unwrap();
+    assert_eq!(ds["metadata"]["labels"]["grafana_datasource"], "1");
+    let dash = h.api.get("/api/v1/namespaces/sales/configmaps/shop-grafana-dashboards").unwrap();
+    assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), "Sidecar".into()));
+    assert_eq!(h.condition(status::READY).0, "True");
+    assert!(h.store().status.unwrap().endpoints.unwrap().grafana.is_none());
+}

@@ -24,7 +24,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use crate::apply;
-use crate::crd::{Endpoints, Engine, PopUpStore, PopUpStoreStatus};
+use crate::crd::{Endpoints, Engine, GrafanaMode, PopUpStore, PopUpStoreStatus};
 use crate::render::{self, BuildInputs, FIELD_MANAGER, PASSWORD_KEY, PasswordSource, ValidatedStore};
 use crate::status::{self, Check, Observations};
 use crate::telemetry::Health;
@@ -117,10 +117,7 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     let grafana_admin_password =
         existing_or_new_password(client, &ns, &validated.names.grafana(), render::grafana::ADMIN_PASSWORD_KEY).await?;
     let inputs = BuildInputs {
-        generated_redis_password: match validated.password {
-            PasswordSource::Generated { .. } => redis_password.value.clone(),
-            PasswordSource::UserSecret(_) => None,
-        },
+        redis_password: redis_password.value.clone(),
         grafana_admin_password,
         redis_password_revision: redis_password.revision.clone(),
         operator_image: ctx.config.operator_image.clone(),
@@ -168,27 +165,25 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         (Check::not("WaitingForRedis", "scripts are loaded once Redis is ready"), None)
     };
 
-    let grafana =
-        validated.spec.grafana.enabled.then(|| {
-            deployment_check(deployments.iter().find(|d| d.name_any() == validated.names.grafana()), "Grafana")
-        });
+    let grafana_mode = validated.spec.grafana.effective_mode();
+    let grafana = match grafana_mode {
+        GrafanaMode::Managed => {
+            Some(deployment_check(deployments.iter().find(|d| d.name_any() == validated.names.grafana()), "Grafana"))
+        }
+        GrafanaMode::Sidecar => Some(sidecar_check(&validated)),
+        GrafanaMode::None => None,
+    };
     let processor = (validated.engine() == Engine::Native).then(|| {
         deployment_check(deployments.iter().find(|d| d.name_any() == validated.names.processor()), "processor")
     });
     let (simulation, simulator_job) = simulator(ctx, store, &validated, children.simulator_job, scripts.ok).await?;
 
     let grafana_name = validated.names.grafana();
+    let managed = grafana_mode == GrafanaMode::Managed;
     let endpoints = Endpoints {
         redis: validated.names.redis_address(&ns),
-        grafana: validated
-            .spec
-            .grafana
-            .enabled
-            .then(|| format!("http://{grafana_name}.{ns}.svc:{}", render::GRAFANA_PORT)),
-        grafana_port_forward: validated
-            .spec
-            .grafana
-            .enabled
+        grafana: managed.then(|| format!("http://{grafana_name}.{ns}.svc:{}", render::GRAFANA_PORT)),
+        grafana_port_forward: managed
             .then(|| format!("kubectl -n {ns} port-forward svc/{grafana_name} 3000:{}", render::GRAFANA_PORT)),
     };
     let observations =
@@ -257,6 +252,23 @@ fn statefulset_check(sts: &StatefulSet) -> Check {
     } else {
         Check::not("Starting", "waiting for the Redis pod to become ready (0/1)")
     }
+}
+
+/// Sidecar mode: nothing to wait for; say where the datasource and dashboard are.
+fn sidecar_check(store: &ValidatedStore) -> Check {
+    let sc = &store.spec.grafana.sidecar;
+    Check::ok(
+        "Sidecar",
+        format!(
+            "datasource Secret {} ({}={}) and dashboard ConfigMap {} ({}={}) are labelled for your Grafana's sidecar (it needs the redis-datasource plugin)",
+            store.names.grafana_datasource(),
+            sc.datasource_label,
+            sc.label_value,
+            store.names.grafana_dashboards(),
+            sc.dashboard_label,
+            sc.label_value
+        ),
+    )
 }
 
 fn deployment_check(d: Option<&Deployment>, what: &str) -> Check {

@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Engine, MAX_NAME_LEN, PopUpStore, PopUpStoreSpec, SecretKeyRef};
+use crate::crd::{Engine, GrafanaMode, MAX_NAME_LEN, PopUpStore, PopUpStoreSpec, SecretKeyRef};
 
 /// Default images, pinned so a store renders the same objects tomorrow as today.
 pub mod images {
@@ -80,6 +80,10 @@ impl Names {
     }
     pub fn grafana_provisioning(&self) -> String {
         format!("{}-grafana-provisioning", self.store)
+    }
+    /// Sidecar mode: the datasource Secret for the user's Grafana.
+    pub fn grafana_datasource(&self) -> String {
+        format!("{}-grafana-datasource", self.store)
     }
     pub fn grafana_dashboards(&self) -> String {
         format!("{}-grafana-dashboards", self.store)
@@ -221,6 +225,20 @@ pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecError> {
             format!("must be a positive Kubernetes quantity such as 1Gi, got {:?}", storage.size),
         ));
     }
+    if spec.grafana.effective_mode() == GrafanaMode::Sidecar {
+        let sc = &spec.grafana.sidecar;
+        for (field, key) in [
+            ("spec.grafana.sidecar.datasourceLabel", &sc.datasource_label),
+            ("spec.grafana.sidecar.dashboardLabel", &sc.dashboard_label),
+        ] {
+            if !is_label_key(key) {
+                return Err(SpecError::new(
+                    field,
+                    format!("{key:?} is not a valid label key (e.g. grafana_dashboard)"),
+                ));
+            }
+        }
+    }
     let names = Names::new(&name);
     let password = match &spec.redis.password_secret_ref {
         Some(r) if r.name.is_empty() => {
@@ -258,6 +276,18 @@ pub fn default_redis_image(engine: Engine) -> &'static str {
     }
 }
 
+/// A label key without prefix: 1–63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends; an optional
+/// `dns.prefix/` before it.
+fn is_label_key(key: &str) -> bool {
+    let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && alnum(name.chars().next())
+        && alnum(name.chars().last())
+}
+
 /// Accepts the quantity forms a volume size takes (`512Mi`, `1Gi`, `1.5G`, `1000000`), positive only.
 fn is_positive_quantity(s: &str) -> bool {
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -273,8 +303,9 @@ fn is_positive_quantity(s: &str) -> bool {
 /// generated) by the caller, so the builders stay pure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildInputs {
-    /// The Redis password, when the operator owns the Secret (`PasswordSource::Generated`).
-    pub generated_redis_password: Option<String>,
+    /// The Redis password (generated or from the user's Secret). Goes into the generated Secret, and
+    /// into the sidecar-mode datasource Secret; `None` while the user's Secret is missing.
+    pub redis_password: Option<String>,
     /// Grafana's admin password (always operator-generated).
     pub grafana_admin_password: String,
     /// Changes whenever the Redis password changes (a hash of a generated password, or the
@@ -325,20 +356,27 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
     c.services.push(redis::headless_service(store));
     c.services.push(redis::client_service(store));
     c.redis = Some(redis::statefulset(store, inputs));
-    if store.spec.grafana.enabled {
-        c.secrets.push(grafana::admin_secret(store, inputs));
-        let provisioning = grafana::provisioning_config_map(store);
-        let dashboards = grafana::dashboards_config_map(store);
-        let checksum = combine_checksums(&[
-            &checksum_of(&provisioning.data),
-            &checksum_of(&dashboards.data),
-            &inputs.redis_password_revision,
-            &sha256_hex(inputs.grafana_admin_password.as_bytes()),
-        ]);
-        c.config_maps.push(provisioning);
-        c.config_maps.push(dashboards);
-        c.services.push(grafana::service(store));
-        c.deployments.push(grafana::deployment(store, &checksum));
+    match store.spec.grafana.effective_mode() {
+        GrafanaMode::Managed => {
+            c.secrets.push(grafana::admin_secret(store, inputs));
+            let provisioning = grafana::provisioning_config_map(store);
+            let dashboards = grafana::dashboards_config_map(store);
+            let checksum = combine_checksums(&[
+                &checksum_of(&provisioning.data),
+                &checksum_of(&dashboards.data),
+                &inputs.redis_password_revision,
+                &sha256_hex(inputs.grafana_admin_password.as_bytes()),
+            ]);
+            c.config_maps.push(provisioning);
+            c.config_maps.push(dashboards);
+            c.services.push(grafana::service(store));
+            c.deployments.push(grafana::deployment(store, &checksum));
+        }
+        GrafanaMode::Sidecar => {
+            c.secrets.push(grafana::sidecar_datasource_secret(store, inputs));
+            c.config_maps.push(grafana::sidecar_dashboard_config_map(store));
+        }
+        GrafanaMode::None => {}
     }
     if store.engine() == Engine::Native {
         let checksum = combine_checksums(&[&scripts_checksum, &inputs.redis_password_revision]);
@@ -474,7 +512,7 @@ pub(crate) mod tests {
 
     pub fn inputs() -> BuildInputs {
         BuildInputs {
-            generated_redis_password: Some("s3cret-redis".into()),
+            redis_password: Some("s3cret-redis".into()),
             grafana_admin_password: "s3cret-grafana".into(),
             redis_password_revision: "rev1".into(),
             operator_image: "example/popup-operator:test".into(),
@@ -614,6 +652,7 @@ pub(crate) mod tests {
         assert!(c.simulator_job.is_none());
         assert!(c.config_maps.iter().all(|m| !m.metadata.name.as_ref().unwrap().contains("grafana")));
         assert_eq!(c.secrets.len(), 1, "only the Redis password Secret");
+        assert!(c.services.iter().all(|s| !s.metadata.name.as_ref().unwrap().contains("grafana")));
     }
 
     #[test]

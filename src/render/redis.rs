@@ -39,7 +39,7 @@ pub const REDISMOD_MODULES: &[&[&str]] = &[
 /// The operator-generated password Secret; none when the user brings their own.
 pub fn password_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Option<Secret> {
     let PasswordSource::Generated { secret } = &store.password else { return None };
-    let password = inputs.generated_redis_password.clone().unwrap_or_default();
+    let password = inputs.redis_password.clone().unwrap_or_default();
     Some(Secret {
         metadata: child_meta(store, secret.clone(), COMPONENT),
         type_: Some("Opaque".into()),
