@@ -141,7 +141,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let server = tokio::spawn(axum::serve(listener, telemetry::router(health.clone())).into_future());
     let config = Config { operator_image: args.self_image, redis_address_template: args.redis_address };
     let ctx = Context::new(client, Arc::new(LiveRedis::default()), health, config);
-    let result = controller::run(ctx, args.watch_namespace).await.map_err(|e| e.to_string());
+    // An empty WATCH_NAMESPACE (as the chart sets it by default) means all namespaces.
+    let namespace = args.watch_namespace.filter(|ns| !ns.is_empty());
+    let result = controller::run(ctx, namespace).await.map_err(|e| e.to_string());
     server.abort();
     result
 }
