@@ -9,8 +9,8 @@
 use redis::Value;
 
 use super::{
-    EngineError, EngineHealth, EngineKind, LoadOutcome, ModuleInfo, ProcessingSettings, RedisConn, Result,
-    describe_modules, field, script_hash, value_i64, value_items, value_pairs, value_str,
+    EngineError, EngineHealth, EngineKind, LoadOutcome, ModuleInfo, ProcessingSettings, RedisConn, Result, field,
+    script_hash, value_i64, value_items, value_pairs, value_str,
 };
 
 /// Session id of the order-completion script.
@@ -247,18 +247,11 @@ async fn dump(conn: &mut impl RedisConn) -> Result<Vec<Registration>> {
     parse_dump_registrations(&reply)
 }
 
-fn require_module(addr: &str, mods: &[ModuleInfo]) -> Result<()> {
-    if mods.iter().any(|m| m.name == MODULE_NAME) {
-        Ok(())
-    } else {
-        Err(EngineError::MissingModule {
-            addr: addr.to_string(),
-            module: "RedisGears 1",
-            found: describe_modules(mods),
-            fix: "use engine triggers or native (RedisGears 1 ships only in the redislabs/redismod image)",
-        })
-    }
-}
+const MODULE: super::RequiredModule = super::RequiredModule {
+    name: MODULE_NAME,
+    display: "RedisGears 1",
+    fix: "use engine triggers or native (RedisGears 1 ships only in the redislabs/redismod image)",
+};
 
 pub(crate) async fn load(
     conn: &mut impl RedisConn,
@@ -266,7 +259,7 @@ pub(crate) async fn load(
     mods: &[ModuleInfo],
     settings: &ProcessingSettings,
 ) -> Result<LoadOutcome> {
-    require_module(addr, mods)?;
+    super::require_module(addr, mods, &MODULE)?;
     let regs = dump(conn).await?;
     let mut loaded = 0;
     let mut reasons = Vec::new();

@@ -384,17 +384,36 @@ pub(crate) fn describe_modules(mods: &[ModuleInfo]) -> String {
 }
 
 /// Fail with a helpful message unless RedisTimeSeries is loaded.
-pub(crate) fn require_timeseries(addr: &str, mods: &[ModuleInfo]) -> Result<()> {
-    if mods.iter().any(|m| m.name == "timeseries") {
+/// A module the engines need: its `MODULE LIST` name, what to call it, and what to do without it.
+pub(crate) struct RequiredModule {
+    pub name: &'static str,
+    pub display: &'static str,
+    pub fix: &'static str,
+}
+
+pub(crate) const TIMESERIES: RequiredModule = RequiredModule {
+    name: "timeseries",
+    display: "RedisTimeSeries",
+    fix: "run redis-stack (or Redis 8, which includes TimeSeries) so the ts:* metrics can be written",
+};
+
+/// Fail with a message naming the module, what Redis has instead, and the fix.
+pub(crate) fn require_module(addr: &str, mods: &[ModuleInfo], module: &RequiredModule) -> Result<()> {
+    if mods.iter().any(|m| m.name == module.name) {
         Ok(())
     } else {
         Err(EngineError::MissingModule {
             addr: addr.to_string(),
-            module: "RedisTimeSeries",
+            module: module.display,
             found: describe_modules(mods),
-            fix: "run redis-stack (or Redis 8, which includes TimeSeries) so the ts:* metrics can be written",
+            fix: module.fix,
         })
     }
+}
+
+/// Fail with a helpful message unless RedisTimeSeries is loaded.
+pub(crate) fn require_timeseries(addr: &str, mods: &[ModuleInfo]) -> Result<()> {
+    require_module(addr, mods, &TIMESERIES)
 }
 
 /// The server address of a connection for messages: `laddr` of CLIENT INFO is the server-side

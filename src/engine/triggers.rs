@@ -4,8 +4,8 @@
 use redis::Value;
 
 use super::{
-    EngineError, EngineHealth, EngineKind, LoadOutcome, ModuleInfo, ProcessingSettings, RedisConn, Result,
-    describe_modules, field, value_items, value_pairs, value_str,
+    EngineError, EngineHealth, EngineKind, LoadOutcome, ModuleInfo, ProcessingSettings, RedisConn, Result, field,
+    value_items, value_pairs, value_str,
 };
 
 /// Library name (`#!js api_version=1.0 name=popup`).
@@ -73,18 +73,11 @@ async fn list_library(conn: &mut impl RedisConn) -> Result<Option<LibraryInfo>> 
     Ok(parse_library_list(&reply)?.into_iter().find(|l| l.name == LIBRARY))
 }
 
-fn require_module(addr: &str, mods: &[ModuleInfo]) -> Result<()> {
-    if mods.iter().any(|m| m.name == MODULE_NAME) {
-        Ok(())
-    } else {
-        Err(EngineError::MissingModule {
-            addr: addr.to_string(),
-            module: "RedisGears 2 (redisgears_2)",
-            found: describe_modules(mods),
-            fix: "run redis-stack 7.2/7.4 (which ships triggers and functions) or use engine native",
-        })
-    }
-}
+const MODULE: super::RequiredModule = super::RequiredModule {
+    name: MODULE_NAME,
+    display: "RedisGears 2 (redisgears_2)",
+    fix: "run redis-stack 7.2/7.4 (which ships triggers and functions) or use engine native",
+};
 
 pub(crate) async fn load(
     conn: &mut impl RedisConn,
@@ -92,7 +85,7 @@ pub(crate) async fn load(
     mods: &[ModuleInfo],
     settings: &ProcessingSettings,
 ) -> Result<LoadOutcome> {
-    require_module(addr, mods)?;
+    super::require_module(addr, mods, &MODULE)?;
     let code = library_code(settings);
     let existing = list_library(conn).await?;
     let outcome = match &existing {
