@@ -116,4 +116,29 @@ mod tests {
         assert!(text.contains(r#"popup_operator_reconcile_failures_total{stage="apply"} 1"#), "{text}");
         assert!(text.contains("popup_operator_reconcile_duration_seconds_count 2"), "{text}");
     }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn health_endpoints_answer_over_http() {
+        let health = Health::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, router(health.clone())).into_future());
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"), "not ready before the controller runs");
+        health.ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        health.metrics.observe(Duration::from_millis(5), None);
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.contains("popup_operator_reconciliations_total 1"), "{metrics}");
+    }
 }
