@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use super::{
-    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, GRAFANA_PORT, ValidatedStore, child_meta, container_security, labels,
+    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, GRAFANA_PORT, ValidatedStore, child_meta, container_security, pod_labels,
     pod_security, redis_password_env, resources_or, selector_labels, sha256_hex,
 };
 
@@ -283,7 +283,7 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
             selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(store, COMPONENT)),
+                    labels: Some(pod_labels(store, COMPONENT)),
                     annotations: Some(BTreeMap::from([(CONFIG_CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
                     ..Default::default()
                 }),

@@ -397,6 +397,14 @@ pub fn labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, Strin
     l
 }
 
+/// Labels of pods: like [`labels`] but without the operator version, so upgrading the operator does not
+/// restart Redis (whose data lives in an emptyDir unless storage is set) or Grafana.
+pub fn pod_labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
+    let mut l = labels(store, component);
+    l.remove("app.kubernetes.io/version");
+    l
+}
+
 /// The stable subset of [`labels`] used in selectors (selectors are immutable, so no version here).
 pub fn selector_labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -597,6 +605,20 @@ pub(crate) mod tests {
                 assert_eq!(owner["kind"], "PopUpStore", "{what}");
                 assert_eq!(owner["controller"], true, "{what}");
                 assert_eq!(owner["uid"], "0000-1111", "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn pod_templates_do_not_change_with_the_operator_version() {
+        for engine in [Engine::Gears, Engine::Native] {
+            let (_, children) = build(engine, |_| {});
+            for v in children.to_values() {
+                let template = &v["spec"]["template"]["metadata"];
+                if template.is_object() {
+                    assert!(template["labels"].get("app.kubernetes.io/version").is_none(), "{}", v["metadata"]["name"]);
+                    assert_eq!(template["labels"]["app.kubernetes.io/instance"], "shop");
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSel
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::{
-    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, labels, pod_security,
+    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, pod_labels, pod_security,
     redis_password_env, redis_url, resources_or, selector_labels,
 };
 
@@ -56,7 +56,7 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
             selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(store, COMPONENT)),
+                    labels: Some(pod_labels(store, COMPONENT)),
                     annotations: Some(BTreeMap::from([(CONFIG_CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
                     ..Default::default()
                 }),

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
     BuildInputs, CONFIG_CHECKSUM_ANNOTATION, PASSWORD_KEY, PasswordSource, REDIS_PORT, ValidatedStore, child_meta,
-    container_security, labels, pod_security, redis_password_env, resources_or, selector_labels,
+    container_security, pod_labels, pod_security, redis_password_env, resources_or, selector_labels,
 };
 use crate::crd::Engine;
 
@@ -175,7 +175,8 @@ pub fn statefulset(store: &ValidatedStore, inputs: &BuildInputs) -> StatefulSet 
             Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some("data".into()),
-                    labels: Some(labels(store, COMPONENT)),
+                    // Claim templates are immutable: no operator version in them.
+                    labels: Some(pod_labels(store, COMPONENT)),
                     ..Default::default()
                 },
                 spec: Some(PersistentVolumeClaimSpec {
@@ -208,7 +209,7 @@ pub fn statefulset(store: &ValidatedStore, inputs: &BuildInputs) -> StatefulSet 
             volume_claim_templates: claims,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(store, COMPONENT)),
+                    labels: Some(pod_labels(store, COMPONENT)),
                     annotations: Some(BTreeMap::from([(
                         CONFIG_CHECKSUM_ANNOTATION.to_string(),
                         inputs.redis_password_revision.clone(),

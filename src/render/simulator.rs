@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::processor::OPERATOR_UID;
 use super::{
-    BuildInputs, ValidatedStore, child_meta, container_security, labels, pod_security, redis_password_env, redis_url,
-    resources_or, sha256_hex,
+    BuildInputs, ValidatedStore, child_meta, container_security, pod_labels, pod_security, redis_password_env,
+    redis_url, resources_or, sha256_hex,
 };
 
 pub const COMPONENT: &str = "simulator";
@@ -82,7 +82,7 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
             // run stays failed and is reported in the SimulationComplete condition instead.
             backoff_limit: Some(0),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(store, COMPONENT)), ..Default::default() }),
+                metadata: Some(ObjectMeta { labels: Some(pod_labels(store, COMPONENT)), ..Default::default() }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
