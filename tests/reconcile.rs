@@ -455,3 +455,25 @@ async fn sidecar_mode_labels_the_dashboard_for_an_existing_grafana() {
     assert_eq!(h.condition(status::READY).0, "True");
     assert!(h.store().status.unwrap().endpoints.unwrap().grafana.is_none());
 }
+
+#[tokio::test]
+async fn a_deleted_password_secret_is_regenerated_with_a_warning() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    let before = h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap()["data"]["password"].clone();
+    h.api.objects.lock().unwrap().remove("/api/v1/namespaces/sales/secrets/shop-redis");
+    h.reconcile().await;
+    let after = h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap()["data"]["password"].clone();
+    assert_ne!(before, after, "a new password");
+    let warnings: Vec<Value> = h
+        .api
+        .paths_under("/apis/events.k8s.io/v1/namespaces/sales/events/")
+        .iter()
+        .filter_map(|p| h.api.get(p))
+        .filter(|e| e["reason"] == "RedisPasswordRegenerated")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning event");
+    assert_eq!(warnings[0]["type"], "Warning");
+    assert!(warnings[0]["note"].as_str().unwrap().contains("emptyDir"), "{}", warnings[0]["note"]);
+}

@@ -114,7 +114,20 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     let ns = validated.namespace.clone();
 
     let redis_password = read_redis_password(client, &validated).await?;
-    let grafana_admin_password =
+    if redis_password.regenerated && store.status.is_some() {
+        // The store ran before, so its password Secret was deleted by someone: say what that costs.
+        let note = format!(
+            "the Redis password Secret {} was missing and a new password was generated; Redis restarts with it{}",
+            validated.password.secret_name(),
+            if validated.spec.redis.storage.is_none() {
+                ", and the sale kept in its emptyDir is lost (set spec.redis.storage to keep data)"
+            } else {
+                ""
+            }
+        );
+        publish_event(ctx, store, EventType::Warning, "RedisPasswordRegenerated", note).await;
+    }
+    let (grafana_admin_password, _) =
         existing_or_new_password(client, &ns, &validated.names.grafana(), render::grafana::ADMIN_PASSWORD_KEY).await?;
     let inputs = BuildInputs {
         redis_password: redis_password.value.clone(),
@@ -285,6 +298,8 @@ fn deployment_check(d: Option<&Deployment>, what: &str) -> Check {
 struct RedisPassword {
     value: Option<String>,
     revision: String,
+    /// The operator-owned Secret had no password, so a new one was generated.
+    regenerated: bool,
     /// Set when the password cannot be had: it becomes the RedisReady condition.
     problem: Option<Check>,
 }
@@ -292,10 +307,11 @@ struct RedisPassword {
 async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<RedisPassword> {
     match &store.password {
         PasswordSource::Generated { secret } => {
-            let value = existing_or_new_password(client, &store.namespace, secret, PASSWORD_KEY).await?;
+            let (value, regenerated) = existing_or_new_password(client, &store.namespace, secret, PASSWORD_KEY).await?;
             Ok(RedisPassword {
                 revision: render::sha256_hex(value.as_bytes())[..16].to_string(),
                 value: Some(value),
+                regenerated,
                 problem: None,
             })
         }
@@ -304,6 +320,7 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
             let problem = |reason: &str, message: String| RedisPassword {
                 value: None,
                 revision: "missing".into(),
+                regenerated: false,
                 problem: Some(Check::not(reason, message)),
             };
             let Some(secret) = secret else {
@@ -321,6 +338,7 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
                 Some(v) if !v.is_empty() => Ok(RedisPassword {
                     value: Some(v),
                     revision: secret.resource_version().unwrap_or_default(),
+                    regenerated: false,
                     problem: None,
                 }),
                 _ => Ok(problem(
@@ -332,19 +350,36 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
     }
 }
 
-/// The password stored under `key` in an operator-owned Secret, or a new random one when there is none.
-async fn existing_or_new_password(client: &Client, namespace: &str, secret: &str, key: &str) -> Result<String> {
+/// The password stored under `key` in an operator-owned Secret, or a new random one when there is none
+/// (then `true`).
+async fn existing_or_new_password(client: &Client, namespace: &str, secret: &str, key: &str) -> Result<(String, bool)> {
     let existing: Option<Secret> = apply::get(client, namespace, secret).await?;
     let value = existing
         .and_then(|s| s.data)
         .and_then(|d| d.get(key).cloned())
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         .filter(|v| !v.is_empty());
-    Ok(value.unwrap_or_else(new_password))
+    Ok(match value {
+        Some(v) => (v, false),
+        None => (new_password(), true),
+    })
 }
 
 pub fn new_password() -> String {
     rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
+}
+
+async fn publish_event(ctx: &Context, store: &PopUpStore, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        tracing::debug!(%e, "could not publish event");
+    }
 }
 
 /// Writes the status when it changed, and publishes an Event per condition transition.
@@ -359,10 +394,12 @@ async fn publish_status(ctx: &Context, store: &PopUpStore, new: PopUpStoreStatus
         "kind": "PopUpStore",
         "status": new,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Status { name: name.clone(), source })?;
-    let reference = store.object_ref(&());
+    match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => {}
+        // The store was deleted while this reconcile ran: nothing is left to report on.
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(source) => return Err(Error::Status { name, source }),
+    }
     for t in status::transitions(store.status.as_ref(), &new) {
         // A condition that is merely still on its way (Starting, Running…) is not worth a Warning.
         let warning = !t.ok
@@ -376,16 +413,9 @@ async fn publish_status(ctx: &Context, store: &PopUpStore, new: PopUpStoreStatus
                     | "Disabled"
                     | "ComponentsNotReady"
             );
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: format!("{}{}", t.type_, if t.ok { "" } else { "False" }),
-            note: Some(truncate(&format!("{}: {}", t.reason, t.message), 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::debug!(%e, "could not publish event");
-        }
+        let type_ = if warning { EventType::Warning } else { EventType::Normal };
+        let reason = format!("{}{}", t.type_, if t.ok { "" } else { "False" });
+        publish_event(ctx, store, type_, &reason, format!("{}: {}", t.reason, t.message)).await;
     }
     Ok(())
 }

@@ -259,7 +259,11 @@ pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecError> {
     Ok(ValidatedStore {
         names,
         namespace: store.namespace().unwrap_or_else(|| "default".into()),
-        owner: store.metadata.uid.as_ref().and_then(|_| store.controller_owner_ref(&())),
+        owner: store.metadata.uid.as_ref().and_then(|_| store.controller_owner_ref(&())).map(|mut o| {
+            // Foreground deletion of the store waits for its children (needs update on popupstores/finalizers).
+            o.block_owner_deletion = Some(true);
+            o
+        }),
         spec: spec.clone(),
         redis_image,
         grafana_image,
@@ -605,6 +609,7 @@ pub(crate) mod tests {
                 assert_eq!(owner["kind"], "PopUpStore", "{what}");
                 assert_eq!(owner["controller"], true, "{what}");
                 assert_eq!(owner["uid"], "0000-1111", "{what}");
+                assert_eq!(owner["blockOwnerDeletion"], true, "{what}");
             }
         }
     }
