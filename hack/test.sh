@@ -10,6 +10,8 @@ cd "$root"
 
 HELM="${HELM:-$(bash hack/install-helm.sh | tail -n 1)}"
 REDIS_STACK_SERVER="${REDIS_STACK_SERVER:-$(bash hack/install-redis-stack.sh | tail -n 1)}"
-export HELM REDIS_STACK_SERVER
+# etcd, kube-apiserver and kube-controller-manager for the end-to-end tests (built once, then cached).
+POPUP_CONTROL_PLANE_BIN="${POPUP_CONTROL_PLANE_BIN:-$(bash hack/control-plane.sh | tail -n 1)}"
+export HELM REDIS_STACK_SERVER POPUP_CONTROL_PLANE_BIN
 
 cargo test --locked "$@"

@@ -1,0 +1,782 @@
+//! End-to-end lifecycle tests against a real control plane (etcd, kube-apiserver, kube-controller-manager
+//! built by `bash hack/control-plane.sh`; see docs/testing.md).
+//!
+//! The operator runs in-process (`controller::run`, scoped to the test's namespace) with the identity the
+//! Helm chart gives it: the chart's ServiceAccount, Role and RoleBinding are applied and the operator uses a
+//! token of that ServiceAccount, so a missing RBAC verb fails the test. Redis is a fake `RedisGateway`.
+//! There is no kubelet: the tests write Pod status the way a kubelet would, and the real StatefulSet,
+//! ReplicaSet, Deployment and Job controllers turn that into workload status.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use popup_operator::crd::PopUpStore;
+use popup_operator::status;
+use serde_json::{Value, json};
+use support::{FakeRedis, Operator, OperatorIdentity, TestEnv};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(support::root().join("examples").join(name)).unwrap()
+}
+
+/// The test's namespace, the chart's RBAC for it and the operator's client.
+async fn setup(prefix: &str) -> (TestEnv, OperatorIdentity) {
+    let env = support::env(prefix).await;
+    let id = support::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
+    (env, id)
+}
+
+async fn store(env: &TestEnv, name: &str) -> Result<PopUpStore, String> {
+    env.api::<PopUpStore>().get(name).await.map_err(|e| format!("get popupstore {name}: {e}"))
+}
+
+fn condition<'a>(s: &'a PopUpStore, type_: &str) -> Option<&'a Condition> {
+    status::find(s.status.as_ref(), type_)
+}
+
+fn describe(s: &PopUpStore) -> String {
+    let Some(st) = &s.status else { return "no status".into() };
+    let conds: Vec<String> = st
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} ({}: {}; gen {:?})", c.type_, c.status, c.reason, c.message, c.observed_generation))
+        .collect();
+    format!(
+        "generation {:?}, observedGeneration {:?}, job {:?}, sale {:?}\n  {}",
+        s.metadata.generation,
+        st.observed_generation,
+        st.simulator_job,
+        st.sale,
+        conds.join("\n  ")
+    )
+}
+
+/// Waits until the store's condition `type_` has `status` (and, when given, `reason`) for the current
+/// generation.
+async fn wait_condition(env: &TestEnv, name: &str, type_: &str, want: &str, reason: Option<&str>) -> PopUpStore {
+    env.eventually(&format!("{name}: {type_}={want} {reason:?}"), WAIT, || async {
+        let s = store(env, name).await?;
+        let current = s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation;
+        match condition(&s, type_) {
+            Some(c)
+                if current
+                    && c.status == want
+                    && reason.is_none_or(|r| c.reason == r)
+                    && c.observed_generation == s.metadata.generation =>
+            {
+                Ok(s)
+            }
+            _ => Err(describe(&s)),
+        }
+    })
+    .await
+}
+
+/// The names of the objects of one kind carrying the store's instance label.
+async fn children<K>(env: &TestEnv, store: &str) -> Vec<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/instance={store}"));
+    env.api::<K>().list(&lp).await.expect("list children").items
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn name_set<K: ResourceExt>(items: &[K]) -> BTreeSet<String> {
+    items.iter().map(|o| o.name_any()).collect()
+}
+
+/// Exactly one ownerReference: the store, as controller.
+fn assert_owned<K: ResourceExt>(obj: &K, owner: &PopUpStore) {
+    let refs = obj.owner_references();
+    assert_eq!(refs.len(), 1, "{} should have one ownerReference: {refs:?}", obj.name_any());
+    let r = &refs[0];
+    assert_eq!((r.kind.as_str(), r.api_version.as_str()), ("PopUpStore", "popup.dev/v1alpha1"), "{r:?}");
+    assert_eq!(Some(&r.uid), owner.metadata.uid.as_ref(), "{} owner uid", obj.name_any());
+    assert_eq!(r.name, owner.name_any());
+    assert_eq!(r.controller, Some(true), "{} ownerReference is the controller", obj.name_any());
+}
+
+/// Every expected child of a store exists, each owned by it. `job` is checked when given.
+struct Expected<'a> {
+    secrets: &'a [&'a str],
+    config_maps: &'a [&'a str],
+    services: &'a [&'a str],
+    statefulsets: &'a [&'a str],
+    deployments: &'a [&'a str],
+}
+
+async fn wait_children(env: &TestEnv, name: &str, want: &Expected<'_>) {
+    env.eventually(&format!("the children of {name}"), WAIT, || async {
+        let got = (
+            name_set(&children::<Secret>(env, name).await),
+            name_set(&children::<ConfigMap>(env, name).await),
+            name_set(&children::<Service>(env, name).await),
+            name_set(&children::<StatefulSet>(env, name).await),
+            name_set(&children::<Deployment>(env, name).await),
+        );
+        let expected = (
+            set(want.secrets),
+            set(want.config_maps),
+            set(want.services),
+            set(want.statefulsets),
+            set(want.deployments),
+        );
+        if got == expected { Ok(()) } else { Err(format!("got {got:?}\nwant {expected:?}")) }
+    })
+    .await;
+    let owner = store(env, name).await.unwrap();
+    for o in children::<Secret>(env, name).await {
+        assert_owned(&o, &owner);
+    }
+    for o in children::<ConfigMap>(env, name).await {
+        assert_owned(&o, &owner);
+    }
+    for o in children::<Service>(env, name).await {
+        assert_owned(&o, &owner);
+    }
+    for o in children::<StatefulSet>(env, name).await {
+        assert_owned(&o, &owner);
+    }
+    for o in children::<Deployment>(env, name).await {
+        assert_owned(&o, &owner);
+    }
+}
+
+fn selector(store: &str, component: &str) -> String {
+    format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={component}")
+}
+
+/// Simulator Jobs of a store (not being deleted).
+async fn simulator_jobs(env: &TestEnv, store: &str) -> Vec<Job> {
+    let lp = ListParams::default().labels(&selector(store, "simulator"));
+    env.api::<Job>()
+        .list(&lp)
+        .await
+        .expect("list jobs")
+        .items
+        .into_iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// Plays kubelet for Redis (and Grafana, when enabled) until the store is Ready; returns the store.
+async fn bring_up(env: &TestEnv, name: &str, grafana: bool) -> PopUpStore {
+    support::make_pods_ready(env, &selector(name, "redis"), 1).await;
+    if grafana {
+        support::make_pods_ready(env, &selector(name, "grafana"), 1).await;
+    }
+    wait_condition(env, name, status::READY, "True", None).await
+}
+
+/// No request of the operator was refused: its RBAC (the chart's) covers everything it does.
+fn assert_rbac_sufficient(env: &TestEnv, id: &OperatorIdentity, op: &Operator) {
+    let forbidden = support::forbidden_requests(env.cp, &id.username);
+    assert!(forbidden.is_empty(), "the chart's RBAC lacks permissions the operator uses:\n{}", forbidden.join("\n"));
+    let failures = op.failures();
+    assert!(
+        failures.is_empty(),
+        "reconciles failed:\n{failures}\n\noperator log:\n{}",
+        support::operator_log(&env.ns, 30)
+    );
+}
+
+async fn patch_store(env: &TestEnv, name: &str, patch: Value) -> PopUpStore {
+    env.api::<PopUpStore>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patch {name} with {patch}: {e}"))
+}
+
+// ---- tests ------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn crd_installs_and_becomes_established() {
+    let env = support::env("crd").await;
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(env.admin.clone());
+    let crd = api.get("popupstores.popup.dev").await.unwrap();
+    let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(
+        conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"),
+        "CRD not established: {conditions:?}"
+    );
+    // The API server serves the resource with the printer columns of the CRD.
+    let list = env.api::<PopUpStore>().list(&ListParams::default()).await.unwrap();
+    assert!(list.items.is_empty());
+}
+
+#[tokio::test]
+async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
+    let (env, id) = setup("minimal").await;
+    let redis = Arc::new(FakeRedis::default());
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+
+    wait_children(
+        &env,
+        "demo",
+        &Expected {
+            secrets: &["demo-redis", "demo-grafana"],
+            config_maps: &["demo-scripts", "demo-grafana-provisioning", "demo-grafana-dashboards"],
+            services: &["demo-redis", "demo-redis-headless", "demo-grafana"],
+            statefulsets: &["demo-redis"],
+            deployments: &["demo-grafana"],
+        },
+    )
+    .await;
+    // Before any pod runs: conditions for the current generation, Redis starting, no simulator yet.
+    let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some("Starting")).await;
+    assert_eq!(s.status.as_ref().unwrap().observed_generation, s.metadata.generation);
+    assert_eq!(condition(&s, status::READY).unwrap().status, "False");
+    assert!(simulator_jobs(&env, "demo").await.is_empty(), "no simulator before the scripts are loaded");
+
+    let s = bring_up(&env, "demo", true).await;
+    let st = s.status.clone().unwrap();
+    let sale = st.sale.clone().expect("sale numbers in the status");
+    assert_eq!((sale.available, sale.completed), (Some(9412), 588), "{sale:?}");
+    assert_eq!(condition(&s, status::SCRIPTS_LOADED).unwrap().status, "True");
+    assert_eq!(condition(&s, status::GRAFANA_READY).unwrap().status, "True");
+    let endpoints = st.endpoints.clone().expect("endpoints");
+    assert_eq!(endpoints.redis, format!("demo-redis.{}.svc:6379", env.ns));
+    assert!(redis.targets.lock().unwrap().iter().all(|t| t.address == endpoints.redis && t.password.len() >= 16));
+
+    // The simulator Job exists, owned by the store, and its name is in the status.
+    let job_name = st.simulator_job.clone().expect("status names the simulator Job");
+    let jobs = simulator_jobs(&env, "demo").await;
+    assert_eq!(name_set(&jobs), set(&[&job_name]));
+    assert_owned(&jobs[0], &s);
+    let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "False", Some("Running")).await;
+    assert_eq!(condition(&s, status::READY).unwrap().status, "True", "Ready does not wait for the simulation");
+
+    // The Job's pod exits 0: the Job controller completes the Job, the operator reports it.
+    support::make_job_pods_succeed(&env, &job_name).await;
+    let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "True", Some("Succeeded")).await;
+    assert_eq!(condition(&s, status::READY).unwrap().status, "True");
+
+    // Each transition was published as an Event about the store (events.k8s.io/v1).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    let reasons: BTreeSet<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["RedisReadyFalse", "RedisReady", "Ready", "SimulationComplete"] {
+        assert!(reasons.contains(reason), "no {reason} Event; got {reasons:?}");
+    }
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+#[tokio::test]
+async fn full_example_uses_the_user_secret_and_every_setting() {
+    let (env, id) = setup("full").await;
+    let redis = Arc::new(FakeRedis::default());
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup-full.yaml")).await;
+
+    // The user's password Secret is used, not replaced by a generated one.
+    wait_children(
+        &env,
+        "flash-sale",
+        &Expected {
+            secrets: &["flash-sale-grafana"],
+            config_maps: &["flash-sale-scripts", "flash-sale-grafana-provisioning", "flash-sale-grafana-dashboards"],
+            services: &["flash-sale-redis", "flash-sale-redis-headless", "flash-sale-grafana"],
+            statefulsets: &["flash-sale-redis"],
+            deployments: &["flash-sale-grafana"],
+        },
+    )
+    .await;
+    let sts = env.api::<StatefulSet>().get("flash-sale-redis").await.unwrap();
+    let claims = sts.spec.as_ref().unwrap().volume_claim_templates.clone().unwrap_or_default();
+    assert_eq!(claims.len(), 1, "storage: 1Gi makes a volume claim template");
+    let svc = env.api::<Service>().get("flash-sale-grafana").await.unwrap();
+    assert_eq!(svc.spec.unwrap().type_.as_deref(), Some("NodePort"));
+
+    let s = bring_up(&env, "flash-sale", true).await;
+    assert!(
+        redis.targets.lock().unwrap().iter().all(|t| t.password == "change-me-to-something-long"),
+        "the operator reads Redis with the password of spec.redis.passwordSecretRef"
+    );
+    let job_name = s.status.as_ref().unwrap().simulator_job.clone().unwrap();
+    let job = env.api::<Job>().get(&job_name).await.unwrap();
+    assert_owned(&job, &s);
+    support::make_job_pods_succeed(&env, &job_name).await;
+    wait_condition(&env, "flash-sale", status::SIMULATION_COMPLETE, "True", None).await;
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+#[tokio::test]
+async fn native_engine_runs_the_processor_deployment() {
+    let (env, id) = setup("native").await;
+    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", json!({"engine": "native"}))).unwrap()).await;
+    wait_children(
+        &env,
+        "shop",
+        &Expected {
+            secrets: &["shop-redis", "shop-grafana"],
+            config_maps: &["shop-scripts", "shop-grafana-provisioning", "shop-grafana-dashboards"],
+            services: &["shop-redis", "shop-redis-headless", "shop-grafana"],
+            statefulsets: &["shop-redis"],
+            deployments: &["shop-grafana", "shop-processor"],
+        },
+    )
+    .await;
+    support::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
+    support::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    let s = wait_condition(&env, "shop", status::PROCESSOR_READY, "False", None).await;
+    assert_eq!(condition(&s, status::READY).unwrap().status, "False", "not Ready without the processor");
+    support::make_pods_ready(&env, &selector("shop", "processor"), 1).await;
+    wait_condition(&env, "shop", status::PROCESSOR_READY, "True", None).await;
+    wait_condition(&env, "shop", status::READY, "True", None).await;
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+/// `kubectl apply -f` of a store whose password Secret comes later (or is created by hand afterwards): the
+/// store says which Secret it misses, then picks it up; Redis is rolled out with the user's password.
+#[tokio::test]
+async fn a_password_secret_created_after_the_store_is_picked_up() {
+    let (env, id) = setup("secret").await;
+    let redis = Arc::new(FakeRedis::default());
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let spec = json!({"redis": {"passwordSecretRef": {"name": "shop-password", "key": "password"}}});
+    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", spec)).unwrap()).await;
+    let s = wait_condition(&env, "shop", status::REDIS_READY, "False", Some("PasswordSecretMissing")).await;
+    let message = &condition(&s, status::REDIS_READY).unwrap().message;
+    assert!(message.contains("shop-password") && message.contains("spec.redis.passwordSecretRef"), "{message}");
+    support::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
+    support::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    assert_eq!(redis.calls.load(Ordering::SeqCst), 0, "Redis is not used without its password");
+
+    env.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: shop-password\nstringData:\n  password: later-but-long-enough\n",
+    )
+    .await;
+    wait_condition(&env, "shop", status::READY, "True", None).await;
+    assert!(redis.targets.lock().unwrap().iter().all(|t| t.password == "later-but-long-enough"));
+    let secrets = name_set(&children::<Secret>(&env, "shop").await);
+    assert_eq!(secrets, set(&["shop-grafana"]), "no generated Redis password next to the user's Secret");
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+/// Asserts the API server refuses `obj` with a message naming `field`.
+async fn assert_rejected(env: &TestEnv, obj: Value, field: &str) {
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    let pp = PatchParams::apply(support::TEST_MANAGER).validation_strict();
+    let api = env.api::<PopUpStore>();
+    match api.patch(&name, &pp, &Patch::Apply(&obj)).await {
+        Ok(_) => panic!("the API server accepted {obj}"),
+        // Schema violations are 422 Invalid; an unknown field in a strict apply comes back as a 500 from the
+        // apply machinery ("failed to create typed patch object ... field not declared in schema").
+        Err(kube::Error::Api(e)) => {
+            assert!(e.code == 422 || e.code == 400 || e.code == 500, "{e:?}");
+            assert!(e.message.contains(field), "the message should name {field}: {}", e.message)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn store_json(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore", "metadata": {"name": name}, "spec": spec})
+}
+
+#[tokio::test]
+async fn invalid_stores_are_rejected_by_the_api_server_naming_the_field() {
+    let env = support::env("invalid").await;
+    assert_rejected(&env, store_json("bad-engine", json!({"engine": "mongodb"})), "spec.engine").await;
+    assert_rejected(&env, store_json("bad-stock", json!({"stock": -1})), "spec.stock").await;
+    assert_rejected(&env, store_json("bad-field", json!({"colour": "red"})), "colour").await;
+    assert_rejected(
+        &env,
+        store_json("bad-size", json!({"redis": {"storage": {"size": "lots"}}})),
+        "spec.redis.storage.size",
+    )
+    .await;
+    let long = "a".repeat(41);
+    assert_rejected(&env, store_json(&long, json!({})), "metadata.name").await;
+
+    // Unknown fields with a plain create (POST ?fieldValidation=Strict), as `kubectl create` sends it.
+    let body = serde_json::to_vec(&store_json("bad-field-post", json!({"colour": "red"}))).unwrap();
+    let req = http::Request::post(format!(
+        "/apis/popup.dev/v1alpha1/namespaces/{}/popupstores?fieldValidation=Strict",
+        env.ns
+    ))
+    .header("content-type", "application/json")
+    .body(body)
+    .unwrap();
+    let err = env.admin.request_text(req).await.expect_err("strict create with an unknown field fails");
+    assert!(err.to_string().contains("spec.colour"), "{err}");
+
+    // Fixed after creation: the engine.
+    env.apply_yaml(&serde_yaml::to_string(&store_json("fixed", json!({"engine": "gears"}))).unwrap()).await;
+    let err = env
+        .api::<PopUpStore>()
+        .patch("fixed", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"engine": "native"}})))
+        .await
+        .expect_err("engine change refused");
+    assert!(err.to_string().contains("spec.engine cannot change"), "{err}");
+    // A valid update of the same store goes through.
+    patch_store(&env, "fixed", json!({"spec": {"stock": 42}})).await;
+}
+
+#[tokio::test]
+async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
+    let (env, id) = setup("update").await;
+    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", json!({"grafana": {"enabled": false}}))).unwrap()).await;
+    wait_children(
+        &env,
+        "shop",
+        &Expected {
+            secrets: &["shop-redis"],
+            config_maps: &["shop-scripts"],
+            services: &["shop-redis", "shop-redis-headless"],
+            statefulsets: &["shop-redis"],
+            deployments: &[],
+        },
+    )
+    .await;
+    let s = bring_up(&env, "shop", false).await;
+    let grafana = condition(&s, status::GRAFANA_READY).expect("GrafanaReady condition");
+    assert_eq!((grafana.status.as_str(), grafana.reason.as_str()), ("True", "Disabled"), "{grafana:?}");
+    let first = s.status.unwrap().simulator_job.unwrap();
+
+    // A new stock is a new simulation: a new Job; the old one is deleted.
+    let updated = patch_store(&env, "shop", json!({"spec": {"stock": 500}})).await;
+    let second = env
+        .eventually("a second simulator Job replaces the first", WAIT, || async {
+            let s = store(&env, "shop").await?;
+            let jobs = name_set(&simulator_jobs(&env, "shop").await);
+            let job = s.status.as_ref().and_then(|st| st.simulator_job.clone()).unwrap_or_default();
+            if s.status.as_ref().and_then(|st| st.observed_generation) == updated.metadata.generation
+                && job != first
+                && jobs == set(&[&job])
+            {
+                Ok(job)
+            } else {
+                Err(format!("jobs {jobs:?}, status {}", describe(&s)))
+            }
+        })
+        .await;
+
+    // A simulator setting too.
+    patch_store(&env, "shop", json!({"spec": {"simulator": {"ratePerSecond": 50}}})).await;
+    let third = env
+        .eventually("a third simulator Job", WAIT, || async {
+            let s = store(&env, "shop").await?;
+            let jobs = name_set(&simulator_jobs(&env, "shop").await);
+            let job = s.status.as_ref().and_then(|st| st.simulator_job.clone()).unwrap_or_default();
+            if job != second && job != first && jobs == set(&[&job]) {
+                Ok(job)
+            } else {
+                Err(format!("jobs {jobs:?}, status {}", describe(&s)))
+            }
+        })
+        .await;
+    let job = env.api::<Job>().get(&third).await.unwrap();
+    let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+    let pair = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    assert_eq!(
+        (pair("--stock").as_deref(), pair("--rate").as_deref()),
+        (Some("500"), Some("50")),
+        "the newest Job carries the new stock and rate: {args:?}"
+    );
+
+    // Grafana disabled -> enabled: its objects appear and GrafanaReady follows its pods.
+    patch_store(&env, "shop", json!({"spec": {"grafana": {"enabled": true}}})).await;
+    wait_children(
+        &env,
+        "shop",
+        &Expected {
+            secrets: &["shop-redis", "shop-grafana"],
+            config_maps: &["shop-scripts", "shop-grafana-provisioning", "shop-grafana-dashboards"],
+            services: &["shop-redis", "shop-redis-headless", "shop-grafana"],
+            statefulsets: &["shop-redis"],
+            deployments: &["shop-grafana"],
+        },
+    )
+    .await;
+    wait_condition(&env, "shop", status::GRAFANA_READY, "False", None).await;
+    support::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    wait_condition(&env, "shop", status::GRAFANA_READY, "True", None).await;
+    wait_condition(&env, "shop", status::READY, "True", None).await;
+    assert_eq!(simulator_jobs(&env, "shop").await.len(), 1, "enabling Grafana does not restart the simulation");
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+/// Resource versions of the store and every child, to show nothing was written.
+async fn versions(env: &TestEnv, name: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut add = |kind: &str, items: Vec<(String, Option<String>)>| {
+        for (n, rv) in items {
+            out.push((format!("{kind}/{n}"), rv.unwrap_or_default()));
+        }
+    };
+    add("Secret", children::<Secret>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect());
+    add(
+        "ConfigMap",
+        children::<ConfigMap>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect(),
+    );
+    add("Service", children::<Service>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect());
+    add(
+        "StatefulSet",
+        children::<StatefulSet>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect(),
+    );
+    add(
+        "Deployment",
+        children::<Deployment>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect(),
+    );
+    add("Job", children::<Job>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect());
+    let s = store(env, name).await.unwrap();
+    out.push((format!("PopUpStore/{name}"), s.resource_version().unwrap_or_default()));
+    out
+}
+
+#[tokio::test]
+async fn a_restarted_operator_writes_nothing_in_steady_state() {
+    let (env, id) = setup("steady").await;
+    let redis = Arc::new(FakeRedis::default());
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    let s = bring_up(&env, "demo", true).await;
+    let job = s.status.unwrap().simulator_job.unwrap();
+    support::make_job_pods_succeed(&env, &job).await;
+    wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "True", None).await;
+    // Let the settled store go through the Job's last updates.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.kill().await;
+
+    let before = versions(&env, "demo").await;
+    let audited_before = support::audited_requests(env.cp, &id.username).len();
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    env.eventually("the restarted operator reconciles", WAIT, || async {
+        let n = op.health.metrics.reconciliations.get();
+        if n >= 1 { Ok(()) } else { Err(format!("{n} reconciles")) }
+    })
+    .await;
+    // A metadata-only change of the store triggers another full reconcile (no generation change).
+    let calls = redis.calls.load(Ordering::SeqCst);
+    patch_store(&env, "demo", json!({"metadata": {"annotations": {"e2e.popup.dev/poke": "1"}}})).await;
+    env.eventually("a reconcile after the poke", WAIT, || async {
+        let now = redis.calls.load(Ordering::SeqCst);
+        if now > calls { Ok(()) } else { Err("no reconcile yet".to_string()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let after = support::audited_requests(env.cp, &id.username);
+    let writes: Vec<String> =
+        after[audited_before..].iter().filter(|a| support::is_write(&a.verb)).map(|a| a.to_string()).collect();
+    let reads = after[audited_before..].iter().filter(|a| !support::is_write(&a.verb)).count();
+    assert!(reads > 0, "the audit log shows the restarted operator's reads");
+    assert!(writes.is_empty(), "a restarted operator wrote in steady state:\n{}", writes.join("\n"));
+    let mut after_versions = versions(&env, "demo").await;
+    // Only the store changed (our annotation).
+    let poke = after_versions.iter().position(|(k, _)| k == "PopUpStore/demo").unwrap();
+    after_versions.remove(poke);
+    let mut before = before;
+    before.retain(|(k, _)| k != "PopUpStore/demo");
+    assert_eq!(before, after_versions, "children changed although the operator sent no write");
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+#[tokio::test]
+async fn deleted_children_are_recreated_and_deleting_the_store_collects_every_child() {
+    let (env, id) = setup("gc").await;
+    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    bring_up(&env, "demo", true).await;
+
+    let old_cm = env.api::<ConfigMap>().get("demo-scripts").await.unwrap();
+    let old_svc = env.api::<Service>().get("demo-grafana").await.unwrap();
+    let old_secret = env.api::<Secret>().get("demo-redis").await.unwrap();
+    env.api::<ConfigMap>().delete("demo-scripts", &DeleteParams::default()).await.unwrap();
+    env.api::<Service>().delete("demo-grafana", &DeleteParams::default()).await.unwrap();
+    env.api::<Secret>().delete("demo-redis", &DeleteParams::default()).await.unwrap();
+    env.eventually("deleted children are recreated", WAIT, || async {
+        let cm = env.api::<ConfigMap>().get_opt("demo-scripts").await.map_err(|e| e.to_string())?;
+        let svc = env.api::<Service>().get_opt("demo-grafana").await.map_err(|e| e.to_string())?;
+        let sec = env.api::<Secret>().get_opt("demo-redis").await.map_err(|e| e.to_string())?;
+        match (cm, svc, sec) {
+            (Some(cm), Some(svc), Some(sec))
+                if cm.uid() != old_cm.uid() && svc.uid() != old_svc.uid() && sec.uid() != old_secret.uid() =>
+            {
+                Ok(())
+            }
+            other => {
+                Err(format!("{:?}", (other.0.map(|o| o.uid()), other.1.map(|o| o.uid()), other.2.map(|o| o.uid()))))
+            }
+        }
+    })
+    .await;
+
+    assert_rbac_sufficient(&env, &id, &op);
+
+    // Deleting the store: kube-controller-manager's garbage collector removes every child (and their pods).
+    let before = (
+        children::<Secret>(&env, "demo").await.len(),
+        children::<Deployment>(&env, "demo").await.len(),
+        support::pods(&env, "app.kubernetes.io/instance=demo").await.len(),
+    );
+    assert!(before.0 > 0 && before.1 > 0 && before.2 > 0, "{before:?}");
+    env.api::<PopUpStore>().delete("demo", &DeleteParams::default()).await.unwrap();
+    env.eventually("the garbage collector removes every child", Duration::from_secs(120), || async {
+        let left: Vec<String> = [
+            names_of::<Secret>(&env).await,
+            names_of::<ConfigMap>(&env).await,
+            names_of::<Service>(&env).await,
+            names_of::<StatefulSet>(&env).await,
+            names_of::<Deployment>(&env).await,
+            names_of::<Job>(&env).await,
+            names_of::<Pod>(&env).await,
+        ]
+        .concat();
+        if left.is_empty() { Ok(()) } else { Err(format!("left: {left:?}")) }
+    })
+    .await;
+    // (A reconcile racing with the deletion may fail its status write: see the next test.)
+    let forbidden = support::forbidden_requests(env.cp, &id.username);
+    assert!(forbidden.is_empty(), "{forbidden:?}");
+    op.kill().await;
+}
+
+/// A store deleted while a reconcile is in flight: the reconcile's status write finds the store gone. That
+/// is the normal end of a store, not a failure (no failure metric, no ReconcileFailed Warning).
+#[tokio::test]
+async fn a_store_deleted_mid_reconcile_is_not_a_reconcile_failure() {
+    let (env, id) = setup("gone").await;
+    let redis = Arc::new(FakeRedis::default());
+    redis.hang.store(true, Ordering::SeqCst);
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
+    env.api::<PopUpStore>().delete("demo", &DeleteParams::default()).await.unwrap();
+    env.eventually("the store is gone", WAIT, || async {
+        match env.api::<PopUpStore>().get_opt("demo").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    redis.hang.store(false, Ordering::SeqCst);
+    redis.release.notify_one();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failures = op.failures();
+    assert!(
+        failures.is_empty(),
+        "a reconcile that finds its store deleted counts as a failure:\n{failures}\n\noperator log:\n{}",
+        support::operator_log(&env.ns, 10)
+    );
+    op.kill().await;
+}
+
+async fn names_of<K>(env: &TestEnv) -> Vec<String>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    children::<K>(env, "demo").await.iter().map(|o| format!("{}/{}", K::kind(&()), o.name_any())).collect()
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
+    let (env, id) = setup("killed").await;
+    let redis = Arc::new(FakeRedis::default());
+    // First life: killed while it talks to Redis (children applied, no Job yet).
+    redis.hang.store(true, Ordering::SeqCst);
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
+    op.kill().await;
+    let secrets = support::by_name(&children::<Secret>(&env, "demo").await);
+    assert!(simulator_jobs(&env, "demo").await.is_empty());
+
+    // Several more lives, each killed at an arbitrary point of its work.
+    redis.hang.store(false, Ordering::SeqCst);
+    for delay_ms in [30u64, 120, 250, 400, 700] {
+        let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        op.kill().await;
+    }
+
+    // The last one runs to the end.
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    support::make_pods_ready(&env, &selector("demo", "grafana"), 1).await;
+    let s = wait_condition(&env, "demo", status::READY, "True", None).await;
+    let job = s.status.unwrap().simulator_job.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(name_set(&simulator_jobs(&env, "demo").await), set(&[&job]), "exactly one simulator Job");
+    assert_eq!(children::<StatefulSet>(&env, "demo").await.len(), 1);
+    assert_eq!(name_set(&children::<Deployment>(&env, "demo").await), set(&["demo-grafana"]));
+    // The generated passwords survived every restart (same Secrets, same data).
+    let now = support::by_name(&children::<Secret>(&env, "demo").await);
+    assert_eq!(secrets.keys().collect::<Vec<_>>(), now.keys().collect::<Vec<_>>());
+    for (name, old) in &secrets {
+        assert_eq!(old.uid(), now[name].uid(), "Secret {name} was recreated");
+        assert_eq!(old.data, now[name].data, "Secret {name} changed its data");
+    }
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+/// The RBAC check of these tests has teeth: with one verb taken out of the chart's Role, the operator's
+/// refused request shows up.
+#[tokio::test]
+async fn a_missing_rbac_verb_is_detected() {
+    let (env, id) = setup("rbac").await;
+    let roles = env.api::<k8s_openapi::api::rbac::v1::Role>();
+    let mut role = roles.get("popup-popup-operator").await.expect("the chart's Role");
+    for rule in role.rules.iter_mut().flatten() {
+        if rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == "jobs")) {
+            rule.verbs.retain(|v| v != "create");
+        }
+    }
+    role.metadata.managed_fields = None;
+    roles.replace("popup-popup-operator", &Default::default(), &role).await.unwrap();
+
+    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    let refused = env
+        .eventually("the operator's Job creation is refused", WAIT, || async {
+            let f = support::forbidden_requests(env.cp, &id.username);
+            if f.iter().any(|r| r.starts_with("create jobs")) { Ok(f) } else { Err(format!("{f:?}")) }
+        })
+        .await;
+    assert!(simulator_jobs(&env, "demo").await.is_empty(), "{refused:?}");
+    assert!(op.failures().contains("stage=\"apply\""), "{}", op.failures());
+    op.kill().await;
+}
