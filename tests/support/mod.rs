@@ -339,9 +339,22 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client, redis: Arc<dyn RedisGateway>, watch_namespace: Option<String>) -> Operator {
+        Self::start_with_redis_address(client, redis, watch_namespace, None)
+    }
+
+    /// Like [`Operator::start`], reaching every store's Redis at `redis_address` (the `--redis-address`
+    /// template), e.g. a local redis-stack-server.
+    pub fn start_with_redis_address(
+        client: Client,
+        redis: Arc<dyn RedisGateway>,
+        watch_namespace: Option<String>,
+        redis_address: Option<String>,
+    ) -> Operator {
         let health = Health::default();
-        let config =
-            Config { operator_image: "example.invalid/popup-operator:e2e".into(), redis_address_template: None };
+        let config = Config {
+            operator_image: "example.invalid/popup-operator:e2e".into(),
+            redis_address_template: redis_address,
+        };
         let ctx = Context::new(client, redis, health.clone(), config);
         let task = tokio::spawn(async move { controller::run(ctx, watch_namespace).await.map_err(|e| e.to_string()) });
         Operator { task: Some(task), health }
