@@ -69,7 +69,11 @@ impl Context {
 }
 
 /// Requeue delays.
-const NOT_READY_REQUEUE: Duration = Duration::from_secs(5);
+/// Waiting for pods: their readiness reaches us through the owned watches, this is only a safety net.
+const WAITING_FOR_PODS_REQUEUE: Duration = Duration::from_secs(30);
+/// Redis is up but unusable (unreachable, wrong password, missing module) or the user's password Secret
+/// is missing: nothing is watched there, so look again soon.
+const REDIS_RETRY_REQUEUE: Duration = Duration::from_secs(10);
 const IDLE_REQUEUE: Duration = Duration::from_secs(60);
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
@@ -199,6 +203,7 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         grafana_port_forward: managed
             .then(|| format!("kubectl -n {ns} port-forward svc/{grafana_name} 3000:{}", render::GRAFANA_PORT)),
     };
+    let redis_side_problem = redis_password.problem.is_some() || (redis.ok && !scripts.ok);
     let observations =
         Observations { generation, redis, scripts, grafana, processor, simulation, sale, endpoints, simulator_job };
     let new = status::compute(store.status.as_ref(), &observations, Timestamp::now());
@@ -206,8 +211,10 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     let simulating = status::find(Some(&new), status::SIMULATION_COMPLETE).is_some_and(|c| c.reason == "Running");
     publish_status(ctx, store, new).await?;
 
-    Ok(if !ready {
-        Action::requeue(NOT_READY_REQUEUE)
+    Ok(if !ready && redis_side_problem {
+        Action::requeue(REDIS_RETRY_REQUEUE)
+    } else if !ready {
+        Action::requeue(WAITING_FOR_PODS_REQUEUE)
     } else if simulating {
         // Keep the sale numbers in the status as fresh as the dashboard's metrics.
         Action::requeue(Duration::from_secs(validated.spec.processing.metrics_interval_seconds.max(2).into()))

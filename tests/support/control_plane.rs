@@ -278,7 +278,7 @@ impl ControlPlane {
                 format!("--service-account-issuer={url}"),
                 format!("--service-account-key-file={}", d("sa.pub")),
                 format!("--service-account-signing-key-file={}", d("sa.key")),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 format!("--audit-policy-file={}", d("audit-policy.yaml")),
                 format!("--audit-log-path={}", d("audit.log")),
@@ -304,7 +304,7 @@ impl ControlPlane {
                 "--controllers=*".into(),
                 format!("--service-account-private-key-file={}", d("sa.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--kube-api-qps=200".into(),
                 "--kube-api-burst=400".into(),
                 // Faster reaction of the garbage collector to new resource types (CRDs installed by tests).

@@ -1,0 +1,149 @@
+//! Not a test: the scale benchmark of docs/benchmarks.md. Run it by hand (release build):
+//!
+//!     cargo test --release --test bench_scale -- --ignored --nocapture
+//!
+//! A real control plane, the real `popup-operator run` binary as a child process with the chart's
+//! cluster-wide RBAC (a ServiceAccount token, so the audit log counts its requests), and
+//! `POPUP_BENCH_STORES` stores (default 200) created at once. It prints: the time until every child
+//! of every store exists, API requests per store while converging, requests and writes per store in a
+//! quiet minute afterwards, and the operator's resident memory. There is no kubelet, so pods never
+//! run and the stores stay not-ready (waiting for Redis), which is the busier steady state: a ready
+//! store is requeued less often.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{Api, ListParams, PostParams};
+use popup_operator::crd::PopUpStore;
+use serde_json::json;
+
+/// The operator child process, killed however the benchmark ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn count<K>(api: &Api<K>) -> usize
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
+{
+    api.list_metadata(&ListParams::default().labels("app.kubernetes.io/managed-by=popup-operator"))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run by hand, see docs/benchmarks.md"]
+async fn scale_many_stores() {
+    let stores: usize = std::env::var("POPUP_BENCH_STORES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let env = support::env("scale").await;
+    let id = support::install_chart_rbac(&env, "popup", None).await;
+    let kubeconfig = env.cp.dir.join(format!("{}.kubeconfig", id.username.replace(':', "_")));
+    assert!(kubeconfig.exists(), "{}", kubeconfig.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let operator = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
+            .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(env.cp.dir.join("bench-operator.log")).unwrap())
+            .spawn()
+            .expect("start popup-operator run"),
+    );
+    let pid = operator.0.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_kib(pid);
+
+    let api: Api<PopUpStore> = env.api();
+    let started = Instant::now();
+    futures::stream::iter(0..stores)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let store: PopUpStore = serde_json::from_value(json!({
+                    "apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore",
+                    "metadata": {"name": format!("s{i:03}")}, "spec": {},
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &store).await.unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let created = started.elapsed();
+
+    // Every store's children: 2 Secrets, 3 ConfigMaps, 3 Services, 1 StatefulSet, 1 Deployment.
+    let (sts, deploy): (Api<StatefulSet>, Api<Deployment>) = (env.api(), env.api());
+    let (secrets, cms, svcs): (Api<Secret>, Api<ConfigMap>, Api<Service>) = (env.api(), env.api(), env.api());
+    let mut peak_rss = 0;
+    let converged = loop {
+        peak_rss = peak_rss.max(rss_kib(pid));
+        let counts =
+            (count(&secrets).await, count(&cms).await, count(&svcs).await, count(&sts).await, count(&deploy).await);
+        if counts == (2 * stores, 3 * stores, 3 * stores, stores, stores) {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "not converged after 10 min: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Let every store get its first status, then count what converging cost.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let converging = support::audited_requests(env.cp, &id.username);
+    let converging_writes = converging.iter().filter(|r| support::is_write(&r.verb)).count();
+
+    // A quiet minute.
+    let quiet = Duration::from_secs(60);
+    tokio::time::sleep(quiet).await;
+    peak_rss = peak_rss.max(rss_kib(pid));
+    let steady: Vec<_> = support::audited_requests(env.cp, &id.username).into_iter().skip(converging.len()).collect();
+    let steady_writes: Vec<String> =
+        steady.iter().filter(|r| support::is_write(&r.verb) && r.resource != "events").map(|r| r.to_string()).collect();
+    let steady_rss = rss_kib(pid);
+    drop(operator);
+
+    let per = |n: usize| n as f64 / stores as f64;
+    println!("\n== scale benchmark: {stores} PopUpStores, Kubernetes {}", env.cp.version);
+    println!("stores created by the client in        {:>8.2} s", created.as_secs_f64());
+    println!("all children of all stores exist after {:>8.2} s", converged.as_secs_f64());
+    println!(
+        "requests while converging              {:>8} ({:.1} per store, {} writes = {:.1} per store)",
+        converging.len(),
+        per(converging.len()),
+        converging_writes,
+        per(converging_writes)
+    );
+    println!(
+        "requests in the next {} s               {:>8} ({:.1} per store), writes other than events: {}",
+        quiet.as_secs(),
+        steady.len(),
+        per(steady.len()),
+        steady_writes.len()
+    );
+    println!(
+        "operator RSS: idle {} MiB, peak {} MiB, after the quiet minute {} MiB",
+        idle_rss / 1024,
+        peak_rss / 1024,
+        steady_rss / 1024
+    );
+    assert!(steady_writes.is_empty(), "steady state wrote:\n{}", steady_writes.join("\n"));
+}
