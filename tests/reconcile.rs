@@ -259,7 +259,10 @@ async fn first_reconcile_applies_every_child_in_dependency_order_and_waits_for_r
         "PATCH /apis/popup.dev/v1alpha1/namespaces/sales/popupstores/shop/status",
     ];
     assert_eq!(w, expected);
-    assert!(action.contains("Some(30s)"), "waiting for pods: the watches bring the news, requeue is a safety net: {action}");
+    assert!(
+        action.contains("Some(30s)"),
+        "waiting for pods: the watches bring the news, requeue is a safety net: {action}"
+    );
     assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Starting".into()));
     assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), "WaitingForRedis".into()));
     assert_eq!(h.condition(status::READY).0, "False");
