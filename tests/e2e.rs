@@ -464,6 +464,8 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     )
     .await;
     let s = bring_up(&env, "shop", false).await;
+    let redis_generation = || async { env.api::<StatefulSet>().get("shop-redis").await.unwrap().metadata.generation };
+    let redis_before = redis_generation().await;
     let grafana = condition(&s, status::GRAFANA_READY).expect("GrafanaReady condition");
     assert_eq!((grafana.status.as_str(), grafana.reason.as_str()), ("True", "Disabled"), "{grafana:?}");
     let first = s.status.unwrap().simulator_job.unwrap();
@@ -528,6 +530,17 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     wait_condition(&env, "shop", status::GRAFANA_READY, "True", None).await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
     assert_eq!(simulator_jobs(&env, "shop").await.len(), 1, "enabling Grafana does not restart the simulation");
+    assert_eq!(redis_generation().await, redis_before, "stock, simulator and Grafana changes leave Redis alone");
+
+    // A new Redis image rolls the StatefulSet's pod template, and only that.
+    patch_store(&env, "shop", json!({"spec": {"redis": {"image": "redislabs/redismod:edge"}}})).await;
+    env.eventually("the Redis StatefulSet runs the new image", WAIT, || async {
+        let sts = env.api::<StatefulSet>().get("shop-redis").await.map_err(|e| e.to_string())?;
+        let image = sts.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].image.clone()).unwrap_or_default();
+        if image.as_deref() == Some("redislabs/redismod:edge") { Ok(()) } else { Err(format!("{image:?}")) }
+    })
+    .await;
+    assert_eq!(simulator_jobs(&env, "shop").await.len(), 1, "a new image is not a new simulation");
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
 }
