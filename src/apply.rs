@@ -93,6 +93,21 @@ pub async fn get<K: Child>(client: &Client, namespace: &str, name: &str) -> Resu
     })
 }
 
+/// Deletes `name` if it exists and is controlled by the owner with `owner_uid` (never an object of
+/// someone else that happens to have the name); returns whether it deleted.
+pub async fn delete_if_owned<K: Child>(client: &Client, namespace: &str, name: &str, owner_uid: &str) -> Result<bool> {
+    let Some(live) = get::<K>(client, namespace, name).await? else { return Ok(false) };
+    let owned = live.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
+    if !owned {
+        return Ok(false);
+    }
+    match Api::<K>::namespaced(client.clone(), namespace).delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(source) => Err(Error::Apply { kind: kind::<K>(), name: name.to_string(), source }),
+    }
+}
+
 /// Deletes every object matching `selector` except `keep`; returns the names deleted.
 pub async fn delete_others<K: Child>(
     client: &Client,

@@ -541,6 +541,21 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     })
     .await;
     assert_eq!(simulator_jobs(&env, "shop").await.len(), 1, "a new image is not a new simulation");
+
+    // Grafana off again (mode none): its objects are deleted.
+    patch_store(&env, "shop", json!({"spec": {"grafana": {"mode": "none"}}})).await;
+    wait_children(
+        &env,
+        "shop",
+        &Expected {
+            secrets: &["shop-redis"],
+            config_maps: &["shop-scripts"],
+            services: &["shop-redis", "shop-redis-headless"],
+            statefulsets: &["shop-redis"],
+            deployments: &[],
+        },
+    )
+    .await;
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
 }

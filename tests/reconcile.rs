@@ -480,3 +480,45 @@ async fn a_deleted_password_secret_is_regenerated_with_a_warning() {
     assert_eq!(warnings[0]["type"], "Warning");
     assert!(warnings[0]["note"].as_str().unwrap().contains("emptyDir"), "{}", warnings[0]["note"]);
 }
+
+#[tokio::test]
+async fn children_the_spec_no_longer_wants_are_pruned_once() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    // The fake API server gives the store a uid; children point at it.
+    h.reconcile().await;
+    assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-grafana").is_some());
+    h.api.edit(STORE_PATH, |o| {
+        o["spec"]["grafana"]["mode"] = json!("none");
+        o["metadata"]["generation"] = json!(2);
+    });
+    h.api.take_log();
+    h.reconcile().await;
+    let w = writes(&h.api.take_log());
+    for gone in [
+        "/apis/apps/v1/namespaces/sales/deployments/shop-grafana",
+        "/api/v1/namespaces/sales/services/shop-grafana",
+        "/api/v1/namespaces/sales/secrets/shop-grafana",
+        "/api/v1/namespaces/sales/configmaps/shop-grafana-provisioning",
+        "/api/v1/namespaces/sales/configmaps/shop-grafana-dashboards",
+    ] {
+        assert!(h.api.get(gone).is_none(), "{gone} still there");
+        assert!(w.contains(&format!("DELETE {gone}")), "{w:?}");
+    }
+    assert!(h.api.get("/apis/apps/v1/namespaces/sales/statefulsets/shop-redis").is_some());
+    // Settled again: no prune requests at all.
+    h.reconcile().await;
+    assert!(h.api.take_log().iter().all(|(m, _)| *m != Method::DELETE));
+}
+
+#[tokio::test]
+async fn prune_never_deletes_an_object_the_store_does_not_own() {
+    let h = Harness::new(None);
+    h.create_store(|s| s.grafana.mode = popup_operator::crd::GrafanaMode::None);
+    h.api.put(
+        "/apis/apps/v1/namespaces/sales/deployments/shop-grafana",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop-grafana", "namespace": NS}}),
+    );
+    h.reconcile().await;
+    assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-grafana").is_some(), "not ours: kept");
+}

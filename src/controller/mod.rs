@@ -131,8 +131,12 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         );
         publish_event(ctx, store, EventType::Warning, "RedisPasswordRegenerated", note).await;
     }
-    let (grafana_admin_password, _) =
-        existing_or_new_password(client, &ns, &validated.names.grafana(), render::grafana::ADMIN_PASSWORD_KEY).await?;
+    // Only a managed Grafana has an admin password.
+    let grafana_admin_password = if validated.spec.grafana.effective_mode() == GrafanaMode::Managed {
+        existing_or_new_password(client, &ns, &validated.names.grafana(), render::grafana::ADMIN_PASSWORD_KEY).await?.0
+    } else {
+        String::new()
+    };
     let inputs = BuildInputs {
         redis_password: redis_password.value.clone(),
         grafana_admin_password,
@@ -140,6 +144,11 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         operator_image: ctx.config.operator_image.clone(),
     };
     let children = render::build_children(&validated, &inputs);
+    // Only a spec change can make a child unwanted (Grafana mode, password source): prune then, so a
+    // settled store does not pay for it.
+    if store.status.as_ref().and_then(|s| s.observed_generation) != generation {
+        prune(ctx, store, &validated, &children).await?;
+    }
 
     // Dependency order: what pods read (Secrets, ConfigMaps) before the pods, Services before clients.
     for s in children.secrets {
@@ -221,6 +230,35 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     } else {
         Action::requeue(IDLE_REQUEUE)
     })
+}
+
+/// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`).
+async fn prune(
+    ctx: &Context,
+    store: &PopUpStore,
+    validated: &ValidatedStore,
+    children: &render::Children,
+) -> Result<()> {
+    let Some(uid) = store.metadata.uid.as_deref() else { return Ok(()) };
+    let wanted = children.kinds_and_names();
+    let ns = &validated.namespace;
+    for (kind, name) in render::optional_children(&validated.names) {
+        if wanted.iter().any(|(k, n)| k == kind && *n == name) {
+            continue;
+        }
+        let client = &ctx.client;
+        let deleted = match kind {
+            "Secret" => apply::delete_if_owned::<Secret>(client, ns, &name, uid).await?,
+            "ConfigMap" => apply::delete_if_owned::<ConfigMap>(client, ns, &name, uid).await?,
+            "Service" => apply::delete_if_owned::<Service>(client, ns, &name, uid).await?,
+            "Deployment" => apply::delete_if_owned::<Deployment>(client, ns, &name, uid).await?,
+            other => unreachable!("no prune for {other}"),
+        };
+        if deleted {
+            tracing::info!(store = %validated.names.store, kind, %name, "deleted a child the spec no longer wants");
+        }
+    }
+    Ok(())
 }
 
 /// Creates the simulator Job once the scripts are loaded, removes Jobs of older settings, reports progress.

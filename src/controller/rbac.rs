@@ -34,14 +34,20 @@ pub const RULES: &[PolicyRuleSpec] = &[
     PolicyRuleSpec {
         api_group: "",
         resources: &["secrets", "services", "configmaps"],
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "owned children are watched (Controller::owns), read and server-side applied (apply::apply); user password Secrets are read",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "owned children are watched (Controller::owns), read and server-side applied (apply::apply), and deleted when a spec change no longer wants them (controller::prune); user password Secrets are read",
     },
     PolicyRuleSpec {
         api_group: "apps",
-        resources: &["statefulsets", "deployments"],
+        resources: &["statefulsets"],
         verbs: &["get", "list", "watch", "create", "patch"],
-        why: "Redis StatefulSet, Grafana and processor Deployments are watched and server-side applied",
+        why: "the Redis StatefulSet is watched and server-side applied",
+    },
+    PolicyRuleSpec {
+        api_group: "apps",
+        resources: &["deployments"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "Grafana and processor Deployments are watched and server-side applied; Grafana's is deleted when the spec turns it off (controller::prune)",
     },
     PolicyRuleSpec {
         api_group: "batch",

@@ -348,6 +348,36 @@ fn push_all<'a, T: Serialize + 'a>(out: &mut Vec<serde_json::Value>, items: impl
     out.extend(items.into_iter().map(|i| serde_json::to_value(i).expect("k8s objects serialize")));
 }
 
+/// Children a store may have had under another spec (Grafana mode, password source, engine), by kind:
+/// what is not in the current [`Children`] gets pruned after a spec change.
+pub fn optional_children(names: &Names) -> Vec<(&'static str, String)> {
+    vec![
+        ("Secret", names.redis_secret()),
+        ("Secret", names.grafana()),
+        ("Secret", names.grafana_datasource()),
+        ("ConfigMap", names.grafana_provisioning()),
+        ("ConfigMap", names.grafana_dashboards()),
+        ("Service", names.grafana()),
+        ("Deployment", names.grafana()),
+        ("Deployment", names.processor()),
+    ]
+}
+
+impl Children {
+    /// `(kind, name)` of every child.
+    pub fn kinds_and_names(&self) -> Vec<(String, String)> {
+        self.to_values()
+            .iter()
+            .map(|v| {
+                (
+                    v["kind"].as_str().unwrap_or_default().to_string(),
+                    v["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Builds every child of a validated store.
 pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children {
     let mut c = Children::default();
