@@ -63,6 +63,18 @@ patch="${K8S_VERSION##*.}"
 staging_version="v0.$minor.$patch"
 start=$(date +%s)
 
+# Installs DIR/go.mod.new as DIR/go.mod when it differs from what was generated last time (go.sum is
+# then recomputed); an unchanged go.mod keeps the resolved go.sum and the build cache warm.
+use_generated_go_mod() {
+  local dir=$1
+  if ! cmp -s "$dir/go.mod.new" "$dir/go.mod.gen" 2>/dev/null; then
+    cp "$dir/go.mod.new" "$dir/go.mod"
+    cp "$dir/go.mod.new" "$dir/go.mod.gen"
+    rm -f "$dir/go.sum"
+  fi
+  rm -f "$dir/go.mod.new"
+}
+
 # ---- wrapper module for kubernetes -------------------------------------------------------------------
 kdir="$ROOT/src/kubernetes"
 mkdir -p "$kdir"
@@ -97,12 +109,7 @@ godebug="$(awk '$1 == "godebug" { print; exit }' "$gomod")"
   done
   echo ")"
 } > "$kdir/go.mod.new"
-if ! cmp -s "$kdir/go.mod.new" "$kdir/go.mod.gen" 2>/dev/null; then
-  cp "$kdir/go.mod.new" "$kdir/go.mod"
-  cp "$kdir/go.mod.new" "$kdir/go.mod.gen"
-  rm -f "$kdir/go.sum"
-fi
-rm -f "$kdir/go.mod.new"
+use_generated_go_mod "$kdir"
 cat > "$kdir/tools.go" <<'EOF'
 //go:build tools
 
@@ -126,12 +133,7 @@ go 1.24.0
 
 require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
 EOF
-if ! cmp -s "$edir/go.mod.new" "$edir/go.mod.gen" 2>/dev/null; then
-  cp "$edir/go.mod.new" "$edir/go.mod"
-  cp "$edir/go.mod.new" "$edir/go.mod.gen"
-  rm -f "$edir/go.sum"
-fi
-rm -f "$edir/go.mod.new"
+use_generated_go_mod "$edir"
 cat > "$edir/tools.go" <<'EOF'
 //go:build tools
 

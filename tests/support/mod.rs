@@ -461,11 +461,9 @@ pub async fn pods(env: &TestEnv, selector: &str) -> Vec<Pod> {
     env.api::<Pod>().list(&ListParams::default().labels(selector)).await.expect("list pods").items
 }
 
-/// What a kubelet reports for a running, ready Pod.
-fn running_status(pod: &Pod) -> Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let containers: Vec<Value> = pod
-        .spec
+/// A kubelet's status of every container of `pod`: `ready` and `state` as given.
+fn container_statuses(pod: &Pod, ready: bool, state: Value) -> Vec<Value> {
+    pod.spec
         .as_ref()
         .map(|s| s.containers.clone())
         .unwrap_or_default()
@@ -473,11 +471,15 @@ fn running_status(pod: &Pod) -> Value {
         .map(|c| {
             json!({
                 "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "ready": true, "started": true, "restartCount": 0,
-                "state": {"running": {"startedAt": now}},
+                "ready": ready, "started": ready, "restartCount": 0, "state": state,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// What a kubelet reports for a running, ready Pod.
+fn running_status(pod: &Pod) -> Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
     json!({
         "phase": "Running",
         "podIP": "10.244.0.10",
@@ -489,27 +491,14 @@ fn running_status(pod: &Pod) -> Value {
             {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
             {"type": "Ready", "status": "True", "lastTransitionTime": now},
         ],
-        "containerStatuses": containers,
+        "containerStatuses": container_statuses(pod, true, json!({"running": {"startedAt": now}})),
     })
 }
 
 /// What a kubelet reports for a Pod whose containers all exited 0.
 fn succeeded_status(pod: &Pod) -> Value {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let containers: Vec<Value> = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "ready": false, "started": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
-            })
-        })
-        .collect();
+    let exited = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}});
     json!({
         "phase": "Succeeded",
         "startTime": now,
@@ -519,7 +508,7 @@ fn succeeded_status(pod: &Pod) -> Value {
             {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
             {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
         ],
-        "containerStatuses": containers,
+        "containerStatuses": container_statuses(pod, false, exited),
     })
 }
 
