@@ -248,6 +248,8 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
         volume_mounts: Some(vec![
             mount("data", "/var/lib/grafana"),
             mount("tmp", "/tmp"),
+            // Grafana may log to files here; the root filesystem is read-only.
+            mount("logs", "/var/log/grafana"),
             mount("provisioning", "/etc/grafana/provisioning"),
             mount("dashboards", DASHBOARDS_DIR),
         ]),
@@ -259,6 +261,7 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
     let volumes = vec![
         Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
         Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        Volume { name: "logs".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
         Volume {
             name: "provisioning".into(),
             config_map: Some(config_map(
