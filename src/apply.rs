@@ -27,8 +27,7 @@ impl<K> Child for K where
 }
 
 fn kind<K: Child>() -> &'static str {
-    // Kind names are 'static in k8s-openapi; leak-free conversion via a match on the common ones is
-    // unnecessary because `K::KIND` is already a &'static str for k8s-openapi types.
+    // k8s-openapi types name their kind with a &'static str; the fallback only serves error messages.
     match K::kind(&()) {
         std::borrow::Cow::Borrowed(s) => s,
         std::borrow::Cow::Owned(_) => "object",
