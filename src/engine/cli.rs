@@ -13,7 +13,69 @@ use super::{
     EngineError, EngineKind, ProcessingSettings, Result, connect, connect_manager, engine_health, load_scripts,
     module_list, read_sale, require_timeseries,
 };
-use crate::simulator::{self, SimulatorConfig};
+use crate::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
+
+// ---- bounded numeric flags -----------------------------------------------------------------------
+// Every number a user (or an environment variable) can pass is checked by clap against a range, so
+// a hostile value ends in clap's usual `invalid value '…' for '--flag <FLAG>': …` and exit code 2
+// instead of an overflow or a nonsense run. The bounds are also in each flag's help.
+
+/// A whole number in `min..=max`. Parsed as i128 so that a negative or a too large value gets the
+/// range message rather than a parse error.
+fn whole_in(text: &str, min: u64, max: u64, unit: &str) -> std::result::Result<u64, String> {
+    let message = || format!("must be a whole number from {min} to {max} ({unit})");
+    let v: i128 = text.trim().parse().map_err(|_| message())?;
+    if v < i128::from(min) || v > i128::from(max) {
+        return Err(message());
+    }
+    Ok(v as u64)
+}
+
+/// A finite number in `min..=max` (NaN and infinities are refused).
+fn number_in(text: &str, min: f64, max: f64, unit: &str) -> std::result::Result<f64, String> {
+    let message = || format!("must be a number from {min} to {max} ({unit})");
+    let v: f64 = text.trim().parse().map_err(|_| message())?;
+    if !v.is_finite() || v < min || v > max {
+        return Err(message());
+    }
+    Ok(v)
+}
+
+/// Longest arrival gap, order delay and idle-claim time: one hour.
+const MAX_MILLIS: u64 = 3_600_000;
+/// Most units of stock and most customers: a billion.
+const MAX_COUNT: u64 = 1_000_000_000;
+
+fn batch_size(s: &str) -> std::result::Result<u32, String> {
+    whole_in(s, 1, 10_000, "orders per batch").map(|v| v as u32)
+}
+fn metrics_interval(s: &str) -> std::result::Result<f64, String> {
+    number_in(s, 0.001, 86_400.0, "seconds")
+}
+fn claim_idle(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 100, MAX_MILLIS, "milliseconds")
+}
+fn stock(s: &str) -> std::result::Result<i64, String> {
+    whole_in(s, 0, MAX_COUNT, "units").map(|v| v as i64)
+}
+fn customers(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 0, MAX_COUNT, "customers, 0 = until sold out")
+}
+fn millis(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 0, MAX_MILLIS, "milliseconds")
+}
+fn rate(s: &str) -> std::result::Result<f64, String> {
+    number_in(s, 0.001, 1_000_000.0, "customers per second")
+}
+fn wait_seconds(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 0, 86_400, "seconds")
+}
+fn run_seconds(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 1, 604_800, "seconds")
+}
+fn reconnect_seconds(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 0, 3_600, "seconds, 0 = stop at the first failure")
+}
 
 /// Where Redis is.
 #[derive(Args, Debug, Clone)]
@@ -40,26 +102,28 @@ impl RedisArgs {
 /// Batch and interval settings.
 #[derive(Args, Debug, Clone)]
 pub struct SettingsArgs {
-    /// Orders per batch.
-    #[arg(long, env = "POPUP_BATCH_SIZE", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Orders per batch (1–10000).
+    #[arg(long, env = "POPUP_BATCH_SIZE", default_value_t = 3, value_parser = batch_size, allow_negative_numbers = true)]
     pub batch_size: u32,
-    /// TimeSeries sampling interval in seconds.
-    #[arg(long, env = "POPUP_METRICS_INTERVAL_SECONDS", default_value_t = 5.0)]
+    /// TimeSeries sampling interval in seconds (0.001–86400).
+    #[arg(long, env = "POPUP_METRICS_INTERVAL_SECONDS", default_value_t = 5.0, value_parser = metrics_interval,
+          allow_negative_numbers = true)]
     pub metrics_interval_seconds: f64,
 }
 
 impl SettingsArgs {
     pub fn settings(&self) -> Result<ProcessingSettings> {
-        if !(self.metrics_interval_seconds.is_finite() && self.metrics_interval_seconds >= 0.001) {
-            return Err(EngineError::Other(format!(
-                "--metrics-interval-seconds must be at least 0.001, got {}",
-                self.metrics_interval_seconds
-            )));
-        }
-        Ok(ProcessingSettings {
-            batch_size: self.batch_size,
-            metrics_interval: Duration::from_secs_f64(self.metrics_interval_seconds),
-        })
+        // the parser already bounds it; this guards values set in code
+        let metrics_interval = metrics_interval(&self.metrics_interval_seconds.to_string())
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                EngineError::Other(format!(
+                    "--metrics-interval-seconds must be between 0.001 and 86400, got {}",
+                    self.metrics_interval_seconds
+                ))
+            })?;
+        Ok(ProcessingSettings { batch_size: self.batch_size, metrics_interval })
     }
 }
 
@@ -83,10 +147,11 @@ pub struct ProcessArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
     /// Consumer name in the group (default: $HOSTNAME, i.e. the pod name, else popup-<pid>).
-    #[arg(long, env = "POPUP_CONSUMER")]
+    #[arg(long, env = "POPUP_CONSUMER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub consumer: Option<String>,
-    /// Claim other consumers' pending orders idle longer than this (ms).
-    #[arg(long, default_value_t = 10_000)]
+    /// Claim other consumers' pending orders idle longer than this (ms, 100–3600000).
+    #[arg(long, env = "POPUP_CLAIM_IDLE_MILLIS", default_value_t = 10_000, value_parser = claim_idle,
+          allow_negative_numbers = true)]
     pub claim_idle_millis: u64,
     /// Do not run the TimeSeries sampler in this process.
     #[arg(long)]
@@ -101,31 +166,36 @@ pub struct ProcessArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// Units of product.
-    #[arg(long, default_value_t = 100)]
+    /// Units of product (0–1000000000; 0 sends no customers).
+    #[arg(long, default_value_t = 100, value_parser = stock, allow_negative_numbers = true)]
     pub stock: i64,
-    /// Customers to send (0 = until the product is sold out).
-    #[arg(long, default_value_t = 0)]
+    /// Customers to send (0–1000000000; 0 = until the product is sold out).
+    #[arg(long, default_value_t = 0, value_parser = customers, allow_negative_numbers = true)]
     pub customers: u64,
-    /// Random gap between customers: 0..N ms.
-    #[arg(long, default_value_t = 100)]
+    /// Random gap between customers: 0..N ms (N up to 3600000).
+    #[arg(long, default_value_t = 100, value_parser = millis, allow_negative_numbers = true)]
     pub max_arrival_millis: u64,
-    /// Random delay before a customer orders: 0..N ms.
-    #[arg(long, default_value_t = 1000)]
+    /// Random delay before a customer orders: 0..N ms (N up to 3600000).
+    #[arg(long, default_value_t = 1000, value_parser = millis, allow_negative_numbers = true)]
     pub max_order_delay_millis: u64,
-    /// Fixed arrival rate (customers per second) instead of random gaps.
-    #[arg(long)]
+    /// Fixed arrival rate (customers per second, 0.001–1000000) instead of random gaps.
+    #[arg(long, value_parser = rate, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Delete the sale's keys first (queues, product, ts:*, popup:*).
     #[arg(long)]
     pub reset: bool,
-    /// Afterwards wait up to N seconds until every order sent was completed or rejected
+    /// Afterwards wait up to N seconds (0–86400) until every order sent was completed or rejected
     /// (exit code 3 if not).
-    #[arg(long)]
+    #[arg(long, value_parser = wait_seconds, allow_negative_numbers = true)]
     pub wait_complete: Option<u64>,
-    /// Stop sending customers after N seconds.
-    #[arg(long)]
+    /// Stop sending customers after N seconds (1–604800); a longer arrival gap or order delay is
+    /// cut there.
+    #[arg(long, value_parser = run_seconds, allow_negative_numbers = true)]
     pub max_seconds: Option<u64>,
+    /// When Redis goes away mid-run, keep retrying for up to N seconds (0–3600; 0 = stop at the
+    /// first failure) before stopping with a summary of what was sent.
+    #[arg(long, default_value_t = 30, value_parser = reconnect_seconds, allow_negative_numbers = true)]
+    pub reconnect_seconds: u64,
     /// Print the summary as JSON (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -205,10 +275,6 @@ pub async fn run_process(args: ProcessArgs) -> Result<()> {
 }
 
 pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
-    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err(EngineError::Other("--rate must be a positive number of customers per second".into()));
-    }
-    let (mut conn, addr) = args.redis.connect().await?;
     let cfg = SimulatorConfig {
         stock: args.stock,
         customers: args.customers,
@@ -219,12 +285,20 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
         wait_complete: args.wait_complete.map(Duration::from_secs),
         max_duration: args.max_seconds.map(Duration::from_secs),
     };
+    let resilience = Resilience { retry_for: Duration::from_secs(args.reconnect_seconds) };
+    let addr = super::connection_info(&args.redis.url, args.redis.password.as_deref())?.1;
     eprintln!(
         "simulating on {addr}: stock {}, customers {}",
         cfg.stock,
-        if cfg.customers == 0 { "until sold out".to_string() } else { cfg.customers.to_string() }
+        if cfg.stock == 0 {
+            "none (no stock)".to_string()
+        } else if cfg.customers == 0 {
+            "until sold out".to_string()
+        } else {
+            cfg.customers.to_string()
+        }
     );
-    let summary = simulator::run(&mut conn, &cfg, |p| {
+    let summary = simulator::run_resilient(&args.redis.url, args.redis.password.as_deref(), &cfg, &resilience, |p| {
         eprintln!(
             "customers {} orders {} completed {} rejected {} product {}",
             p.customers,
@@ -235,20 +309,12 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
         )
     })
     .await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
-    } else {
-        println!(
-            "customers {} | orders {} | completed {} | rejected {} | product left {} | {:.2}s ({:.0} customers/s){}",
-            summary.customers,
-            summary.orders,
-            summary.completed,
-            summary.rejected,
-            summary.product_left.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-            summary.duration_secs,
-            summary.customers_per_sec,
-            if cfg.wait_complete.is_some() && !summary.all_processed { " | NOT all orders processed" } else { "" }
-        );
+    print_summary(&summary, args.json, cfg.wait_complete.is_some());
+    if let Some(error) = summary.error {
+        return Err(EngineError::Other(format!(
+            "{error} (sent {} customers and {} orders; {} customers got no order)",
+            summary.customers, summary.orders, summary.orders_not_sent
+        )));
     }
     if let Some(secs) = args.wait_complete
         && !summary.all_processed
@@ -263,6 +329,38 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
         });
     }
     Ok(())
+}
+
+fn print_summary(summary: &SimulationSummary, json: bool, waited: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary).unwrap_or_default());
+        return;
+    }
+    let mut line = format!(
+        "customers {} | orders {} | completed {} | rejected {} | product left {} | {:.2}s ({:.0} customers/s)",
+        summary.customers,
+        summary.orders,
+        summary.completed,
+        summary.rejected,
+        summary.product_left.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+        summary.duration_secs,
+        summary.customers_per_sec,
+    );
+    if let (Some(target), true) = (summary.target_rate, summary.behind_rate) {
+        line.push_str(&format!(
+            " | BEHIND --rate {target} (lowest {:.0}/s)",
+            summary.lowest_rate.unwrap_or(summary.customers_per_sec)
+        ));
+    }
+    if summary.reconnects > 0 {
+        line.push_str(&format!(" | {} reconnect(s)", summary.reconnects));
+    }
+    if summary.error.is_some() {
+        line.push_str(&format!(" | STOPPED EARLY, {} orders not sent", summary.orders_not_sent));
+    } else if waited && !summary.all_processed {
+        line.push_str(" | NOT all orders processed");
+    }
+    println!("{line}");
 }
 
 pub async fn run_sale(args: SaleArgs) -> Result<()> {
