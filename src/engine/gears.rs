@@ -9,8 +9,8 @@
 use redis::Value;
 
 use super::{
-    EngineError, EngineHealth, EngineKind, LoadOutcome, ModuleInfo, ProcessingSettings, RedisConn, Result, field,
-    script_hash, value_i64, value_items, value_pairs, value_str,
+    EngineError, EngineHealth, EngineKind, LoadOutcome, ProcessingSettings, RedisConn, Result, field, script_hash,
+    value_i64, value_items, value_pairs, value_str,
 };
 
 /// Session id of the order-completion script.
@@ -247,19 +247,13 @@ async fn dump(conn: &mut impl RedisConn) -> Result<Vec<Registration>> {
     parse_dump_registrations(&reply)
 }
 
-const MODULE: super::RequiredModule = super::RequiredModule {
+pub(crate) const MODULE: super::RequiredModule = super::RequiredModule {
     name: MODULE_NAME,
     display: "RedisGears 1",
-    fix: "use engine triggers or native (RedisGears 1 ships only in the redislabs/redismod image)",
+    fix: "run the redislabs/redismod image (the only one with RedisGears 1), or set engine triggers (redis-stack) or native (redis-stack, Redis 8)",
 };
 
-pub(crate) async fn load(
-    conn: &mut impl RedisConn,
-    addr: &str,
-    mods: &[ModuleInfo],
-    settings: &ProcessingSettings,
-) -> Result<LoadOutcome> {
-    super::require_module(addr, mods, &MODULE)?;
+pub(crate) async fn load(conn: &mut impl RedisConn, addr: &str, settings: &ProcessingSettings) -> Result<LoadOutcome> {
     let regs = dump(conn).await?;
     let mut loaded = 0;
     let mut reasons = Vec::new();

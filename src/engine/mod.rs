@@ -28,7 +28,8 @@ pub const QUEUE_CUSTOMERS: &str = "queue:customers";
 pub const QUEUE_ORDERS: &str = "queue:orders";
 /// Stream of completed orders, fields `order` (= order entry id) and `customer`.
 pub const QUEUE_COMPLETE: &str = "queue:complete";
-/// Stream of rejected orders, fields `order`, `customer`, `reason` (`sold-out`, `duplicate`, `invalid`).
+/// Stream of rejected orders, fields `order`, `customer`, `reason` (`sold-out`, `duplicate`,
+/// `unknown-customer`, `invalid`).
 pub const QUEUE_REJECTED: &str = "queue:rejected";
 /// The streams that get TimeSeries samples (`ts:len:<stream>`, `ts:enqueue:<stream>`).
 pub const QUEUES: [&str; 4] = [QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_COMPLETE, QUEUE_REJECTED];
@@ -38,10 +39,19 @@ pub const QUEUE_PREFIX: &str = "queue:";
 pub const TS_LEN_PREFIX: &str = "ts:len:";
 /// Prefix of the entries-added-per-interval series: `ts:enqueue:queue:orders`.
 pub const TS_ENQUEUE_PREFIX: &str = "ts:enqueue:";
-/// Set of customer entry ids whose order has been decided (one order per customer).
+/// Set of customer entry ids whose order has been decided: tells a `duplicate` order from one
+/// naming a customer who never arrived (`unknown-customer`).
 pub const SERVED_CUSTOMERS: &str = "popup:customers:served";
-/// Set of order entry ids already decided (idempotency: a redelivered order is a no-op).
+/// Set of decided order ids written by earlier versions (an order is now decided iff its entry is
+/// gone from `queue:orders`); only `simulate --reset` still deletes it.
 pub const DONE_ORDERS: &str = "popup:orders:done";
+/// The last failure of an engine to decide an order (string with a TTL of [`ENGINE_ERROR_TTL`]):
+/// written by every engine, read by [`engine_health`].
+pub const ENGINE_ERROR: &str = "popup:engine:error";
+/// How long a recorded engine failure keeps the engine unhealthy.
+pub const ENGINE_ERROR_TTL: Duration = Duration::from_secs(300);
+/// An order waiting longer than this means the engine is not deciding orders.
+pub const STALLED_AFTER: Duration = Duration::from_secs(30);
 /// Timestamp (ms, interval boundary) of the last TimeSeries sample written by native/triggers.
 pub const SAMPLE_LAST: &str = "popup:ts:last";
 /// Hash stream -> `entries-added` at the last sample, to compute `ts:enqueue:*` deltas.
@@ -53,6 +63,7 @@ pub const NATIVE_GROUP: &str = "popup-processors";
 /// Rejection reasons.
 pub const REASON_SOLD_OUT: &str = "sold-out";
 pub const REASON_DUPLICATE: &str = "duplicate";
+pub const REASON_UNKNOWN_CUSTOMER: &str = "unknown-customer";
 pub const REASON_INVALID: &str = "invalid";
 
 /// `ts:len:<stream>`
@@ -383,7 +394,6 @@ pub(crate) fn describe_modules(mods: &[ModuleInfo]) -> String {
     }
 }
 
-/// Fail with a helpful message unless RedisTimeSeries is loaded.
 /// A module the engines need: its `MODULE LIST` name, what to call it, and what to do without it.
 pub(crate) struct RequiredModule {
     pub name: &'static str,
@@ -391,11 +401,37 @@ pub(crate) struct RequiredModule {
     pub fix: &'static str,
 }
 
+/// RedisTimeSeries for the native engine (and the default fix wording).
 pub(crate) const TIMESERIES: RequiredModule = RequiredModule {
     name: "timeseries",
     display: "RedisTimeSeries",
-    fix: "run redis-stack (or Redis 8, which includes TimeSeries) so the ts:* metrics can be written",
+    fix: "run redis-stack or Redis 8 (both include RedisTimeSeries) so the ts:* metrics can be written",
 };
+
+/// The modules an engine needs, its own engine module first so the message names the right image.
+pub(crate) fn required_modules(kind: EngineKind) -> &'static [RequiredModule] {
+    const GEARS: [RequiredModule; 2] = [
+        gears::MODULE,
+        RequiredModule {
+            name: "timeseries",
+            display: "RedisTimeSeries",
+            fix: "run the redislabs/redismod image, which has RedisGears 1 and RedisTimeSeries",
+        },
+    ];
+    const TRIGGERS: [RequiredModule; 2] = [
+        triggers::MODULE,
+        RequiredModule {
+            name: "timeseries",
+            display: "RedisTimeSeries",
+            fix: "run redis-stack-server 7.2 or 7.4, which has RedisGears 2 and RedisTimeSeries",
+        },
+    ];
+    match kind {
+        EngineKind::Gears => &GEARS,
+        EngineKind::Triggers => &TRIGGERS,
+        EngineKind::Native => std::slice::from_ref(&TIMESERIES),
+    }
+}
 
 /// Fail with a message naming the module, what Redis has instead, and the fix.
 pub(crate) fn require_module(addr: &str, mods: &[ModuleInfo], module: &RequiredModule) -> Result<()> {
@@ -409,6 +445,11 @@ pub(crate) fn require_module(addr: &str, mods: &[ModuleInfo], module: &RequiredM
             fix: module.fix,
         })
     }
+}
+
+/// Fail unless every module `kind` needs is loaded.
+pub(crate) fn require_modules(addr: &str, mods: &[ModuleInfo], kind: EngineKind) -> Result<()> {
+    required_modules(kind).iter().try_for_each(|m| require_module(addr, mods, m))
 }
 
 /// Fail with a helpful message unless RedisTimeSeries is loaded.
@@ -442,10 +483,10 @@ pub async fn load_scripts(
 ) -> Result<LoadOutcome> {
     let addr = server_addr(conn).await;
     let mods = module_list(conn).await?;
-    require_timeseries(&addr, &mods)?;
+    require_modules(&addr, &mods, kind)?;
     match kind {
-        EngineKind::Gears => gears::load(conn, &addr, &mods, settings).await,
-        EngineKind::Triggers => triggers::load(conn, &addr, &mods, settings).await,
+        EngineKind::Gears => gears::load(conn, &addr, settings).await,
+        EngineKind::Triggers => triggers::load(conn, &addr, settings).await,
         EngineKind::Native => Ok(LoadOutcome::AlreadyLoaded),
     }
 }
@@ -470,14 +511,80 @@ pub async fn read_sale(conn: &mut impl RedisConn) -> Result<SaleSnapshot> {
     Ok(SaleSnapshot { product, customers_waiting: len(1), orders_queued: len(2), completed: len(3), rejected: len(4) })
 }
 
-/// Is the engine present and alive? (gears: both registrations; triggers: the library and its
-/// two stream triggers; native: at least one worker heartbeat key.)
+/// Is the engine present, alive and deciding orders? Unhealthy when a module it needs is missing,
+/// its parts are missing (gears: both registrations; triggers: the library and its two stream
+/// triggers; native: a worker heartbeat), or whatever the engine, when it recorded a failure in
+/// the last [`ENGINE_ERROR_TTL`], an order has waited longer than [`STALLED_AFTER`], or `product`
+/// is not an integer.
 pub async fn engine_health(conn: &mut impl RedisConn, kind: EngineKind) -> Result<EngineHealth> {
-    match kind {
-        EngineKind::Gears => gears::health(conn).await,
-        EngineKind::Triggers => triggers::health(conn).await,
-        EngineKind::Native => native::health(conn).await,
+    let addr = server_addr(conn).await;
+    let mods = module_list(conn).await?;
+    if let Err(e) = require_modules(&addr, &mods, kind) {
+        return Ok(EngineHealth { kind, healthy: false, summary: e.to_string(), parts: Vec::new() });
     }
+    let mut health = match kind {
+        EngineKind::Gears => gears::health(conn).await?,
+        EngineKind::Triggers => triggers::health(conn).await?,
+        EngineKind::Native => native::health(conn).await?,
+    };
+    let problems = sale_problems(conn).await?;
+    if !problems.is_empty() {
+        health.healthy = false;
+        health.summary = format!("{}; {}", problems.join("; "), health.summary);
+    }
+    Ok(health)
+}
+
+/// What is wrong with the sale whatever the engine: a recorded engine failure, an order waiting
+/// too long, a `product` that is not an integer (every order would be rejected as sold out).
+pub async fn sale_problems(conn: &mut impl RedisConn) -> Result<Vec<String>> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(ENGINE_ERROR);
+    pipe.cmd("XRANGE").arg(QUEUE_ORDERS).arg("-").arg("+").arg("COUNT").arg(1);
+    pipe.cmd("TIME");
+    pipe.cmd("TYPE").arg(PRODUCT);
+    let (error, oldest, time, product_type): (Option<String>, Value, (u64, u64), String) = pipe
+        .query_async(conn)
+        .await
+        .map_err(|e| EngineError::command("GET popup:engine:error / XRANGE queue:orders / TIME", e))?;
+    let mut problems = Vec::new();
+    if let Some(error) = error {
+        problems.push(format!("the engine failed to decide an order in the last 5 minutes: {error}"));
+    }
+    let now_ms = time.0 * 1000 + time.1 / 1000;
+    let oldest_ms = value_items(&oldest)
+        .and_then(|entries| entries.first())
+        .and_then(value_items)
+        .and_then(|entry| entry.first())
+        .and_then(value_str)
+        .and_then(|id| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()));
+    if let Some(ms) = oldest_ms {
+        let waited = Duration::from_millis(now_ms.saturating_sub(ms));
+        if waited > STALLED_AFTER {
+            problems.push(format!(
+                "the oldest order in {QUEUE_ORDERS} has waited {}s: the engine is not deciding orders",
+                waited.as_secs()
+            ));
+        }
+    }
+    if product_type != "none" {
+        let product: Value = redis::cmd("GET").arg(PRODUCT).query_async(conn).await.unwrap_or(Value::Nil);
+        let text = value_str(&product).unwrap_or_else(|| format!("a {product_type}"));
+        if product_type != "string" || !is_canonical_i64(&text) {
+            problems.push(format!(
+                "{PRODUCT} holds {text:?}, not an integer: every order is rejected as sold-out; SET {PRODUCT} <units>"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// An integer exactly as Redis DECR reads it (no sign `+`, spaces or leading zeros), the same test
+/// the engines' scripts make before they sell.
+pub fn is_canonical_i64(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = digits == "0" || (!digits.is_empty() && !digits.starts_with('0'));
+    canonical && digits.bytes().all(|b| b.is_ascii_digit()) && s != "-0" && s.parse::<i64>().is_ok()
 }
 
 /// Write one TimeSeries sample per queue if an interval boundary has passed since the last sample

@@ -18,24 +18,22 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use super::{
-    DONE_ORDERS, EngineError, EngineHealth, EngineKind, NATIVE_GROUP, PRODUCT, ProcessingSettings, QUEUE_COMPLETE,
-    QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED, RedisConn, Result, SERVED_CUSTOMERS, WORKER_HEARTBEAT_PREFIX,
-    sample_if_due, value_items, value_pairs, value_str,
+    ENGINE_ERROR, ENGINE_ERROR_TTL, EngineError, EngineHealth, EngineKind, NATIVE_GROUP, PRODUCT, ProcessingSettings,
+    QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED, RedisConn, Result, SERVED_CUSTOMERS,
+    WORKER_HEARTBEAT_PREFIX, sample_if_due, value_items, value_str,
 };
 
 /// The batch-decision script.
 pub const APPLY_LUA: &str = include_str!("assets/native_apply.lua");
+/// Removes gone consumers (no heartbeat, nothing pending) from the group.
+pub const REAP_LUA: &str = include_str!("assets/reap_consumers.lua");
 
-/// One order read from `queue:orders`.
+/// One order read from `queue:orders`: its entry id. The apply script reads the entry's fields
+/// itself, so what it judges is exactly what Redis holds (binary, duplicate fields and all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     /// Entry id in `queue:orders`.
     pub id: String,
-    /// The `customer` field ("" when missing).
-    pub customer: String,
-    /// The entry was deleted while pending (XREADGROUP returns it without fields): it is only
-    /// acknowledged, not decided.
-    pub deleted: bool,
 }
 
 /// Counts returned by the apply script.
@@ -83,9 +81,12 @@ impl WorkerConfig {
         WorkerConfig {
             consumer: consumer.into(),
             settings,
-            claim_idle: Duration::from_secs(10),
+            // A live worker decides what it read within milliseconds; an entry pending for 2 s
+            // belongs to a worker that died or hangs. Claiming it early is safe: deciding is
+            // idempotent, so a slow owner that wakes up finds it gone.
+            claim_idle: Duration::from_secs(2),
             block: Duration::from_millis(500),
-            heartbeat_ttl: Duration::from_secs(10),
+            heartbeat_ttl: Duration::from_secs(5),
             sample: true,
         }
     }
@@ -104,23 +105,13 @@ fn is_nogroup(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
 }
 
-/// Parse the `[[id, [field, value, ...]], ...]` entry list of XREADGROUP / XAUTOCLAIM.
-/// Entries whose fields are nil (deleted while pending) are marked `deleted`.
+/// The entry ids of an `[[id, fields], ...]` list (XREADGROUP / XAUTOCLAIM). Entries deleted while
+/// pending come with nil fields; they are kept, and the apply script acknowledges them.
 fn parse_entries(entries: &Value) -> Vec<Order> {
     value_items(entries)
         .unwrap_or_default()
         .iter()
-        .filter_map(|e| {
-            let parts = value_items(e)?;
-            let id = value_str(parts.first()?)?;
-            let fields = parts.get(1).filter(|v| !matches!(v, Value::Nil));
-            let deleted = fields.is_none();
-            let customer = fields
-                .and_then(value_pairs)
-                .and_then(|p| p.into_iter().find(|(k, _)| k == "customer").and_then(|(_, v)| value_str(v)))
-                .unwrap_or_default();
-            Some(Order { id, customer, deleted })
-        })
+        .filter_map(|e| Some(Order { id: value_str(value_items(e)?.first()?)? }))
         .collect()
 }
 
@@ -222,19 +213,10 @@ impl Worker {
         Ok(parts.get(1).map(parse_entries).unwrap_or_default())
     }
 
-    /// Decide `orders` atomically (idempotent per order id), XACK and XDEL them.
+    /// Decide `orders` atomically, XACK and XDEL them. An order no longer in `queue:orders` was
+    /// decided already (by another worker that claimed it, or before a crash) and is only
+    /// acknowledged, so a redelivery never applies anything twice.
     pub async fn apply(&mut self, orders: &[Order]) -> Result<BatchResult> {
-        let gone: Vec<&str> = orders.iter().filter(|o| o.deleted).map(|o| o.id.as_str()).collect();
-        if !gone.is_empty() {
-            let _: Value = redis::cmd("XACK")
-                .arg(QUEUE_ORDERS)
-                .arg(NATIVE_GROUP)
-                .arg(&gone)
-                .query_async(&mut self.conn)
-                .await
-                .map_err(|e| EngineError::command("XACK queue:orders", e))?;
-        }
-        let orders: Vec<&Order> = orders.iter().filter(|o| !o.deleted).collect();
         if orders.is_empty() {
             return Ok(BatchResult::default());
         }
@@ -245,14 +227,54 @@ impl Worker {
             .key(QUEUE_COMPLETE)
             .key(QUEUE_REJECTED)
             .key(SERVED_CUSTOMERS)
-            .key(DONE_ORDERS)
             .arg(NATIVE_GROUP);
         for o in orders {
-            inv.arg(&o.id).arg(&o.customer);
+            inv.arg(&o.id);
         }
         let (completed, rejected, skipped): (u64, u64, u64) =
             inv.invoke_async(&mut self.conn).await.map_err(|e| EngineError::command("EVALSHA native_apply.lua", e))?;
         Ok(BatchResult { completed, rejected, skipped })
+    }
+
+    /// Remove consumers of the group that are gone (no heartbeat key) and own no pending entry.
+    /// Their pending entries, if any, are claimed by [`Worker::claim_stale`] first; the check and
+    /// the removal are one script, so an entry is never dropped with its consumer.
+    pub async fn reap_consumers(&mut self) -> Result<Vec<String>> {
+        let r: redis::RedisResult<Vec<String>> = redis::Script::new(REAP_LUA)
+            .key(QUEUE_ORDERS)
+            .arg(NATIVE_GROUP)
+            .arg(WORKER_HEARTBEAT_PREFIX)
+            .arg(&self.cfg.consumer)
+            .invoke_async(&mut self.conn)
+            .await;
+        match r {
+            Ok(gone) => Ok(gone),
+            Err(e) if is_nogroup(&e) => Ok(Vec::new()),
+            Err(e) => Err(EngineError::command("EVALSHA reap_consumers.lua", e)),
+        }
+    }
+
+    /// On shutdown: remove this consumer too when it owns nothing (its heartbeat is deleted first).
+    async fn reap_own(&mut self) -> Result<Vec<String>> {
+        redis::Script::new(REAP_LUA)
+            .key(QUEUE_ORDERS)
+            .arg(NATIVE_GROUP)
+            .arg(WORKER_HEARTBEAT_PREFIX)
+            .arg("")
+            .invoke_async(&mut self.conn)
+            .await
+            .map_err(|e| EngineError::command("EVALSHA reap_consumers.lua", e))
+    }
+
+    /// Record a failed step where `sale` and the operator look (`popup:engine:error`, 5 min TTL).
+    async fn record_error(&mut self, e: &EngineError) {
+        let _: redis::RedisResult<Value> = redis::cmd("SET")
+            .arg(ENGINE_ERROR)
+            .arg(format!("native worker {}: {e}", self.cfg.consumer))
+            .arg("PX")
+            .arg(ENGINE_ERROR_TTL.as_millis() as u64)
+            .query_async(&mut self.conn)
+            .await;
     }
 
     /// `SET popup:worker:<consumer> <json> PX ttl`.
@@ -284,9 +306,11 @@ impl Worker {
             self.cfg.sample.then(|| tokio::spawn(sampler_loop(self.conn.clone(), self.cfg.settings, shutdown.clone())));
         let mut stats = WorkerStats::default();
         let heartbeat_every = (self.cfg.heartbeat_ttl / 3).max(Duration::from_millis(100));
-        let claim_every = (self.cfg.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let claim_every = (self.cfg.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let reap_every = self.cfg.heartbeat_ttl;
         let mut last_heartbeat: Option<Instant> = None;
         let mut last_claim = Instant::now();
+        let mut last_reap = Instant::now();
         let mut backoff = Duration::from_millis(100);
         tracing::info!(consumer = %self.cfg.consumer, batch = self.cfg.settings.batch(), "native worker started");
         while !*shutdown.borrow_and_update() {
@@ -314,6 +338,13 @@ impl Worker {
                     stats.batches += 1;
                     stats.orders += r;
                 }
+                if last_reap.elapsed() >= reap_every {
+                    last_reap = Instant::now();
+                    let gone = self.reap_consumers().await?;
+                    if !gone.is_empty() {
+                        tracing::info!(?gone, "removed consumers that are gone and own nothing");
+                    }
+                }
                 Ok(())
             }
             .await;
@@ -321,6 +352,10 @@ impl Worker {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, "worker step failed; retrying in {backoff:?}");
+                    // What this worker read but did not decide is pending for it: read it again
+                    // first (another worker may claim it meanwhile; deciding is idempotent).
+                    self.own_pending_done = false;
+                    self.record_error(&e).await;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
@@ -333,6 +368,10 @@ impl Worker {
             .arg(format!("{WORKER_HEARTBEAT_PREFIX}{}", self.cfg.consumer))
             .query_async(&mut self.conn)
             .await;
+        // Leave the group tidy: without a heartbeat and with nothing pending, this consumer is gone.
+        if let Err(e) = self.reap_own().await {
+            tracing::warn!(error = %e, "could not remove this consumer from the group");
+        }
         if let Some(s) = sampler {
             s.abort();
         }
@@ -417,17 +456,11 @@ mod tests {
                     bulk("1-0"),
                     Value::Array(vec![bulk("id"), bulk("1"), bulk("customer"), bulk("9-0")]),
                 ]),
-                // deleted while pending
+                // deleted while pending: still returned, so the script acknowledges it
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
-        assert_eq!(
-            parse_xreadgroup(&reply),
-            vec![
-                Order { id: "1-0".into(), customer: "9-0".into(), deleted: false },
-                Order { id: "2-0".into(), customer: String::new(), deleted: true }
-            ]
-        );
+        assert_eq!(parse_xreadgroup(&reply), vec![Order { id: "1-0".into() }, Order { id: "2-0".into() }]);
         assert!(parse_xreadgroup(&Value::Nil).is_empty());
     }
 }

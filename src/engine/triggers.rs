@@ -4,8 +4,8 @@
 use redis::Value;
 
 use super::{
-    EngineError, EngineHealth, EngineKind, LoadOutcome, ModuleInfo, ProcessingSettings, RedisConn, Result, field,
-    value_items, value_pairs, value_str,
+    EngineError, EngineHealth, EngineKind, LoadOutcome, ProcessingSettings, RedisConn, Result, field, value_items,
+    value_pairs, value_str,
 };
 
 /// Library name (`#!js api_version=1.0 name=popup`).
@@ -73,19 +73,13 @@ async fn list_library(conn: &mut impl RedisConn) -> Result<Option<LibraryInfo>> 
     Ok(parse_library_list(&reply)?.into_iter().find(|l| l.name == LIBRARY))
 }
 
-const MODULE: super::RequiredModule = super::RequiredModule {
+pub(crate) const MODULE: super::RequiredModule = super::RequiredModule {
     name: MODULE_NAME,
     display: "RedisGears 2 (redisgears_2)",
-    fix: "run redis-stack 7.2/7.4 (which ships triggers and functions) or use engine native",
+    fix: "run redis-stack-server 7.2 or 7.4 (Redis 8 has no RedisGears 2), or set engine native",
 };
 
-pub(crate) async fn load(
-    conn: &mut impl RedisConn,
-    addr: &str,
-    mods: &[ModuleInfo],
-    settings: &ProcessingSettings,
-) -> Result<LoadOutcome> {
-    super::require_module(addr, mods, &MODULE)?;
+pub(crate) async fn load(conn: &mut impl RedisConn, addr: &str, settings: &ProcessingSettings) -> Result<LoadOutcome> {
     let code = library_code(settings);
     let existing = list_library(conn).await?;
     let outcome = match &existing {

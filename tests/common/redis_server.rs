@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -159,4 +159,59 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+// ---- child processes ---------------------------------------------------------------------------
+
+/// Kills a child process on drop (also when the test panics).
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The gears engine's scripts, exactly as `load_scripts` would send them, running under the
+/// CPython shim (`tests/gears_shim/gears_shim.py`) against `server`; returns once the shim has
+/// registered them. Its log is `<server dir>/shim.log`.
+pub fn start_gears_shim(server: &RedisServer, settings: &popup_operator::engine::ProcessingSettings) -> ChildGuard {
+    let py = Command::new("python3").args(["-c", "import redis"]).status();
+    assert!(
+        matches!(py, Ok(s) if s.success()),
+        "python3 with the `redis` package is needed for the gears shim; run `bash hack/install-redis-stack.sh`"
+    );
+    let scripts = popup_operator::engine::gears::scripts(settings);
+    let mut paths = Vec::new();
+    for script in &scripts {
+        let path = server.dir.join(format!("{}.py", script.id));
+        std::fs::write(&path, &script.code).unwrap();
+        paths.push(path);
+    }
+    let log_path = server.dir.join("shim.log");
+    let mut shim = ChildGuard(Some(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gears_shim/gears_shim.py"))
+            .args(["--redis", &server.url(), "--max-seconds", "120"])
+            .args(&paths)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    use std::io::BufRead;
+    let stdout = shim.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "READY", "shim did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    shim
 }

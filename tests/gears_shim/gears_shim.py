@@ -23,8 +23,8 @@ would:
 
 Differences from the real thing (documented in docs/engines.md): executions are serial in one
 Python thread and `atomic()` does not block other Redis clients (the shim is the only processor,
-the other clients only XADD), and a step that raises stops the shim with the traceback (real
-RedisGears records the error in the registration's `lastError`).
+the other clients only XADD). A step that raises fails its execution as in RedisGears 1 (logged,
+kept as the registration's last error, retried with onFailedPolicy='retry').
 """
 
 import argparse
@@ -37,13 +37,29 @@ import traceback
 import redis
 
 _conn = None
+_exec_conn = None  # for execute(): plain RESP replies, without redis-py's per-command reshaping
 _registrations = []
 _stop = False
 
 
+def _as_gears(v):
+    """Replies as RedisGears 1 gives them: UTF-8 strings as str, other strings as bytearray."""
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            return bytearray(v)
+    if isinstance(v, list):
+        return [_as_gears(x) for x in v]
+    if isinstance(v, tuple):
+        return [_as_gears(x) for x in v]
+    return v
+
+
 def execute(*args):
-    """RedisGears' execute(): run a command on the (real) Redis."""
-    return _conn.execute_command(*[str(a) if not isinstance(a, (str, bytes)) else a for a in args])
+    """RedisGears' execute(): run a command on the (real) Redis; a Redis error raises."""
+    reply = _exec_conn.execute_command(*[str(a) if not isinstance(a, (str, bytes)) else a for a in args])
+    return _as_gears(reply)
 
 
 def log(msg, level="notice"):
@@ -84,10 +100,12 @@ class GearsBuilder:
         self.steps.append(("countby", extractor))
         return self
 
-    def register(self, prefix="*", batch=1, duration=0, trimStream=True, **_ignored):
-        _registrations.append(
-            Registration(len(_registrations), self, prefix, int(batch), int(duration), bool(trimStream))
-        )
+    def register(self, prefix="*", batch=1, duration=0, trimStream=True, onFailedPolicy="continue",
+                 onFailedRetryInterval=1, **_ignored):
+        r = Registration(len(_registrations), self, prefix, int(batch), int(duration), bool(trimStream))
+        r.on_failed = onFailedPolicy
+        r.retry_interval = float(onFailedRetryInterval)
+        _registrations.append(r)
         return "OK"
 
     def run(self, *_a, **_k):
@@ -108,10 +126,16 @@ class Registration:
         self.last_fire = {}
         self.buffer = {}
         self.executions = 0
+        self.failures = 0
+        self.last_error = None
+        self.retry_at = 0.0
+        self.on_failed = "continue"
+        self.retry_interval = 1.0
 
     def streams(self):
         found = []
         for key in _conn.scan_iter(match=self.prefix, _type="stream", count=1000):
+            key = key.decode("utf-8", "replace")
             if fnmatch.fnmatchcase(key, self.prefix):
                 found.append(key)
         return found
@@ -134,16 +158,30 @@ class Registration:
             raise
         buf = self.buffer.setdefault(stream, [])
         for _s, items in reply:
-            buf.extend((eid, fields) for eid, fields in items if fields is not None)
+            buf.extend((eid.decode(), fields) for eid, fields in items if fields is not None)
 
     def execute_batch(self, stream, entries):
-        records = [{"key": stream, "id": eid, "value": dict(fields)} for eid, fields in entries]
-        run_steps(self.builder.steps, records)
+        """Run one execution. A step that raises fails the execution, as in RedisGears 1: the error
+        is logged and kept as `last_error`; with onFailedPolicy 'retry' the same entries run again
+        after the retry interval (nothing acknowledged or trimmed), with 'continue' they are
+        acknowledged and trimmed as if processed."""
+        records = [{"key": stream, "id": eid, "value": {_as_gears(k): _as_gears(v) for k, v in fields.items()}}
+                   for eid, fields in entries]
+        try:
+            run_steps(self.builder.steps, records)
+        except Exception as e:
+            self.failures += 1
+            self.last_error = str(e)
+            log(f"execution of {self.builder.desc} failed: {e!r}", "warning")
+            if self.on_failed == "retry":
+                self.retry_at = time.monotonic() + self.retry_interval
+                return False
         ids = [eid for eid, _ in entries]
         _conn.xack(stream, self.group, *ids)
         if self.trim:
             _conn.xdel(stream, *ids)
         self.executions += 1
+        return True
 
     def poll(self):
         """Read new entries, run the executions that are due; return the records processed."""
@@ -155,9 +193,13 @@ class Registration:
             buf = self.buffer.get(stream, [])
             last = self.last_fire.setdefault(stream, now)
             timed_out = self.duration > 0 and (now - last) * 1000 >= self.duration
+            if now < self.retry_at:
+                continue
             while buf and (len(buf) >= self.batch or timed_out):
-                chunk, buf[:] = buf[: self.batch], buf[self.batch:]
-                self.execute_batch(stream, chunk)
+                chunk = buf[: self.batch]
+                if not self.execute_batch(stream, chunk):
+                    break  # retried later, in order
+                buf[:] = buf[self.batch:]
                 self.last_fire[stream] = now
                 done += len(chunk)
             if timed_out:
@@ -184,7 +226,7 @@ def run_steps(steps, records):
 
 
 def main():
-    global _conn
+    global _conn, _exec_conn
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--redis", required=True, help="redis:// URL of the real Redis")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long")
@@ -192,7 +234,10 @@ def main():
     ap.add_argument("scripts", nargs="+", help="RedisGears Python scripts to register")
     args = ap.parse_args()
 
-    _conn = redis.Redis.from_url(args.redis, decode_responses=True)
+    # Raw replies: execute() turns them into what RedisGears 1 hands to scripts (see _as_gears).
+    _conn = redis.Redis.from_url(args.redis, decode_responses=False)
+    _exec_conn = redis.Redis.from_url(args.redis, decode_responses=False)
+    _exec_conn.response_callbacks = {}
     _conn.ping()
     for path in args.scripts:
         before = len(_registrations)
@@ -228,7 +273,7 @@ def main():
         except redis.ConnectionError as e:
             log(f"connection lost: {e}", "warning")
             return 3
-        except Exception:  # a step raised: fail loudly
+        except Exception:  # the shim itself failed (steps' errors are handled per execution)
             traceback.print_exc()
             return 1
         if busy == 0:

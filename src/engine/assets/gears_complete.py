@@ -1,60 +1,137 @@
-# popup-operator gears engine (RedisGears 1, Python): complete orders.
-# The seed's complete.py plus the contract's rules (docs/engines.md), identical to the native Lua
-# script and the triggers JavaScript library:
-#   * an order already decided (entry id in popup:orders:done) is skipped (at-least-once reader);
-#   * a customer whose order was already decided -> rejected, reason "duplicate";
-#   * product <= 0 (or missing) -> rejected, reason "sold-out"; product never goes below zero;
-#   * otherwise: XADD queue:complete, XDEL the customer's entry, DECR product.
-# The order itself leaves queue:orders through trimStream=True.
+# popup-operator gears engine (RedisGears 1, Python): decide orders.
+# The seed's complete.py with the rule set of docs/engines.md ("Deciding an order"), the same as the
+# native Lua script and the triggers JavaScript library. Safe by construction: inside one atomic
+# block, everything about an order is checked with reads first; the writes come after and cannot
+# fail on anything the order contains. The script reads the order entry itself (XRANGE), so it judges
+# exactly the fields stored in Redis, and an order no longer in queue:orders was already decided.
 # Unlike the seed (batch=3 only), the reader also fires after __FLUSH_MS__ ms, so the last orders of a
 # sale are processed even when fewer than a batch are waiting.
 # settings: batch=__BATCH__
 import re
 
+PRODUCT = 'product'
+CUSTOMERS = 'queue:customers'
+ORDERS = 'queue:orders'
+COMPLETE = 'queue:complete'
+REJECTED = 'queue:rejected'
 SERVED = 'popup:customers:served'
-DONE = 'popup:orders:done'
-STREAM_ID = re.compile(r'^\d+(-\d+)?$')
+ENGINE_ERROR = 'popup:engine:error'
+U64 = '18446744073709551615'
+I64 = '9223372036854775807'
+DIGITS = re.compile(r'^[1-9][0-9]*\Z')
+STREAM_ID = re.compile(r'^([0-9]+)-([0-9]+)\Z')
+STOCK = re.compile(r'^-?([0-9]+)\Z')
+PRINTABLE = re.compile(r'^[\x20-\x7e]*\Z')
+
+
+def text(v):
+    # One char per byte, whether RedisGears 1 hands a reply over as str (UTF-8) or, when it is not
+    # UTF-8, as bytearray: the checks and lengths are byte-exact, as in the other engines.
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode('latin-1')
+    return str(v).encode('utf-8').decode('latin-1')
+
+
+def canonical_uint(s, top):
+    # A decimal without sign, spaces or leading zeros, at most `top`.
+    if s == '0':
+        return True
+    if not DIGITS.match(s) or len(s) > len(top):
+        return False
+    return len(s) < len(top) or s <= top
 
 
 def is_stream_id(s):
-    return s is not None and STREAM_ID.match(s) is not None
+    # "<ms>-<seq>", both unsigned 64-bit: exactly the ids Redis stores.
+    m = STREAM_ID.match(s)
+    return m is not None and canonical_uint(m.group(1), U64) and canonical_uint(m.group(2), U64)
 
 
-def reject(order, customer, reason):
-    execute('XADD', 'queue:rejected', '*', 'order', order,
-            'customer', customer, 'reason', reason)
-    if is_stream_id(customer):
-        execute('XDEL', 'queue:customers', customer)
+def stock_of(v):
+    # Units left as Redis DECR reads them; None when missing or not an integer.
+    s = text(v)
+    if s is None:
+        return None
+    m = STOCK.match(s)
+    if m is None or not canonical_uint(m.group(1), I64) or s == '-0':
+        return None
+    return int(s)
+
+
+def shown(customer):
+    if len(customer) <= 64 and PRINTABLE.match(customer):
+        return customer
+    return '<%d bytes>' % len(customer)
+
+
+def check_types():
+    # Keys of the wrong type would make a write fail halfway: refuse before any write.
+    for key, kind in ((PRODUCT, 'string'), (CUSTOMERS, 'stream'), (ORDERS, 'stream'),
+                      (COMPLETE, 'stream'), (REJECTED, 'stream'), (SERVED, 'set')):
+        t = text(execute('TYPE', key))
+        if t != 'none' and t != kind:
+            raise Exception('popup: key %s holds a %s, not a %s; no order was decided '
+                            '(delete or rename that key)' % (key, t, kind))
+
+
+def judge(fields):
+    # (outcome, reason, customer shown) from the stored fields; reads only.
+    values = [text(fields[i + 1]) for i in range(0, len(fields) - 1, 2) if text(fields[i]) == 'customer']
+    if len(values) != 1:
+        return 'rejected', 'invalid', '' if not values else '<%d customer fields>' % len(values)
+    customer = values[0]
+    if not is_stream_id(customer):
+        return 'rejected', 'invalid', shown(customer)
+    if not execute('XRANGE', CUSTOMERS, customer, customer):
+        if int(execute('SISMEMBER', SERVED, customer)) == 1:
+            return 'rejected', 'duplicate', customer
+        return 'rejected', 'unknown-customer', customer
+    stock = stock_of(execute('GET', PRODUCT))
+    if stock is None or stock <= 0:
+        return 'sold-out', 'sold-out', customer
+    return 'completed', None, customer
+
+
+def decide(order):
+    check_types()
+    entries = execute('XRANGE', ORDERS, order, order)
+    if not entries:
+        return 'skipped'
+    outcome, reason, customer = judge(entries[0][1])
+    if outcome == 'completed':
+        # The stock first: if anything failed after it, the sale could undersell but never oversell.
+        execute('DECR', PRODUCT)
+        execute('SADD', SERVED, customer)
+        execute('XDEL', CUSTOMERS, customer)
+        execute('XADD', COMPLETE, '*', 'order', order, 'customer', customer)
+    else:
+        if outcome == 'sold-out':
+            execute('SADD', SERVED, customer)
+            execute('XDEL', CUSTOMERS, customer)
+        execute('XADD', REJECTED, '*', 'order', order, 'customer', customer, 'reason', reason)
+    execute('XDEL', ORDERS, order)
+    return outcome
 
 
 # Complete order
 def complete(x):
-    order = x['id']
-    customer = x['value'].get('customer', '')
+    order = text(x['id'])
     with atomic():
-        if int(execute('SADD', DONE, order)) == 0:
-            return x
-        if not is_stream_id(customer):
-            reject(order, customer, 'invalid')
-        elif int(execute('SADD', SERVED, customer)) == 0:
-            reject(order, customer, 'duplicate')
-        else:
-            stock = execute('GET', 'product')
-            try:
-                stock = int(stock)
-            except (TypeError, ValueError):
-                stock = 0
-            if stock > 0:
-                execute('XADD', 'queue:complete', '*', 'order', order,
-                        'customer', customer)
-                execute('XDEL', 'queue:customers', customer)
-                execute('DECR', 'product')
-            else:
-                reject(order, customer, 'sold-out')
+        try:
+            decide(order)
+        except Exception as e:
+            # Nothing was written for this order; say why where health checks look, and let
+            # RedisGears record the failure (lastError) too.
+            execute('SET', ENGINE_ERROR, 'gears: order %s: %s' % (order, e), 'PX', '300000')
+            raise
     return x
 
 
-# Stream Reader for Orders queue
+# Stream Reader for Orders queue. A failed batch is retried (every second) rather than skipped: with
+# the default policy ('continue') RedisGears would trim the batch's orders undecided.
 gb = GearsBuilder('StreamReader', desc='__DESC__')
 gb.map(complete)
-gb.register(prefix='queue:orders', batch=__BATCH__, duration=__FLUSH_MS__, trimStream=True)
+gb.register(prefix='queue:orders', batch=__BATCH__, duration=__FLUSH_MS__, trimStream=True,
+            onFailedPolicy='retry', onFailedRetryInterval=1)

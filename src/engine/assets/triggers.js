@@ -16,53 +16,124 @@ const COMPLETE = 'queue:complete';
 const REJECTED = 'queue:rejected';
 const QUEUES = [CUSTOMERS, ORDERS, COMPLETE, REJECTED];
 const SERVED = 'popup:customers:served';
-const DONE = 'popup:orders:done';
 const SAMPLE_LAST = 'popup:ts:last';
 const SAMPLE_ADDED = 'popup:ts:added';
-
-function isStreamId(s) {
-  return /^\d+(-\d+)?$/.test(s);
-}
+const ENGINE_ERROR = 'popup:engine:error';
+const ERROR_TTL_MS = 300000;
+const U64 = '18446744073709551615';
+const I64 = '9223372036854775807';
 
 function asString(v) {
   if (v === null || v === undefined) return '';
   if (typeof v === 'string') return v;
-  if (v instanceof ArrayBuffer) return String.fromCharCode.apply(null, new Uint8Array(v));
+  if (v instanceof ArrayBuffer) return latin1(v);
   return String(v);
 }
 
-function reject(client, order, customer, reason) {
-  client.call('XADD', REJECTED, '*', 'order', order, 'customer', customer, 'reason', reason);
-  if (isStreamId(customer)) client.call('XDEL', CUSTOMERS, customer);
+// Bytes as a string of the same length (one char per byte), so checks see exactly what Redis holds.
+function latin1(buf) {
+  const bytes = new Uint8Array(buf);
+  let s = '';
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+  return s;
 }
 
-// Decide one order (the same steps as native_apply.lua).
-function decide(client, order, customer) {
-  if (Number(client.call('SADD', DONE, order)) === 0) {
-    client.call('XDEL', ORDERS, order);
-    return 'skipped';
-  }
-  let outcome;
-  if (!isStreamId(customer)) {
-    reject(client, order, customer, 'invalid');
-    outcome = 'rejected';
-  } else if (Number(client.call('SADD', SERVED, customer)) === 0) {
-    reject(client, order, customer, 'duplicate');
-    outcome = 'rejected';
-  } else {
-    const stock = Number(asString(client.call('GET', PRODUCT)) || '0') || 0;
-    if (stock > 0) {
-      client.call('XADD', COMPLETE, '*', 'order', order, 'customer', customer);
-      client.call('XDEL', CUSTOMERS, customer);
-      client.call('DECR', PRODUCT);
-      outcome = 'completed';
-    } else {
-      reject(client, order, customer, 'sold-out');
-      outcome = 'rejected';
+// A decimal without sign, spaces or leading zeros, at most `max`.
+function canonicalUint(s, max) {
+  if (s === '0') return true;
+  if (!/^[1-9][0-9]*$/.test(s) || s.length > max.length) return false;
+  return s.length < max.length || s <= max;
+}
+
+// "<ms>-<seq>", both unsigned 64-bit: exactly the ids Redis stores (see native_apply.lua).
+function isStreamId(s) {
+  const m = /^([0-9]+)-([0-9]+)$/.exec(s);
+  return m !== null && canonicalUint(m[1], U64) && canonicalUint(m[2], U64);
+}
+
+// Units left as Redis DECR reads them; null when missing or not an integer.
+function stockOf(v) {
+  if (v === null || v === undefined) return null;
+  const s = asString(v);
+  const m = /^-?([0-9]+)$/.exec(s);
+  if (m === null || !canonicalUint(m[1], I64) || s === '-0') return null;
+  return BigInt(s);
+}
+
+function shown(customer) {
+  if (customer.length <= 64 && /^[\x20-\x7e]*$/.test(customer)) return customer;
+  return '<' + customer.length + ' bytes>';
+}
+
+// Keys of the wrong type would make a write fail halfway: refuse before any write.
+function checkTypes(client) {
+  const expected = [[PRODUCT, 'string'], [CUSTOMERS, 'stream'], [ORDERS, 'stream'], [COMPLETE, 'stream'],
+    [REJECTED, 'stream'], [SERVED, 'set']];
+  for (const [key, type] of expected) {
+    const t = asString(client.call('TYPE', key));
+    if (t !== 'none' && t !== type) {
+      throw new Error('popup: key ' + key + ' holds a ' + t + ', not a ' + type +
+        '; no order was decided (delete or rename that key)');
     }
   }
+}
+
+// Judge an order from its stored fields (reads only): [outcome, reason, customer shown].
+function judge(client, fields) {
+  let customer = null;
+  let n = 0;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (asString(fields[i]) === 'customer') {
+      customer = fields[i + 1];
+      n++;
+    }
+  }
+  if (n !== 1) return ['rejected', 'invalid', n === 0 ? '' : '<' + n + ' customer fields>'];
+  // Long values cannot be ids; do not copy megabytes around just to reject them.
+  if (customer.byteLength > 41) return ['rejected', 'invalid', '<' + customer.byteLength + ' bytes>'];
+  const id = latin1(customer);
+  if (!isStreamId(id)) return ['rejected', 'invalid', shown(id)];
+  if (client.call('XRANGE', CUSTOMERS, id, id).length === 0) {
+    if (Number(client.call('SISMEMBER', SERVED, id)) === 1) return ['rejected', 'duplicate', id];
+    return ['rejected', 'unknown-customer', id];
+  }
+  const stock = stockOf(client.call('GET', PRODUCT));
+  if (stock === null || stock <= 0n) return ['sold-out', 'sold-out', id];
+  return ['completed', null, id];
+}
+
+// Decide one order (the steps of native_apply.lua). Returns the outcome.
+function decide(client, order) {
+  checkTypes(client);
+  const entries = client.callRaw('XRANGE', ORDERS, order, order);
+  if (entries.length === 0) return 'skipped';
+  const [outcome, reason, customer] = judge(client, entries[0][1]);
+  if (outcome === 'completed') {
+    // The stock first: if anything failed after it, the sale could undersell but never oversell.
+    client.call('DECR', PRODUCT);
+    client.call('SADD', SERVED, customer);
+    client.call('XDEL', CUSTOMERS, customer);
+    client.call('XADD', COMPLETE, '*', 'order', order, 'customer', customer);
+  } else {
+    if (outcome === 'sold-out') {
+      client.call('SADD', SERVED, customer);
+      client.call('XDEL', CUSTOMERS, customer);
+    }
+    client.call('XADD', REJECTED, '*', 'order', order, 'customer', customer, 'reason', reason);
+  }
   client.call('XDEL', ORDERS, order);
-  return outcome;
+  return outcome === 'completed' ? 'completed' : 'rejected';
+}
+
+// A failed decision wrote nothing and leaves the order in queue:orders; say why where health checks
+// look (`popup-operator sale --engine triggers`, the store's status), then let Gears record it too.
+function decideOrRecord(client, order) {
+  try {
+    return decide(client, order);
+  } catch (e) {
+    client.call('SET', ENGINE_ERROR, 'triggers: order ' + order + ': ' + String(e), 'PX', String(ERROR_TTL_MS));
+    throw e;
+  }
 }
 
 // Same rule as sample.lua: one sample per queue per interval boundary, at the boundary time.
@@ -97,11 +168,12 @@ function maybeSample(client) {
 redis.registerStreamTrigger('popup_complete', ORDERS, function (client, data) {
   if (asString(data.stream_name) !== ORDERS) return;
   const order = data.id[0].toString() + '-' + data.id[1].toString();
-  let customer = '';
-  for (const pair of data.record) {
-    if (asString(pair[0]) === 'customer') customer = asString(pair[1]);
+  // Orders left behind by an earlier failure (e.g. a key of the wrong type, since fixed) come first:
+  // the trigger never calls back for them again.
+  for (const left of client.call('XRANGE', ORDERS, '-', '(' + order, 'COUNT', '10')) {
+    decideOrRecord(client, asString(left[0]));
   }
-  decide(client, order, customer);
+  decideOrRecord(client, order);
 }, { isStreamTrimmed: false, window: 1 });
 
 // Metrics: every entry added to any queue: stream gives the sampler a chance to run.
