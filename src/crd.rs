@@ -435,7 +435,8 @@ pub struct SaleStatus {
 /// The CRD as YAML, exactly what `popup-operator crd` prints and `crds/` holds.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&PopUpStore::crd()).expect("the CRD serializes")
+    // The same YAML-1.1-safe writer as `render`: kubectl and helm read this file with go-yaml.
+    crate::render::yaml::to_yaml(&serde_json::to_value(PopUpStore::crd()).expect("the CRD serializes"))
 }
 
 /// Reads every `PopUpStore` document of a YAML file. Documents of other kinds (a Secret next to the

@@ -172,10 +172,8 @@ fn render_file(args: &RenderArgs) -> Result<(), String> {
             redis_password_revision: "rendered".into(),
             operator_image: args.self_image.clone(),
         };
-        for obj in render::build_children(&v, &inputs).to_values() {
-            out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&obj).map_err(|e| e.to_string())?);
-        }
+        // Written so that kubectl's YAML 1.1 reader sees the same values (`yes` stays a string).
+        out.push_str(&render::yaml::documents(&render::build_children(&v, &inputs).to_values()));
     }
     print!("{out}");
     Ok(())

@@ -7,6 +7,7 @@ pub mod grafana;
 pub mod processor;
 pub mod redis;
 pub mod simulator;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 
