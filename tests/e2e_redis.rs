@@ -100,14 +100,19 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
     assert!(summary.all_processed, "{summary:?}");
 
     // The status follows the real sale (the store is requeued every metrics interval while simulating).
+    // Wait for the finished sale, every order decided: `completed` reaches 30 before the last
+    // rejections land, so waiting on it alone would assert a state on the way.
     let sale = env
         .eventually("status.sale shows the finished sale", WAIT, || async {
             let s = stores.get("shop").await.map_err(|e| e.to_string())?;
             let sale = s.status.and_then(|st| st.sale).ok_or("no sale yet")?;
-            if sale.completed == 30 { Ok(sale) } else { Err(format!("{sale:?}")) }
+            if sale.completed + sale.rejected == 40 { Ok(sale) } else { Err(format!("{sale:?}")) }
         })
         .await;
-    assert_eq!((sale.available, sale.rejected, sale.customers_waiting, sale.orders_queued), (Some(0), 10, 0, 0));
+    assert_eq!(
+        (sale.completed, sale.rejected, sale.available, sale.customers_waiting, sale.orders_queued),
+        (30, 10, Some(0), 0, 0)
+    );
 
     // Redis restarts empty (no persistence here): the operator puts the scripts back by itself.
     server.restart();

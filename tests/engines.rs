@@ -304,6 +304,87 @@ async fn native_worker_crash_mid_batch_loses_and_duplicates_nothing() {
     assert_contract(&mut conn, stock, customers, 0).await;
 }
 
+/// Consumer names in the workers' group.
+async fn group_consumers(conn: &mut MultiplexedConnection) -> Vec<String> {
+    let reply: Vec<Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(QUEUE_ORDERS)
+        .arg(engine::NATIVE_GROUP)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = reply
+        .iter()
+        .filter_map(|c| match c {
+            Value::Array(kv) => kv.chunks(2).find_map(|p| match (&p[0], &p[1]) {
+                (Value::BulkString(k), Value::BulkString(v)) if k == b"name" => {
+                    Some(String::from_utf8_lossy(v).into_owned())
+                }
+                _ => None,
+            }),
+            Value::Map(kv) => kv.iter().find_map(|(k, v)| match (k, v) {
+                (Value::BulkString(k), Value::BulkString(v)) if k == b"name" => {
+                    Some(String::from_utf8_lossy(v).into_owned())
+                }
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_survivor_claims_dead_workers_orders_and_removes_them_from_the_group() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let (stock, customers) = (20, 30);
+    let mut cfg = fast_sale(stock, customers);
+    cfg.wait_complete = None;
+    simulator::run(&mut conn, &cfg, |_| {}).await.unwrap();
+    // A kill storm: six workers read a batch each and die without deciding it or saying goodbye;
+    // two more die with nothing pending.
+    for i in 0..8 {
+        let mut dead = Worker::new(server.manager().await, WorkerConfig::new(format!("dead{i}"), settings()));
+        dead.ensure_group().await.unwrap();
+        if i < 6 {
+            assert_eq!(dead.read_batch().await.unwrap().len(), 3);
+        } else {
+            let _: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(engine::NATIVE_GROUP)
+                .arg(format!("dead{i}"))
+                .arg("COUNT")
+                .arg(0)
+                .arg("STREAMS")
+                .arg(QUEUE_ORDERS)
+                .arg("0")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(group_consumers(&mut conn).await.len(), 8);
+    // One survivor with the default claim and heartbeat settings finishes the sale and tidies up.
+    let (tx, rx) = watch::channel(false);
+    let mut survivor = WorkerConfig::new("survivor", settings());
+    survivor.block = Duration::from_millis(100);
+    let w = spawn_worker(server.manager().await, survivor, rx);
+    wait_decided(&mut conn, customers, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while group_consumers(&mut conn).await != ["survivor"] {
+        assert!(Instant::now() < deadline, "dead consumers left in the group: {:?}", group_consumers(&mut conn).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tx.send(true).unwrap();
+    let stats = w.await.unwrap().unwrap();
+    assert_eq!(stats.claimed, 18, "{stats:?}");
+    assert_contract(&mut conn, stock, customers, 0).await;
+    // A clean shutdown leaves no consumer behind either.
+    assert!(group_consumers(&mut conn).await.is_empty());
+}
+
 fn popup_operator_pending_count(v: &Value) -> i64 {
     match v {
         Value::Array(items) => match items.first() {

@@ -102,3 +102,57 @@ async fn a_restarted_redis_gets_its_scripts_back() {
     let text = format!("{libs:?}");
     assert!(text.contains("popup"), "the library is back: {text}");
 }
+
+#[tokio::test]
+async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
+    let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let t = target(&server, PASSWORD);
+    let processing = ProcessingSpec { batch_size: 3, metrics_interval_seconds: 1, replicas: 1 };
+    let g = gateway();
+    g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
+
+    // Someone made queue:rejected a string: the engine cannot record a rejection, so it decides
+    // nothing and says so.
+    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let _: () = redis::cmd("SET").arg("queue:rejected").arg("x").query_async(&mut conn).await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("queue:orders")
+        .arg("*")
+        .arg("customer")
+        .arg("nobody")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let problem = loop {
+        match g.ensure_scripts(&t, Engine::Triggers, &processing).await {
+            Err(p) => break p,
+            Ok(m) => assert!(std::time::Instant::now() < deadline, "still {m:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(problem.reason, "EngineFailing");
+    assert!(problem.message.contains("queue:rejected holds a string, not a stream"), "{}", problem.message);
+
+    // Fixed by the user: the next order brings the waiting one along and the condition clears once
+    // the recorded failure expires (here: removed by hand instead of waiting 5 minutes).
+    let _: () = redis::cmd("DEL").arg("queue:rejected").arg("popup:engine:error").query_async(&mut conn).await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("queue:orders")
+        .arg("*")
+        .arg("customer")
+        .arg("nobody")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match g.ensure_scripts(&t, Engine::Triggers, &processing).await {
+            Ok(_) => break,
+            Err(p) => assert!(std::time::Instant::now() < deadline, "still {p:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sale = g.read_sale(&t).await.unwrap();
+    assert_eq!((sale.rejected, sale.orders_queued), (2, 0), "both orders decided (invalid customer)");
+}

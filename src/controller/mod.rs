@@ -202,7 +202,10 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     let processor = (validated.engine() == Engine::Native).then(|| {
         deployment_check(deployments.iter().find(|d| d.name_any() == validated.names.processor()), "processor")
     });
-    let (simulation, simulator_job) = simulator(ctx, store, &validated, children.simulator_job, scripts.ok).await?;
+    // A failing engine has its scripts in place: the sale (and its Job) goes on while the status says why.
+    let scripts_in_place = scripts.ok || scripts.reason == redis::ENGINE_FAILING;
+    let (simulation, simulator_job) =
+        simulator(ctx, store, &validated, children.simulator_job, scripts_in_place).await?;
 
     let grafana_name = validated.names.grafana();
     let managed = grafana_mode == GrafanaMode::Managed;

@@ -55,6 +55,10 @@ impl Default for LiveRedis {
     }
 }
 
+/// ScriptsLoaded reason when the scripts are in place but the sale is not flowing: an engine
+/// recorded a failure, an order waits too long, or `product` is not an integer.
+pub const ENGINE_FAILING: &str = "EngineFailing";
+
 /// The condition reason for an engine failure.
 pub fn reason_of(e: &EngineError) -> &'static str {
     match e {
@@ -103,12 +107,22 @@ impl RedisGateway for LiveRedis {
                 metrics_interval: Duration::from_secs(processing.metrics_interval_seconds.into()),
             };
             let kind = engine_kind(engine);
-            let outcome = self
+            let (outcome, problems) = self
                 .within("loading the scripts", target, async {
                     let (mut conn, _) = engine::connect(&target.url(), Some(&target.password)).await?;
-                    engine::load_scripts(&mut conn, kind, &settings).await
+                    let outcome = engine::load_scripts(&mut conn, kind, &settings).await?;
+                    Ok((outcome, engine::sale_problems(&mut conn).await?))
                 })
                 .await?;
+            if !problems.is_empty() {
+                return Err(RedisProblem {
+                    reason: ENGINE_FAILING,
+                    message: format!(
+                        "the {kind} scripts are loaded but orders are not decided: {}",
+                        problems.join("; ")
+                    ),
+                });
+            }
             Ok(match (kind, outcome) {
                 (EngineKind::Native, _) => {
                     "RedisTimeSeries is loaded; the processor Deployment completes the orders".into()
