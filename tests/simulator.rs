@@ -1,0 +1,386 @@
+//! `popup-operator simulate` against a real redis-stack-server: a Redis restart in the middle of a
+//! run, a Redis that stays away, no stock, deadlines cutting long sleeps, a rate it cannot hold.
+//! No engine runs unless said: the tests read the streams the simulator wrote.
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis_server::RedisServer;
+use serde_json::Value as Json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_popup-operator");
+
+fn simulate(server: &RedisServer, args: &[&str]) -> Child {
+    simulate_at(&server.url(), args)
+}
+
+fn simulate_at(url: &str, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("simulate")
+        .args(["--redis", url, "--json"])
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for the process to end (killing it after `limit`, which only guards against a hang).
+async fn finish(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(limit, waiting).await {
+        Ok(out) => out.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("simulate did not finish within {}s", limit.as_secs());
+        }
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    summary: Json,
+    stderr: String,
+}
+
+fn parse(out: Output) -> Run {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let summary = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON summary on stdout ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    Run { code: out.status.code(), summary, stderr }
+}
+
+fn num(summary: &Json, key: &str) -> u64 {
+    summary[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {summary}"))
+}
+
+async fn xlen(conn: &mut MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query_async(conn).await.unwrap()
+}
+
+/// Poll until `queue:customers` has at least `n` entries: the run is under way.
+async fn wait_for_customers(conn: &mut MultiplexedConnection, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while xlen(conn, "queue:customers").await < n {
+        assert!(Instant::now() < deadline, "the simulator did not send {n} customers within 60s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Entry id -> fields of every entry of a stream.
+async fn entries(conn: &mut MultiplexedConnection, key: &str) -> Vec<(String, HashMap<String, String>)> {
+    let reply: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(key).arg("-").arg("+").query_async(conn).await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields =
+                e.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap())).collect();
+            (e.id, fields)
+        })
+        .collect()
+}
+
+/// Every customer in `queue:customers` has exactly one order in `queue:orders` and every order
+/// names one of those customers; returns the number of customers.
+async fn assert_one_order_per_customer(conn: &mut MultiplexedConnection) -> usize {
+    let customers = entries(conn, "queue:customers").await;
+    let orders = entries(conn, "queue:orders").await;
+    let ids: HashSet<&str> = customers.iter().map(|(id, _)| id.as_str()).collect();
+    let numbers: HashSet<&str> = customers.iter().map(|(_, f)| f["id"].as_str()).collect();
+    assert_eq!(numbers.len(), customers.len(), "a customer number appears twice in queue:customers");
+    let mut per_customer: HashMap<&str, usize> = HashMap::new();
+    for (order, fields) in &orders {
+        let customer = fields["customer"].as_str();
+        assert!(ids.contains(customer), "order {order} names customer {customer}, who is not in queue:customers");
+        *per_customer.entry(customer).or_default() += 1;
+    }
+    for id in &ids {
+        assert_eq!(per_customer.get(id).copied().unwrap_or(0), 1, "customer {id} has not exactly one order");
+    }
+    assert_eq!(orders.len(), customers.len());
+    customers.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_persistence_loses_no_order_and_duplicates_none() {
+    // AOF with fsync on every write: what Redis acknowledged survives the restart
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut conn = server.conn().await;
+    let child = simulate(
+        &server,
+        &["--reset", "--stock", "100000", "--customers", "800", "--rate", "200", "--max-order-delay-millis", "300"],
+    );
+    wait_for_customers(&mut conn, 50).await;
+    server.restart(); // SIGKILL, then a new process on the same port and data directory
+    let run = parse(finish(child, Duration::from_secs(120)).await);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.summary, run.stderr);
+    let s = &run.summary;
+    assert!(num(s, "reconnects") >= 1, "the simulator did not notice the restart: {s}");
+    assert_eq!(num(s, "customers"), 800, "{s}");
+    assert_eq!(num(s, "orders"), 800, "{s}");
+    assert_eq!(num(s, "ordersNotSent"), 0, "{s}");
+    assert!(s.get("error").is_none(), "{s}");
+
+    let mut conn = server.conn().await;
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 800);
+    let product: Option<i64> = redis::cmd("GET").arg("product").query_async(&mut conn).await.unwrap();
+    assert_eq!(product, Some(100_000), "nobody decided orders, so the stock is untouched");
+    let leftovers: Vec<String> = redis::cmd("KEYS").arg("popup:simulator:*").query_async(&mut conn).await.unwrap();
+    assert!(leftovers.is_empty(), "the run's write log is removed at the end: {leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_without_persistence_is_a_lost_sale_and_writes_nothing_more() {
+    let mut server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let child = simulate(
+        &server,
+        &["--reset", "--stock", "100000", "--customers", "5000", "--rate", "200", "--max-order-delay-millis", "300"],
+    );
+    wait_for_customers(&mut conn, 50).await;
+    server.restart();
+    let run = parse(finish(child, Duration::from_secs(120)).await);
+    let s = &run.summary;
+    assert_eq!(run.code, Some(1), "{s}\n{}", run.stderr);
+    let addr = format!("127.0.0.1:{}", server.port);
+    assert!(
+        run.stderr.contains(&format!("Redis at {addr} came back without the `product` key")),
+        "the error names the address and the lost sale:\n{}",
+        run.stderr
+    );
+    assert!(s["error"].as_str().is_some_and(|e| e.contains("without persistence")), "{s}");
+    let (customers, orders, not_sent) = (num(s, "customers"), num(s, "orders"), num(s, "ordersNotSent"));
+    assert!((50..5000).contains(&customers), "{s}");
+    assert_eq!(orders + not_sent, customers, "the summary accounts for every customer: {s}");
+    assert!(s["productLeft"].is_null(), "the stock is unknown after a lost sale: {s}");
+
+    // nothing was written into the empty Redis, and `product` was not set again behind the user's back
+    let mut conn = server.conn().await;
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 0);
+    assert_eq!(xlen(&mut conn, "queue:orders").await, 0);
+    let exists: i64 = redis::cmd("EXISTS").arg("product").query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_that_stays_away_ends_the_run_with_a_summary() {
+    let mut server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let child = simulate(&server, &["--reset", "--stock", "100000", "--rate", "200", "--reconnect-seconds", "1"]);
+    wait_for_customers(&mut conn, 20).await;
+    server.stop();
+    let run = parse(finish(child, Duration::from_secs(120)).await);
+    let s = &run.summary;
+    assert_eq!(run.code, Some(1), "{s}\n{}", run.stderr);
+    let addr = format!("127.0.0.1:{}", server.port);
+    assert!(run.stderr.contains(&format!("Redis at {addr} did not answer for 1s")), "{}", run.stderr);
+    assert!(run.stderr.contains("customers got no order"), "the error repeats the counts: {}", run.stderr);
+    let customers = num(s, "customers");
+    assert!(customers >= 20, "{s}");
+    assert_eq!(num(s, "orders") + num(s, "ordersNotSent"), customers, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stock_sends_no_customers() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let run = parse(finish(simulate(&server, &["--stock", "0", "--customers", "10"]), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(num(&run.summary, "customers"), 0, "{}", run.summary);
+    assert_eq!(num(&run.summary, "orders"), 0);
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 0);
+    let product: Option<i64> = redis::cmd("GET").arg("product").query_async(&mut conn).await.unwrap();
+    assert_eq!(product, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_seconds_cuts_an_hour_long_gap_or_delay() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    // an arrival gap of up to an hour: the run still ends at the deadline (the limit only catches a hang)
+    let args = ["--reset", "--customers", "5", "--max-arrival-millis", "3600000", "--max-seconds", "1"];
+    let run = parse(finish(simulate(&server, &args), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(num(&run.summary, "orders"), num(&run.summary, "customers"), "{}", run.summary);
+
+    // order delays of up to an hour: at the deadline the pending orders are sent, none is lost
+    let args = [
+        "--reset",
+        "--customers",
+        "3",
+        "--max-arrival-millis",
+        "0",
+        "--max-order-delay-millis",
+        "3600000",
+        "--max-seconds",
+        "1",
+    ];
+    let run = parse(finish(simulate(&server, &args), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(num(&run.summary, "customers"), 3, "{}", run.summary);
+    assert_eq!(num(&run.summary, "orders"), 3, "{}", run.summary);
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_it_cannot_hold_is_reported_once() {
+    let server = RedisServer::start();
+    // a million customers per second, one round trip each: far beyond any machine
+    let args = ["--reset", "--stock", "1000000000", "--rate", "1000000", "--max-order-delay-millis", "0"];
+    let run =
+        parse(finish(simulate(&server, &[&args[..], &["--max-seconds", "2"]].concat()), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("cannot hold --rate 1000000").count(), 1, "one warning:\n{}", run.stderr);
+    let s = &run.summary;
+    assert_eq!(s["behindRate"], true, "{s}");
+    assert_eq!(s["targetRate"].as_f64(), Some(1_000_000.0), "{s}");
+    assert!(s["lowestRate"].as_f64().is_some_and(|r| r < 950_000.0), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_clears_the_sale_but_keeps_worker_heartbeats() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    for key in ["popup:customers:served", "popup:orders:done", "popup:something:new"] {
+        let _: () = redis::cmd("SADD").arg(key).arg("x").query_async(&mut conn).await.unwrap();
+    }
+    let _: () = redis::cmd("SET").arg("popup:worker:w1").arg("{}").query_async(&mut conn).await.unwrap();
+    let _: String =
+        redis::cmd("XADD").arg("queue:rejected").arg("*").arg("a").arg("b").query_async(&mut conn).await.unwrap();
+    let run = parse(finish(simulate(&server, &["--reset", "--stock", "0"]), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["popup:worker:w1", "product"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_engine_decides_orders_the_resilient_simulator_writes() {
+    // customers and orders are written from a Lua script; stream triggers must still fire on them
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let settings = popup_operator::engine::ProcessingSettings::default();
+    popup_operator::engine::load_scripts(&mut conn, popup_operator::engine::EngineKind::Triggers, &settings)
+        .await
+        .unwrap();
+    let args = [
+        "--reset",
+        "--stock",
+        "30",
+        "--customers",
+        "50",
+        "--max-arrival-millis",
+        "2",
+        "--max-order-delay-millis",
+        "10",
+        "--wait-complete",
+        "30",
+    ];
+    let run = parse(finish(simulate(&server, &args), Duration::from_secs(90)).await);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.summary, run.stderr);
+    assert_eq!(num(&run.summary, "completed"), 30, "{}", run.summary);
+    assert_eq!(num(&run.summary, "rejected"), 20, "{}", run.summary);
+    assert_eq!(run.summary["productLeft"], 0);
+}
+
+/// A TCP proxy in front of Redis that, once armed, forwards the next client chunk containing an
+/// `EVALSHA` (a simulator write) to Redis, then swallows every reply on that connection and cuts
+/// it: Redis has executed the write, the client never hears about it — the case a plain retry
+/// would turn into a duplicate.
+struct LostReplyProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicU64>,
+}
+
+impl LostReplyProxy {
+    async fn start(redis_port: u16) -> LostReplyProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicU64::new(0));
+        let (a, c) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else { continue };
+                tokio::spawn(Self::pipe(client, server, a.clone(), c.clone()));
+            }
+        });
+        LostReplyProxy { port, armed, cuts }
+    }
+
+    async fn pipe(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        armed: Arc<AtomicBool>,
+        cuts: Arc<AtomicU64>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let swallow = Arc::new(AtomicBool::new(false));
+        let s = swallow.clone();
+        let replies = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                if s.load(Ordering::SeqCst) || client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+            let chunk = &buf[..n];
+            let cut = chunk.windows(7).any(|w| w == b"EVALSHA") && armed.swap(false, Ordering::SeqCst);
+            if cut {
+                swallow.store(true, Ordering::SeqCst);
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                break;
+            }
+            if cut {
+                // let Redis execute what it was sent, then drop both sides with the replies unsent
+                let _ = server_write.flush().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cuts.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+        }
+        replies.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_was_lost_is_not_sent_twice() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let proxy = LostReplyProxy::start(server.port).await;
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let args =
+        ["--reset", "--stock", "100000", "--customers", "300", "--rate", "100", "--max-order-delay-millis", "50"];
+    let child = simulate_at(&url, &args);
+    wait_for_customers(&mut conn, 20).await;
+    proxy.armed.store(true, Ordering::SeqCst);
+    let run = parse(finish(child, Duration::from_secs(120)).await);
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the proxy cut a connection after a write");
+    let s = &run.summary;
+    assert_eq!(run.code, Some(0), "{s}\n{}", run.stderr);
+    assert!(num(s, "reconnects") >= 1, "{s}");
+    assert_eq!((num(s, "customers"), num(s, "orders")), (300, 300), "{s}");
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 300);
+}
