@@ -285,7 +285,8 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                 }
                 Err(e) => {
                     let Some(limit) = s.retry_for.filter(|_| retryable(&e)) else {
-                        return Err(EngineError::command(format!("{what} on {}", s.addr), e));
+                        let what = if s.retry_for.is_some() { format!("{what} on {}", s.addr) } else { what.into() };
+                        return Err(EngineError::command(what, e));
                     };
                     let since = *first_failure.get_or_insert_with(Instant::now);
                     if !s.down.swap(true, Ordering::Relaxed) {
