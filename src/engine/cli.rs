@@ -149,8 +149,9 @@ pub struct ProcessArgs {
     /// Consumer name in the group (default: $HOSTNAME, i.e. the pod name, else popup-<pid>).
     #[arg(long, env = "POPUP_CONSUMER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub consumer: Option<String>,
-    /// Claim other consumers' pending orders idle longer than this (ms, 100–3600000).
-    #[arg(long, env = "POPUP_CLAIM_IDLE_MILLIS", default_value_t = 10_000, value_parser = claim_idle,
+    /// Claim pending orders idle longer than this from any consumer (ms, 100–3600000): a live worker
+    /// decides what it read within milliseconds, and deciding twice is impossible.
+    #[arg(long, env = "POPUP_CLAIM_IDLE_MILLIS", default_value_t = 2_000, value_parser = claim_idle,
           allow_negative_numbers = true)]
     pub claim_idle_millis: u64,
     /// Do not run the TimeSeries sampler in this process.
