@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,106 @@ pub const GROUP: &str = "popup.dev";
 /// Longest `metadata.name` a store may have: child names add suffixes (`-simulator-<hash>`, `-grafana`),
 /// and pod names derived from them must stay within the 63-character label limit.
 pub const MAX_NAME_LEN: usize = 40;
+
+// Regular expressions of the CEL rules (RE2; `[.]` instead of `\.` keeps them free of escapes).
+/// A DNS-1035 label: what a Service name must be. Store names become Service name prefixes.
+pub const DNS_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+/// A DNS-1123 subdomain: names of Secrets, StorageClasses.
+pub const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A key in a Secret's data.
+pub const SECRET_KEY: &str = "^[-._a-zA-Z0-9]+$";
+/// A label key: an optional DNS subdomain prefix and `/`, then a name.
+pub const LABEL_KEY: &str =
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
+/// A label value (may be empty).
+pub const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// An image reference: anything without whitespace (the runtime resolves the rest).
+pub const IMAGE: &str = "^[^[:space:]]+$";
+
+fn image_rule(field: &str, hint: &str) -> Rule {
+    Rule::new(format!("self.matches('{IMAGE}')"))
+        .message(format!("{field} must be an image reference without spaces, such as redis:8.2.3; {hint}").as_str())
+}
+
+fn dns_subdomain_rule(field: &str, what: &str) -> Rule {
+    Rule::new(format!("self.matches('{DNS_SUBDOMAIN}')")).message(
+        format!("{field} must name {what}: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit").as_str(),
+    )
+}
+
+fn label_key_rule(field: &str) -> Rule {
+    Rule::new(format!("self.matches('{LABEL_KEY}')")).message(
+        format!("{field} must be a label key such as grafana_dashboard or example.com/dashboard: letters, digits, '-', '_' and '.', starting and ending with a letter or digit").as_str(),
+    )
+}
+
+// Resources: a CRD takes any string or integer where a Pod wants a quantity, so without these rules a
+// typo would pass admission and only the StatefulSet, Deployment or Job would be refused later.
+// `string(v)` because each value is an int-or-string.
+
+/// Most resource names a container can ask for at once; bounds what the API server's cost estimate of
+/// the rules below assumes.
+const MAX_RESOURCE_NAMES: u32 = 16;
+
+/// `ResourceRequirements` with the bounds the CEL rules need: at most [`MAX_RESOURCE_NAMES`] requests
+/// and limits, names and values of sane length. Without them the API server refuses the CRD (rule cost).
+fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use schemars::JsonSchema;
+    let mut schema = ResourceRequirements::json_schema(generator);
+    if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        for map in ["requests", "limits"] {
+            if let Some(m) = props.get_mut(map).and_then(|m| m.as_object_mut()) {
+                m.insert("maxProperties".into(), MAX_RESOURCE_NAMES.into());
+                m.insert("propertyNames".into(), serde_json::json!({"maxLength": 253}));
+                if let Some(v) = m.get_mut("additionalProperties").and_then(|v| v.as_object_mut()) {
+                    v.insert("maxLength".into(), 64.into());
+                }
+            }
+        }
+        if let Some(c) = props.get_mut("claims").and_then(|c| c.as_object_mut()) {
+            c.insert("maxItems".into(), MAX_RESOURCE_NAMES.into());
+        }
+    }
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
+fn no_claims_rule(field: &str) -> Rule {
+    Rule::new("!has(self.claims) || size(self.claims) == 0").field_path(".claims").message(
+        format!("{field}.claims is not supported: the store's pods declare no resource claims; remove it").as_str(),
+    )
+}
+
+fn quantities_rule(field: &str, map: &str) -> Rule {
+    Rule::new(format!(
+        "!has(self.{map}) || self.{map}.all(k, isQuantity(string(self.{map}[k])) && !quantity(string(self.{map}[k])).isLessThan(quantity('0')))"
+    ))
+    .field_path(format!(".{map}"))
+    .message(format!("{field}.{map}: every value must be a non-negative quantity such as 250m, 1 or 128Mi").as_str())
+}
+
+fn resource_names_rule(field: &str) -> Rule {
+    let known = |map: &str| {
+        format!(
+            "(!has(self.{map}) || self.{map}.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-') || k.contains('/')))"
+        )
+    };
+    Rule::new(format!("{} && {}", known("requests"), known("limits"))).message(
+        format!("{field}: resource names must be cpu, memory, ephemeral-storage, hugepages-<size> or a domain-prefixed name such as example.com/gpu").as_str(),
+    )
+}
+
+fn requests_within_limits_rule(field: &str) -> Rule {
+    let q = |v: &str| format!("quantity(string({v}))");
+    let ok = |v: &str| format!("isQuantity(string({v}))");
+    let (r, l) = ("self.requests[k]", "self.limits[k]");
+    Rule::new(format!(
+        "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || !{} || !{} || {}.compareTo({}) <= 0)",
+        ok(r), ok(l), q(r), q(l)
+    ))
+    .field_path(".requests")
+    .message(format!("{field}.requests: a request must not exceed its limit (the pod would be refused)").as_str())
+}
 
 /// A pop-up store flash sale: Redis with a processing engine, a Grafana dashboard and a load simulator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -35,6 +136,7 @@ pub const MAX_NAME_LEN: usize = 40;
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.sale.completed"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: child objects add suffixes such as -simulator-<hash>").reason(Reason::FieldValueInvalid),
+    validation = Rule::new(format!("self.metadata.name.matches('{DNS_LABEL}')")).message("metadata.name must start with a lowercase letter and hold only lowercase letters, digits and '-' (a DNS-1035 label, no dots): the store's Services are named after it").reason(Reason::FieldValueInvalid),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PopUpStoreSpec {
@@ -108,11 +210,20 @@ pub struct RedisSpec {
     /// Container image. Default depends on the engine: `redislabs/redismod` for gears,
     /// `redis/redis-stack-server` 7.4 for triggers, `redis` 8 for native.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self != ''").message("spec.redis.image must not be empty: omit it to use the engine's default image"))]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = image_rule("spec.redis.image", "omit it to use the engine's default image"))]
     pub image: Option<String>,
 
     /// Compute resources of the Redis container. Default: requests 100m CPU / 128Mi memory, limit 512Mi memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = no_claims_rule("spec.redis.resources"),
+        validation = quantities_rule("spec.redis.resources", "requests"),
+        validation = quantities_rule("spec.redis.resources", "limits"),
+        validation = resource_names_rule("spec.redis.resources"),
+        validation = requests_within_limits_rule("spec.redis.resources")
+    )]
+    #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Persistent storage for Redis data. Without it Redis keeps its data in an emptyDir, which survives
@@ -132,24 +243,29 @@ pub struct RedisSpec {
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec.redis.storage cannot change after creation: a StatefulSet's volume claims are immutable; create a new PopUpStore instead"))]
 pub struct StorageSpec {
     /// Volume size, a Kubernetes quantity such as `1Gi`.
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.redis.storage.size must be a positive quantity such as 1Gi"))]
     pub size: String,
 
     /// Storage class of the volume; the cluster's default class when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("spec.redis.storage.storageClassName", "a StorageClass"))]
     pub storage_class_name: Option<String>,
 }
 
 /// A key in a Secret in the store's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("spec.redis.passwordSecretRef.name", "a Secret in the store's namespace"))]
     pub name: String,
     /// Key inside the Secret. Default `password`.
     #[serde(default = "default_password_key")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{SECRET_KEY}')")).message("spec.redis.passwordSecretRef.key must be a Secret key: letters, digits, '-', '_' and '.' only, such as password"))]
     pub key: String,
 }
 
@@ -216,7 +332,8 @@ pub struct GrafanaSpec {
 
     /// Grafana image (11.5 or newer, for `GF_PLUGINS_PREINSTALL_SYNC`); managed mode. Default a pinned 12.x release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self != ''").message("spec.grafana.image must not be empty: omit it to use the default image"))]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = image_rule("spec.grafana.image", "omit it to use the default image"))]
     pub image: Option<String>,
 
     /// How the Grafana Service is exposed (managed mode). Default ClusterIP (reach it with `kubectl port-forward`).
@@ -225,6 +342,14 @@ pub struct GrafanaSpec {
 
     /// Compute resources of the Grafana container. Default: requests 50m CPU / 128Mi memory, limit 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = no_claims_rule("spec.grafana.resources"),
+        validation = quantities_rule("spec.grafana.resources", "requests"),
+        validation = quantities_rule("spec.grafana.resources", "limits"),
+        validation = resource_names_rule("spec.grafana.resources"),
+        validation = requests_within_limits_rule("spec.grafana.resources")
+    )]
+    #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Labels the Grafana sidecar looks for (sidecar mode).
@@ -266,20 +391,23 @@ pub enum GrafanaMode {
 }
 
 /// Labels of the Grafana Helm chart's sidecar (`sidecar.datasources.label`, `sidecar.dashboards.label`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarSpec {
     /// Label on the datasource Secret. Default `grafana_datasource`.
     #[serde(default = "default_datasource_label")]
     #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = label_key_rule("spec.grafana.sidecar.datasourceLabel"))]
     pub datasource_label: String,
     /// Label on the dashboard ConfigMap. Default `grafana_dashboard`.
     #[serde(default = "default_dashboard_label")]
     #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = label_key_rule("spec.grafana.sidecar.dashboardLabel"))]
     pub dashboard_label: String,
     /// Value of both labels. Default `"1"`.
     #[serde(default = "default_label_value")]
     #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{LABEL_VALUE}')")).message("spec.grafana.sidecar.labelValue must be a label value: empty, or letters, digits, '-', '_' and '.' starting and ending with a letter or digit, such as \"1\""))]
     pub label_value: String,
 }
 
@@ -323,7 +451,7 @@ impl ServiceType {
 }
 
 /// The load generator, run as a Kubernetes Job. Changing any of these settings starts a new Job.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SimulatorSpec {
     /// Run the simulator. Default true.
@@ -352,6 +480,14 @@ pub struct SimulatorSpec {
 
     /// Compute resources of the simulator container. Default: requests 50m CPU / 32Mi memory, limit 128Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = no_claims_rule("spec.simulator.resources"),
+        validation = quantities_rule("spec.simulator.resources", "requests"),
+        validation = quantities_rule("spec.simulator.resources", "limits"),
+        validation = resource_names_rule("spec.simulator.resources"),
+        validation = requests_within_limits_rule("spec.simulator.resources")
+    )]
+    #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 }
 
@@ -439,30 +575,245 @@ pub fn crd_yaml() -> String {
     crate::render::yaml::to_yaml(&serde_json::to_value(PopUpStore::crd()).expect("the CRD serializes"))
 }
 
+/// The schema the API server checks a store against (`openAPIV3Schema` of the CRD), as JSON.
+pub fn schema_json() -> serde_json::Value {
+    use kube::CustomResourceExt;
+    let crd = PopUpStore::crd();
+    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref());
+    serde_json::to_value(schema.expect("the derived CRD has a schema")).expect("the schema serializes")
+}
+
+/// One problem of a document, with the field's path (as the API server writes it) and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The CEL rules' messages already start with their field.
+        if self.message.starts_with(&self.field) && !self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every problem the API server would find in a store document: types, enums, bounds and unknown fields
+/// from the schema, then the CEL rules on the fields that passed. Empty means the document is admissible.
+pub fn check_store_document(doc: &serde_json::Value) -> Vec<FieldProblem> {
+    let schema = schema_json();
+    let mut problems = Vec::new();
+    let mut pruned = doc.clone();
+    if let (Some(spec), Some(spec_schema)) = (pruned.get_mut("spec"), schema.pointer("/properties/spec")) {
+        check_schema(spec, spec_schema, "spec", &mut problems);
+    }
+    // CEL rules only see well-typed values (as on the API server, where schema errors come first);
+    // the badly typed ones were removed from `pruned`, so the other fields' rules still run.
+    if let Err(errors) = kube::core::cel::Validator::new().validate(&schema, &pruned, None) {
+        for e in errors.iter() {
+            let field = if e.field_path.is_empty() { "metadata.name".to_string() } else { e.field_path.clone() };
+            if !problems.iter().any(|p| p.field == field) {
+                problems.push(FieldProblem { field, message: e.message.clone() });
+            }
+        }
+    }
+    problems
+}
+
+/// Checks `value` against a structural schema node, recording every problem under `path`. A value that
+/// fails is replaced by null (then removed by the caller of its parent), so later checks skip it.
+fn check_schema(value: &mut serde_json::Value, schema: &serde_json::Value, path: &str, out: &mut Vec<FieldProblem>) {
+    use serde_json::Value;
+    let mut problem = |message: String| out.push(FieldProblem { field: path.to_string(), message });
+    if value.is_null() {
+        if schema.get("nullable") != Some(&Value::Bool(true)) {
+            problem("must not be null: omit the field to use its default".into());
+        }
+        return;
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    let type_ok = match (ty, &*value) {
+        _ if int_or_string => value.is_string() || value.is_i64() || value.is_u64(),
+        (Some("object"), Value::Object(_))
+        | (Some("array"), Value::Array(_))
+        | (Some("string"), Value::String(_))
+        | (Some("boolean"), Value::Bool(_)) => true,
+        (Some("integer"), v) => v.is_i64() || v.is_u64(),
+        (Some("number"), v) => v.is_number(),
+        (None, _) => true,
+        _ => false,
+    };
+    if !type_ok {
+        let got = match &*value {
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "a mapping",
+            Value::Null => "null",
+        };
+        let want = if int_or_string { "an integer or a string" } else { ty.unwrap_or("another type") };
+        problem(format!("must be {} (got {got})", article(want)));
+        *value = Value::Null;
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(|a| a.as_str().map_or(a.to_string(), str::to_string)).collect();
+        problem(format!("unknown value {value}, expected one of {}", list.join(", ")));
+        *value = Value::Null;
+        return;
+    }
+    let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
+    let mut bad = None;
+    if let Some(n) = value.as_f64() {
+        match (bound("minimum"), bound("maximum")) {
+            (Some(min), Some(max)) if n < min || n > max => {
+                bad = Some(format!("must be between {min} and {max}, got {n}"))
+            }
+            (Some(min), _) if n < min => bad = Some(format!("must be {min} or more, got {n}")),
+            (_, Some(max)) if n > max => bad = Some(format!("must be {max} or less, got {n}")),
+            _ => {}
+        }
+    }
+    if let Some(s) = value.as_str() {
+        let len = s.chars().count() as f64;
+        if bound("minLength").is_some_and(|min| len < min) {
+            bad = Some(if s.is_empty() {
+                "must not be empty".into()
+            } else {
+                format!("must be at least {} characters", bound("minLength").unwrap())
+            });
+        } else if let Some(max) = bound("maxLength").filter(|max| len > *max) {
+            bad = Some(format!("must be at most {max} characters, got {len}"));
+        }
+    }
+    if let Some(message) = bad {
+        problem(message);
+        *value = Value::Null;
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            if let Some(max) = bound("maxProperties").filter(|max| map.len() as f64 > *max) {
+                problem(format!("must have at most {max} entries, got {}", map.len()));
+            }
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+            let mut drop = Vec::new();
+            for (key, v) in map.iter_mut() {
+                let (child, sub) = match (props.and_then(|p| p.get(key)), extra) {
+                    (Some(sub), _) => (format!("{path}.{key}"), sub),
+                    (None, Some(sub)) => (format!("{path}[{key}]"), sub),
+                    (None, None) => {
+                        let known: Vec<&str> =
+                            props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                        out.push(FieldProblem {
+                            field: format!("{path}.{key}"),
+                            message: format!("unknown field; the fields here are {}", known.join(", ")),
+                        });
+                        drop.push(key.clone());
+                        continue;
+                    }
+                };
+                check_schema(v, sub, &child, out);
+                if v.is_null() && sub.get("nullable") != Some(&Value::Bool(true)) {
+                    drop.push(key.clone());
+                }
+            }
+            for key in drop {
+                map.remove(&key);
+            }
+            for req in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+            {
+                if !map.contains_key(req) {
+                    out.push(FieldProblem { field: format!("{path}.{req}"), message: "is required".into() });
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(max) = bound("maxItems").filter(|max| items.len() as f64 > *max) {
+                problem(format!("must have at most {max} items, got {}", items.len()));
+            }
+            if let Some(sub) = schema.get("items") {
+                for (i, v) in items.iter_mut().enumerate() {
+                    check_schema(v, sub, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn article(what: &str) -> String {
+    match what {
+        "integer" | "object" | "array" => format!("an {what}"),
+        "string" | "boolean" | "number" => format!("a {what}"),
+        other => other.to_string(),
+    }
+}
+
 /// Reads every `PopUpStore` document of a YAML file. Documents of other kinds (a Secret next to the
-/// store, say) are returned as `(index, "apiVersion kind")` so the caller can mention them.
+/// store, say) are returned as `"document N: apiVersion kind"` so the caller can mention them.
+///
+/// On error, the message lists every problem of every document at once, one a line, each with its
+/// document, the field's path and what to do: what the API server would refuse, found without one.
 pub fn parse_stores(text: &str) -> Result<(Vec<PopUpStore>, Vec<String>), String> {
     let mut stores = Vec::new();
     let mut others = Vec::new();
+    let mut problems = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
+        let n = i + 1;
+        let value = match serde_yaml::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                // A syntax error ends the stream: nothing after it can be read.
+                problems.push(format!("document {n}: not valid YAML: {e}"));
+                break;
+            }
+        };
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default().to_string();
         if kind != "PopUpStore" {
-            others.push(format!("document {}: {api_version} {kind}", i + 1));
+            others.push(format!("document {n}: {api_version} {kind}"));
             continue;
         }
         if api_version != "popup.dev/v1alpha1" {
-            return Err(format!(
-                "document {}: PopUpStore apiVersion must be popup.dev/v1alpha1, got {api_version:?}",
-                i + 1
+            problems.push(format!(
+                "document {n}: apiVersion: a PopUpStore's apiVersion is popup.dev/v1alpha1, got {api_version:?}"
             ));
+            continue;
         }
-        let store: PopUpStore = serde_yaml::from_value(value).map_err(|e| format!("document {}: {e}", i + 1))?;
-        stores.push(store);
+        let json = match serde_json::to_value(&value) {
+            Ok(j) => j,
+            Err(e) => {
+                problems.push(format!("document {n}: cannot be read as JSON (mapping keys must be strings): {e}"));
+                continue;
+            }
+        };
+        let name = json.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let at = if name.is_empty() { format!("document {n}") } else { format!("document {n} ({name})") };
+        let found = check_store_document(&json);
+        if !found.is_empty() {
+            problems.extend(found.iter().map(|p| format!("{at}: {p}")));
+            continue;
+        }
+        // The schema passed; what it does not cover (metadata) still fails with its path here.
+        match serde_path_to_error::deserialize::<_, PopUpStore>(json) {
+            Ok(store) => stores.push(store),
+            Err(e) => problems.push(format!("{at}: {}: {}", e.path(), e.inner())),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
     }
     if stores.is_empty() {
         return Err("no PopUpStore (apiVersion popup.dev/v1alpha1) found".into());

@@ -154,14 +154,32 @@ fn render_file(args: &RenderArgs) -> Result<(), String> {
     } else {
         std::fs::read_to_string(&args.file).map_err(|e| format!("reading {}: {e}", args.file.display()))?
     };
-    let (stores, others) =
-        popup_operator::crd::parse_stores(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let (stores, others) = popup_operator::crd::parse_stores(&text).map_err(|e| {
+        let lines: Vec<String> = e.lines().map(|l| format!("{}: {l}", args.file.display())).collect();
+        format!("{} problem(s); fix them and render again:\n{}", lines.len(), lines.join("\n"))
+    })?;
     for other in others {
         eprintln!("note: {}: {other} is not a PopUpStore; left out", args.file.display());
     }
+    let file = args.file.display();
+    // Every problem of every store at once, one a line, before anything is printed.
+    let mut validated = Vec::new();
+    let mut problems = Vec::new();
+    for store in &stores {
+        match render::validate(store) {
+            Ok(v) => validated.push(v),
+            Err(e) => problems.extend(
+                e.errors
+                    .iter()
+                    .map(|p| format!("{file} ({}): {p}", store.metadata.name.as_deref().unwrap_or_default())),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!("{} problem(s); fix them and render again:\n{}", problems.len(), problems.join("\n")));
+    }
     let mut out = String::new();
-    for store in stores {
-        let v = render::validate(&store).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    for v in validated {
         let inputs = BuildInputs {
             // A user's password Secret is not read here: the sidecar datasource shows a placeholder.
             redis_password: Some(match v.password {

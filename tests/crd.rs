@@ -169,3 +169,59 @@ fn render_reports_a_bad_field_by_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spec.processing.batchSize"), "{err}");
 }
+
+#[test]
+fn parse_stores_reports_every_problem_with_its_path() {
+    let text = "apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: shop}\nspec:\n  engine: bogus\n  stock: many\n  processing: {batchSize: 0, replicaz: 2}\n  redis: {resources: {limits: {memory: lots}}, image: \"\"}\n  grafana: {sidecar: {labelValue: \"a b\"}}\n---\napiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: my.store}\nspec: {}\n";
+    let err = parse_stores(text).unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    for wanted in [
+        "document 1 (shop): spec.engine: unknown value \"bogus\", expected one of gears, triggers, native",
+        "document 1 (shop): spec.stock: must be an integer (got a string)",
+        "document 1 (shop): spec.processing.batchSize: must be between 1 and 10000, got 0",
+        "document 1 (shop): spec.processing.replicaz: unknown field; the fields here are batchSize, metricsIntervalSeconds, replicas",
+        "document 1 (shop): spec.redis.resources.limits: every value must be a non-negative quantity",
+        "document 1 (shop): spec.redis.image must be an image reference",
+        "document 1 (shop): spec.grafana.sidecar.labelValue must be a label value",
+        "document 2 (my.store): metadata.name must start with a lowercase letter",
+    ] {
+        assert!(lines.iter().any(|l| l.starts_with(wanted)), "missing {wanted:?} in:\n{err}");
+    }
+    assert_eq!(lines.len(), 8, "one line per problem:\n{err}");
+
+    // What the schema does not cover still names its path.
+    let err = parse_stores("apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: x, labels: {a: [1]}}\n")
+        .unwrap_err();
+    assert!(err.contains("metadata.labels.a: invalid type"), "{err}");
+    let err = parse_stores("apiVersion: popup.dev/v1\nkind: PopUpStore\nmetadata: {name: x}\n").unwrap_err();
+    assert!(err.contains("apiVersion") && err.contains("popup.dev/v1alpha1"), "{err}");
+}
+
+#[test]
+fn new_cel_rules_reject_bad_quantities_names_and_images() {
+    let store = |spec: Value, name: &str| -> PopUpStore {
+        serde_json::from_value(
+            json!({"apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore", "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let cases = [
+        (json!({"redis": {"resources": {"requests": {"cpu": "lots"}}}}), "spec.redis.resources.requests"),
+        (json!({"simulator": {"resources": {"limits": {"memory": "-1Mi"}}}}), "spec.simulator.resources.limits"),
+        (json!({"grafana": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}}), "must not exceed"),
+        (json!({"grafana": {"resources": {"claims": [{"name": "x"}]}}}), "spec.grafana.resources.claims"),
+        (json!({"redis": {"image": "a b"}}), "spec.redis.image"),
+        (json!({"redis": {"passwordSecretRef": {"name": "UPPER"}}}), "spec.redis.passwordSecretRef.name"),
+        (json!({"redis": {"passwordSecretRef": {"name": "ok", "key": "a/b"}}}), "spec.redis.passwordSecretRef.key"),
+        (json!({"grafana": {"sidecar": {"dashboardLabel": "a b"}}}), "spec.grafana.sidecar.dashboardLabel"),
+    ];
+    for (spec, wanted) in cases {
+        let err = PopUpStore::validate_cel(&store(spec.clone(), "shop")).expect_err(&spec.to_string()).to_string();
+        assert!(err.contains(wanted), "{spec}: {err}");
+    }
+    let err = PopUpStore::validate_cel(&store(json!({}), "9lives")).unwrap_err().to_string();
+    assert!(err.contains("DNS-1035"), "{err}");
+    let good =
+        json!({"redis": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}});
+    assert!(PopUpStore::validate_cel(&store(good, "shop")).is_ok());
+}

@@ -409,7 +409,7 @@ mod tests {
             s.grafana.mode = crate::crd::GrafanaMode::Sidecar;
             s.grafana.sidecar.datasource_label = "not a label".into();
         });
-        assert_eq!(crate::render::validate(&store).unwrap_err().field, "spec.grafana.sidecar.datasourceLabel");
+        assert_eq!(crate::render::validate(&store).unwrap_err().fields(), ["spec.grafana.sidecar.datasourceLabel"]);
     }
 
     #[test]

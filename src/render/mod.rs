@@ -159,72 +159,68 @@ impl ValidatedStore {
     }
 }
 
-/// Checks what the CRD schema cannot (or what a file given to `render` skipped) and resolves defaults.
-/// Every error names the field and the fix.
-pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecError> {
+/// Every problem of a spec at once, each naming its field and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct SpecErrors {
+    pub errors: Vec<SpecError>,
+}
+
+impl SpecErrors {
+    /// The fields named, in order.
+    pub fn fields(&self) -> Vec<&str> {
+        self.errors.iter().map(|e| e.field.as_str()).collect()
+    }
+}
+
+/// Checks the spec (what a file given to `render` never had checked, or what the CRD schema cannot)
+/// and resolves defaults. Reports every problem, not only the first: the native checks below, then the
+/// CRD's CEL rules evaluated here too, so the operator refuses what the API server would.
+pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecErrors> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| errors.push(SpecError::new(field, message));
     let name = store.metadata.name.clone().unwrap_or_default();
     if name.is_empty() {
-        return Err(SpecError::new("metadata.name", "is required"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(SpecError::new(
+        fail("metadata.name", "is required".into());
+    } else if name.len() > MAX_NAME_LEN {
+        fail(
             "metadata.name",
             format!(
                 "must be at most {MAX_NAME_LEN} characters (child objects add suffixes such as -simulator-<hash>); got {} characters",
                 name.len()
             ),
-        ));
+        );
     }
     let spec = &store.spec;
     if spec.stock < 0 {
-        return Err(SpecError::new("spec.stock", format!("must be 0 or more, got {}", spec.stock)));
+        fail("spec.stock", format!("must be 0 or more, got {}", spec.stock));
     }
     let p = &spec.processing;
-    if !(1..=10_000).contains(&p.batch_size) {
-        return Err(SpecError::new(
-            "spec.processing.batchSize",
-            format!("must be between 1 and 10000, got {}", p.batch_size),
-        ));
-    }
-    if !(1..=3600).contains(&p.metrics_interval_seconds) {
-        return Err(SpecError::new(
-            "spec.processing.metricsIntervalSeconds",
-            format!("must be between 1 and 3600, got {}", p.metrics_interval_seconds),
-        ));
-    }
-    if !(1..=16).contains(&p.replicas) {
-        return Err(SpecError::new(
-            "spec.processing.replicas",
-            format!("must be between 1 and 16, got {}", p.replicas),
-        ));
+    for (field, value, min, max) in [
+        ("spec.processing.batchSize", p.batch_size, 1, 10_000),
+        ("spec.processing.metricsIntervalSeconds", p.metrics_interval_seconds, 1, 3600),
+        ("spec.processing.replicas", p.replicas, 1, 16),
+    ] {
+        if !(min..=max).contains(&value) {
+            fail(field, format!("must be between {min} and {max}, got {value}"));
+        }
     }
     if spec.simulator.rate_per_second == Some(0) {
-        return Err(SpecError::new("spec.simulator.ratePerSecond", "must be at least 1; omit it for random arrivals"));
+        fail("spec.simulator.ratePerSecond", "must be at least 1; omit it for random arrivals".into());
     }
-    let redis_image = match &spec.redis.image {
-        Some(i) if i.trim().is_empty() => {
-            return Err(SpecError::new(
-                "spec.redis.image",
-                "must not be empty; omit it to use the engine's default image",
-            ));
-        }
-        Some(i) => i.clone(),
-        None => default_redis_image(spec.engine).to_string(),
-    };
-    let grafana_image = match &spec.grafana.image {
-        Some(i) if i.trim().is_empty() => {
-            return Err(SpecError::new("spec.grafana.image", "must not be empty; omit it to use the default image"));
-        }
-        Some(i) => i.clone(),
-        None => images::GRAFANA.to_string(),
-    };
+    if spec.redis.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
+        fail("spec.redis.image", "must not be empty; omit it to use the engine's default image".into());
+    }
+    if spec.grafana.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
+        fail("spec.grafana.image", "must not be empty; omit it to use the default image".into());
+    }
     if let Some(storage) = &spec.redis.storage
         && !is_positive_quantity(&storage.size)
     {
-        return Err(SpecError::new(
+        fail(
             "spec.redis.storage.size",
             format!("must be a positive Kubernetes quantity such as 1Gi, got {:?}", storage.size),
-        ));
+        );
     }
     if spec.grafana.effective_mode() == GrafanaMode::Sidecar {
         let sc = &spec.grafana.sidecar;
@@ -233,27 +229,34 @@ pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecError> {
             ("spec.grafana.sidecar.dashboardLabel", &sc.dashboard_label),
         ] {
             if !is_label_key(key) {
-                return Err(SpecError::new(
-                    field,
-                    format!("{key:?} is not a valid label key (e.g. grafana_dashboard)"),
-                ));
+                fail(field, format!("{key:?} is not a valid label key (e.g. grafana_dashboard)"));
             }
         }
     }
+    if let Some(r) = &spec.redis.password_secret_ref {
+        if r.name.is_empty() {
+            fail("spec.redis.passwordSecretRef.name", "must name a Secret in the store's namespace".into());
+        }
+        if r.key.is_empty() {
+            fail("spec.redis.passwordSecretRef.key", "must name a key of the Secret (default: password)".into());
+        }
+    }
+    // The CRD's CEL rules (quantities, names, images, labels): one source of truth with admission.
+    if let Err(cel) = PopUpStore::validate_cel(store) {
+        for e in cel.iter() {
+            let field = if e.field_path.is_empty() { "metadata.name" } else { e.field_path.as_str() };
+            if !errors.iter().any(|x| x.field == field) {
+                let message =
+                    e.message.strip_prefix(field).map(|m| m.trim_start_matches([':', ' '])).unwrap_or(&e.message);
+                errors.push(SpecError::new(field, message));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(SpecErrors { errors });
+    }
     let names = Names::new(&name);
     let password = match &spec.redis.password_secret_ref {
-        Some(r) if r.name.is_empty() => {
-            return Err(SpecError::new(
-                "spec.redis.passwordSecretRef.name",
-                "must name a Secret in the store's namespace",
-            ));
-        }
-        Some(r) if r.key.is_empty() => {
-            return Err(SpecError::new(
-                "spec.redis.passwordSecretRef.key",
-                "must name a key of the Secret (default: password)",
-            ));
-        }
         Some(r) => PasswordSource::UserSecret(r.clone()),
         None => PasswordSource::Generated { secret: names.redis_secret() },
     };
@@ -266,8 +269,8 @@ pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecError> {
             o
         }),
         spec: spec.clone(),
-        redis_image,
-        grafana_image,
+        redis_image: spec.redis.image.clone().unwrap_or_else(|| default_redis_image(spec.engine).to_string()),
+        grafana_image: spec.grafana.image.clone().unwrap_or_else(|| images::GRAFANA.to_string()),
         password,
     })
 }
@@ -607,12 +610,109 @@ pub(crate) mod tests {
         ];
         for (edit, field) in cases {
             let err = validate(&store_with(Engine::Gears, edit)).unwrap_err();
-            assert_eq!(err.field, field, "{err}");
+            assert_eq!(err.fields(), [field], "{err}");
             assert!(err.to_string().starts_with(field));
         }
         let mut long = store_with(Engine::Gears, |_| {});
         long.metadata.name = Some("x".repeat(41));
-        assert_eq!(validate(&long).unwrap_err().field, "metadata.name");
+        assert_eq!(validate(&long).unwrap_err().fields(), ["metadata.name"]);
+    }
+
+    #[test]
+    fn validation_reports_every_problem_at_once() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let store = store_with(Engine::Native, |s| {
+            s.stock = -1;
+            s.processing.batch_size = 0;
+            s.processing.replicas = 99;
+            s.grafana.image = Some(String::new());
+            s.redis.image = Some("redis 8".into());
+            s.simulator.resources = Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([("cpu".to_string(), Quantity("lots".into()))])),
+                ..Default::default()
+            });
+            s.redis.password_secret_ref = Some(SecretKeyRef { name: "Not_A_Name".into(), key: "password".into() });
+        });
+        let err = validate(&store).unwrap_err();
+        assert_eq!(
+            err.fields(),
+            [
+                "spec.stock",
+                "spec.processing.batchSize",
+                "spec.processing.replicas",
+                "spec.grafana.image",
+                "spec.redis.image",
+                "spec.redis.passwordSecretRef.name",
+                "spec.simulator.resources.requests",
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("spec.redis.image: must be an image reference without spaces"), "{text}");
+        assert!(text.contains("non-negative quantity such as 250m"), "{text}");
+    }
+
+    #[test]
+    fn cel_rules_of_the_crd_are_checked_too() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let q = |pairs: &[(&str, &str)]| {
+            Some(pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect())
+        };
+        type Edit = Box<dyn Fn(&mut PopUpStoreSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(move |s| {
+                    s.redis.resources =
+                        Some(ResourceRequirements { limits: q(&[("memory", "-1Gi")]), ..Default::default() })
+                }),
+                "spec.redis.resources.limits",
+            ),
+            (
+                Box::new(move |s| {
+                    s.grafana.resources = Some(ResourceRequirements {
+                        requests: q(&[("cpu", "2")]),
+                        limits: q(&[("cpu", "1")]),
+                        ..Default::default()
+                    })
+                }),
+                "spec.grafana.resources.requests",
+            ),
+            (
+                Box::new(move |s| {
+                    s.redis.resources =
+                        Some(ResourceRequirements { requests: q(&[("cpux", "1")]), ..Default::default() })
+                }),
+                "spec.redis.resources",
+            ),
+            (
+                Box::new(|s| {
+                    s.redis.storage = Some(crate::crd::StorageSpec {
+                        size: "1Gi".into(),
+                        storage_class_name: Some("Fast SSD".into()),
+                    })
+                }),
+                "spec.redis.storage.storageClassName",
+            ),
+            (Box::new(|s| s.grafana.sidecar.label_value = "a b".into()), "spec.grafana.sidecar.labelValue"),
+        ];
+        for (edit, field) in cases {
+            let err = validate(&store_with(Engine::Gears, edit)).unwrap_err();
+            assert_eq!(err.fields(), [field], "{err}");
+        }
+        let mut dotted = store_with(Engine::Gears, |_| {});
+        dotted.metadata.name = Some("my.shop".into());
+        let err = validate(&dotted).unwrap_err();
+        assert_eq!(err.fields(), ["metadata.name"], "{err}");
+        assert!(err.to_string().contains("DNS-1035"), "{err}");
+        // Integers are quantities too.
+        let ok = store_with(Engine::Gears, move |s| {
+            s.simulator.resources = Some(ResourceRequirements {
+                requests: q(&[("cpu", "1"), ("memory", "64Mi")]),
+                limits: q(&[("memory", "64Mi")]),
+                ..Default::default()
+            })
+        });
+        validate(&ok).unwrap();
     }
 
     #[test]

@@ -450,7 +450,7 @@ mod tests {
         for s in TRICKY {
             let v = json!({ "value": s, "list": [s, [s], {"k": s}], *s: "as key", "nested": {"deeper": {"v": s}} });
             let text = to_yaml(&v);
-            assert_eq!(load_yaml11(&text), [v.clone()], "YAML 1.1 reading of {s:?}:\n{text}");
+            assert_eq!(load_yaml11(&text), std::slice::from_ref(&v), "YAML 1.1 reading of {s:?}:\n{text}");
             let yaml12: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{s:?}: {e}\n{text}"));
             assert_eq!(yaml12, v, "YAML 1.2 reading of {s:?}:\n{text}");
         }
@@ -462,7 +462,7 @@ mod tests {
         for s in ["yes", "on", "off", "y", "n", "NO", "1:20", "2001-12-14"] {
             let v = json!({ "args": ["--appendonly", s] });
             let text = serde_yaml::to_string(&v).unwrap();
-            assert_ne!(load_yaml11(&text), [v.clone()], "{s:?} should be misread:\n{text}");
+            assert_ne!(load_yaml11(&text), std::slice::from_ref(&v), "{s:?} should be misread:\n{text}");
             assert_eq!(load_yaml11(&to_yaml(&v)), [v]);
         }
     }
