@@ -236,15 +236,15 @@ impl Worker {
         Ok(BatchResult { completed, rejected, skipped })
     }
 
-    /// Remove consumers of the group that are gone (no heartbeat key) and own no pending entry.
-    /// Their pending entries, if any, are claimed by [`Worker::claim_stale`] first; the check and
-    /// the removal are one script, so an entry is never dropped with its consumer.
-    pub async fn reap_consumers(&mut self) -> Result<Vec<String>> {
+    /// Remove consumers of the group that are gone (no heartbeat key) and own no pending entry,
+    /// except `keep`. Their pending entries, if any, are claimed by [`Worker::claim_stale`] first;
+    /// the check and the removal are one script, so an entry is never dropped with its consumer.
+    pub async fn reap_consumers(&mut self, keep: &str) -> Result<Vec<String>> {
         let r: redis::RedisResult<Vec<String>> = redis::Script::new(REAP_LUA)
             .key(QUEUE_ORDERS)
             .arg(NATIVE_GROUP)
             .arg(WORKER_HEARTBEAT_PREFIX)
-            .arg(&self.cfg.consumer)
+            .arg(keep)
             .invoke_async(&mut self.conn)
             .await;
         match r {
@@ -254,20 +254,14 @@ impl Worker {
         }
     }
 
-    /// On shutdown: remove this consumer too when it owns nothing (its heartbeat is deleted first).
-    async fn reap_own(&mut self) -> Result<Vec<String>> {
-        redis::Script::new(REAP_LUA)
-            .key(QUEUE_ORDERS)
-            .arg(NATIVE_GROUP)
-            .arg(WORKER_HEARTBEAT_PREFIX)
-            .arg("")
-            .invoke_async(&mut self.conn)
-            .await
-            .map_err(|e| EngineError::command("EVALSHA reap_consumers.lua", e))
-    }
-
     /// Record a failed step where `sale` and the operator look (`popup:engine:error`, 5 min TTL).
+    /// Only errors Redis answered with count: a dropped connection is not the engine's fault.
     async fn record_error(&mut self, e: &EngineError) {
+        if let EngineError::Command { source, .. } = e
+            && (source.is_io_error() || source.is_connection_dropped() || source.is_timeout())
+        {
+            return;
+        }
         let _: redis::RedisResult<Value> = redis::cmd("SET")
             .arg(ENGINE_ERROR)
             .arg(format!("native worker {}: {e}", self.cfg.consumer))
@@ -340,7 +334,7 @@ impl Worker {
                 }
                 if last_reap.elapsed() >= reap_every {
                     last_reap = Instant::now();
-                    let gone = self.reap_consumers().await?;
+                    let gone = self.reap_consumers(&self.cfg.consumer.clone()).await?;
                     if !gone.is_empty() {
                         tracing::info!(?gone, "removed consumers that are gone and own nothing");
                     }
@@ -369,7 +363,7 @@ impl Worker {
             .query_async(&mut self.conn)
             .await;
         // Leave the group tidy: without a heartbeat and with nothing pending, this consumer is gone.
-        if let Err(e) = self.reap_own().await {
+        if let Err(e) = self.reap_consumers("").await {
             tracing::warn!(error = %e, "could not remove this consumer from the group");
         }
         if let Some(s) = sampler {

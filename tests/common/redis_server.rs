@@ -48,6 +48,9 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The port was taken by another process between choosing it and binding it.
+struct PortTaken;
+
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
@@ -65,14 +68,27 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).unwrap();
         let mut s =
             RedisServer { port: free_port(), child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
-        s.spawn();
+        s.spawn(true);
         s
     }
 
     /// Launch: directly `redis-server` with the two modules when the redis-stack layout is
     /// recognised (the wrapper script word-splits its arguments, which loses `--save ""`), else
     /// the wrapper itself.
-    fn spawn(&mut self) {
+    /// Launch on `self.port`; a fresh server moves to another free port when the port was taken
+    /// meanwhile, a restarted one (whose clients know its port) retries the same port.
+    fn spawn(&mut self, fresh: bool) {
+        for _ in 0..10 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(PortTaken) if fresh => self.port = free_port(),
+                Err(PortTaken) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        panic!("no free port for redis-stack-server after 10 attempts (last {})", self.port);
+    }
+
+    fn try_spawn(&mut self) -> Result<(), PortTaken> {
         let server = find_server();
         let bin = server.parent().unwrap();
         let lib = bin.parent().unwrap().join("lib");
@@ -89,9 +105,13 @@ impl RedisServer {
         } else {
             cmd = Command::new(&server);
         }
+        let log = self.dir.join(format!("redis-{}.log", self.port));
+        let _ = std::fs::remove_file(&log);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -99,17 +119,28 @@ impl RedisServer {
             panic!("cannot start {}: {e}; run `bash hack/install-redis-stack.sh`", server.display())
         });
         self.child = Some(child);
+        // Ready when *this* server says so in its log: a bare TCP connect could reach another
+        // process that took the port between free_port() and the bind.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                break;
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                if text.contains("Address already in use") {
+                    return Err(PortTaken);
+                }
                 panic!(
-                    "redis-stack-server exited at start ({status}); missing libssl1.1? run `bash hack/install-redis-stack.sh`"
+                    "redis-stack-server exited at start ({status}); missing libssl1.1? run `bash hack/install-redis-stack.sh`\n{text}"
                 );
             }
-            assert!(Instant::now() < deadline, "redis-stack-server did not listen on port {} within 20s", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-stack-server did not get ready on port {} within 20s:\n{text}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -150,7 +181,7 @@ impl RedisServer {
     /// A new server process on the same port (empty: no persistence).
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn(false);
     }
 }
 
