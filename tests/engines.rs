@@ -498,6 +498,31 @@ async fn gears_load_on_redis_without_gears_1_names_the_fix() {
 // ---- CLI errors ---------------------------------------------------------------------------------------------
 
 #[test]
+fn a_port_that_is_not_redis_is_named_as_such() {
+    // Something that answers like a web server would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    for args in [&["sale"][..], &["simulate", "--customers", "1"], &["load", "--engine", "triggers"]] {
+        let out = Command::new(binary())
+            .args(args)
+            .args(["--redis", &format!("redis://127.0.0.1:{port}")])
+            .env_remove("REDIS_PASSWORD")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("the server at 127.0.0.1:{port} does not speak the Redis protocol")), "{err}");
+        assert!(err.contains("check the host and port"), "{err}");
+    }
+}
+
+#[test]
 fn simulate_against_unreachable_redis_fails_with_address() {
     let port = free_port();
     let out = Command::new(binary())

@@ -62,7 +62,9 @@ pub const ENGINE_FAILING: &str = "EngineFailing";
 /// The condition reason for an engine failure.
 pub fn reason_of(e: &EngineError) -> &'static str {
     match e {
-        EngineError::InvalidUrl { .. } | EngineError::Connect { .. } => "RedisUnreachable",
+        EngineError::InvalidUrl { .. } | EngineError::Connect { .. } | EngineError::NotRedis { .. } => {
+            "RedisUnreachable"
+        }
         EngineError::Auth { .. } => "RedisAuthFailed",
         EngineError::MissingModule { .. } => "ModuleMissing",
         EngineError::ScriptLoad { .. } => "ScriptLoadFailed",

@@ -193,6 +193,11 @@ pub enum EngineError {
     },
 
     #[error(
+        "the server at {addr} does not speak the Redis protocol (its reply to PING cannot be parsed: {detail}); check the host and port in the Redis URL"
+    )]
+    NotRedis { addr: String, detail: String },
+
+    #[error(
         "Redis at {addr} rejected the credentials ({detail}); put the password in the URL (redis://:PASSWORD@host:port) or set REDIS_PASSWORD"
     )]
     Auth { addr: String, detail: String },
@@ -308,6 +313,9 @@ fn classify_connect_error(addr: &str, e: redis::RedisError) -> EngineError {
         || text.contains("invalid password")
     {
         EngineError::Auth { addr: addr.to_string(), detail: text }
+    } else if e.kind() == redis::ErrorKind::Parse || text.contains("Parse error") {
+        // Something answered, but not in RESP: an HTTP server, SSH, another database...
+        EngineError::NotRedis { addr: addr.to_string(), detail: text.split_whitespace().collect::<Vec<_>>().join(" ") }
     } else {
         EngineError::Connect { addr: addr.to_string(), source: e }
     }
