@@ -142,7 +142,7 @@ fn requests_within_limits_rule(field: &str) -> Rule {
 pub struct PopUpStoreSpec {
     /// Units of product on sale when the simulator starts (the `product` key). Default 10000.
     #[serde(default = "default_stock")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
     pub stock: i64,
 
     /// How orders are processed: `gears` (RedisGears 1 Python, redismod image), `triggers` (RedisGears 2
@@ -460,7 +460,7 @@ pub struct SimulatorSpec {
 
     /// Customers to send; 0 means "until the product is sold out". Default 0.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
     pub customers: u64,
 
     /// A new customer arrives every random 0..maxArrivalMillis ms. Default 100, as in the original demo.
