@@ -564,7 +564,8 @@ pub struct SaleStatus {
     pub orders_queued: u64,
     /// Orders completed (`XLEN queue:complete`).
     pub completed: u64,
-    /// Orders rejected: sold out or a second order of one customer (`XLEN queue:rejected`).
+    /// Orders rejected: sold out, a second order of one customer, an unknown customer or an invalid
+    /// order (`XLEN queue:rejected`).
     pub rejected: u64,
 }
 

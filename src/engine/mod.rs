@@ -42,9 +42,6 @@ pub const TS_ENQUEUE_PREFIX: &str = "ts:enqueue:";
 /// Set of customer entry ids whose order has been decided: tells a `duplicate` order from one
 /// naming a customer who never arrived (`unknown-customer`).
 pub const SERVED_CUSTOMERS: &str = "popup:customers:served";
-/// Set of decided order ids written by earlier versions (an order is now decided iff its entry is
-/// gone from `queue:orders`); only `simulate --reset` still deletes it.
-pub const DONE_ORDERS: &str = "popup:orders:done";
 /// The last failure of an engine to decide an order (string with a TTL of [`ENGINE_ERROR_TTL`]):
 /// written by every engine, read by [`engine_health`].
 pub const ENGINE_ERROR: &str = "popup:engine:error";
@@ -557,7 +554,8 @@ pub async fn sale_problems(conn: &mut impl RedisConn) -> Result<Vec<String>> {
         .map_err(|e| EngineError::command("GET popup:engine:error / XRANGE queue:orders / TIME", e))?;
     let mut problems = Vec::new();
     if let Some(error) = error {
-        problems.push(format!("the engine failed to decide an order in the last 5 minutes: {error}"));
+        let minutes = ENGINE_ERROR_TTL.as_secs() / 60;
+        problems.push(format!("the engine failed to decide an order in the last {minutes} minutes: {error}"));
     }
     let now_ms = time.0 * 1000 + time.1 / 1000;
     let oldest_ms = value_items(&oldest)

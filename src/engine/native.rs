@@ -2,10 +2,11 @@
 //!
 //! - consumer group [`NATIVE_GROUP`] on `queue:orders` (created at `0` with MKSTREAM, recreated
 //!   when the stream was deleted);
-//! - `XREADGROUP COUNT batch` (own pending entries first, then new ones), each batch decided by
-//!   one atomic Lua script (`assets/native_apply.lua`) that is idempotent per order entry id and
-//!   XACKs + XDELs the orders it decides;
-//! - `XAUTOCLAIM` of entries idle longer than `claim_idle` (from crashed consumers);
+//! - `XREADGROUP COUNT batch` (own pending entries first, then new ones; again after a failed
+//!   step), each batch decided by one atomic Lua script (`assets/native_apply.lua`) that reads each
+//!   order itself, skips orders no longer in the stream (decided already), and XACKs + XDELs them;
+//! - `XAUTOCLAIM` of entries idle longer than `claim_idle` (from crashed or hung consumers), and
+//!   removal of consumers without heartbeat that own nothing (`assets/reap_consumers.lua`);
 //! - a sampler task running `sample.lua` at every interval boundary (one writer per interval even
 //!   with several replicas, because the script checks and advances `popup:ts:last` atomically);
 //! - a heartbeat key `popup:worker:<consumer>` with a TTL;

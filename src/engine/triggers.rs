@@ -24,6 +24,7 @@ pub fn library_code(settings: &ProcessingSettings) -> String {
     TEMPLATE
         .replace("__BATCH__", &settings.batch().to_string())
         .replace("__INTERVAL_MS__", &settings.interval_ms().to_string())
+        .replace("__ERROR_TTL_MS__", &super::ENGINE_ERROR_TTL.as_millis().to_string())
 }
 
 /// What TFUNCTION LIST says about our library.

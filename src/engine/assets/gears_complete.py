@@ -124,7 +124,7 @@ def complete(x):
         except Exception as e:
             # Nothing was written for this order; say why where health checks look, and let
             # RedisGears record the failure (lastError) too.
-            execute('SET', ENGINE_ERROR, 'gears: order %s: %s' % (order, e), 'PX', '300000')
+            execute('SET', ENGINE_ERROR, 'gears: order %s: %s' % (order, e), 'PX', '__ERROR_TTL_MS__')
             raise
     return x
 

@@ -19,7 +19,7 @@ const SERVED = 'popup:customers:served';
 const SAMPLE_LAST = 'popup:ts:last';
 const SAMPLE_ADDED = 'popup:ts:added';
 const ENGINE_ERROR = 'popup:engine:error';
-const ERROR_TTL_MS = 300000;
+const ERROR_TTL_MS = __ERROR_TTL_MS__;
 const U64 = '18446744073709551615';
 const I64 = '9223372036854775807';
 
