@@ -470,8 +470,17 @@ async fn gears_scripts_keep_the_contract_under_the_cpython_shim() {
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(summary.all_processed, "not all orders processed: {summary:?}\nshim log:\n{}", log());
     inject_duplicate(&mut conn).await;
-    // the timeseries reader fires every interval
-    tokio::time::sleep(settings().metrics_interval * 3).await;
+    // The timeseries reader fires every interval: wait until it has written a series for every
+    // queue (then assert_timeseries checks the samples).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for q in QUEUES {
+        for key in [engine::ts_len_key(q), engine::ts_enqueue_key(q)] {
+            while redis::cmd("EXISTS").arg(&key).query_async::<u64>(&mut conn).await.unwrap() == 0 {
+                assert!(Instant::now() < deadline, "no {key} within 20 s; shim log:\n{}", log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
     if let Some(Ok(Some(status))) = shim.0.as_mut().map(|c| c.try_wait()) {
         panic!("the shim exited ({status}):\n{}", log());
     }
@@ -599,6 +608,21 @@ async fn native_worker_survives_a_redis_restart() {
     let w = spawn_worker(server.manager().await, worker_cfg("survivor"), rx);
     let mut conn = server.conn().await;
     simulate(&mut conn, &fast_sale(5, 8)).await;
+    // The orders are decided in Redis before the worker has read the script's reply; a restart in
+    // between would lose that reply (and the count). Wait until the worker's heartbeat reports
+    // all 8, the state the final count relies on.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let beat: Option<String> = redis::cmd("GET").arg("popup:worker:survivor").query_async(&mut conn).await.unwrap();
+        let decided = beat
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .map(|v| v["completed"].as_u64().unwrap_or(0) + v["rejected"].as_u64().unwrap_or(0));
+        if decided == Some(8) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never reported its 8 orders: {decided:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A new, empty server process: the group is gone, the worker reconnects and recreates it.
     server.restart();
     let mut conn = server.conn().await;
