@@ -24,6 +24,9 @@ pub const COMPONENT: &str = "grafana";
 pub const GRAFANA_UID: i64 = 472;
 /// The Redis datasource plugin, installed before provisioning runs (Grafana ≥ 11.5).
 pub const PLUGIN: &str = "redis-datasource@2.2.0";
+/// The startup probe allows 10 s × 60 = 10 minutes for the plugin download before the pod is restarted.
+pub const STARTUP_PROBE_PERIOD: i32 = 10;
+pub const STARTUP_PROBE_FAILURES: i32 = 60;
 /// Key of the admin password in `<store>-grafana`.
 pub const ADMIN_PASSWORD_KEY: &str = "admin-password";
 /// The dashboard shipped with the operator; [`dashboard_json`] gives each store its own copy.
@@ -215,14 +218,13 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
         env("GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES", "false"),
         redis_password_env(store, "REDIS_PASSWORD"),
     ];
-    let health = |delay: i32, failures: i32| Probe {
+    let health = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/api/health".into()),
             port: IntOrString::String("http".into()),
             ..Default::default()
         }),
-        initial_delay_seconds: Some(delay),
-        period_seconds: Some(10),
+        period_seconds: Some(period),
         timeout_seconds: Some(5),
         failure_threshold: Some(failures),
         ..Default::default()
@@ -240,9 +242,12 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        readiness_probe: Some(health(5, 6)),
-        // Installing the plugin at start can take a while on a slow network: be patient before restarting.
-        liveness_probe: Some(health(60, 6)),
+        // Grafana installs the plugin before it serves HTTP (GF_PLUGINS_PREINSTALL_SYNC), which can take
+        // minutes on a slow network: allow up to STARTUP_PROBE_PERIOD × STARTUP_PROBE_FAILURES. Readiness
+        // and liveness only start once this passes, so they need no initial delay.
+        startup_probe: Some(health(STARTUP_PROBE_PERIOD, STARTUP_PROBE_FAILURES)),
+        readiness_probe: Some(health(5, 3)),
+        liveness_probe: Some(health(10, 6)),
         resources: Some(resources_or(&store.spec.grafana.resources, "50m", "128Mi", "512Mi")),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![
@@ -331,6 +336,25 @@ mod tests {
         assert_eq!(env_value(&g, "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]["name"], "shop-redis");
         assert_eq!(g["readinessProbe"]["httpGet"]["path"], "/api/health");
         assert_eq!(g["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+
+    #[test]
+    fn a_startup_probe_waits_for_the_plugin_install_and_gates_the_other_probes() {
+        let (_, c) = build(Engine::Triggers, |_| {});
+        let g = grafana_container(&c);
+        let startup = &g["startupProbe"];
+        assert_eq!(startup["httpGet"], g["readinessProbe"]["httpGet"], "the same check as readiness");
+        assert_eq!(startup["httpGet"]["path"], "/api/health");
+        let budget = startup["periodSeconds"].as_i64().unwrap() * startup["failureThreshold"].as_i64().unwrap();
+        assert!(budget >= 600, "a slow plugin download gets 10 minutes, got {budget} s");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(g[probe]["httpGet"]["path"], "/api/health", "{probe}");
+            // The startup probe gates them: an initial delay would only postpone Ready.
+            assert!(g[probe].get("initialDelaySeconds").is_none(), "{probe}: {}", g[probe]);
+        }
+        let liveness = &g["livenessProbe"];
+        let patience = liveness["periodSeconds"].as_i64().unwrap() * liveness["failureThreshold"].as_i64().unwrap();
+        assert!(patience >= 30, "a running Grafana is not restarted for one slow answer: {patience} s");
     }
 
     #[test]
