@@ -522,3 +522,26 @@ async fn prune_never_deletes_an_object_the_store_does_not_own() {
     h.reconcile().await;
     assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-grafana").is_some(), "not ours: kept");
 }
+
+#[tokio::test]
+async fn a_gears_password_redis_6_would_misread_is_refused_by_name() {
+    let h = Harness::new(None);
+    h.create_store(|s| {
+        s.redis.password_secret_ref = Some(SecretKeyRef { name: "mine".into(), key: "password".into() })
+    });
+    // "--hunter2": Redis 6.2 would take it for an option on its command line.
+    h.api.put(
+        "/api/v1/namespaces/sales/secrets/mine",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine", "namespace": NS}, "data": {"password": "LS1odW50ZXIy"}}),
+    );
+    let action = h.reconcile().await;
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "PasswordUnusable".into()));
+    let msg = status::find(h.store().status.as_ref(), status::REDIS_READY).unwrap().message.clone();
+    assert!(msg.contains("spec.redis.passwordSecretRef") && msg.contains("mine") && msg.contains("\"--\""), "{msg}");
+    assert!(action.contains("Some(10s)"), "{action}");
+    // A fixed password is picked up.
+    h.api.edit("/api/v1/namespaces/sales/secrets/mine", |o| o["data"]["password"] = json!("aHVudGVyMg=="));
+    h.pods_become_ready();
+    h.reconcile().await;
+    assert_eq!(h.condition(status::REDIS_READY).0, "True");
+}

@@ -384,10 +384,18 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
                 secret.data.as_ref().and_then(|d| d.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
             match value {
                 Some(v) if !v.is_empty() => Ok(RedisPassword {
+                    problem: render::redis::unusable_password(store.engine(), &v).map(|why| {
+                        Check::not(
+                            "PasswordUnusable",
+                            format!(
+                                "the password in Secret {} key {:?} (spec.redis.passwordSecretRef) {why}",
+                                r.name, r.key
+                            ),
+                        )
+                    }),
                     value: Some(v),
                     revision: secret.resource_version().unwrap_or_default(),
                     regenerated: false,
-                    problem: None,
                 }),
                 _ => Ok(problem(
                     "PasswordKeyMissing",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, PersistentVolumeClaim,
+    ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret, Service, ServicePort, ServiceSpec, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
@@ -35,6 +35,24 @@ pub const REDISMOD_MODULES: &[&[&str]] = &[
     &["/usr/lib/redis/modules/redisbloom.so"],
     &["/usr/lib/redis/modules/redisgears.so", "Plugin", "/var/opt/redislabs/modules/rg/plugin/gears_python.so"],
 ];
+
+/// Redis and the modules the triggers engine needs in `redis/redis-stack-server` 7.x, where its
+/// entrypoint.sh finds them. The entrypoint is bypassed: it would pass our arguments through the
+/// unquoted `${REDIS_ARGS}`, where a shell splits and globs the password.
+pub const REDIS_STACK_SERVER: &str = "/opt/redis-stack/bin/redis-server";
+pub const REDIS_STACK_MODULES: &[&[&str]] = &[
+    &["/opt/redis-stack/lib/redistimeseries.so"],
+    &["/opt/redis-stack/lib/redisgears.so", "v8-plugin-path", "/opt/redis-stack/lib/libredisgears_v8_plugin.so"],
+];
+
+/// Why Redis could not take `password` as its `--requirepass` argument, if it cannot. Redis 6
+/// (redismod, the gears engine) reads every argument that starts with `--` as an option name, even
+/// right after `--requirepass`; Redis 7 and 8 take it as the value.
+pub fn unusable_password(engine: Engine, password: &str) -> Option<&'static str> {
+    (engine == Engine::Gears && password.starts_with("--")).then_some(
+        "starts with \"--\", which Redis 6.2 of the gears engine (redismod) reads as an option name on its command line; use a password that does not start with \"--\"",
+    )
+}
 
 /// The operator-generated password Secret; none when the user brings their own.
 pub fn password_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Option<Secret> {
@@ -94,7 +112,8 @@ fn redis_port() -> ServicePort {
 }
 
 /// Redis server arguments for each image family. Persistence is on (AOF in `/data`) so a container
-/// restart keeps the sale; the password comes from the env var Kubernetes expands in `$(…)`.
+/// restart keeps the sale. The password is its own argument, `$(REDIS_PASSWORD)`, which Kubernetes
+/// replaces with the Secret's value without any shell, so spaces, quotes, `$` or `*` stay as they are.
 pub fn server_args(engine: Engine) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--port".into(),
@@ -106,11 +125,14 @@ pub fn server_args(engine: Engine) -> Vec<String> {
         "--requirepass".into(),
         "$(REDIS_PASSWORD)".into(),
     ];
-    if engine == Engine::Gears {
-        for module in REDISMOD_MODULES {
-            args.push("--loadmodule".into());
-            args.extend(module.iter().map(|s| s.to_string()));
-        }
+    let modules = match engine {
+        Engine::Gears => REDISMOD_MODULES,
+        Engine::Triggers => REDIS_STACK_MODULES,
+        Engine::Native => &[],
+    };
+    for module in modules {
+        args.push("--loadmodule".into());
+        args.extend(module.iter().map(|s| s.to_string()));
     }
     args
 }
@@ -118,22 +140,18 @@ pub fn server_args(engine: Engine) -> Vec<String> {
 /// The Redis StatefulSet: one replica, password-protected, probes that authenticate.
 pub fn statefulset(store: &ValidatedStore, inputs: &BuildInputs) -> StatefulSet {
     let engine = store.engine();
-    let mut env = vec![redis_password_env(store, "REDIS_PASSWORD"), redis_password_env(store, "REDISCLI_AUTH")];
-    let (command, args) = match engine {
+    // REDIS_PASSWORD feeds `$(REDIS_PASSWORD)` in the args; REDISCLI_AUTH lets the probes' redis-cli
+    // authenticate without the password on a command line.
+    let env = vec![redis_password_env(store, "REDIS_PASSWORD"), redis_password_env(store, "REDISCLI_AUTH")];
+    let command = match engine {
         // redismod: ENTRYPOINT is redis-server, so our args replace its module list (repeated in server_args).
-        Engine::Gears => (None, Some(server_args(engine))),
-        // redis-stack-server's entrypoint loads its modules itself and appends REDIS_ARGS.
-        Engine::Triggers => {
-            env.push(EnvVar {
-                name: "REDIS_ARGS".into(),
-                value: Some(server_args(engine).join(" ")),
-                ..Default::default()
-            });
-            (None, None)
-        }
-        // The official image's entrypoint runs redis-server with args that start with `--`.
-        Engine::Native => (None, Some(server_args(engine))),
+        Engine::Gears => None,
+        // redis-stack-server: its entrypoint script would word-split our args (see REDIS_STACK_SERVER).
+        Engine::Triggers => Some(vec![REDIS_STACK_SERVER.to_string()]),
+        // The official image's entrypoint runs redis-server with args that start with `--`, as "$@".
+        Engine::Native => None,
     };
+    let args = Some(server_args(engine));
     let probe = |period: i32, failures: i32| Probe {
         exec: Some(ExecAction {
             command: Some(vec!["sh".into(), "-c".into(), format!("redis-cli -p {REDIS_PORT} ping | grep -q PONG")]),
@@ -237,6 +255,8 @@ mod tests {
     use super::*;
     use crate::crd::StorageSpec;
     use crate::render::tests::{build, inputs};
+    use crate::render::validate;
+    use serde_json::json;
 
     fn container(engine: Engine, edit: impl FnOnce(&mut crate::crd::PopUpStoreSpec)) -> serde_json::Value {
         let (_, c) = build(engine, edit);
@@ -257,16 +277,68 @@ mod tests {
     }
 
     #[test]
-    fn redis_stack_gets_its_args_through_redis_args() {
+    fn redis_stack_runs_redis_server_directly_with_the_engine_modules() {
         let c = container(Engine::Triggers, |_| {});
-        assert!(c.get("args").is_none(), "the entrypoint must keep loading the stack's modules");
+        assert_eq!(c["command"], json!([REDIS_STACK_SERVER]), "not the entrypoint script, which word-splits");
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        assert_eq!(args, server_args(Engine::Triggers));
+        let modules: Vec<&str> = args.windows(2).filter(|w| w[0] == "--loadmodule").map(|w| w[1].as_str()).collect();
+        assert_eq!(modules, ["/opt/redis-stack/lib/redistimeseries.so", "/opt/redis-stack/lib/redisgears.so"]);
+        let gears = args.iter().position(|a| a.ends_with("redisgears.so")).unwrap();
+        assert_eq!(args[gears + 1..gears + 3], ["v8-plugin-path", "/opt/redis-stack/lib/libredisgears_v8_plugin.so"]);
         let env = c["env"].as_array().unwrap();
-        let redis_args = env.iter().find(|e| e["name"] == "REDIS_ARGS").unwrap();
-        assert!(redis_args["value"].as_str().unwrap().contains("--requirepass $(REDIS_PASSWORD)"));
-        assert!(!redis_args["value"].as_str().unwrap().contains("loadmodule"));
-        // REDIS_PASSWORD must be defined before the variable that references it.
-        let pos = |n: &str| env.iter().position(|e| e["name"] == n).unwrap();
-        assert!(pos("REDIS_PASSWORD") < pos("REDIS_ARGS"));
+        assert!(env.iter().all(|e| e["name"] != "REDIS_ARGS"), "nothing goes through the entrypoint's shell");
+    }
+
+    /// What the kubelet does to `command`/`args`: `$(VAR)` becomes VAR's value (not scanned again),
+    /// `$$` becomes `$`, anything else stays. No shell is involved.
+    fn expand_like_kubelet(arg: &str, vars: &BTreeMap<&str, &str>) -> String {
+        let mut out = String::new();
+        let mut rest = arg;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(after) = rest.strip_prefix("$$") {
+                out.push('$');
+                rest = after;
+            } else if let Some((name, after)) = rest.strip_prefix("$(").and_then(|r| r.split_once(')'))
+                && let Some(value) = vars.get(name)
+            {
+                out.push_str(value);
+                rest = after;
+            } else {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+        out + rest
+    }
+
+    #[test]
+    fn a_password_with_shell_characters_reaches_redis_as_one_argument() {
+        let nasty = r#"a b  *?[x] "dq" 'sq' $(HOME) $$ ${X} `id` ; \ --tail"#;
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let v = validate(&crate::render::tests::store_with(engine, |_| {})).unwrap();
+            let mut i = inputs();
+            i.redis_password = Some(nasty.into());
+            let c = crate::render::build_children(&v, &i);
+            let secret = c.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis")).unwrap();
+            assert_eq!(secret.data.as_ref().unwrap()[PASSWORD_KEY].0, nasty.as_bytes(), "{engine}: stored as is");
+            let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+            assert!(!sts.to_string().contains("dq"), "{engine}: the password is only in the Secret");
+            let container = &sts["spec"]["template"]["spec"]["containers"][0];
+            let command: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap_or_default();
+            let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+            assert!(
+                command.iter().chain(&args).all(|a| a != "sh" && a != "-c" && a != "/bin/sh"),
+                "{engine}: no shell: {command:?} {args:?}"
+            );
+            let vars = BTreeMap::from([("REDIS_PASSWORD", nasty)]);
+            let argv: Vec<String> = args.iter().map(|a| expand_like_kubelet(a, &vars)).collect();
+            let pass = argv.iter().position(|a| a == "--requirepass").unwrap();
+            assert_eq!(argv[pass + 1], nasty, "{engine}: exactly the password, one argument");
+            assert_eq!(argv.iter().filter(|a| a.contains("dq")).count(), 1, "{engine}: {argv:?}");
+        }
     }
 
     #[test]
@@ -279,6 +351,15 @@ mod tests {
             assert_eq!(auth["valueFrom"]["secretKeyRef"]["name"], "shop-redis");
             assert!(c["livenessProbe"].is_object());
         }
+    }
+
+    #[test]
+    fn a_password_starting_with_dashes_is_refused_only_where_redis_6_misreads_it() {
+        let why = unusable_password(Engine::Gears, "--secret").unwrap();
+        assert!(why.contains("gears") && why.contains("--"), "{why}");
+        assert_eq!(unusable_password(Engine::Gears, "se--cret -x"), None);
+        assert_eq!(unusable_password(Engine::Triggers, "--secret"), None, "Redis 7.4 takes it as the value");
+        assert_eq!(unusable_password(Engine::Native, "--secret"), None);
     }
 
     #[test]
