@@ -386,6 +386,59 @@ async fn a_password_secret_created_after_the_store_is_picked_up() {
     op.kill().await;
 }
 
+/// An arm64-only cluster and the default engine: the gears pod (amd64-only redismod) asks for amd64 nodes,
+/// the scheduler finds none, and the store says so in words, with the way out.
+#[tokio::test]
+async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
+    let (env, id) = setup("unsched").await;
+    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    let pod = env
+        .eventually("the StatefulSet controller creates the Redis pod", WAIT, || async {
+            env.api::<Pod>().get_opt("demo-redis-0").await.map_err(|e| e.to_string())?.ok_or("no pod yet".to_string())
+        })
+        .await;
+    let node_selector = pod.spec.unwrap().node_selector.unwrap_or_default();
+    assert_eq!(node_selector.get("kubernetes.io/arch").map(String::as_str), Some("amd64"));
+
+    // What kube-scheduler writes when no node matches (there is no scheduler here: the test plays it).
+    let scheduler = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.";
+    let unschedulable = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduler,
+        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+    }]}});
+    env.api::<Pod>()
+        .patch_status("demo-redis-0", &PatchParams::default(), &Patch::Merge(&unschedulable))
+        .await
+        .unwrap();
+    // The operator looks again within 30 s by itself; a metadata change makes it look now.
+    patch_store(&env, "demo", json!({"metadata": {"annotations": {"e2e.popup.dev/poke": "1"}}})).await;
+    let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some("Unschedulable")).await;
+    let message = &condition(&s, status::REDIS_READY).unwrap().message;
+    for words in ["gears", "redismod", "amd64 only", "engine: triggers", "engine: native", scheduler] {
+        assert!(message.contains(words), "{words:?} missing from: {message}");
+    }
+    assert!(condition(&s, status::READY).unwrap().message.contains("amd64 only"));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    let warning = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| {
+            e.reason.as_deref() == Some("RedisReadyFalse") && e.note.as_deref().unwrap_or("").contains("Unschedulable")
+        })
+        .expect("a RedisReadyFalse Event for the unschedulable pod");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+
+    // An amd64 node appears and the pod runs: the explanation goes.
+    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    wait_condition(&env, "demo", status::REDIS_READY, "True", Some("Running")).await;
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
 /// Asserts the API server refuses `obj` with a message naming `field`.
 async fn assert_rejected(env: &TestEnv, obj: Value, field: &str) {
     let name = obj["metadata"]["name"].as_str().unwrap().to_string();

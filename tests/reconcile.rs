@@ -524,6 +524,53 @@ async fn prune_never_deletes_an_object_the_store_does_not_own() {
 }
 
 #[tokio::test]
+async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
+    let h = Harness::new(None);
+    h.create_store(|_| {}); // engine: gears, the default
+    h.reconcile().await;
+    let sts = h.api.get("/apis/apps/v1/namespaces/sales/statefulsets/shop-redis").unwrap();
+    assert_eq!(sts["spec"]["template"]["spec"]["nodeSelector"], json!({"kubernetes.io/arch": "amd64"}));
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Starting".into()), "no pod yet");
+
+    // The StatefulSet controller made the pod and the scheduler found no amd64 node for it.
+    let scheduler = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    h.api.put(
+        "/api/v1/namespaces/sales/pods/shop-redis-0",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shop-redis-0", "namespace": NS},
+               "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                          "reason": "Unschedulable", "message": scheduler}]}}),
+    );
+    h.api.take_log();
+    let action = h.reconcile().await;
+    let log = h.api.take_log();
+    assert!(log.contains(&(Method::GET, "/api/v1/namespaces/sales/pods/shop-redis-0".into())), "{log:?}");
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Unschedulable".into()));
+    let s = h.store();
+    let message = &status::find(s.status.as_ref(), status::REDIS_READY).unwrap().message;
+    for words in ["gears", "amd64 only", "engine: triggers", "engine: native", scheduler] {
+        assert!(message.contains(words), "{words:?} missing from: {message}");
+    }
+    let ready = status::find(s.status.as_ref(), status::READY).unwrap();
+    assert!(ready.message.contains("amd64 only"), "the summary says it too: {}", ready.message);
+    let warning = h
+        .api
+        .paths_under("/apis/events.k8s.io/v1/namespaces/sales/events/")
+        .iter()
+        .filter_map(|p| h.api.get(p))
+        .find(|e| e["reason"] == "RedisReadyFalse" && e["note"].as_str().unwrap_or_default().contains("Unschedulable"))
+        .expect("an event for the transition");
+    assert_eq!(warning["type"], "Warning", "the user has to act");
+    assert!(action.contains("Some(30s)"), "a node may join: look again: {action}");
+
+    // An amd64 node joins: the pod runs, the explanation goes, and a ready store reads no pod.
+    h.pods_become_ready();
+    h.reconcile().await;
+    assert_eq!(h.condition(status::REDIS_READY), ("True".into(), "Running".into()));
+    h.reconcile().await;
+    assert!(h.api.take_log().iter().all(|(_, p)| !p.contains("/pods/")), "no pod read once Redis is ready");
+}
+
+#[tokio::test]
 async fn a_gears_password_redis_6_would_misread_is_refused_by_name() {
     let h = Harness::new(None);
     h.create_store(|s| {

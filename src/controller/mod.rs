@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -168,7 +168,11 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
 
     let redis = match &redis_password.problem {
         Some(problem) => problem.clone(),
-        None => statefulset_check(&sts),
+        None => {
+            // Only a pod that is not ready needs explaining: a ready store does not read it.
+            let pod = if redis_ready(&sts) { None } else { redis_pod(client, &validated).await };
+            redis_check(&sts, pod.as_ref(), validated.engine())
+        }
     };
     let target = RedisTarget {
         address: ctx.config.redis_address(&validated),
@@ -306,13 +310,47 @@ async fn simulator(
     Ok((check, Some(name)))
 }
 
-fn statefulset_check(sts: &StatefulSet) -> Check {
-    let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    if ready >= 1 {
-        Check::ok("Running", "the Redis pod is ready")
-    } else {
-        Check::not("Starting", "waiting for the Redis pod to become ready (0/1)")
+fn redis_ready(sts: &StatefulSet) -> bool {
+    sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1
+}
+
+/// The Redis pod, to say why it is not ready. Best effort: without it the condition only lacks the cause.
+async fn redis_pod(client: &Client, store: &ValidatedStore) -> Option<Pod> {
+    match apply::get::<Pod>(client, &store.namespace, &store.names.redis_pod()).await {
+        Ok(pod) => pod,
+        Err(e) => {
+            tracing::warn!(store = %store.names.store, namespace = %store.namespace, %e, "cannot read the Redis pod (RBAC: get pods)");
+            None
+        }
     }
+}
+
+/// `RedisReady` from the StatefulSet, and from its pod when that is not ready: a pod no node can take
+/// says so, with the scheduler's reason and, for the amd64-only gears image, the way out.
+fn redis_check(sts: &StatefulSet, pod: Option<&Pod>, engine: Engine) -> Check {
+    if redis_ready(sts) {
+        return Check::ok("Running", "the Redis pod is ready");
+    }
+    match pod.and_then(unschedulable) {
+        // "N node(s) didn't match Pod's node affinity/selector": the nodeSelector is ours (gears only).
+        Some(why) if engine == Engine::Gears && why.contains("node affinity/selector") => Check::not(
+            "Unschedulable",
+            format!(
+                "the Redis pod cannot be scheduled: the gears engine (spec.engine) needs the redismod image, which is built for amd64 only, so its pod asks for {}={} and no schedulable amd64 node can take it (scheduler: {why}). Add an amd64 node, or on arm64 nodes create the store with engine: triggers or engine: native (spec.engine cannot change after creation)",
+                render::redis::ARCH_LABEL,
+                render::redis::GEARS_ARCH
+            ),
+        ),
+        Some(why) => Check::not("Unschedulable", format!("the Redis pod cannot be scheduled: {why}")),
+        None => Check::not("Starting", "waiting for the Redis pod to become ready (0/1)"),
+    }
+}
+
+/// The scheduler's message when it found no node for `pod` (condition PodScheduled=False/Unschedulable).
+fn unschedulable(pod: &Pod) -> Option<&str> {
+    let scheduled = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?;
+    (scheduled.status == "False" && scheduled.reason.as_deref() == Some("Unschedulable"))
+        .then(|| scheduled.message.as_deref().unwrap_or("no node fits the pod"))
 }
 
 /// Sidecar mode: nothing to wait for; say where the datasource and dashboard are.
@@ -530,5 +568,54 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sts(ready: i32) -> StatefulSet {
+        serde_json::from_value(json!({"status": {"replicas": 1, "readyReplicas": ready}})).unwrap()
+    }
+
+    fn pending(reason: &str, message: &str) -> Pod {
+        serde_json::from_value(json!({"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": reason, "message": message}
+        ]}}))
+        .unwrap()
+    }
+
+    const NO_AMD64: &str = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+
+    #[test]
+    fn an_unschedulable_gears_pod_names_the_architecture_and_the_way_out() {
+        let c = redis_check(&sts(0), Some(&pending("Unschedulable", NO_AMD64)), Engine::Gears);
+        assert!(!c.ok);
+        assert_eq!(c.reason, "Unschedulable");
+        for words in ["amd64 only", "redismod", "spec.engine", "engine: triggers", "engine: native", NO_AMD64] {
+            assert!(c.message.contains(words), "{words:?} missing: {}", c.message);
+        }
+    }
+
+    #[test]
+    fn other_unschedulable_pods_quote_the_scheduler() {
+        let memory = "0/1 nodes are available: 1 Insufficient memory.";
+        let c = redis_check(&sts(0), Some(&pending("Unschedulable", memory)), Engine::Gears);
+        assert_eq!(c.reason, "Unschedulable");
+        assert!(c.message.contains(memory) && !c.message.contains("amd64"), "{}", c.message);
+        // Without our nodeSelector, a selector mismatch is not about the architecture.
+        let c = redis_check(&sts(0), Some(&pending("Unschedulable", NO_AMD64)), Engine::Triggers);
+        assert!(c.message.contains(NO_AMD64) && !c.message.contains("redismod"), "{}", c.message);
+    }
+
+    #[test]
+    fn a_pod_on_its_way_is_starting_and_a_ready_one_running() {
+        assert_eq!(redis_check(&sts(0), None, Engine::Gears).reason, "Starting");
+        let scheduling_gate = pending("SchedulingGated", "waiting");
+        assert_eq!(redis_check(&sts(0), Some(&scheduling_gate), Engine::Gears).reason, "Starting");
+        let c = redis_check(&sts(1), Some(&pending("Unschedulable", NO_AMD64)), Engine::Gears);
+        assert_eq!((c.ok, c.reason.as_str()), (true, "Running"), "readiness wins over a stale condition");
     }
 }

@@ -38,6 +38,12 @@ pub const RULES: &[PolicyRuleSpec] = &[
         why: "owned children are watched (Controller::owns), read and server-side applied (apply::apply), and deleted when a spec change no longer wants them (controller::prune); user password Secrets are read",
     },
     PolicyRuleSpec {
+        api_group: "",
+        resources: &["pods"],
+        verbs: &["get"],
+        why: "the Redis pod is read while it is not ready, so RedisReady can say why (e.g. no node can take it: controller::redis_pod)",
+    },
+    PolicyRuleSpec {
         api_group: "apps",
         resources: &["statefulsets"],
         verbs: &["get", "list", "watch", "create", "patch"],

@@ -66,6 +66,10 @@ impl Names {
     pub fn redis(&self) -> String {
         format!("{}-redis", self.store)
     }
+    /// The StatefulSet's only pod.
+    pub fn redis_pod(&self) -> String {
+        format!("{}-0", self.redis())
+    }
     pub fn redis_headless(&self) -> String {
         format!("{}-redis-headless", self.store)
     }

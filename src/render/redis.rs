@@ -45,6 +45,11 @@ pub const REDIS_STACK_MODULES: &[&[&str]] = &[
     &["/opt/redis-stack/lib/redisgears.so", "v8-plugin-path", "/opt/redis-stack/lib/libredisgears_v8_plugin.so"],
 ];
 
+/// RedisGears 1 exists only in the amd64 redismod image: on another node its pod would fail with "exec
+/// format error", so the gears engine's pod asks for amd64 nodes (the status says when there is none).
+pub const ARCH_LABEL: &str = "kubernetes.io/arch";
+pub const GEARS_ARCH: &str = "amd64";
+
 /// Why Redis could not take `password` as its `--requirepass` argument, if it cannot. Redis 6
 /// (redismod, the gears engine) reads every argument that starts with `--` as an option name, even
 /// right after `--requirepass`; Redis 7 and 8 take it as the value.
@@ -236,6 +241,8 @@ pub fn statefulset(store: &ValidatedStore, inputs: &BuildInputs) -> StatefulSet 
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    node_selector: (engine == Engine::Gears)
+                        .then(|| BTreeMap::from([(ARCH_LABEL.to_string(), GEARS_ARCH.to_string())])),
                     volumes,
                     security_context: Some(pod_security(REDIS_UID)),
                     automount_service_account_token: Some(false),
@@ -350,6 +357,19 @@ mod tests {
             let auth = c["env"].as_array().unwrap().iter().find(|e| e["name"] == "REDISCLI_AUTH").unwrap().clone();
             assert_eq!(auth["valueFrom"]["secretKeyRef"]["name"], "shop-redis");
             assert!(c["livenessProbe"].is_object());
+        }
+    }
+
+    #[test]
+    fn only_the_gears_pod_is_kept_to_amd64_nodes() {
+        for (engine, selector) in [
+            (Engine::Gears, Some(json!({"kubernetes.io/arch": "amd64"}))),
+            (Engine::Triggers, None),
+            (Engine::Native, None),
+        ] {
+            let (_, c) = build(engine, |_| {});
+            let pod = serde_json::to_value(c.redis.unwrap()).unwrap()["spec"]["template"]["spec"].clone();
+            assert_eq!(pod.get("nodeSelector").cloned(), selector, "{engine}");
         }
     }
 
