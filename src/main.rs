@@ -39,7 +39,8 @@ enum Command {
     Process(ProcessArgs),
     /// Play the customers: set the stock, send customers and their orders, print a summary.
     Simulate(SimulateArgs),
-    /// Print the sale's numbers, as the operator puts them into the status (--json for machines).
+    /// Print the sale's numbers, as the operator puts them into the status (--json for machines),
+    /// or follow them live until the sale is over (--watch).
     Sale(SaleArgs),
 }
 

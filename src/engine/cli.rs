@@ -1,4 +1,5 @@
-//! Subcommands of the engine side: `load`, `process`, `simulate`, `sale`.
+//! Subcommands of the engine side: `load`, `process`, `simulate`, `sale` (and `sale --watch`, whose
+//! loop is in `watch.rs` and whose output is in `watch_view.rs`).
 //! Mounted into the binary's clap `Subcommand` enum as `Load(LoadArgs)`, `Process(ProcessArgs)`,
 //! `Simulate(SimulateArgs)`, `Sale(SaleArgs)`.
 
@@ -9,6 +10,8 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::watch;
 
 use super::native::{Worker, WorkerConfig};
+use super::watch::{SaleWatcher, follow};
+use super::watch_view::WatchView;
 use super::{
     EngineError, EngineKind, ProcessingSettings, Result, connect, connect_manager, engine_health, load_scripts,
     module_list, read_sale, require_timeseries,
@@ -75,6 +78,9 @@ fn run_seconds(s: &str) -> std::result::Result<u64, String> {
 }
 fn reconnect_seconds(s: &str) -> std::result::Result<u64, String> {
     whole_in(s, 0, 3_600, "seconds, 0 = stop at the first failure")
+}
+fn watch_interval(s: &str) -> std::result::Result<u64, String> {
+    whole_in(s, 10, 60_000, "milliseconds")
 }
 
 /// Where Redis is.
@@ -202,7 +208,7 @@ pub struct SimulateArgs {
     pub json: bool,
 }
 
-/// `sale`: print the sale's numbers.
+/// `sale`: print the sale's numbers, once or (`--watch`) until the sale is over.
 #[derive(Args, Debug, Clone)]
 pub struct SaleArgs {
     #[command(flatten)]
@@ -210,9 +216,17 @@ pub struct SaleArgs {
     /// Also show the health of this engine.
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
-    /// JSON output.
+    /// JSON output (with --watch: one object per line and reading).
     #[arg(long)]
     pub json: bool,
+    /// Follow the sale live until it is over (sold out and both queues empty) or ctrl-c: a progress
+    /// bar on a terminal, else a line per change. Keeps retrying when Redis goes away meanwhile.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch reads the sale (ms, 10–60000).
+    #[arg(long, default_value_t = 500, value_parser = watch_interval, allow_negative_numbers = true,
+          requires = "watch")]
+    pub interval_millis: u64,
 }
 
 pub async fn run_load(args: LoadArgs) -> Result<()> {
@@ -365,6 +379,9 @@ fn print_summary(summary: &SimulationSummary, json: bool, waited: bool) {
 }
 
 pub async fn run_sale(args: SaleArgs) -> Result<()> {
+    if args.watch {
+        return watch_sale(args).await;
+    }
     let (mut conn, addr) = args.redis.connect().await?;
     let sale = read_sale(&mut conn).await?;
     let health = match args.engine {
@@ -391,4 +408,22 @@ pub async fn run_sale(args: SaleArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `sale --watch`: Redis must answer at the start (the error names the address); afterwards an
+/// outage is shown and retried until the sale is over or ctrl-c, both exit code 0.
+async fn watch_sale(args: SaleArgs) -> Result<()> {
+    let mut watcher = SaleWatcher::connect(&args.redis.url, args.redis.password.as_deref(), args.engine).await?;
+    let mut view = WatchView::new(args.json);
+    let interval = Duration::from_millis(args.interval_millis);
+    let ended = follow(&mut watcher, interval, shutdown_signal(), |r| view.show(r)).await;
+    let outcome = match ended {
+        Ok((last, end)) => view.finish(&last, end).map_err(EngineError::Io),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        // the reader went away (`sale --watch | head`): nobody is left to tell
+        Err(EngineError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

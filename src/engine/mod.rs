@@ -11,6 +11,8 @@ pub mod cli;
 pub mod gears;
 pub mod native;
 pub mod triggers;
+pub mod watch;
+pub mod watch_view;
 
 use std::time::Duration;
 
@@ -159,6 +161,29 @@ pub struct SaleSnapshot {
     pub completed: u64,
     /// `XLEN queue:rejected`
     pub rejected: u64,
+}
+
+impl SaleSnapshot {
+    /// Units left (None without a `product` key); a negative value set by hand counts as 0.
+    pub fn available(&self) -> Option<u64> {
+        self.product.map(|p| p.max(0) as u64)
+    }
+
+    /// The stock the sale started with: what is left plus what was sold.
+    pub fn stock(&self) -> Option<u64> {
+        self.available().map(|a| a.saturating_add(self.completed))
+    }
+
+    /// Orders decided so far (completed or rejected).
+    pub fn decided(&self) -> u64 {
+        self.completed.saturating_add(self.rejected)
+    }
+
+    /// Sold out and every order decided: nothing can be sold any more and no order waits for its
+    /// answer. (A customer still waiting has an order coming, so that is not over either.)
+    pub fn is_over(&self) -> bool {
+        self.available() == Some(0) && self.customers_waiting == 0 && self.orders_queued == 0
+    }
 }
 
 /// Is the engine in place and alive?
