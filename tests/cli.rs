@@ -111,6 +111,19 @@ fn every_numeric_flag_refuses_hostile_values_without_panicking() {
 }
 
 #[test]
+fn sale_watch_refuses_a_bad_interval_and_an_interval_without_watch() {
+    for value in HOSTILE.iter().chain(&["0", "9", "60001", "1.5"]) {
+        let arg = format!("--interval-millis={value}");
+        let out = run(&["sale", "--watch", "--redis", CLOSED, &arg], &[]);
+        assert_refused(&out, &format!("sale --watch {arg}"), "--interval-millis");
+    }
+    let out = run(&["sale", "--redis", CLOSED, "--interval-millis", "100"], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "--interval-millis only means something with --watch: {stderr}");
+    assert!(stderr.contains("--watch"), "{stderr}");
+}
+
+#[test]
 fn negative_numbers_as_separate_arguments_reach_the_parser() {
     // `--stock -1` (not `--stock=-1`) must be read as a value, not as an unknown flag
     for (sub, flag) in [("simulate", "--stock"), ("simulate", "--rate"), ("load", "--batch-size")] {
@@ -167,6 +180,8 @@ fn accepted_extremes_reach_redis_and_fail_cleanly() {
         ],
         &["simulate", "--stock", "0", "--rate", "0.001", "--max-seconds", "1", "--reconnect-seconds", "0"],
         &["sale", "--engine", "native", "--json"],
+        &["sale", "--watch", "--interval-millis", "10", "--json"],
+        &["sale", "--watch", "--interval-millis", "60000", "--engine", "native"],
     ];
     for args in cases {
         let mut full = args.to_vec();
