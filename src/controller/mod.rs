@@ -342,7 +342,67 @@ fn redis_check(sts: &StatefulSet, pod: Option<&Pod>, engine: Engine) -> Check {
             ),
         ),
         Some(why) => Check::not("Unschedulable", format!("the Redis pod cannot be scheduled: {why}")),
-        None => Check::not("Starting", "waiting for the Redis pod to become ready (0/1)"),
+        None => match pod.and_then(redis_container_trouble) {
+            Some((reason, what)) if engine == Engine::Gears && reason == REDIS_CRASHING => Check::not(
+                reason,
+                format!(
+                    "{what}. The gears engine (spec.engine) starts redis-server with the redismod image's modules (RedisGears 1 and the others it loads from /usr/lib/redis/modules); spec.redis.image must be redislabs/redismod or an image with those modules at those paths"
+                ),
+            ),
+            Some((reason, what)) => Check::not(reason, what),
+            None => Check::not("Starting", "waiting for the Redis pod to become ready (0/1)"),
+        },
+    }
+}
+
+/// Reasons of a Redis container that cannot run, from the kubelet's view of it.
+const REDIS_CRASHING: &str = "RedisCrashing";
+const IMAGE_UNAVAILABLE: &str = "ImageUnavailable";
+const CONTAINER_ERROR: &str = "ContainerError";
+
+/// Why the Redis container does not run, when the kubelet knows: an image it cannot get, a container it
+/// cannot create, or a server that exits at start (with the last lines it logged, which the container's
+/// `FallbackToLogsOnError` policy puts into the termination message).
+fn redis_container_trouble(pod: &Pod) -> Option<(&'static str, String)> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == "redis")?;
+    let waiting = status.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    let message = waiting.message.as_deref().unwrap_or("").trim();
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "InvalidImageName" => Some((
+            IMAGE_UNAVAILABLE,
+            format!(
+                "the Redis image {} cannot be used on the node ({reason}: {message}); check spec.redis.image",
+                status.image
+            ),
+        )),
+        "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+            Some((CONTAINER_ERROR, format!("the Redis container cannot start ({reason}: {message})")))
+        }
+        "CrashLoopBackOff" => {
+            let last = status.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            let code = last.map(|t| t.exit_code.to_string()).unwrap_or_else(|| "?".into());
+            let said = last.and_then(|t| t.message.as_deref()).map(last_lines).unwrap_or_default();
+            let said = if said.is_empty() { String::new() } else { format!("; it said: {said}") };
+            Some((
+                REDIS_CRASHING,
+                format!(
+                    "the Redis server exits at start (exit code {code}, restarted {} times){said}",
+                    status.restart_count
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The last few non-empty lines of a log excerpt, on one line and short enough for a condition message.
+fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let joined = lines[lines.len().saturating_sub(3)..].join(" | ");
+    match joined.char_indices().nth(400) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
     }
 }
 
@@ -617,5 +677,67 @@ mod tests {
         assert_eq!(redis_check(&sts(0), Some(&scheduling_gate), Engine::Gears).reason, "Starting");
         let c = redis_check(&sts(1), Some(&pending("Unschedulable", NO_AMD64)), Engine::Gears);
         assert_eq!((c.ok, c.reason.as_str()), (true, "Running"), "readiness wins over a stale condition");
+    }
+
+    fn waiting(reason: &str, message: &str, last_message: Option<&str>) -> Pod {
+        serde_json::from_value(json!({"status": {"phase": "Running", "containerStatuses": [{
+            "name": "redis", "image": "example.com/redis:1", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": reason, "message": message}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": last_message}},
+        }]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_crashing_gears_redis_quotes_its_last_words_and_names_the_image_it_needs() {
+        let log = "1:C 26 Nov 01:40:00.000 * Redis version=7.4.1\n\n1:M 26 Nov 01:40:00.001 # Module /usr/lib/redis/modules/redisai.so failed to load: No such file or directory\n";
+        let pod = waiting("CrashLoopBackOff", "back-off 10s restarting failed container", Some(log));
+        let c = redis_check(&sts(0), Some(&pod), Engine::Gears);
+        assert_eq!((c.ok, c.reason.as_str()), (false, "RedisCrashing"));
+        for words in [
+            "exit code 1",
+            "restarted 3 times",
+            "redisai.so failed to load",
+            "RedisGears 1",
+            "spec.redis.image",
+            "redislabs/redismod",
+        ] {
+            assert!(c.message.contains(words), "{words:?} missing: {}", c.message);
+        }
+        // Other engines get the server's words without the gears advice.
+        let c = redis_check(&sts(0), Some(&pod), Engine::Native);
+        assert!(c.message.contains("redisai.so failed to load") && !c.message.contains("RedisGears"), "{}", c.message);
+        // A crash without a message still says it crashes.
+        let c = redis_check(&sts(0), Some(&waiting("CrashLoopBackOff", "", None)), Engine::Native);
+        assert_eq!(c.message, "the Redis server exits at start (exit code 1, restarted 3 times)");
+    }
+
+    #[test]
+    fn an_image_the_node_cannot_get_is_named() {
+        let pod = waiting(
+            "ErrImageNeverPull",
+            "Container image \"example.com/redis:1\" is not present with pull policy of Never",
+            None,
+        );
+        let c = redis_check(&sts(0), Some(&pod), Engine::Triggers);
+        assert_eq!(c.reason, "ImageUnavailable");
+        assert!(c.message.contains("example.com/redis:1") && c.message.contains("spec.redis.image"), "{}", c.message);
+        let c = redis_check(
+            &sts(0),
+            Some(&waiting("CreateContainerConfigError", "secret \"x\" not found", None)),
+            Engine::Triggers,
+        );
+        assert_eq!((c.reason.as_str(), c.message.contains("secret \"x\" not found")), ("ContainerError", true));
+        assert_eq!(
+            redis_check(&sts(0), Some(&waiting("ContainerCreating", "", None)), Engine::Triggers).reason,
+            "Starting"
+        );
+    }
+
+    #[test]
+    fn last_lines_keep_the_end_of_a_long_log_short() {
+        assert_eq!(last_lines("a\n\n b \nc\nd\n"), "b | c | d");
+        let long = "x".repeat(1000);
+        assert_eq!(last_lines(&long).chars().count(), 401);
     }
 }

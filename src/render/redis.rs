@@ -182,6 +182,9 @@ pub fn statefulset(store: &ValidatedStore, inputs: &BuildInputs) -> StatefulSet 
         }]),
         readiness_probe: Some(probe(5, 3)),
         liveness_probe: Some(probe(10, 6)),
+        // A server that exits at start leaves its last log lines in the termination message, which the
+        // operator quotes in RedisReady (a module that fails to load, a bad argument).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         resources: Some(resources_or(&store.spec.redis.resources, "100m", "128Mi", "512Mi")),
         // Third-party images may write outside /data at start-up, so the root filesystem stays writable.
         security_context: Some(container_security(false)),
