@@ -1,0 +1,652 @@
+//! The node tier: the user's whole path on a real single-node Kubernetes (`hack/local-cluster.sh`: kubelet,
+//! containerd, runc, CNI bridge, kube-proxy, CoreDNS) with the images `hack/images.sh` builds here.
+//!
+//! One scenario, in the order a user meets the product: `helm install` the chart with the local operator
+//! image; three stores (triggers, native, gears) whose Redis, processor and simulator pods really run;
+//! faults in the middle of the sales (the Redis server killed inside its container, a processor pod
+//! deleted); the exact end of each sale read from Redis itself; the operator pod replaced without a single
+//! write to unchanged children; every store deleted and garbage-collected; `helm uninstall`.
+//!
+//! Needs root (containerd, a bridge, iptables). `POPUP_NODE_TESTS=skip` skips it loudly, for a machine
+//! where that is impossible; CI never sets it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Resource, ResourceExt};
+use popup_operator::crd::PopUpStore;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+const RELEASE: &str = "popup";
+const OPERATOR_NAMESPACE: &str = "popup-system";
+const STOCK: i64 = 30;
+const CUSTOMERS: i64 = 80;
+/// A password no shell may split or glob: the triggers store's user Secret.
+const NASTY_PASSWORD: &str = "p a*s?s[w]o'r\"d $HOME;x";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn step(what: &str) {
+    eprintln!("[node] {what}");
+}
+
+/// The local cluster of this test process; brought down by a watchdog when the process ends, however.
+struct LocalCluster {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    bin: PathBuf,
+    images: BTreeMap<String, String>,
+    _watchdog: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+impl LocalCluster {
+    fn get() -> &'static LocalCluster {
+        static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+        CLUSTER.get_or_init(LocalCluster::up)
+    }
+
+    fn up() -> LocalCluster {
+        let script = root().join("hack/local-cluster.sh");
+        let dir = std::env::temp_dir().join(format!("popup-node-{}", std::process::id()));
+        // The watchdog first: whatever happens from here on (a failed `up`, a panic, SIGKILL of this
+        // process), the closed pipe makes it run `down`, which stops exactly what `up` started.
+        let keep = std::env::var_os("POPUP_NODE_KEEP").is_some();
+        let mut watchdog = Command::new("setsid")
+            .args([
+                "bash",
+                "-c",
+                r#"cat >/dev/null; [ "$3" = 1 ] || POPUP_CLUSTER_DIR="$1" bash "$2" down"#,
+                "watchdog",
+            ])
+            .arg(&dir)
+            .arg(&script)
+            .arg(if keep { "1" } else { "0" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the clean-up watchdog (setsid, bash)");
+        let stdin = watchdog.stdin.take().expect("watchdog stdin");
+
+        step(&format!("bringing up the local cluster in {}", dir.display()));
+        let started = Instant::now();
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .env("POPUP_CLUSTER_DIR", &dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run hack/local-cluster.sh");
+        assert!(out.status.success(), "hack/local-cluster.sh up failed (its messages are above)");
+        let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim());
+        assert!(kubeconfig.is_file(), "local-cluster.sh printed no kubeconfig path: {:?}", out.stdout);
+        step(&format!("cluster up in {:.0?}", started.elapsed()));
+        let bin = PathBuf::from(std::fs::read_to_string(dir.join("bin")).expect("the cluster's bin dir").trim());
+        let images = std::fs::read_to_string(dir.join("images.env"))
+            .expect("images.env")
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+            .collect();
+        LocalCluster { dir, kubeconfig, bin, images, _watchdog: Mutex::new(Some((watchdog, stdin))) }
+    }
+
+    fn image(&self, var: &str) -> &str {
+        self.images.get(var).unwrap_or_else(|| panic!("images.env has no {var}: {:?}", self.images))
+    }
+
+    async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read the kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
+        Client::try_from(config).expect("kube client")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".into());
+        let out = Command::new(&helm)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {helm}: {e} (bash hack/install-helm.sh installs it)"));
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host PID of a running container, from containerd itself.
+    fn container_pid(&self, namespace: &str, pod: &str, container: &str) -> Option<u32> {
+        let ctr = |args: &[&str]| {
+            let out = Command::new("ctr")
+                .arg("-a")
+                .arg(self.dir.join("containerd/containerd.sock"))
+                .args(["-n", "k8s.io"])
+                .args(args)
+                .output()
+                .expect("run ctr");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        for id in ctr(&["containers", "ls", "-q"]).lines() {
+            let info: Value = serde_json::from_str(&ctr(&["containers", "info", id])).unwrap_or(Value::Null);
+            let labels = &info["Labels"];
+            if labels["io.kubernetes.pod.namespace"] == namespace
+                && labels["io.kubernetes.pod.name"] == pod
+                && labels["io.kubernetes.container.name"] == container
+            {
+                for line in ctr(&["tasks", "ls"]).lines().skip(1) {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    if cols.len() >= 3 && cols[0] == id && cols[2] == "RUNNING" {
+                        return cols[1].parse().ok();
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Stops the cluster now (the watchdog's job, done in the open so that failures show).
+    fn down(&self) {
+        if std::env::var_os("POPUP_NODE_KEEP").is_some() {
+            step(&format!("POPUP_NODE_KEEP set: the cluster stays up in {}", self.dir.display()));
+            return;
+        }
+        let status = Command::new("bash")
+            .arg(root().join("hack/local-cluster.sh"))
+            .arg("down")
+            .env("POPUP_CLUSTER_DIR", &self.dir)
+            .status()
+            .expect("run hack/local-cluster.sh down");
+        assert!(status.success(), "hack/local-cluster.sh down failed");
+        assert!(!self.dir.exists(), "down left {}", self.dir.display());
+    }
+}
+
+/// Polls `check` until it gives a value; on timeout, panics with the last observation.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn condition(store: &PopUpStore, kind: &str) -> Option<(String, String, String)> {
+    store
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn conditions_text(store: &PopUpStore) -> String {
+    store
+        .status
+        .as_ref()
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_else(|| "no status".into())
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"popup.dev/local-cluster-test": "true"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+}
+
+fn store_manifest(name: &str, engine: &str, redis: Value, extra: Value) -> PopUpStore {
+    let mut spec = json!({
+        "engine": engine,
+        "stock": STOCK,
+        "redis": redis,
+        "grafana": {"mode": "none"},
+        // A slow, fixed rate: the sale lasts ~10 s, long enough to break things in the middle of it.
+        "simulator": {"customers": CUSTOMERS, "ratePerSecond": 8, "maxOrderDelayMillis": 200},
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "popup.dev/v1alpha1",
+        "kind": "PopUpStore",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a valid store")
+}
+
+/// The Redis of a store, reached from this host through its pod's address on the node's bridge.
+async fn redis_of(client: &Client, ns: &str, store: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let pod =
+        Api::<Pod>::namespaced(client.clone(), ns).get(&format!("{store}-redis-0")).await.map_err(|e| e.to_string())?;
+    let ip = pod.status.and_then(|s| s.pod_ip).ok_or("the Redis pod has no IP yet")?;
+    let store_obj = Api::<PopUpStore>::namespaced(client.clone(), ns).get(store).await.map_err(|e| e.to_string())?;
+    let (secret, key) = match &store_obj.spec.redis.password_secret_ref {
+        Some(r) => (r.name.clone(), r.key.clone()),
+        None => (format!("{store}-redis"), "password".into()),
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(&secret).await.map_err(|e| e.to_string())?;
+    let password = secret.data.and_then(|d| d.get(&key).cloned()).ok_or("no password in the Secret")?;
+    let password = String::from_utf8(password.0).map_err(|e| e.to_string())?;
+    let url = format!("redis://{ip}:6379");
+    tokio::time::timeout(Duration::from_secs(3), popup_operator::engine::connect(&url, Some(&password)))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map(|(con, _)| con)
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Default)]
+struct Sale {
+    product: Option<i64>,
+    completed: usize,
+    rejected: usize,
+    customers_waiting: usize,
+    orders_waiting: usize,
+    distinct_customers: usize,
+    completed_customers_distinct: bool,
+}
+
+async fn read_sale(con: &mut redis::aio::MultiplexedConnection) -> Result<Sale, String> {
+    let e = |e: redis::RedisError| e.to_string();
+    let product: Option<String> = con.get("product").await.map_err(e)?;
+    let complete: Vec<(String, BTreeMap<String, String>)> =
+        redis::cmd("XRANGE").arg("queue:complete").arg("-").arg("+").query_async(con).await.map_err(e)?;
+    let rejected: Vec<(String, BTreeMap<String, String>)> =
+        redis::cmd("XRANGE").arg("queue:rejected").arg("-").arg("+").query_async(con).await.map_err(e)?;
+    let customers_waiting: usize = con.xlen("queue:customers").await.map_err(e)?;
+    let orders_waiting: usize = con.xlen("queue:orders").await.map_err(e)?;
+    let completed_customers: BTreeSet<&String> = complete.iter().filter_map(|(_, f)| f.get("customer")).collect();
+    let all: BTreeSet<&String> =
+        complete.iter().chain(rejected.iter()).filter_map(|(_, f)| f.get("customer")).collect();
+    Ok(Sale {
+        product: product.and_then(|p| p.parse().ok()),
+        completed: complete.len(),
+        rejected: rejected.len(),
+        customers_waiting,
+        orders_waiting,
+        distinct_customers: all.len(),
+        completed_customers_distinct: completed_customers.len() == complete.len(),
+    })
+}
+
+/// Waits until the store's Redis has decided `done` orders (a moment in the middle of the sale).
+async fn wait_for_progress(client: &Client, ns: &str, store: &str, done: usize) {
+    wait_for(&format!("{ns}/{store} to complete {done} orders"), Duration::from_secs(180), || async {
+        let mut con = redis_of(client, ns, store).await?;
+        let sale = read_sale(&mut con).await?;
+        if sale.completed >= done { Ok(()) } else { Err(format!("{sale:?}")) }
+    })
+    .await
+}
+
+/// The exact end of a sale: every customer decided once, the stock sold and not one unit more.
+async fn assert_exact_end(client: &Client, ns: &str, store: &str) {
+    let sale = wait_for(&format!("{ns}/{store}'s sale to end"), Duration::from_secs(300), || async {
+        let mut con = redis_of(client, ns, store).await?;
+        let sale = read_sale(&mut con).await?;
+        let decided = sale.completed + sale.rejected;
+        if decided >= CUSTOMERS as usize && sale.orders_waiting == 0 && sale.customers_waiting == 0 {
+            Ok(sale)
+        } else {
+            Err(format!("{sale:?}"))
+        }
+    })
+    .await;
+    assert_eq!(sale.completed, STOCK as usize, "{ns}/{store}: completed == stock: {sale:?}");
+    assert_eq!(sale.rejected, (CUSTOMERS - STOCK) as usize, "{ns}/{store}: rejected == customers - stock: {sale:?}");
+    assert_eq!(sale.product, Some(0), "{ns}/{store}: product: {sale:?}");
+    assert!(sale.completed_customers_distinct, "{ns}/{store}: a customer bought twice: {sale:?}");
+    assert_eq!(sale.distinct_customers, CUSTOMERS as usize, "{ns}/{store}: every customer decided once: {sale:?}");
+
+    // What the user sees: the status the operator writes and `kubectl get popupstores`.
+    let stores = Api::<PopUpStore>::namespaced(client.clone(), ns);
+    wait_for(&format!("{ns}/{store}'s status to show the end"), Duration::from_secs(180), || async {
+        let s = stores.get(store).await.map_err(|e| e.to_string())?;
+        let sale = s.status.as_ref().and_then(|st| st.sale.clone()).ok_or("no sale in the status")?;
+        let ready = condition(&s, "Ready").map(|c| c.0);
+        let done = condition(&s, "SimulationComplete").map(|c| c.0);
+        if sale.completed == STOCK as u64
+            && sale.available == Some(0)
+            && ready.as_deref() == Some("True")
+            && done.as_deref() == Some("True")
+        {
+            Ok(())
+        } else {
+            Err(format!("{sale:?}; {}", conditions_text(&s)))
+        }
+    })
+    .await;
+    let table = LocalCluster::get().kubectl(&["get", "popupstores", "-n", ns, store, "--no-headers"]);
+    let cols: Vec<&str> = table.split_whitespace().collect();
+    // NAME READY ENGINE AVAILABLE COMPLETED AGE
+    assert_eq!(cols.get(1), Some(&"True"), "kubectl get popupstores: {table}");
+    assert_eq!(cols.get(3), Some(&"0"), "kubectl get popupstores: {table}");
+    assert_eq!(cols.get(4).copied(), Some(STOCK.to_string().as_str()), "kubectl get popupstores: {table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_whole_path_on_a_real_node() {
+    if std::env::var("POPUP_NODE_TESTS").as_deref() == Ok("skip") {
+        eprintln!("SKIPPED: POPUP_NODE_TESTS=skip; the node tier did not run");
+        return;
+    }
+    assert!(
+        Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false),
+        "the node tier runs a kubelet, containerd, a bridge and iptables rules: run the tests as root \
+         (or set POPUP_NODE_TESTS=skip on a machine where that is impossible)"
+    );
+    let cluster = LocalCluster::get();
+    let client = cluster.client().await;
+
+    // ---- 1. helm install with the local operator image ---------------------------------------------------
+    step("helm install the chart with the local operator image");
+    let operator_image = cluster.image("POPUP_OPERATOR_IMAGE");
+    let (repo, tag) = operator_image.rsplit_once(':').expect("image with a tag");
+    cluster.helm(&[
+        "install",
+        RELEASE,
+        root().join("charts/popup-operator").to_str().unwrap(),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        &format!("image.repository={repo}"),
+        "--set",
+        &format!("image.tag={tag}"),
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        "logFormat=text",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    let operator_pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let operator_pod = wait_for("the operator pod to be Ready", Duration::from_secs(120), || async {
+        let pods = operator_pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        pods.items.into_iter().find(pod_ready).ok_or_else(|| "no Ready operator pod".to_string())
+    })
+    .await;
+    let sa = operator_pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default();
+    assert!(sa.starts_with(RELEASE) && sa != "default", "the operator runs as the chart's ServiceAccount, not {sa:?}");
+
+    // ---- 2. three stores, one per engine ---------------------------------------------------------------------
+    step("creating a triggers store (user Secret with a nasty password), a native store and a gears store");
+    for ns in ["node-triggers", "node-native", "node-gears"] {
+        create_namespace(&client, ns).await;
+    }
+    let nasty: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop-password"},
+        "stringData": {"password": NASTY_PASSWORD},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "node-triggers").create(&PostParams::default(), &nasty).await.unwrap();
+    let triggers = store_manifest(
+        "shop",
+        "triggers",
+        json!({"image": cluster.image("POPUP_REDIS_STACK_IMAGE"), "passwordSecretRef": {"name": "shop-password"}}),
+        json!({}),
+    );
+    let native = store_manifest(
+        "shop",
+        "native",
+        json!({"image": cluster.image("POPUP_REDIS_IMAGE")}),
+        json!({"processing": {"replicas": 2}}),
+    );
+    let gears = store_manifest("shop", "gears", json!({"image": cluster.image("POPUP_REDIS_IMAGE")}), json!({}));
+    for (ns, store) in [("node-triggers", &triggers), ("node-native", &native), ("node-gears", &gears)] {
+        Api::<PopUpStore>::namespaced(client.clone(), ns).create(&PostParams::default(), store).await.unwrap();
+    }
+
+    // ---- 3. faults in the middle of the sales ----------------------------------------------------------------
+    let redis_crash = async {
+        wait_for_progress(&client, "node-triggers", "shop", 5).await;
+        let pid = cluster.container_pid("node-triggers", "shop-redis-0", "redis").expect("the Redis container's PID");
+        step(&format!("killing the triggers store's Redis server (host PID {pid}) mid-sale"));
+        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+        wait_for("the Redis container to restart", Duration::from_secs(120), || async {
+            let pod = Api::<Pod>::namespaced(client.clone(), "node-triggers")
+                .get("shop-redis-0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let restarts = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .map(|c| c.restart_count);
+            if restarts >= Some(1) && pod_ready(&pod) { Ok(()) } else { Err(format!("restarts {restarts:?}")) }
+        })
+        .await;
+        assert_exact_end(&client, "node-triggers", "shop").await;
+        step("triggers: exact end after the Redis crash");
+    };
+    let processor_deletion = async {
+        wait_for_progress(&client, "node-native", "shop", 5).await;
+        let pods = Api::<Pod>::namespaced(client.clone(), "node-native");
+        let lp = ListParams::default().labels("app.kubernetes.io/component=processor");
+        let victim = pods.list(&lp).await.unwrap().items.into_iter().next().expect("a processor pod");
+        step(&format!("deleting processor pod {} mid-sale", victim.name_any()));
+        pods.delete(&victim.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .unwrap();
+        assert_exact_end(&client, "node-native", "shop").await;
+        wait_for("the processor Deployment to be available again", Duration::from_secs(120), || async {
+            let d = Api::<Deployment>::namespaced(client.clone(), "node-native")
+                .get("shop-processor")
+                .await
+                .map_err(|e| e.to_string())?;
+            let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+            if available == 2 { Ok(()) } else { Err(format!("{available} available")) }
+        })
+        .await;
+        step("native: exact end after a processor pod was deleted");
+    };
+    let gears_refusal = async {
+        let stores = Api::<PopUpStore>::namespaced(client.clone(), "node-gears");
+        let message = wait_for("the gears store to name what its image lacks", Duration::from_secs(180), || async {
+            let s = stores.get("shop").await.map_err(|e| e.to_string())?;
+            let text = conditions_text(&s);
+            if text.contains("RedisGears 1") && condition(&s, "Ready").map(|c| c.0).as_deref() == Some("False") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await;
+        step(&format!("gears: {message}"));
+    };
+    tokio::join!(redis_crash, processor_deletion, gears_refusal);
+
+    // ---- 4. a new operator pod writes nothing to unchanged children -------------------------------------------
+    step("replacing the operator pod");
+    let before = operator_writes(&client).await;
+    operator_pods
+        .delete(&operator_pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    let new_pod = wait_for("a new operator pod to be Ready", Duration::from_secs(120), || async {
+        let pods = operator_pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        pods.items
+            .into_iter()
+            .find(|p| p.name_any() != operator_pod.name_any() && pod_ready(p))
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    // Every store reconciled at least once by the new pod (its own metrics say so).
+    let ip = new_pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("operator pod IP");
+    wait_for("the new operator to finish a reconcile of each store", Duration::from_secs(120), || async {
+        let metrics = http_get(&ip, 8080, "/metrics").await?;
+        let done = metric(&metrics, "popup_operator_reconcile_duration_seconds_count").unwrap_or(0.0);
+        if done >= 3.0 { Ok(()) } else { Err(format!("{done} reconciles done")) }
+    })
+    .await;
+    let after = operator_writes(&client).await;
+    assert_eq!(before, after, "the new operator pod wrote to children that had not changed");
+
+    // ---- 5. deleting the stores collects everything; helm uninstall leaves nothing ------------------------------
+    step("deleting the stores");
+    for ns in ["node-triggers", "node-native", "node-gears"] {
+        Api::<PopUpStore>::namespaced(client.clone(), ns).delete("shop", &DeleteParams::default()).await.unwrap();
+    }
+    for ns in ["node-triggers", "node-native", "node-gears"] {
+        wait_for(&format!("every child and pod of {ns}/shop to be gone"), Duration::from_secs(180), || async {
+            let left = store_objects(&client, ns).await;
+            if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+        })
+        .await;
+    }
+    step("helm uninstall");
+    cluster.helm(&["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout", "2m"]);
+    wait_for("nothing of the operator left", Duration::from_secs(120), || async {
+        let left = cluster.kubectl(&[
+            "get",
+            "deployments,pods,services,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings",
+            "--all-namespaces",
+            "-l",
+            &format!("app.kubernetes.io/instance={RELEASE}"),
+            "-o",
+            "name",
+        ]);
+        if left.trim().is_empty() { Ok(()) } else { Err(left) }
+    })
+    .await;
+
+    cluster.down();
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Everything the operator wrote to the stores' children: each child's managed-fields entries of the
+/// operator's field manager (an apply that changes nothing leaves them untouched, a write does not).
+async fn operator_writes(client: &Client) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for ns in ["node-triggers", "node-native", "node-gears"] {
+        for (key, managed) in children_managed_fields(client, ns).await {
+            out.insert(format!("{ns}/{key}"), managed);
+        }
+    }
+    assert!(!out.is_empty(), "the stores have children");
+    out
+}
+
+async fn children_managed_fields(client: &Client, ns: &str) -> Vec<(String, String)> {
+    async fn of<K>(client: &Client, ns: &str) -> Vec<(String, String)>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let lp = ListParams::default().labels("app.kubernetes.io/managed-by=popup-operator");
+        Api::<K>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("list children")
+            .items
+            .into_iter()
+            .map(|o| {
+                let managed: Vec<_> = o
+                    .meta()
+                    .managed_fields
+                    .iter()
+                    .flatten()
+                    .filter(|m| m.manager.as_deref().is_some_and(|n| n.contains("popup")))
+                    .map(|m| format!("{:?} {:?} {:?}", m.manager, m.operation, m.time))
+                    .collect();
+                (format!("{}/{}", K::kind(&()), o.meta().name.clone().unwrap_or_default()), managed.join("|"))
+            })
+            .collect()
+    }
+    let mut all = of::<StatefulSet>(client, ns).await;
+    all.extend(of::<Deployment>(client, ns).await);
+    all.extend(of::<Service>(client, ns).await);
+    all.extend(of::<ConfigMap>(client, ns).await);
+    all.extend(of::<Secret>(client, ns).await);
+    all.extend(of::<Job>(client, ns).await);
+    all
+}
+
+/// What is left of a deleted store in its namespace: children and pods.
+async fn store_objects(client: &Client, ns: &str) -> Vec<String> {
+    let mut left: Vec<String> = children_managed_fields(client, ns).await.into_iter().map(|(k, _)| k).collect();
+    let lp = ListParams::default().labels("app.kubernetes.io/instance=shop");
+    left.extend(
+        Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| format!("Pod/{}", p.name_any())),
+    );
+    left
+}
+
+async fn http_get(ip: &str, port: u16, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((ip, port)))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+}
