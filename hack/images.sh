@@ -14,7 +14,8 @@
 # root filesystem, a config JSON and a manifest; hack/images/oci.py writes them reproducibly). Images,
 # all named under popup.local/ so that they can never be taken for the upstream images they imitate:
 #
-#   popup.local/popup-operator:<Cargo.toml version>   the static musl release binary, laid out like the
+#   popup.local/popup-operator:<Cargo.toml version>-<binary sha256, 12 hex>   the static musl release
+#       binary (a new build is a new tag, so helm upgrade rolls the operator pod), laid out like the
 #       Dockerfile's distroless/static:nonroot stage (/popup-operator, user 65532, CA certificates,
 #       /etc/passwd with nonroot, /tmp 1777, entrypoint /popup-operator, cmd run, port 8080).
 #   popup.local/redis-stack-server:<redis version>    Redis + RedisTimeSeries + RedisGears 2 (and the
@@ -188,7 +189,11 @@ build_operator() {
   }
 }
 EOF
-  archive operator "popup.local/popup-operator:$version" "$st/entries" "$st/config.json"
+  # The tag carries the binary's digest: a rebuilt operator is a new image, so `helm upgrade` rolls the
+  # operator pod (same tag + pullPolicy Never would keep the old binary running).
+  local digest
+  digest="$(sha256sum "$st/popup-operator" | cut -c1-12)"
+  archive operator "popup.local/popup-operator:$version-$digest" "$st/entries" "$st/config.json"
 }
 
 # ---- the Redis root filesystem, shared by redis-stack and redis -------------------------------------------
