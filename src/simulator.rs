@@ -1,4 +1,4 @@
-//! Load generator: the seed's `pop-up-store.js` in Rust.
+//! Load generator: the seed's `pop-up-store.js` in Rust, fast enough to flood an engine.
 //!
 //! `SET product <stock>`; a new customer every random 0–`max_arrival` ms (or at a fixed `rate`
 //! per second): `XADD queue:customers * id <n>`; each customer orders once, random
@@ -6,23 +6,32 @@
 //! Stops after `customers` customers (0 = when `product` reaches 0), then optionally waits until
 //! every order it sent was decided (completed or rejected).
 //!
-//! Two entry points: [`run`] on a connection the caller owns (fails at the first Redis error), and
-//! [`run_resilient`], which the `simulate` command uses: it reconnects and retries writes for a
-//! bounded time when Redis goes away, without sending a customer or an order twice.
+//! Writes go out in batches: whatever is due when the sender wakes (the customers whose arrival
+//! time has come, the orders whose delay is over) becomes one batch, and up to [`WINDOW`] batches
+//! are in flight on one multiplexed connection. Arrival times follow a schedule fixed at the start
+//! (customer `k` at `k / rate`, or after the previous one plus a random gap), so a slow write
+//! delays a customer but never thins the crowd: the next batch carries everyone whose time came.
+//!
+//! Two entry points: [`run`] on a connection the caller owns (a pipeline of plain `XADD`s per
+//! batch; fails at the first Redis error), and [`run_resilient`], which the `simulate` command
+//! uses: it reconnects and retries writes for a bounded time when Redis goes away, without
+//! sending a customer or an order twice.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use redis::Value;
 use serde::Serialize;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 use crate::engine::{
-    EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUES, RedisConn, Result, WORKER_HEARTBEAT_PREFIX,
-    connect_manager, read_sale, ts_enqueue_key, ts_len_key,
+    EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUES, RedisConn, Result, SaleSnapshot,
+    WORKER_HEARTBEAT_PREFIX, connect_manager, read_sale, ts_enqueue_key, ts_len_key,
 };
 
 /// How to run the sale.
@@ -76,14 +85,20 @@ impl Default for Resilience {
     }
 }
 
-/// Progress reported about once a second.
+/// Progress, reported about five times a second.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Progress {
+    /// Customers written so far.
     pub customers: u64,
+    /// Orders written so far.
     pub orders: u64,
     pub product: Option<i64>,
     pub completed: u64,
     pub rejected: u64,
+    /// Since the first customer could arrive.
+    pub elapsed_millis: u64,
+    /// Still writing customers or orders; false while waiting for the orders to be decided.
+    pub sending: bool,
 }
 
 /// The final numbers.
@@ -104,8 +119,9 @@ pub struct SimulationSummary {
     pub product_left: Option<i64>,
     /// Every order sent was decided (only meaningful with `wait_complete`).
     pub all_processed: bool,
+    /// The whole run, including the wait for decisions.
     pub duration_secs: f64,
-    /// Customers per second actually sent.
+    /// Customers per second actually sent: `customers / arrivalSecs`.
     pub customers_per_sec: f64,
     /// The asked `rate`, if any.
     pub target_rate: Option<f64>,
@@ -118,6 +134,12 @@ pub struct SimulationSummary {
     /// Why the run stopped early; `None` when it finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Seconds from the start until the arrivals ended (the last customer written, the deadline,
+    /// the stock sold out, or a stop).
+    pub arrival_secs: f64,
+    /// Seconds from the start until every customer and order was written (orders trail their
+    /// customers by up to `max_order_delay`).
+    pub send_secs: f64,
 }
 
 /// Delete every key of the sale: `product`, the queues, their TimeSeries and every `popup:*` key
@@ -155,14 +177,23 @@ pub async fn reset(conn: &mut impl RedisConn) -> Result<()> {
     Ok(())
 }
 
+/// Where the run's warnings go (Redis lost or back, a rate it cannot hold, the deadline). Called
+/// from several tasks, hence `Send + Sync`.
+pub type Warn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The default [`Warn`]: a `tracing` warning.
+pub fn log_warning(message: &str) {
+    tracing::warn!("{message}");
+}
+
 /// Run the sale on `conn`. The first Redis error ends the run with that error (use
-/// [`run_resilient`] to survive a Redis restart). `progress` is called about once a second.
+/// [`run_resilient`] to survive a Redis restart). `progress` is called about five times a second.
 pub async fn run<C: RedisConn + Clone + Sync + 'static>(
     conn: &mut C,
     cfg: &SimulatorConfig,
     progress: impl FnMut(&Progress),
 ) -> Result<SimulationSummary> {
-    let link = Link::new(conn.clone(), "Redis".into(), None);
+    let link = Link::new(conn.clone(), "Redis".into(), None, Arc::new(log_warning));
     let summary = simulate(link, cfg, progress).await?;
     match summary.error {
         Some(e) => Err(EngineError::Other(e)),
@@ -174,7 +205,7 @@ pub async fn run<C: RedisConn + Clone + Sync + 'static>(
 /// command is retried (with backoff) until Redis answers again or `resilience.retry_for` has
 /// passed; customers and orders are written idempotently, so a write whose reply was lost is not
 /// repeated. When Redis comes back without `product` (it restarted without persistence: the
-/// sale's data is gone), no further customer or order is written.
+/// sale's data is gone), no further customer or order is written. Warnings go to `warn`.
 ///
 /// Errors before the first customer (connecting, `--reset`, `SET product`) are returned as `Err`;
 /// a run that stops later returns `Ok` with [`SimulationSummary::error`] set and the counts of
@@ -185,32 +216,87 @@ pub async fn run_resilient(
     cfg: &SimulatorConfig,
     resilience: &Resilience,
     progress: impl FnMut(&Progress),
+    warn: Warn,
 ) -> Result<SimulationSummary> {
     let (conn, addr) = connect_manager(url, password).await?;
-    let link = Link::new(conn, addr, Some(resilience.retry_for));
+    let link = Link::new(conn, addr, Some(resilience.retry_for), warn);
     simulate(link, cfg, progress).await
 }
 
-/// Writes a stream entry once, even when retried: the first call records the new entry's id in
-/// the run's log hash under a field naming the customer or order, a retry finds it there and
-/// returns it. Script effects are applied and persisted as a unit, so the log and the entry are
-/// either both there or both gone. Writes nothing and returns nil when `product` is missing,
-/// i.e. the sale is not there any more.
-/// KEYS: stream, log hash, product. ARGV: log field, log TTL (ms), the entry's field/value pairs.
-const SEND_ONCE_LUA: &str = r"
-local sent = redis.call('HGET', KEYS[2], ARGV[1])
-if sent then return sent end
-if redis.call('EXISTS', KEYS[3]) == 0 then return false end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
-redis.call('HSET', KEYS[2], ARGV[1], id)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return id
-";
+// ---- batches ---------------------------------------------------------------------------------------
 
+/// Most customers, and separately most orders, in one batch: big enough that a round trip carries
+/// a lot, small enough that one script call keeps Redis busy for only a few milliseconds.
+const BATCH: usize = 1000;
+/// Batches in flight at once. Also the number of replies the run's log keeps (see
+/// [`SEND_BATCH_LUA`]): batch `b` is only sent once batch `b - WINDOW` was acknowledged.
+pub const WINDOW: usize = 4;
+/// Shortest sleep while waiting for the next arrival or order: at a high fixed rate a tick carries
+/// many customers instead of each customer costing a timer wake-up.
+const MIN_TICK: Duration = Duration::from_millis(2);
+/// How often the sale is read for progress (and, with `customers = 0`, for the stock left).
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Most orders waiting for their delay (plus customers in flight, whose orders will wait too):
+/// beyond this, arrivals pause until orders go out, so hour-long order delays at full speed cannot
+/// eat the memory (each waiting order takes about 80 bytes).
+const MAX_WAITING_ORDERS: usize = 1_000_000;
 /// A crashed simulator's log hash disappears after this.
 const SENT_LOG_TTL_MS: u64 = 24 * 3600 * 1000;
 
-/// The connection plus what is needed to retry on it; cheap to clone into order tasks.
+/// Writes one batch exactly once, even when retried: the first call adds the customers and the
+/// orders and records the customers' entry ids in the run's log hash under the batch number; a
+/// retry finds them there and returns them without writing. Script effects are applied and
+/// persisted as a unit, so the log entry and the stream entries are either all there or all
+/// gone. It also deletes the log entry of batch `b - window`, which the client acknowledged
+/// before sending `b`, so the log holds at most `window` entries. Writes nothing and returns nil
+/// when `product` is missing, i.e. the sale is not there any more.
+/// KEYS: queue:customers, queue:orders, log hash, product.
+/// ARGV: batch number, window, log TTL (ms), first customer number, number of customers, then one
+/// (order number, customer entry id) pair per order.
+/// Returns the customers' entry ids, separated by spaces.
+const SEND_BATCH_LUA: &str = r"
+local log, batch = KEYS[3], ARGV[1]
+local sent = redis.call('HGET', log, batch)
+if sent then return sent end
+if redis.call('EXISTS', KEYS[4]) == 0 then return false end
+local first, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ids = {}
+for i = 0, count - 1 do
+  ids[i + 1] = redis.call('XADD', KEYS[1], '*', 'id', string.format('%d', first + i))
+end
+for i = 6, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'customer', ARGV[i + 1])
+end
+local reply = table.concat(ids, ' ')
+redis.call('HSET', log, batch, reply)
+local old = tonumber(batch) - tonumber(ARGV[2])
+if old > 0 then redis.call('HDEL', log, string.format('%d', old)) end
+redis.call('PEXPIRE', log, ARGV[3])
+return reply
+";
+
+/// What one batch carries: customers `first ..= first + customers - 1` and some orders.
+struct Batch {
+    number: u64,
+    first: u64,
+    customers: u64,
+    /// (customer number, customer entry id)
+    orders: Vec<(u64, String)>,
+}
+
+/// A batch sent and not acknowledged yet.
+struct InFlight {
+    first: u64,
+    customers: u64,
+    orders: u64,
+    /// `Some(customer entry ids)` once written; `None`: the sale is gone, nothing was written.
+    task: JoinHandle<Result<Option<Vec<String>>>>,
+}
+
+/// An order waiting for its delay to pass: (due, customer number, customer entry id).
+type DueOrder = Reverse<(tokio::time::Instant, u64, String)>;
+
+/// The connection plus what is needed to retry on it; cheap to clone into batch tasks.
 #[derive(Clone)]
 struct Link<C> {
     conn: C,
@@ -219,15 +305,14 @@ struct Link<C> {
 
 struct LinkShared {
     addr: String,
-    /// `None`: no retries, plain XADD (the behaviour of [`run`]).
+    /// `None`: no retries, a pipeline of plain XADDs (the behaviour of [`run`]).
     retry_for: Option<Duration>,
     /// Key of this run's log hash (resilient mode).
     sent_log: String,
     script: redis::Script,
-    /// Log fields whose write was acknowledged; removed from the hash in batches.
-    acked: Mutex<Vec<String>>,
     down: AtomicBool,
     reconnects: AtomicU64,
+    warn: Warn,
 }
 
 fn retryable(e: &redis::RedisError) -> bool {
@@ -239,8 +324,29 @@ fn retryable(e: &redis::RedisError) -> bool {
         )
 }
 
+fn retryable_engine_error(e: &EngineError) -> bool {
+    matches!(e, EngineError::Command { source, .. } if retryable(source))
+}
+
+/// Turns an [`EngineError`] back into the Redis error it wraps, so `retrying` can judge it.
+fn as_redis_error(what: &'static str, e: EngineError) -> redis::RedisError {
+    match e {
+        EngineError::Command { source, .. } => source,
+        other => redis::RedisError::from((redis::ErrorKind::Client, what, other.to_string())),
+    }
+}
+
+/// Splits the script's reply into the customers' entry ids.
+fn customer_ids(reply: &str, expected: u64) -> std::result::Result<Vec<String>, String> {
+    let ids: Vec<String> = reply.split_ascii_whitespace().map(str::to_string).collect();
+    if ids.len() as u64 != expected {
+        return Err(format!("a batch of {expected} customers came back with {} entry ids", ids.len()));
+    }
+    Ok(ids)
+}
+
 impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
-    fn new(conn: C, addr: String, retry_for: Option<Duration>) -> Self {
+    fn new(conn: C, addr: String, retry_for: Option<Duration>, warn: Warn) -> Self {
         let run_id: u64 = rand::rng().random();
         Link {
             conn,
@@ -248,10 +354,10 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                 addr,
                 retry_for,
                 sent_log: format!("popup:simulator:{run_id:016x}"),
-                script: redis::Script::new(SEND_ONCE_LUA),
-                acked: Mutex::new(Vec::new()),
+                script: redis::Script::new(SEND_BATCH_LUA),
                 down: AtomicBool::new(false),
                 reconnects: AtomicU64::new(0),
+                warn,
             }),
         }
     }
@@ -262,6 +368,10 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
 
     fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    fn warn(&self, message: &str) {
+        (self.shared.warn)(message);
     }
 
     /// Run `attempt` (on a fresh clone of the connection each time) until it succeeds, retrying
@@ -279,7 +389,7 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                 Ok(v) => {
                     if first_failure.is_some() && s.down.swap(false, Ordering::Relaxed) {
                         s.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(addr = %s.addr, "Redis answers again; carrying on");
+                        self.warn(&format!("Redis at {} answers again; carrying on", s.addr));
                     }
                     return Ok(v);
                 }
@@ -290,7 +400,7 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                     };
                     let since = *first_failure.get_or_insert_with(Instant::now);
                     if !s.down.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(addr = %s.addr, error = %e, "lost Redis; retrying for up to {}s", limit.as_secs());
+                        self.warn(&format!("lost Redis at {} ({e}); retrying for up to {}s", s.addr, limit.as_secs()));
                     }
                     if since.elapsed() >= limit {
                         return Err(EngineError::Other(format!(
@@ -315,50 +425,43 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
         .await
     }
 
-    /// Append an entry to `stream`; `log_field` names it for retries. `Ok(None)`: the sale is
-    /// gone (resilient mode only), nothing was written.
-    async fn send(&self, stream: &str, log_field: String, fields: &[(&str, String)]) -> Result<Option<String>> {
+    /// Write a batch. `Ok(Some(ids))`: written, with the customers' entry ids in order;
+    /// `Ok(None)`: the sale is gone (resilient mode only), nothing was written.
+    async fn send(&self, batch: Batch) -> Result<Option<Vec<String>>> {
         let s = &self.shared;
-        let what = format!("XADD {stream}");
         if !self.resilient() {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(stream).arg("*");
-            for (k, v) in fields {
-                cmd.arg(*k).arg(v);
+            let mut pipe = redis::pipe();
+            for n in batch.first..batch.first + batch.customers {
+                pipe.cmd("XADD").arg(QUEUE_CUSTOMERS).arg("*").arg("id").arg(n);
             }
-            return self.cmd(&what, cmd).await.map(Some);
+            for (n, customer) in &batch.orders {
+                pipe.cmd("XADD").arg(QUEUE_ORDERS).arg("*").arg("id").arg(*n).arg("customer").arg(customer);
+            }
+            let mut c = self.conn.clone();
+            let mut ids: Vec<String> =
+                pipe.query_async(&mut c).await.map_err(|e| EngineError::command("XADD queue:customers/orders", e))?;
+            ids.truncate(batch.customers as usize);
+            return Ok(Some(ids));
         }
-        let id: Option<String> = self
-            .retrying(&what, |mut c| {
-                let mut inv = s.script.prepare_invoke();
-                inv.key(stream).key(&s.sent_log).key(PRODUCT).arg(&log_field).arg(SENT_LOG_TTL_MS);
-                for (k, v) in fields {
-                    inv.arg(*k).arg(v);
-                }
-                async move { inv.invoke_async(&mut c).await }
-            })
+        let mut inv = s.script.prepare_invoke();
+        inv.key(QUEUE_CUSTOMERS).key(QUEUE_ORDERS).key(&s.sent_log).key(PRODUCT);
+        inv.arg(batch.number).arg(WINDOW).arg(SENT_LOG_TTL_MS).arg(batch.first).arg(batch.customers);
+        for (n, customer) in &batch.orders {
+            inv.arg(*n).arg(customer);
+        }
+        let inv = &inv;
+        let reply: Option<String> = self
+            .retrying("writing customers and orders", |mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
-        if id.is_some() {
-            s.acked.lock().unwrap_or_else(|p| p.into_inner()).push(log_field);
-        }
-        Ok(id)
-    }
-
-    /// Drop acknowledged entries from the log (they will never be retried). Best effort: on
-    /// failure they stay and are dropped with the whole log at the end or by its TTL.
-    async fn trim_log(&self) {
-        let fields = std::mem::take(&mut *self.shared.acked.lock().unwrap_or_else(|p| p.into_inner()));
-        if fields.is_empty() {
-            return;
-        }
-        let mut c = self.conn.clone();
-        let r: redis::RedisResult<Value> =
-            redis::cmd("HDEL").arg(&self.shared.sent_log).arg(&fields).query_async(&mut c).await;
-        if r.is_err() {
-            self.shared.acked.lock().unwrap_or_else(|p| p.into_inner()).extend(fields);
+        match reply {
+            None => Ok(None),
+            Some(text) => customer_ids(&text, batch.customers)
+                .map(Some)
+                .map_err(|detail| EngineError::Protocol { command: "the simulator's batch script".into(), detail }),
         }
     }
 
+    /// Delete this run's log: every batch was acknowledged, nothing will be retried.
     async fn drop_log(&self) {
         if self.resilient() {
             let mut c = self.conn.clone();
@@ -369,10 +472,7 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
     async fn decided(&self) -> Result<(u64, u64, Option<i64>)> {
         let s = self
             .retrying("reading the sale", |mut c| async move {
-                read_sale(&mut c).await.map_err(|e| match e {
-                    EngineError::Command { source, .. } => source,
-                    other => redis::RedisError::from((redis::ErrorKind::Client, "reading the sale", other.to_string())),
-                })
+                read_sale(&mut c).await.map_err(|e| as_redis_error("reading the sale", e))
             })
             .await?;
         Ok((s.completed, s.rejected, s.product))
@@ -387,12 +487,125 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
     }
 }
 
-/// Waits until `deadline`, or forever without one.
-async fn deadline_passed(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+// ---- the schedule ------------------------------------------------------------------------------------
+
+/// When customers arrive: fixed from the start, independent of how long writes take.
+struct Arrivals {
+    start: tokio::time::Instant,
+    deadline: Option<tokio::time::Instant>,
+    /// `--customers`, if set.
+    limit: Option<u64>,
+    /// Most customers that will ever arrive (the limit, and at a fixed rate the deadline).
+    cap: Option<u64>,
+    /// Customers handed out so far.
+    issued: u64,
+    pace: Pace,
+}
+
+enum Pace {
+    /// Customer `k` (from 0) arrives at `k / rate` seconds.
+    Rate(f64),
+    /// The next customer arrives at `next`; each gap is random in 0..=`max_gap_ms`.
+    Random { max_gap_ms: u64, next: tokio::time::Instant },
+}
+
+impl Arrivals {
+    fn new(cfg: &SimulatorConfig, start: tokio::time::Instant) -> Self {
+        let deadline = cfg.max_duration.map(|d| start + d);
+        let limit = (cfg.customers > 0).then_some(cfg.customers);
+        let (pace, cap) = match cfg.rate.filter(|r| r.is_finite() && *r > 0.0) {
+            Some(rate) => {
+                // customers k with k / rate < max_duration
+                let by_deadline = cfg.max_duration.map(|d| (d.as_secs_f64() * rate).ceil() as u64);
+                let cap = match (limit, by_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (Pace::Rate(rate), cap)
+            }
+            None => {
+                let max_gap_ms = cfg.max_arrival.as_millis() as u64;
+                (Pace::Random { max_gap_ms, next: start + random_millis(max_gap_ms) }, limit)
+            }
+        };
+        Arrivals { start, deadline, limit, cap, issued: 0, pace }
+    }
+
+    /// `--customers` were all handed out.
+    fn limit_reached(&self) -> bool {
+        self.limit.is_some_and(|l| self.issued >= l)
+    }
+
+    fn all_issued(&self) -> bool {
+        self.cap.is_some_and(|c| self.issued >= c)
+    }
+
+    /// When the next customer arrives; `None` when nobody will arrive before the deadline.
+    fn next_at(&self) -> Option<tokio::time::Instant> {
+        if self.all_issued() {
+            return None;
+        }
+        let at = match self.pace {
+            Pace::Rate(rate) => {
+                self.start + Duration::try_from_secs_f64(self.issued as f64 / rate).unwrap_or(Duration::MAX / 4)
+            }
+            Pace::Random { next, .. } => next,
+        };
+        match self.deadline {
+            Some(d) if at >= d => None,
+            _ => Some(at),
+        }
+    }
+
+    /// Nobody else will arrive: all were sent, or the deadline passed.
+    fn over(&self, now: tokio::time::Instant) -> bool {
+        self.all_issued() || self.deadline.is_some_and(|d| now >= d && self.next_at().is_none())
+    }
+
+    /// Hand out the customers who have arrived by `now`, at most `max`; returns how many.
+    fn take(&mut self, now: tokio::time::Instant, max: u64) -> u64 {
+        match &mut self.pace {
+            Pace::Rate(rate) => {
+                let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+                // customers k with k / rate <= elapsed; `as` saturates on overflow
+                let mut due = ((elapsed * *rate).floor() as u64).saturating_add(1);
+                if let Some(cap) = self.cap {
+                    due = due.min(cap);
+                }
+                let n = due.saturating_sub(self.issued).min(max);
+                self.issued += n;
+                n
+            }
+            Pace::Random { .. } => {
+                let mut n = 0;
+                while n < max && self.next_at().is_some_and(|at| at <= now) {
+                    n += 1;
+                    self.issued += 1;
+                    if let Pace::Random { max_gap_ms, next } = &mut self.pace {
+                        *next += random_millis(*max_gap_ms);
+                    }
+                }
+                n
+            }
+        }
+    }
+}
+
+/// Orders that will wait for their delay: those waiting now and those of customers in flight.
+fn waiting_orders(due: &BinaryHeap<DueOrder>, in_flight: &VecDeque<InFlight>) -> usize {
+    due.len() + in_flight.iter().map(|b| b.customers as usize).sum::<usize>()
+}
+
+/// Waits until `at`, or forever without it.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+fn random_millis(max: u64) -> Duration {
+    if max == 0 { Duration::ZERO } else { Duration::from_millis(rand::rng().random_range(0..=max)) }
 }
 
 /// Measures the arrival rate over windows of at least a second (and at least a few arrivals) and
@@ -413,31 +626,35 @@ impl RateWatch {
         RateWatch { target, window, start: Instant::now(), count: 0, reconnects, lowest: None, behind: false }
     }
 
-    fn arrived(&mut self, reconnects: u64) {
+    /// `count` customers were written. Returns the warning to give, once.
+    fn arrived(&mut self, count: u64, reconnects: u64) -> Option<String> {
         if reconnects != self.reconnects {
             // a window spanning an outage says nothing about the simulator's capacity
             *self = RateWatch { lowest: self.lowest, behind: self.behind, ..RateWatch::new(self.target, reconnects) };
-            return;
+            return None;
         }
-        self.count += 1;
+        self.count += count;
         let elapsed = self.start.elapsed();
         if elapsed < self.window {
-            return;
+            return None;
         }
         let achieved = self.count as f64 / elapsed.as_secs_f64();
         self.lowest = Some(self.lowest.map_or(achieved, |l| l.min(achieved)));
+        self.start = Instant::now();
+        self.count = 0;
         if achieved < 0.95 * self.target && !self.behind {
             self.behind = true;
-            tracing::warn!(
+            return Some(format!(
                 "cannot hold --rate {}: sent {achieved:.0} customers/s over the last {:.1}s",
                 self.target,
                 elapsed.as_secs_f64()
-            );
+            ));
         }
-        self.start = Instant::now();
-        self.count = 0;
+        None
     }
 }
+
+// ---- the run ------------------------------------------------------------------------------------------
 
 async fn simulate<C: RedisConn + Clone + Sync + 'static>(
     link: Link<C>,
@@ -445,162 +662,179 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
     mut progress: impl FnMut(&Progress),
 ) -> Result<SimulationSummary> {
     if cfg.reset {
-        link.retrying("reset", |mut c| async move {
-            reset(&mut c).await.map_err(|e| match e {
-                EngineError::Command { source, .. } => source,
-                other => redis::RedisError::from((redis::ErrorKind::Client, "reset", other.to_string())),
-            })
-        })
-        .await?;
+        link.retrying("reset", |mut c| async move { reset(&mut c).await.map_err(|e| as_redis_error("reset", e)) })
+            .await?;
     }
     let (base_completed, base_rejected, _) = link.decided().await?;
     let _: Value = link.cmd("SET product", redis::cmd("SET").arg(PRODUCT).arg(cfg.stock).clone()).await?;
 
-    let started = Instant::now();
-    let deadline = cfg.max_duration.map(|d| tokio::time::Instant::now() + d);
-    let orders_sent = Arc::new(AtomicU64::new(0));
-    let mut orders: JoinSet<Result<bool>> = JoinSet::new();
-    let mut customers: u64 = 0;
-    let mut stopped: Option<String> = None;
-    let mut last_report = Instant::now();
-    let mut last_stock_check = Instant::now();
-    let mut ticker = cfg.rate.filter(|r| r.is_finite() && *r > 0.0).map(|r| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        t
-    });
-    let mut rate_watch = cfg.rate.filter(|_| ticker.is_some()).map(|r| RateWatch::new(r, link.reconnects()));
-    let max_arrival_ms = cfg.max_arrival.as_millis() as u64;
+    let start = tokio::time::Instant::now();
+    let started = start.into_std();
+    let mut arrivals = Arrivals::new(cfg, start);
+    // no stock, no sale: nobody is sent
+    let mut arriving = cfg.stock > 0;
+    let mut arrivals_ended = (!arriving).then_some(started);
+    let mut last_customer_write = started;
     let max_delay_ms = cfg.max_order_delay.as_millis() as u64;
-    let mut last = (0, 0, None);
+    let mut due_orders: BinaryHeap<DueOrder> = BinaryHeap::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut next_batch: u64 = 1;
+    let (mut customers, mut orders_sent) = (0u64, 0u64);
+    let mut stopped: Option<String> = None;
     // Redis came back without the sale: what we last read about it is gone
     let mut lost = false;
+    let mut rate_watch = cfg.rate.filter(|r| r.is_finite() && *r > 0.0).map(|r| RateWatch::new(r, link.reconnects()));
+    let mut reading: Option<JoinHandle<Result<SaleSnapshot>>> = None;
+    let mut next_reading = start;
+    let mut last = (0, 0, None);
 
-    // no stock, no sale: nobody is sent
-    while cfg.stock > 0 && stopped.is_none() {
-        if cfg.customers > 0 && customers >= cfg.customers {
-            break;
-        }
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            tracing::warn!("max duration reached; stopping the arrival of customers");
-            break;
-        }
-        if cfg.customers == 0 && last_stock_check.elapsed() >= Duration::from_millis(200) {
-            last_stock_check = Instant::now();
-            let left: Option<i64> = match link.cmd("GET product", redis::cmd("GET").arg(PRODUCT).clone()).await {
-                Ok(v) => v,
-                Err(e) => {
-                    stopped = Some(e.to_string());
-                    break;
-                }
-            };
-            match left {
-                None if link.resilient() => {
-                    stopped = Some(link.lost_sale());
-                    lost = true;
-                    break;
-                }
-                v if v.unwrap_or(0) <= 0 => break,
-                _ => {}
+    loop {
+        let now = tokio::time::Instant::now();
+        if arriving && (stopped.is_some() || arrivals.over(now)) {
+            arriving = false;
+            arrivals_ended = Some(Instant::now());
+            if stopped.is_none() && !arrivals.limit_reached() {
+                link.warn("max duration reached; stopping the arrival of customers");
             }
         }
-        // the next arrival, but never past the deadline
-        let arrived = match ticker.as_mut() {
-            Some(t) => tokio::select! {
-                _ = t.tick() => true,
-                _ = deadline_passed(deadline) => false,
-            },
-            None => {
-                let gap = rand::rng().random_range(0..=max_arrival_ms);
-                let wake = tokio::time::Instant::now() + Duration::from_millis(gap);
-                match deadline {
-                    Some(d) if wake >= d => {
-                        tokio::time::sleep_until(d).await;
-                        false
-                    }
-                    _ => {
-                        tokio::time::sleep_until(wake).await;
-                        true
-                    }
-                }
+        // everything that is due goes out, as long as the window has room
+        while stopped.is_none() && in_flight.len() < WINDOW {
+            let first = arrivals.issued + 1;
+            let room = MAX_WAITING_ORDERS.saturating_sub(waiting_orders(&due_orders, &in_flight)).min(BATCH);
+            let new_customers = if arriving { arrivals.take(now, room as u64) } else { 0 };
+            let mut orders = Vec::new();
+            while orders.len() < BATCH && due_orders.peek().is_some_and(|Reverse((due, ..))| *due <= now) {
+                let Some(Reverse((_, n, customer))) = due_orders.pop() else { break };
+                orders.push((n, customer));
             }
-        };
-        if !arrived {
-            tracing::warn!("max duration reached; stopping the arrival of customers");
-            break;
-        }
-        let n = customers + 1;
-        let customer_id = match link.send(QUEUE_CUSTOMERS, format!("c{n}"), &[("id", n.to_string())]).await {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                stopped = Some(link.lost_sale());
-                lost = true;
+            if new_customers == 0 && orders.is_empty() {
                 break;
             }
-            Err(e) => {
-                stopped = Some(e.to_string());
-                break;
-            }
-        };
-        customers = n;
-        if let Some(w) = rate_watch.as_mut() {
-            w.arrived(link.reconnects());
+            let batch = Batch { number: next_batch, first, customers: new_customers, orders };
+            next_batch += 1;
+            let (count, order_count) = (batch.customers, batch.orders.len() as u64);
+            let l = link.clone();
+            let task = tokio::spawn(async move { l.send(batch).await });
+            in_flight.push_back(InFlight { first, customers: count, orders: order_count, task });
         }
-        let due = tokio::time::Instant::now() + Duration::from_millis(rand::rng().random_range(0..=max_delay_ms));
-        // after the deadline, pending orders go out at once rather than keeping the run alive
-        let due = deadline.map_or(due, |d| due.min(d));
-        let olink = link.clone();
-        let sent = orders_sent.clone();
-        orders.spawn(async move {
-            tokio::time::sleep_until(due).await;
-            let fields = [("id", n.to_string()), ("customer", customer_id)];
-            let written = olink.send(QUEUE_ORDERS, format!("o{n}"), &fields).await?.is_some();
-            if written {
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(written)
-        });
-        // reap finished order tasks so errors surface early
-        while let Some(done) = orders.try_join_next() {
-            if let Some((e, gone)) = order_failure(&link, done) {
-                stopped = Some(e);
-                lost |= gone;
-            }
+        if in_flight.is_empty() && (stopped.is_some() || (!arriving && due_orders.is_empty())) {
+            break;
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            link.trim_log().await;
-            match link.decided().await {
-                Ok((c, r, p)) => {
-                    last = (c.saturating_sub(base_completed), r.saturating_sub(base_rejected), p);
-                    progress(&Progress {
-                        customers,
-                        orders: orders_sent.load(Ordering::Relaxed),
-                        product: p,
-                        completed: last.0,
-                        rejected: last.1,
-                    });
+
+        // the next timed event: a reading, an arrival, an order's due time, the deadline
+        let mut wake: Option<tokio::time::Instant> = None;
+        if stopped.is_none() {
+            let mut events = Vec::with_capacity(4);
+            if reading.is_none() {
+                events.push(next_reading);
+            }
+            if in_flight.len() < WINDOW {
+                if arriving && waiting_orders(&due_orders, &in_flight) < MAX_WAITING_ORDERS {
+                    events.extend(arrivals.next_at());
+                    events.extend(arrivals.deadline);
                 }
-                Err(e) => stopped = Some(e.to_string()),
+                events.extend(due_orders.peek().map(|Reverse((due, ..))| *due));
             }
+            wake = events.into_iter().min().map(|w| w.max(now + MIN_TICK));
+        }
+        tokio::select! {
+            biased;
+            done = async { (&mut in_flight.front_mut().expect("checked non-empty").task).await },
+                if !in_flight.is_empty() =>
+            {
+                let b = in_flight.pop_front().expect("checked non-empty");
+                match done {
+                    Ok(Ok(Some(ids))) => {
+                        customers += b.customers;
+                        orders_sent += b.orders;
+                        let acked = tokio::time::Instant::now();
+                        if b.customers > 0 {
+                            last_customer_write = acked.into_std();
+                        }
+                        for (i, id) in ids.into_iter().enumerate() {
+                            let due = acked + random_millis(max_delay_ms);
+                            // after the deadline, pending orders go out at once rather than keeping the run alive
+                            let due = arrivals.deadline.map_or(due, |d| due.min(d));
+                            due_orders.push(Reverse((due, b.first + i as u64, id)));
+                        }
+                        if let Some(w) = rate_watch.as_mut().filter(|_| b.customers > 0)
+                            && let Some(message) = w.arrived(b.customers, link.reconnects())
+                        {
+                            link.warn(&message);
+                        }
+                    }
+                    Ok(Ok(None)) => {
+                        stopped.get_or_insert_with(|| link.lost_sale());
+                        lost = true;
+                    }
+                    Ok(Err(e)) => {
+                        stopped.get_or_insert(e.to_string());
+                    }
+                    Err(e) => {
+                        stopped.get_or_insert(format!("a batch task failed: {e}"));
+                    }
+                }
+            }
+            read = async { reading.as_mut().expect("checked some").await }, if reading.is_some() => {
+                reading = None;
+                match read {
+                    Ok(Ok(sale)) => {
+                        last = (
+                            sale.completed.saturating_sub(base_completed),
+                            sale.rejected.saturating_sub(base_rejected),
+                            sale.product,
+                        );
+                        progress(&Progress {
+                            customers,
+                            orders: orders_sent,
+                            product: sale.product,
+                            completed: last.0,
+                            rejected: last.1,
+                            elapsed_millis: start.elapsed().as_millis() as u64,
+                            sending: true,
+                        });
+                        if arriving && cfg.customers == 0 {
+                            match sale.product {
+                                None if link.resilient() => {
+                                    stopped.get_or_insert_with(|| link.lost_sale());
+                                    lost = true;
+                                }
+                                v if v.unwrap_or(0) <= 0 => {
+                                    arriving = false;
+                                    arrivals_ended = Some(Instant::now());
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    // Redis is away: the batches in flight find out and retry; progress waits
+                    Ok(Err(e)) if retryable_engine_error(&e) => {}
+                    Ok(Err(e)) => {
+                        stopped.get_or_insert(e.to_string());
+                    }
+                    Err(e) => {
+                        stopped.get_or_insert(format!("reading the sale failed: {e}"));
+                    }
+                }
+            }
+            _ = sleep_until(wake) => {}
+        }
+        if reading.is_none() && stopped.is_none() && tokio::time::Instant::now() >= next_reading {
+            next_reading = tokio::time::Instant::now() + PROGRESS_EVERY;
+            let mut c = link.conn.clone();
+            reading = Some(tokio::spawn(async move { read_sale(&mut c).await }));
         }
     }
-    if stopped.is_some() {
-        // Redis is gone for good or the sale is lost: pending orders have nowhere to go
-        orders.abort_all();
+    if let Some(r) = reading.take() {
+        r.abort();
     }
-    while let Some(done) = orders.join_next().await {
-        if let Some((e, gone)) = order_failure(&link, done) {
-            stopped.get_or_insert(e);
-            lost |= gone;
-            orders.abort_all();
-        }
-    }
-    let sent_secs = started.elapsed().as_secs_f64();
-    let orders_sent = orders_sent.load(Ordering::Relaxed);
+    let send_secs = started.elapsed().as_secs_f64();
+    let arrival_secs = arrivals_ended.unwrap_or_else(Instant::now).max(last_customer_write) - started;
+    let arrival_secs = arrival_secs.as_secs_f64();
 
     let mut all_processed = false;
     let wait_started = Instant::now();
+    let mut last_report = Instant::now();
     while stopped.is_none() {
         match link.decided().await {
             Ok((c, r, p)) => last = (c.saturating_sub(base_completed), r.saturating_sub(base_rejected), p),
@@ -615,7 +849,7 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
         }
         match cfg.wait_complete {
             Some(limit) if wait_started.elapsed() < limit => {
-                if last_report.elapsed() >= Duration::from_secs(1) {
+                if last_report.elapsed() >= PROGRESS_EVERY {
                     last_report = Instant::now();
                     progress(&Progress {
                         customers,
@@ -623,6 +857,8 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
                         product: last.2,
                         completed: last.0,
                         rejected: last.1,
+                        elapsed_millis: start.elapsed().as_millis() as u64,
+                        sending: false,
                     });
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -644,27 +880,15 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
         product_left,
         all_processed,
         duration_secs: started.elapsed().as_secs_f64(),
-        customers_per_sec: if sent_secs > 0.0 { customers as f64 / sent_secs } else { 0.0 },
+        customers_per_sec: if arrival_secs > 0.0 { customers as f64 / arrival_secs } else { 0.0 },
         target_rate: cfg.rate,
         lowest_rate: rate_watch.as_ref().and_then(|w| w.lowest),
         behind_rate: rate_watch.as_ref().is_some_and(|w| w.behind),
         reconnects: link.reconnects(),
         error: stopped,
+        arrival_secs,
+        send_secs,
     })
-}
-
-/// The reason to stop, if an order task failed (and whether it found the sale gone).
-fn order_failure<C: RedisConn + Clone + Sync + 'static>(
-    link: &Link<C>,
-    done: std::result::Result<Result<bool>, tokio::task::JoinError>,
-) -> Option<(String, bool)> {
-    match done {
-        Ok(Ok(true)) => None,
-        Ok(Ok(false)) => Some((link.lost_sale(), true)),
-        Ok(Err(e)) => Some((e.to_string(), false)),
-        Err(e) if e.is_cancelled() => None,
-        Err(e) => Some((format!("order task failed: {e}"), false)),
-    }
 }
 
 #[cfg(test)]
@@ -689,12 +913,16 @@ mod tests {
             behind_rate: true,
             reconnects: 0,
             error: None,
+            arrival_secs: 0.5,
+            send_secs: 0.5,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["productLeft"], 0);
         assert_eq!(v["allProcessed"], true);
         assert_eq!(v["ordersNotSent"], 0);
         assert_eq!(v["behindRate"], true);
+        assert_eq!(v["arrivalSecs"], 0.5);
+        assert_eq!(v["sendSecs"], 0.5);
         assert!(v.get("error").is_none(), "no error key on success: {v}");
     }
 
@@ -715,9 +943,74 @@ mod tests {
         let mut w = RateWatch::new(1000.0, 0);
         w.start = Instant::now() - Duration::from_secs(2);
         w.count = 99;
-        w.arrived(0); // 100 arrivals in 2 s against 1000/s
+        let warning = w.arrived(1, 0); // 100 arrivals in 2 s against 1000/s
+        assert!(warning.is_some_and(|m| m.starts_with("cannot hold --rate 1000:")));
         assert!(w.behind);
         let lowest = w.lowest.unwrap();
         assert!(lowest > 0.0 && lowest < 100.0, "{lowest}");
+        w.start = Instant::now() - Duration::from_secs(2);
+        assert!(w.arrived(1, 0).is_none(), "the warning is given once");
+    }
+
+    fn cfg(rate: Option<f64>, customers: u64, max_seconds: Option<u64>) -> SimulatorConfig {
+        SimulatorConfig { rate, customers, max_duration: max_seconds.map(Duration::from_secs), ..Default::default() }
+    }
+
+    #[test]
+    fn a_fixed_rate_hands_out_the_right_number_per_tick() {
+        let start = tokio::time::Instant::now();
+        let mut a = Arrivals::new(&cfg(Some(1000.0), 0, None), start);
+        assert_eq!(a.take(start, 10_000), 1, "the first customer arrives at once");
+        assert_eq!(a.take(start + Duration::from_millis(10), 10_000), 10, "then one per millisecond");
+        assert_eq!(a.take(start + Duration::from_millis(10), 10_000), 0, "nobody twice");
+        let next = a.next_at().unwrap() - start;
+        assert!(next.abs_diff(Duration::from_millis(11)) < Duration::from_micros(1), "{next:?}");
+        assert_eq!(a.take(start + Duration::from_secs(5), 1000), 1000, "a late tick is capped per batch");
+        assert_eq!(a.take(start + Duration::from_secs(5), 10_000), 5001 - 1011, "and the rest follows");
+        assert!(!a.over(start + Duration::from_secs(5)), "no end without a limit or deadline");
+    }
+
+    #[test]
+    fn a_fixed_rate_stops_at_the_deadline_and_at_the_limit() {
+        let start = tokio::time::Instant::now();
+        // 2 s at 2000/s: customers 0..3999 arrive before the deadline, exactly 4000
+        let mut a = Arrivals::new(&cfg(Some(2000.0), 0, Some(2)), start);
+        let late = start + Duration::from_secs(60);
+        assert!(!a.over(start + Duration::from_secs(1)));
+        let mut sent = 0;
+        while !a.over(late) {
+            sent += a.take(late, 1000);
+        }
+        assert_eq!(sent, 4000);
+        assert_eq!(a.next_at(), None);
+
+        let mut a = Arrivals::new(&cfg(Some(1_000_000.0), 2500, None), start);
+        assert_eq!(a.take(late, 100_000), 2500, "--customers caps a full-speed run");
+        assert!(a.over(start));
+    }
+
+    #[test]
+    fn random_gaps_of_zero_send_everyone_at_once_and_long_gaps_wait_for_the_deadline() {
+        let start = tokio::time::Instant::now();
+        let zero = SimulatorConfig { max_arrival: Duration::ZERO, ..cfg(None, 3000, None) };
+        let mut a = Arrivals::new(&zero, start);
+        assert_eq!(a.take(start, 1000), 1000);
+        assert_eq!(a.take(start, 5000), 2000);
+        assert!(a.over(start));
+
+        let hour = SimulatorConfig { max_arrival: Duration::from_secs(3600), ..cfg(None, 5, Some(1)) };
+        let a = Arrivals::new(&hour, start);
+        // even when the first gap ends after the deadline, the arrivals last until the deadline
+        assert!(!a.over(start));
+        if a.next_at().is_none() {
+            assert!(a.over(start + Duration::from_secs(1)));
+        }
+    }
+
+    #[test]
+    fn batch_replies_are_split_into_one_id_per_customer() {
+        assert_eq!(customer_ids("1-0 1-1 2-0", 3).unwrap(), ["1-0", "1-1", "2-0"]);
+        assert_eq!(customer_ids("", 0).unwrap(), Vec::<String>::new());
+        assert!(customer_ids("1-0", 2).is_err());
     }
 }

@@ -10,6 +10,9 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::watch;
 
 use super::native::{Worker, WorkerConfig};
+// declared here rather than in engine/mod.rs: only `simulate` uses it
+#[path = "simulate_view.rs"]
+mod simulate_view;
 use super::watch::{SaleWatcher, follow};
 use super::watch_view::WatchView;
 use super::{
@@ -17,6 +20,7 @@ use super::{
     module_list, read_sale, require_timeseries,
 };
 use crate::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
+use simulate_view::SimulateView;
 
 // ---- bounded numeric flags -----------------------------------------------------------------------
 // Every number a user (or an environment variable) can pass is checked by clap against a range, so
@@ -313,17 +317,19 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
             cfg.customers.to_string()
         }
     );
-    let summary = simulator::run_resilient(&args.redis.url, args.redis.password.as_deref(), &cfg, &resilience, |p| {
-        eprintln!(
-            "customers {} orders {} completed {} rejected {} product {}",
-            p.customers,
-            p.orders,
-            p.completed,
-            p.rejected,
-            p.product.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
-        )
-    })
-    .await?;
+    let mut view = SimulateView::new(cfg.customers, cfg.stock);
+    let warn = view.warner();
+    let summary = simulator::run_resilient(
+        &args.redis.url,
+        args.redis.password.as_deref(),
+        &cfg,
+        &resilience,
+        |p| view.show(p),
+        warn,
+    )
+    .await
+    .inspect_err(|_| view.clear())?;
+    view.finish(&summary);
     print_summary(&summary, args.json, cfg.wait_complete.is_some());
     if let Some(error) = summary.error {
         return Err(EngineError::Other(format!(
@@ -352,14 +358,17 @@ fn print_summary(summary: &SimulationSummary, json: bool, waited: bool) {
         return;
     }
     let mut line = format!(
-        "customers {} | orders {} | completed {} | rejected {} | product left {} | {:.2}s ({:.0} customers/s)",
+        "customers {} | orders {} | completed {} | rejected {} | product left {} | {:.0} customers/s \
+         (arrivals {:.2}s, all sent {:.2}s, total {:.2}s)",
         summary.customers,
         summary.orders,
         summary.completed,
         summary.rejected,
         summary.product_left.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-        summary.duration_secs,
         summary.customers_per_sec,
+        summary.arrival_secs,
+        summary.send_secs,
+        summary.duration_secs,
     );
     if let (Some(target), true) = (summary.target_rate, summary.behind_rate) {
         line.push_str(&format!(
