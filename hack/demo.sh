@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The product's main job, from nothing: a cluster, the operator, a store, and the sale followed live in the
+# terminal until it is sold out.
+#
+#   bash hack/demo.sh          # run (again): a fresh sale each time
+#   bash hack/demo.sh down     # remove everything the demo made (the local cluster too, if it started one)
+#
+# Which cluster: the one of your kubeconfig (KUBECONFIG or ~/.kube/config) when it answers; otherwise the
+# local single-node cluster of hack/local-cluster.sh (root on Linux; built from upstream parts, first run
+# ~10 minutes, then seconds). Images: on the local cluster the ones hack/images.sh builds here
+# (popup.local/...), since nothing can be pulled; on your cluster the chart's and the store's defaults
+# (POPUP_DEMO_OPERATOR_IMAGE overrides the operator's, e.g. after `kind load`; see docs/install.md).
+#
+# What it does: `helm upgrade --install` the chart into popup-system; replaces the store popup-demo/demo
+# (engine native, 1000 units, 50 customers/s) so each run is a new sale; waits until the store is Ready;
+# port-forwards its Redis Service to a free local port; runs `popup-operator sale --watch` until the sale
+# is over; then says how to open Grafana (when it runs) and how to tear everything down.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+STATE="$CACHE/demo"
+NS=popup-demo
+STORE=demo
+RELEASE=popup
+OPERATOR_NS=popup-system
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+[[ -d /usr/local/go/bin ]] && export PATH="$PATH:/usr/local/go/bin"
+
+log() { echo "[demo] $*" >&2; }
+die() { echo "[demo] ERROR: $*" >&2; exit 1; }
+
+# kubectl and helm: the machine's when present, else the ones this repository installs or builds.
+find_tools() {
+  if command -v kubectl >/dev/null; then KUBECTL=kubectl
+  else KUBECTL="$(bash "$HERE/control-plane.sh" | tail -n 1)/kubectl"; fi
+  HELM="${HELM:-$(command -v helm || bash "$HERE/install-helm.sh" | tail -n 1)}"
+}
+
+k() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+choose_cluster() {
+  local user_config="${KUBECONFIG:-$HOME/.kube/config}"
+  if [[ -f "$STATE/cluster" ]]; then
+    # A re-run uses the cluster of the previous run.
+    MODE="$(sed -n 1p "$STATE/cluster")"; KUBECONFIG_PATH="$(sed -n 2p "$STATE/cluster")"
+    if [[ "$MODE" == local ]]; then KUBECONFIG_PATH="$(bash "$HERE/local-cluster.sh" up | tail -n 1)"; fi
+  elif [[ -f "${user_config%%:*}" ]] && timeout 10 "$KUBECTL" --kubeconfig "${user_config%%:*}" get --raw /readyz >/dev/null 2>&1; then
+    MODE=existing; KUBECONFIG_PATH="${user_config%%:*}"
+    log "using the cluster of $KUBECONFIG_PATH ($("$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" config current-context 2>/dev/null))"
+  else
+    [[ "$(id -u)" == 0 ]] || die "no cluster answers at ${user_config}, and the local cluster needs root: run 'sudo bash hack/demo.sh', or point KUBECONFIG at a cluster (docs/install.md: kind)"
+    log "no cluster answers at $user_config: bringing up the local single-node cluster (hack/local-cluster.sh)"
+    MODE=local; KUBECONFIG_PATH="$(bash "$HERE/local-cluster.sh" up | tail -n 1)"
+  fi
+  mkdir -p "$STATE"
+  printf '%s\n%s\n' "$MODE" "$KUBECONFIG_PATH" > "$STATE/cluster"
+}
+
+install_operator() {
+  local image_args=()
+  if [[ "$MODE" == local ]]; then
+    # shellcheck disable=SC1090
+    source "$(dirname "$KUBECONFIG_PATH")/images.env"
+    image_args=(--set "image.repository=${POPUP_OPERATOR_IMAGE%:*}" --set "image.tag=${POPUP_OPERATOR_IMAGE##*:}"
+                --set image.pullPolicy=Never)
+  elif [[ -n "${POPUP_DEMO_OPERATOR_IMAGE:-}" ]]; then
+    image_args=(--set "image.repository=${POPUP_DEMO_OPERATOR_IMAGE%:*}" --set "image.tag=${POPUP_DEMO_OPERATOR_IMAGE##*:}")
+  fi
+  log "helm upgrade --install $RELEASE into $OPERATOR_NS"
+  "$HELM" --kubeconfig "$KUBECONFIG_PATH" upgrade --install "$RELEASE" "$ROOT/charts/popup-operator" \
+    --namespace "$OPERATOR_NS" --create-namespace "${image_args[@]}" --wait --timeout 5m >/dev/null \
+    || die "the operator did not become ready; kubectl -n $OPERATOR_NS describe pods says why"
+}
+
+apply_store() {
+  local redis_image="" grafana=managed
+  if [[ "$MODE" == local ]]; then
+    redis_image="image: $POPUP_REDIS_IMAGE"
+    grafana=none   # no Grafana image can be obtained on a machine without pulls
+  fi
+  k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
+  if k -n "$NS" get popupstore "$STORE" >/dev/null 2>&1; then
+    log "replacing the previous store $NS/$STORE (a fresh sale)"
+    k -n "$NS" delete popupstore "$STORE" --wait=true --timeout=2m >/dev/null
+    k -n "$NS" wait --for=delete pod -l app.kubernetes.io/instance="$STORE" --timeout=2m >/dev/null 2>&1 || true
+  fi
+  k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: popup.dev/v1alpha1
+kind: PopUpStore
+metadata:
+  name: $STORE
+spec:
+  engine: native
+  stock: 1000
+  redis:
+    ${redis_image:-{\}}
+  grafana:
+    mode: $grafana
+  simulator:
+    ratePerSecond: 50
+EOF
+  log "store $NS/$STORE applied; waiting until it is Ready"
+  local i last=""
+  for i in $(seq 1 300); do
+    local line
+    line="$(k -n "$NS" get popupstore "$STORE" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)"
+    [[ "$line" != "$last" && -n "$line" ]] && log "  $line" && last="$line"
+    [[ " $line" == *" Ready=True "* ]] && return 0
+    sleep 1
+  done
+  k -n "$NS" describe popupstore "$STORE" >&2 || true
+  die "the store did not become Ready in 5 minutes (its conditions are above)"
+}
+
+popup_binary() {
+  local musl="$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/popup-operator"
+  if [[ "$MODE" == local && -x "$musl" ]]; then echo "$musl"; return; fi
+  (cd "$ROOT" && cargo build --release --locked --bin popup-operator >&2)
+  echo "$CARGO_TARGET_DIR/release/popup-operator"
+}
+
+watch_sale() {
+  local bin port password
+  bin="$(popup_binary)"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  k -n "$NS" port-forward "svc/$STORE-redis" "$port:6379" --address 127.0.0.1 >"$STATE/port-forward.log" 2>&1 &
+  PF=$!
+  trap 'kill "$PF" 2>/dev/null || true' EXIT
+  local i
+  for i in $(seq 1 100); do
+    grep -q "Forwarding from" "$STATE/port-forward.log" 2>/dev/null && break
+    kill -0 "$PF" 2>/dev/null || { cat "$STATE/port-forward.log" >&2; die "kubectl port-forward failed"; }
+    sleep 0.1
+  done
+  password="$(k -n "$NS" get secret "$STORE-redis" -o jsonpath='{.data.password}' | base64 -d)"
+  log "the sale, live (Ctrl-C stops watching; the sale goes on):"
+  REDIS_PASSWORD="$password" "$bin" sale --watch --engine native --redis "redis://127.0.0.1:$port"
+}
+
+goodbye() {
+  echo
+  k get popupstores -n "$NS"
+  echo
+  if [[ "$MODE" == local ]]; then
+    echo "Grafana: not deployed here (no Grafana image can be pulled on this machine; on a cluster with"
+    echo "  image pulls the store runs one: see docs/install.md)."
+  else
+    echo "Grafana: $(k -n "$NS" get popupstore "$STORE" -o jsonpath='{.status.endpoints.grafanaPortForward}')"
+    echo "  then open http://localhost:3000"
+  fi
+  echo "Again: bash hack/demo.sh      Everything away: bash hack/demo.sh down"
+}
+
+cmd_down() {
+  find_tools
+  if [[ ! -f "$STATE/cluster" ]]; then log "no demo to remove"; return 0; fi
+  MODE="$(sed -n 1p "$STATE/cluster")"; KUBECONFIG_PATH="$(sed -n 2p "$STATE/cluster")"
+  if [[ "$MODE" == local ]]; then
+    bash "$HERE/local-cluster.sh" down
+  else
+    k delete namespace "$NS" --ignore-not-found --wait=true --timeout=3m >/dev/null || true
+    "$HELM" --kubeconfig "$KUBECONFIG_PATH" uninstall "$RELEASE" --namespace "$OPERATOR_NS" --wait >/dev/null 2>&1 || true
+    k delete namespace "$OPERATOR_NS" --ignore-not-found --wait=false >/dev/null || true
+    log "removed the store and the operator; the CRD stays (helm never deletes CRDs):"
+    log "  kubectl delete crd popupstores.popup.dev"
+  fi
+  rm -rf "$STATE"
+}
+
+case "${1:-up}" in
+  up)
+    find_tools
+    choose_cluster
+    install_operator
+    apply_store
+    watch_sale
+    goodbye
+    ;;
+  down) cmd_down ;;
+  *) echo "usage: $0 [up|down]" >&2; exit 2 ;;
+esac
