@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use popup_operator::engine::native::{Worker, WorkerConfig};
 use popup_operator::engine::{
     self, EngineKind, PRODUCT, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED,
-    SERVED_CUSTOMERS, engine_health, load_scripts,
+    engine_health, load_scripts,
 };
 use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
@@ -34,6 +34,10 @@ struct Engine {
     conn: MultiplexedConnection,
     stop: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     _shim: Option<ChildGuard>,
+    /// Native without a running worker: each case's orders are all queued first and then decided
+    /// by this worker's one script call (several batches in one call, a customer named twice in
+    /// one call, customers found at the head of their queue and elsewhere).
+    one_call: Option<Worker>,
 }
 
 impl Engine {
@@ -58,7 +62,15 @@ impl Engine {
             }
             EngineKind::Gears => shim = Some(start_gears_shim(&server, &settings())),
         }
-        Engine { kind, server, conn, stop, _shim: shim }
+        Engine { kind, server, conn, stop, _shim: shim, one_call: None }
+    }
+
+    /// The native engine deciding each case in one script call (see [`Engine::one_call`]).
+    async fn native_one_call() -> Engine {
+        let server = RedisServer::start();
+        let conn = server.conn().await;
+        let worker = Worker::new(server.manager().await, WorkerConfig::new("one-call", settings()));
+        Engine { kind: EngineKind::Native, server, conn, stop: None, _shim: None, one_call: Some(worker) }
     }
 
     async fn stop(mut self) {
@@ -88,6 +100,8 @@ enum Customer {
     Twice(usize),
     /// An id in the future: a customer who has not arrived yet.
     Future,
+    /// A made-up id from the past (`12345-0`): never arrived, but below the queue's last id.
+    Past,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +126,13 @@ fn raw(s: &str) -> Customer {
 fn cases() -> Vec<Case> {
     use Customer::*;
     let mut cases = vec![
+        Case {
+            // first, on a fresh Redis: there is no queue:customers at all
+            name: "an order before any customer arrived",
+            product: Some("1"),
+            customers: 0,
+            orders: vec![(Past, Rejected("unknown-customer"))],
+        },
         Case {
             name: "an id Redis refuses, then a real order (the oversell of issue 11)",
             product: Some("1"),
@@ -157,8 +178,13 @@ fn cases() -> Vec<Case> {
             product: Some("10"),
             customers: 1,
             orders: vec![
-                (raw("12345-0"), Rejected("unknown-customer")),
+                // above the last id queue:customers ever made, or 0-0, which Redis never makes
                 (Future, Rejected("unknown-customer")),
+                (raw("0-0"), Rejected("unknown-customer")),
+                // Below it, a made-up id looks like a customer served before: no record of every
+                // served customer is kept (memory would grow with every order), so it is a
+                // duplicate. Either way it sells nothing.
+                (Past, Rejected("duplicate")),
                 (Real(0), Completed),
             ],
         },
@@ -196,7 +222,7 @@ fn cases() -> Vec<Case> {
             orders: vec![
                 (raw("99999999999999999999-0"), Rejected("invalid")),
                 (Real(0), Completed),
-                (raw("12345-0"), Rejected("unknown-customer")),
+                (Past, Rejected("duplicate")),
                 (raw("7"), Rejected("invalid")),
                 (Real(1), Completed),
                 (Real(0), Rejected("duplicate")),
@@ -284,7 +310,7 @@ async fn get_product(conn: &mut MultiplexedConnection) -> Option<String> {
 async fn run_case(engine: &mut Engine, case: &Case) {
     let what = format!("case {:?} (product {:?})", case.name, case.product);
     let conn = &mut engine.conn;
-    let _: () = redis::cmd("DEL").arg(PRODUCT).arg(SERVED_CUSTOMERS).query_async(conn).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(PRODUCT).query_async(conn).await.unwrap();
     if let Some(p) = case.product {
         let _: () = redis::cmd("SET").arg(PRODUCT).arg(p).query_async(conn).await.unwrap();
     }
@@ -308,8 +334,13 @@ async fn run_case(engine: &mut Engine, case: &Case) {
                 xadd(conn, QUEUE_ORDERS, &[(b"id", id), (b"customer", c), (b"customer", c)]).await
             }
             Customer::Future => xadd(conn, QUEUE_ORDERS, &[(b"id", id), (b"customer", future.as_bytes())]).await,
+            Customer::Past => xadd(conn, QUEUE_ORDERS, &[(b"id", id), (b"customer", b"12345-0")]).await,
         };
         ids.push(order);
+    }
+    if let Some(worker) = engine.one_call.as_mut() {
+        let r = worker.decide_waiting().await.unwrap();
+        assert_eq!(r.decided(), ids.len() as u64, "{what}: one call decides every queued order");
     }
     let wanted: HashSet<String> = ids.iter().cloned().collect();
     let found = wait_decided(engine, &wanted, &what).await;
@@ -380,8 +411,7 @@ fn known_reason(s: &str) -> &'static str {
         .unwrap_or("<other>")
 }
 
-async fn table(kind: EngineKind) {
-    let mut engine = Engine::start(kind).await;
+async fn table(mut engine: Engine) {
     for case in cases() {
         run_case(&mut engine, &case).await;
     }
@@ -393,55 +423,77 @@ async fn table(kind: EngineKind) {
 
 #[tokio::test]
 async fn triggers_engine_decides_every_hostile_order_by_the_rules() {
-    table(EngineKind::Triggers).await;
+    table(Engine::start(EngineKind::Triggers).await).await;
 }
 
 #[tokio::test]
 async fn native_engine_decides_every_hostile_order_by_the_rules() {
-    table(EngineKind::Native).await;
+    table(Engine::start(EngineKind::Native).await).await;
+}
+
+#[tokio::test]
+async fn native_engine_decides_every_hostile_order_by_the_rules_in_one_call() {
+    table(Engine::native_one_call().await).await;
 }
 
 #[tokio::test]
 async fn gears_scripts_decide_every_hostile_order_by_the_rules() {
-    table(EngineKind::Gears).await;
+    table(Engine::start(EngineKind::Gears).await).await;
 }
 
 // ---- a key of the wrong type: nothing decided, reported, then everything decided ----------------------------
 
 async fn wrong_type_key(kind: EngineKind) {
     let mut engine = Engine::start(kind).await;
-    let conn = &mut engine.conn;
-    let _: () = redis::cmd("SET").arg(PRODUCT).arg(5).query_async(conn).await.unwrap();
-    let _: () = redis::cmd("SET").arg(QUEUE_COMPLETE).arg("oops").query_async(conn).await.unwrap();
-    let c1 = xadd(conn, QUEUE_CUSTOMERS, &[(b"id", b"1")]).await;
-    let o1 = xadd(conn, QUEUE_ORDERS, &[(b"id", b"1"), (b"customer", c1.as_bytes())]).await;
-
-    // The engine refuses to decide, says why, and keeps the order and the stock.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (healthy, summary) = health(&mut engine).await;
-        if summary.contains("queue:complete holds a string") {
-            assert!(!healthy, "{summary}");
-            break;
+    // A key the step writes after reading it (product), and one it only appends to (queue:complete).
+    for (key, wrong) in [(QUEUE_COMPLETE, "string"), (PRODUCT, "hash")] {
+        let conn = &mut engine.conn;
+        let _: () = redis::cmd("SET").arg(PRODUCT).arg(5).query_async(conn).await.unwrap();
+        let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.unwrap();
+        let mut spoil = if wrong == "hash" { redis::cmd("HSET") } else { redis::cmd("SET") };
+        spoil.arg(key);
+        if wrong == "hash" {
+            spoil.arg("field");
         }
-        assert!(Instant::now() < deadline, "{kind:?}: the failure was not reported: {summary}\n{}", engine.shim_log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let conn = &mut engine.conn;
-    assert_eq!(get_product(conn).await.as_deref(), Some("5"));
-    let left: Vec<(String, HashMap<String, String>)> =
-        redis::cmd("XRANGE").arg(QUEUE_ORDERS).arg(&o1).arg(&o1).query_async(conn).await.unwrap();
-    assert_eq!(left.len(), 1, "{kind:?}: the order was dropped undecided");
+        let _: () = spoil.arg("oops").query_async(conn).await.unwrap();
+        let c1 = xadd(conn, QUEUE_CUSTOMERS, &[(b"id", b"1")]).await;
+        let o1 = xadd(conn, QUEUE_ORDERS, &[(b"id", b"1"), (b"customer", c1.as_bytes())]).await;
 
-    // Fixed: the waiting order and a new one are decided (triggers picks leftovers up with the next
-    // order; native and gears retry by themselves).
-    let _: () = redis::cmd("DEL").arg(QUEUE_COMPLETE).query_async(conn).await.unwrap();
-    let c2 = xadd(conn, QUEUE_CUSTOMERS, &[(b"id", b"2")]).await;
-    let o2 = xadd(conn, QUEUE_ORDERS, &[(b"id", b"2"), (b"customer", c2.as_bytes())]).await;
-    let wanted: HashSet<String> = [o1.clone(), o2.clone()].into_iter().collect();
-    let found = wait_decided(&mut engine, &wanted, "after the fix").await;
-    assert!(found.values().all(|d| d.len() == 1 && d[0].0 == QUEUE_COMPLETE), "{found:?}");
-    assert_eq!(get_product(&mut engine.conn).await.as_deref(), Some("3"));
+        // The engine refuses to decide, says why, and keeps the order and the stock.
+        let message = format!("key {key} holds a {wrong}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (healthy, summary) = health(&mut engine).await;
+            if summary.contains(&message) {
+                assert!(!healthy, "{summary}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind:?}: the failure was not reported ({message}): {summary}\n{}",
+                engine.shim_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let conn = &mut engine.conn;
+        if key != PRODUCT {
+            assert_eq!(get_product(conn).await.as_deref(), Some("5"));
+        }
+        let left: Vec<(String, HashMap<String, String>)> =
+            redis::cmd("XRANGE").arg(QUEUE_ORDERS).arg(&o1).arg(&o1).query_async(conn).await.unwrap();
+        assert_eq!(left.len(), 1, "{kind:?}, {key}: the order was dropped undecided");
+
+        // Fixed: the waiting order and a new one are decided (triggers picks leftovers up with the
+        // next order; native and gears retry by themselves).
+        let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.unwrap();
+        let _: () = redis::cmd("SET").arg(PRODUCT).arg(5).query_async(conn).await.unwrap();
+        let c2 = xadd(conn, QUEUE_CUSTOMERS, &[(b"id", b"2")]).await;
+        let o2 = xadd(conn, QUEUE_ORDERS, &[(b"id", b"2"), (b"customer", c2.as_bytes())]).await;
+        let wanted: HashSet<String> = [o1.clone(), o2.clone()].into_iter().collect();
+        let found = wait_decided(&mut engine, &wanted, "after the fix").await;
+        assert!(found.values().all(|d| d.len() == 1 && d[0].0 == QUEUE_COMPLETE), "{key}: {found:?}");
+        assert_eq!(get_product(&mut engine.conn).await.as_deref(), Some("3"), "{key}");
+    }
     engine.stop().await;
 }
 
@@ -481,25 +533,29 @@ fn model(stock: i64, orders: &[Customer], customers: usize) -> Vec<Expect> {
                 }
             }
             Customer::Real(i) if served.contains(i) => Rejected("duplicate"),
+            // every round queues its customers before its orders, so queue:customers exists
+            Customer::Past => Rejected("duplicate"),
             Customer::Real(_) | Customer::Future => Rejected("unknown-customer"),
             Customer::Raw(_) | Customer::Missing | Customer::Twice(_) => Rejected("invalid"),
         })
         .collect()
 }
 
-async fn random_streams(kind: EngineKind) {
-    let mut engine = Engine::start(kind).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed + kind as u64);
-    for round in 0..4 {
+async fn random_streams(mut engine: Engine) {
+    let kind = engine.kind;
+    let rounds = if engine.one_call.is_some() { 12 } else { 4 };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed + kind as u64 + rounds);
+    for round in 0..rounds {
         let stock = rng.random_range(0..12);
         let n_customers = rng.random_range(1..15);
         let garbage: [&[u8]; 6] = [b"7", b"1-0 ", b"99999999999999999999-0", b"", b"x", &[0xc3, 0x28]];
         let orders: Vec<Customer> = (0..rng.random_range(5..40))
-            .map(|_| match rng.random_range(0..10) {
+            .map(|_| match rng.random_range(0..11) {
                 0..=5 => Customer::Real(rng.random_range(0..n_customers)),
                 6 => Customer::Raw(garbage[rng.random_range(0..garbage.len())].to_vec()),
                 7 => Customer::Future,
-                8 => Customer::Missing,
+                8 => Customer::Past,
+                9 => Customer::Missing,
                 _ => Customer::Twice(rng.random_range(0..n_customers)),
             })
             .collect();
@@ -522,15 +578,20 @@ fn leak_str(s: String) -> &'static str {
 
 #[tokio::test]
 async fn triggers_engine_matches_the_model_on_random_order_streams() {
-    random_streams(EngineKind::Triggers).await;
+    random_streams(Engine::start(EngineKind::Triggers).await).await;
 }
 
 #[tokio::test]
 async fn native_engine_matches_the_model_on_random_order_streams() {
-    random_streams(EngineKind::Native).await;
+    random_streams(Engine::start(EngineKind::Native).await).await;
+}
+
+#[tokio::test]
+async fn native_engine_matches_the_model_on_random_order_streams_in_one_call() {
+    random_streams(Engine::native_one_call().await).await;
 }
 
 #[tokio::test]
 async fn gears_scripts_match_the_model_on_random_order_streams() {
-    random_streams(EngineKind::Gears).await;
+    random_streams(Engine::start(EngineKind::Gears).await).await;
 }

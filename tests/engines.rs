@@ -10,12 +10,13 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use popup_operator::engine::native::{Worker, WorkerConfig};
+use popup_operator::engine::native::{BatchResult, Worker, WorkerConfig};
 use popup_operator::engine::{
     self, EngineError, EngineKind, LoadOutcome, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS,
     QUEUE_REJECTED, QUEUES, engine_health, load_scripts, read_sale,
 };
 use popup_operator::simulator::{self, SimulatorConfig};
+use rand::{Rng, SeedableRng};
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::watch;
@@ -127,6 +128,16 @@ async fn assert_contract(conn: &mut MultiplexedConnection, stock: i64, customers
     // queues drained
     assert_eq!(sale.customers_waiting, 0, "queue:customers not drained");
     assert_eq!(sale.orders_queued, 0, "queue:orders not drained");
+    // Nothing is kept per order or customer outside the contract's streams: no other keys.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.unwrap();
+    let named = |k: &str| {
+        [engine::PRODUCT, engine::SAMPLE_LAST, engine::SAMPLE_ADDED, engine::ENGINE_ERROR].contains(&k)
+            || [engine::QUEUE_PREFIX, engine::TS_LEN_PREFIX, engine::TS_ENQUEUE_PREFIX, engine::WORKER_HEARTBEAT_PREFIX]
+                .iter()
+                .any(|p| k.starts_with(p))
+    };
+    let other: Vec<&String> = keys.iter().filter(|k| !named(k)).collect();
+    assert!(other.is_empty(), "keys outside the contract: {other:?}");
 }
 
 async fn ts_samples(conn: &mut MultiplexedConnection, key: &str) -> Vec<(i64, f64)> {
@@ -220,7 +231,6 @@ async fn triggers_reload_after_restart_and_settings_change() {
 
 fn worker_cfg(name: &str) -> WorkerConfig {
     let mut cfg = WorkerConfig::new(name, settings());
-    cfg.claim_idle = Duration::from_millis(300);
     cfg.block = Duration::from_millis(100);
     cfg
 }
@@ -231,6 +241,27 @@ fn spawn_worker(
     rx: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<popup_operator::engine::native::WorkerStats, EngineError>> {
     tokio::spawn(Worker::new(conn, cfg).run(rx))
+}
+
+/// Queue `customers` customers and an order for each (in arrival order) with no engine running,
+/// as fast as Redis takes them; `product` = `stock`.
+async fn prefill(conn: &mut MultiplexedConnection, stock: i64, customers: u64) {
+    let _: () = redis::cmd("SET").arg(engine::PRODUCT).arg(stock).query_async(conn).await.unwrap();
+    let mut ids: Vec<String> = Vec::new();
+    for first in (0..customers).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for n in first..(first + 1000).min(customers) {
+            pipe.cmd("XADD").arg(QUEUE_CUSTOMERS).arg("*").arg("id").arg(n);
+        }
+        ids.extend(pipe.query_async::<Vec<String>>(conn).await.unwrap());
+    }
+    for (first, chunk) in ids.chunks(1000).enumerate() {
+        let mut pipe = redis::pipe();
+        for (i, customer) in chunk.iter().enumerate() {
+            pipe.cmd("XADD").arg(QUEUE_ORDERS).arg("*").arg("id").arg(first * 1000 + i).arg("customer").arg(customer);
+        }
+        let _: Vec<String> = pipe.query_async(conn).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -253,7 +284,7 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
     let mut total = 0;
     for w in workers {
         let stats = w.await.unwrap().unwrap();
-        total += stats.orders.completed + stats.orders.rejected;
+        total += stats.orders.decided();
     }
     assert_eq!(total, customers + 1);
     assert_contract(&mut conn, stock, customers, 1).await;
@@ -266,133 +297,71 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
 }
 
 #[tokio::test]
-async fn native_worker_crash_mid_batch_loses_and_duplicates_nothing() {
+async fn native_workers_racing_over_a_full_queue_decide_each_order_once() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    // Send the orders with no worker running.
-    let (stock, customers) = (10, 25);
-    let mut cfg = fast_sale(stock, customers);
-    cfg.wait_complete = None;
-    simulator::run(&mut conn, &cfg, |_| {}).await.unwrap();
-    assert_eq!(xlen(&mut conn, QUEUE_ORDERS).await, customers);
-
-    // A worker claims a batch and dies before applying it: the orders are pending for it.
-    let mut doomed = Worker::new(server.manager().await, worker_cfg("doomed"));
-    doomed.ensure_group().await.unwrap();
-    let claimed = doomed.read_batch().await.unwrap();
-    assert_eq!(claimed.len(), 3);
-    // Another applies one batch twice (a redelivery after a crash between apply and reply).
-    let mut twice = Worker::new(server.manager().await, worker_cfg("twice"));
-    let batch = twice.read_batch().await.unwrap();
-    let first = twice.apply(&batch).await.unwrap();
-    let second = twice.apply(&batch).await.unwrap();
-    assert_eq!(first.completed + first.rejected, 3);
-    assert_eq!((second.completed, second.rejected, second.skipped), (0, 0, 3), "a redelivered batch was applied again");
-    drop(doomed);
-    drop(twice);
-
-    // A fresh worker claims the dead consumer's entries after claim_idle and finishes the sale.
-    let (tx, rx) = watch::channel(false);
-    let w = spawn_worker(server.manager().await, worker_cfg("rescuer"), rx);
-    wait_decided(&mut conn, customers, Duration::from_secs(15)).await;
-    tx.send(true).unwrap();
-    let stats = w.await.unwrap().unwrap();
-    assert!(stats.claimed >= 3, "the dead consumer's batch was not claimed: {stats:?}");
-    let pending: Value =
-        redis::cmd("XPENDING").arg(QUEUE_ORDERS).arg(engine::NATIVE_GROUP).query_async(&mut conn).await.unwrap();
-    assert_eq!(popup_operator_pending_count(&pending), 0, "entries left pending: {pending:?}");
+    let (stock, customers) = (1_500, 8_000);
+    prefill(&mut conn, stock, customers).await;
+    // Four workers call the script back to back on their own connections until the queue is empty:
+    // every call takes what the calls before it left.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(4));
+    let mut racers = Vec::new();
+    for i in 0..4 {
+        let mut w = Worker::new(server.manager().await, worker_cfg(&format!("racer{i}")));
+        let start = start.clone();
+        racers.push(tokio::spawn(async move {
+            start.wait().await;
+            let (mut total, mut calls) = (BatchResult::default(), 0);
+            loop {
+                let r = w.decide_waiting().await.unwrap();
+                if r.decided() == 0 {
+                    return (total, calls);
+                }
+                total += r;
+                calls += 1;
+            }
+        }));
+    }
+    let mut total = BatchResult::default();
+    let mut busy = 0;
+    for r in racers {
+        let (t, calls) = r.await.unwrap();
+        eprintln!("{t:?} in {calls} calls");
+        busy += usize::from(calls > 0);
+        total += t;
+    }
+    assert!(busy > 1, "only one worker got to decide anything: no race happened");
+    assert_eq!((total.completed, total.rejected), (stock as u64, customers - stock as u64));
     assert_contract(&mut conn, stock, customers, 0).await;
-}
-
-/// Consumer names in the workers' group.
-async fn group_consumers(conn: &mut MultiplexedConnection) -> Vec<String> {
-    let reply: Vec<Value> = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(QUEUE_ORDERS)
-        .arg(engine::NATIVE_GROUP)
-        .query_async(conn)
-        .await
-        .unwrap();
-    let mut names: Vec<String> = reply
-        .iter()
-        .filter_map(|c| match c {
-            Value::Array(kv) => kv.chunks(2).find_map(|p| match (&p[0], &p[1]) {
-                (Value::BulkString(k), Value::BulkString(v)) if k == b"name" => {
-                    Some(String::from_utf8_lossy(v).into_owned())
-                }
-                _ => None,
-            }),
-            Value::Map(kv) => kv.iter().find_map(|(k, v)| match (k, v) {
-                (Value::BulkString(k), Value::BulkString(v)) if k == b"name" => {
-                    Some(String::from_utf8_lossy(v).into_owned())
-                }
-                _ => None,
-            }),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 #[tokio::test]
-async fn a_survivor_claims_dead_workers_orders_and_removes_them_from_the_group() {
+async fn native_workers_stopped_at_any_moment_leave_nothing_half_done() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    let (stock, customers) = (20, 30);
-    let mut cfg = fast_sale(stock, customers);
-    cfg.wait_complete = None;
-    simulator::run(&mut conn, &cfg, |_| {}).await.unwrap();
-    // A kill storm: six workers read a batch each and die without deciding it or saying goodbye;
-    // two more die with nothing pending.
-    for i in 0..8 {
-        let mut dead = Worker::new(server.manager().await, WorkerConfig::new(format!("dead{i}"), settings()));
-        dead.ensure_group().await.unwrap();
-        if i < 6 {
-            assert_eq!(dead.read_batch().await.unwrap().len(), 3);
-        } else {
-            let _: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(engine::NATIVE_GROUP)
-                .arg(format!("dead{i}"))
-                .arg("COUNT")
-                .arg(0)
-                .arg("STREAMS")
-                .arg(QUEUE_ORDERS)
-                .arg("0")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+    let (stock, customers) = (6_000, 15_000);
+    prefill(&mut conn, stock, customers).await;
+    // A kill storm in one process: each worker task is dropped wherever it is after 0–15 ms (before
+    // its call is sent, while Redis runs it, or before it reads the reply).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut storms = 0;
+    while xlen(&mut conn, QUEUE_ORDERS).await > 0 && storms < 200 {
+        let (_tx, rx) = watch::channel(false);
+        let w = spawn_worker(server.manager().await, worker_cfg(&format!("doomed{storms}")), rx);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
+        w.abort();
+        let _ = w.await;
+        storms += 1;
     }
-    assert_eq!(group_consumers(&mut conn).await.len(), 8);
-    // One survivor with the default claim and heartbeat settings finishes the sale and tidies up.
+    // A survivor takes whatever is left.
     let (tx, rx) = watch::channel(false);
-    let mut survivor = WorkerConfig::new("survivor", settings());
-    survivor.block = Duration::from_millis(100);
-    let w = spawn_worker(server.manager().await, survivor, rx);
+    let w = spawn_worker(server.manager().await, worker_cfg("survivor"), rx);
     wait_decided(&mut conn, customers, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while group_consumers(&mut conn).await != ["survivor"] {
-        assert!(Instant::now() < deadline, "dead consumers left in the group: {:?}", group_consumers(&mut conn).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     tx.send(true).unwrap();
-    let stats = w.await.unwrap().unwrap();
-    assert_eq!(stats.claimed, 18, "{stats:?}");
+    w.await.unwrap().unwrap();
+    eprintln!("{storms} workers dropped mid-sale");
+    assert!(storms > 1, "the first worker decided everything before it could be stopped");
     assert_contract(&mut conn, stock, customers, 0).await;
-    // A clean shutdown leaves no consumer behind either.
-    assert!(group_consumers(&mut conn).await.is_empty());
-}
-
-fn popup_operator_pending_count(v: &Value) -> i64 {
-    match v {
-        Value::Array(items) => match items.first() {
-            Some(Value::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    }
 }
 
 fn binary() -> &'static str {
@@ -402,7 +371,7 @@ fn binary() -> &'static str {
 fn spawn_process(server: &RedisServer, consumer: &str) -> ChildGuard {
     let log = std::fs::File::create(server.dir.join(format!("{consumer}.log"))).unwrap();
     let child = Command::new(binary())
-        .args(["process", "--batch-size", "3", "--metrics-interval-seconds", "0.2", "--claim-idle-millis", "300"])
+        .args(["process", "--batch-size", "3", "--metrics-interval-seconds", "0.2"])
         .args(["--consumer", consumer])
         .env("REDIS_URL", server.url())
         .env_remove("REDIS_PASSWORD")
@@ -413,11 +382,34 @@ fn spawn_process(server: &RedisServer, consumer: &str) -> ChildGuard {
     ChildGuard(Some(child))
 }
 
+/// SIGTERM: the worker finishes its call, exits 0 and prints its totals as JSON.
+fn stop_process(mut worker: ChildGuard) -> serde_json::Value {
+    let status = Command::new("kill").args(["-TERM", &worker.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = worker.0.take().unwrap().wait_with_output().unwrap();
+    assert!(exit.status.success(), "process did not exit cleanly on SIGTERM: {exit:?}");
+    serde_json::from_slice(&exit.stdout).unwrap()
+}
+
+/// Wait until at least `n` orders are decided (or fail naming `what`).
+async fn wait_some_decided(conn: &mut MultiplexedConnection, n: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = read_sale(conn).await.unwrap();
+        if s.decided() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
-async fn native_binary_sigkill_then_restart_keeps_the_contract() {
+async fn two_process_workers_one_sigkilled_mid_sale_keep_the_contract() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    let first = spawn_process(&server, "victim");
+    let mut victim = spawn_process(&server, "victim");
+    let survivor = spawn_process(&server, "survivor");
     let (stock, customers) = (60, 120);
     let mut cfg = fast_sale(stock, customers);
     cfg.wait_complete = None;
@@ -426,31 +418,37 @@ async fn native_binary_sigkill_then_restart_keeps_the_contract() {
         let mut c = server.conn().await;
         tokio::spawn(async move { simulator::run(&mut c, &cfg, |_| {}).await })
     };
-    // Kill the worker hard once it has decided some orders.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let s = read_sale(&mut conn).await.unwrap();
-        if s.completed + s.rejected >= 20 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the worker process decided nothing: {s:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Child::kill sends SIGKILL: no chance to finish the batch or clean up.
-    let mut first = first;
-    first.0.as_mut().unwrap().kill().unwrap();
-    drop(first);
+    wait_some_decided(&mut conn, 20, "the workers decided nothing").await;
+    // Child::kill sends SIGKILL: no chance to finish a call or clean up.
+    victim.0.as_mut().unwrap().kill().unwrap();
+    drop(victim);
     sim.await.unwrap().unwrap();
-    // A new worker under another name takes over (own new entries + claims the victim's pending).
-    let mut second = spawn_process(&server, "heir");
+    // The survivor decides the rest; a new worker joining late changes nothing either.
+    let heir = spawn_process(&server, "heir");
     wait_decided(&mut conn, customers, Duration::from_secs(20)).await;
-    // SIGTERM: graceful shutdown, exit code 0.
-    let status = Command::new("kill").args(["-TERM", &second.pid().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = second.0.take().unwrap().wait_with_output().unwrap();
-    assert!(exit.status.success(), "process did not exit cleanly on SIGTERM: {exit:?}");
-    let stats: serde_json::Value = serde_json::from_slice(&exit.stdout).unwrap();
-    assert!(stats["batches"].as_u64().unwrap() > 0, "{stats}");
+    let survived = stop_process(survivor);
+    stop_process(heir);
+    assert!(survived["batches"].as_u64().unwrap() > 0, "{survived}");
+    assert_contract(&mut conn, stock, customers, 0).await;
+}
+
+#[tokio::test]
+async fn two_process_workers_one_sigkilled_inside_its_calls_keep_the_contract() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    // A full queue: both workers are always inside a call of 510 orders, so the kill lands in one.
+    let (stock, customers) = (15_000, 40_000);
+    prefill(&mut conn, stock, customers).await;
+    let mut victim = spawn_process(&server, "victim");
+    let survivor = spawn_process(&server, "survivor");
+    wait_some_decided(&mut conn, 2_000, "the workers decided nothing").await;
+    victim.0.as_mut().unwrap().kill().unwrap();
+    drop(victim);
+    let decided_at_kill = read_sale(&mut conn).await.unwrap().decided();
+    wait_decided(&mut conn, customers, Duration::from_secs(60)).await;
+    let survived = stop_process(survivor);
+    eprintln!("victim killed after {decided_at_kill} of {customers} orders; survivor: {survived}");
+    assert!(decided_at_kill < customers, "the sale was over before the kill");
     assert_contract(&mut conn, stock, customers, 0).await;
 }
 

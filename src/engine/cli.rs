@@ -156,11 +156,12 @@ pub struct ProcessArgs {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub settings: SettingsArgs,
-    /// Consumer name in the group (default: $HOSTNAME, i.e. the pod name, else popup-<pid>).
+    /// Worker name, for its heartbeat key popup:worker:<name> (default: $HOSTNAME, i.e. the pod
+    /// name, else popup-<pid>).
     #[arg(long, env = "POPUP_CONSUMER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub consumer: Option<String>,
-    /// Claim pending orders idle longer than this from any consumer (ms, 100–3600000): a live worker
-    /// decides what it read within milliseconds, and deciding twice is impossible.
+    /// No effect; still accepted (ms, 100–3600000) so that older command lines run. A worker takes
+    /// and decides orders in one atomic script, so a dead worker leaves nothing to claim.
     #[arg(long, env = "POPUP_CLAIM_IDLE_MILLIS", default_value_t = 2_000, value_parser = claim_idle,
           allow_negative_numbers = true)]
     pub claim_idle_millis: u64,
@@ -285,7 +286,6 @@ pub async fn run_process(args: ProcessArgs) -> Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| format!("popup-{}", std::process::id()));
     let mut cfg = WorkerConfig::new(consumer, settings);
-    cfg.claim_idle = Duration::from_millis(args.claim_idle_millis);
     cfg.sample = !args.no_sampler;
     tracing::info!(%addr, consumer = %cfg.consumer, "processing orders");
     let stats = Worker::new(conn, cfg).run(rx).await?;

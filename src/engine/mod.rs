@@ -41,9 +41,6 @@ pub const QUEUE_PREFIX: &str = "queue:";
 pub const TS_LEN_PREFIX: &str = "ts:len:";
 /// Prefix of the entries-added-per-interval series: `ts:enqueue:queue:orders`.
 pub const TS_ENQUEUE_PREFIX: &str = "ts:enqueue:";
-/// Set of customer entry ids whose order has been decided: tells a `duplicate` order from one
-/// naming a customer who never arrived (`unknown-customer`).
-pub const SERVED_CUSTOMERS: &str = "popup:customers:served";
 /// The last failure of an engine to decide an order (string with a TTL of [`ENGINE_ERROR_TTL`]):
 /// written by every engine, read by [`engine_health`].
 pub const ENGINE_ERROR: &str = "popup:engine:error";
@@ -57,8 +54,6 @@ pub const SAMPLE_LAST: &str = "popup:ts:last";
 pub const SAMPLE_ADDED: &str = "popup:ts:added";
 /// Heartbeat key prefix of native workers: `popup:worker:<consumer>` with a TTL.
 pub const WORKER_HEARTBEAT_PREFIX: &str = "popup:worker:";
-/// Consumer group of the native workers on `queue:orders`.
-pub const NATIVE_GROUP: &str = "popup-processors";
 /// Rejection reasons.
 pub const REASON_SOLD_OUT: &str = "sold-out";
 pub const REASON_DUPLICATE: &str = "duplicate";

@@ -49,10 +49,12 @@ def _as_gears(v):
             return v.decode("utf-8")
         except UnicodeDecodeError:
             return bytearray(v)
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return [_as_gears(x) for x in v]
-    if isinstance(v, tuple):
-        return [_as_gears(x) for x in v]
+    if isinstance(v, dict):
+        # RedisGears 1 runs on Redis 6.2 and sees RESP2: a map (XINFO STREAM, ...) is a flat list
+        # of keys and values. Newer redis-py may hand over a dict even without RESP3.
+        return [_as_gears(x) for kv in v.items() for x in kv]
     return v
 
 

@@ -14,7 +14,6 @@ CUSTOMERS = 'queue:customers'
 ORDERS = 'queue:orders'
 COMPLETE = 'queue:complete'
 REJECTED = 'queue:rejected'
-SERVED = 'popup:customers:served'
 ENGINE_ERROR = 'popup:engine:error'
 U64 = '18446744073709551615'
 I64 = '9223372036854775807'
@@ -66,14 +65,41 @@ def shown(customer):
     return '<%d bytes>' % len(customer)
 
 
-def check_types():
-    # Keys of the wrong type would make a write fail halfway: refuse before any write.
-    for key, kind in ((PRODUCT, 'string'), (CUSTOMERS, 'stream'), (ORDERS, 'stream'),
-                      (COMPLETE, 'stream'), (REJECTED, 'stream'), (SERVED, 'set')):
+def wrong_type(key, kind, found):
+    return Exception('popup: key %s holds a %s, not a %s; no order was decided '
+                     '(delete or rename that key)' % (key, found, kind))
+
+
+def require_stream(key):
+    # Before writing to `key`: a stream or absent. (The other keys a step writes, product and the two
+    # queues, it has read already, which fails on a wrong type before any write.)
+    t = text(execute('TYPE', key))
+    if t != 'none' and t != 'stream':
+        raise wrong_type(key, 'stream', t)
+
+
+def explain(e):
+    # A read failed: name the key of the wrong type if that is the cause (the usual one).
+    for key, kind in ((PRODUCT, 'string'), (CUSTOMERS, 'stream'), (ORDERS, 'stream')):
         t = text(execute('TYPE', key))
         if t != 'none' and t != kind:
-            raise Exception('popup: key %s holds a %s, not a %s; no order was decided '
-                            '(delete or rename that key)' % (key, t, kind))
+            return wrong_type(key, kind, t)
+    return e
+
+
+def id_after(a, b):
+    # Canonical stream ids compared as numbers: a > b.
+    return tuple(int(x) for x in a.split('-')) > tuple(int(x) for x in b.split('-'))
+
+
+def never_arrived(customer):
+    # No entry with this id was ever in queue:customers: Redis never makes 0-0, and every id it ever
+    # made is at most the stream's last-generated-id.
+    if customer == '0-0' or int(execute('EXISTS', CUSTOMERS)) == 0:
+        return True
+    info = execute('XINFO', 'STREAM', CUSTOMERS)
+    fields = dict((text(info[i]), info[i + 1]) for i in range(0, len(info) - 1, 2))
+    return id_after(customer, text(fields['last-generated-id']))
 
 
 def judge(fields):
@@ -85,9 +111,7 @@ def judge(fields):
     if not is_stream_id(customer):
         return 'rejected', 'invalid', shown(customer)
     if not execute('XRANGE', CUSTOMERS, customer, customer):
-        if int(execute('SISMEMBER', SERVED, customer)) == 1:
-            return 'rejected', 'duplicate', customer
-        return 'rejected', 'unknown-customer', customer
+        return 'rejected', 'unknown-customer' if never_arrived(customer) else 'duplicate', customer
     stock = stock_of(execute('GET', PRODUCT))
     if stock is None or stock <= 0:
         return 'sold-out', 'sold-out', customer
@@ -95,22 +119,24 @@ def judge(fields):
 
 
 def decide(order):
-    check_types()
-    entries = execute('XRANGE', ORDERS, order, order)
-    if not entries:
-        return 'skipped'
-    outcome, reason, customer = judge(entries[0][1])
+    # Reads, then writes; nothing written can fail after the first write.
+    try:
+        entries = execute('XRANGE', ORDERS, order, order)
+        if not entries:
+            return 'skipped'
+        outcome, reason, customer = judge(entries[0][1])
+    except Exception as e:
+        raise explain(e)
+    require_stream(COMPLETE if outcome == 'completed' else REJECTED)
     if outcome == 'completed':
         # The stock first: if anything failed after it, the sale could undersell but never oversell.
         execute('DECR', PRODUCT)
-        execute('SADD', SERVED, customer)
-        execute('XDEL', CUSTOMERS, customer)
         execute('XADD', COMPLETE, '*', 'order', order, 'customer', customer)
     else:
-        if outcome == 'sold-out':
-            execute('SADD', SERVED, customer)
-            execute('XDEL', CUSTOMERS, customer)
         execute('XADD', REJECTED, '*', 'order', order, 'customer', customer, 'reason', reason)
+    if outcome != 'rejected':
+        # A waiting customer who got an answer is served: out of the queue, no second order.
+        execute('XDEL', CUSTOMERS, customer)
     execute('XDEL', ORDERS, order)
     return outcome
 

@@ -1,43 +1,45 @@
--- popup-operator native engine: decide a batch of orders atomically.
+-- popup-operator native engine: take the oldest orders waiting in queue:orders and decide them.
 --
 -- The rule set of docs/engines.md ("Deciding an order"), the same in the gears and triggers
--- engines. Safe by construction: everything about an order is checked with reads first; the
--- writes come after and cannot fail on anything the order contains.
+-- engines. The script reads the orders itself, decides them and removes them in one atomic step,
+-- so an order is decided exactly when it leaves queue:orders: however many workers call this and
+-- whenever one of them dies, no order is decided twice and none is left half done.
 --
--- KEYS: 1 product, 2 queue:customers, 3 queue:orders, 4 queue:complete, 5 queue:rejected,
---       6 popup:customers:served
--- ARGV: 1 consumer group ("" for none), then order entry ids (the script reads the entries itself,
---       so the fields it judges are exactly the bytes in Redis).
--- Returns {completed, rejected, skipped}; skipped = no longer in queue:orders (already decided).
-local group = ARGV[1]
-local completed, rejected, skipped = 0, 0, 0
+-- KEYS: 1 product, 2 queue:customers, 3 queue:orders, 4 queue:complete, 5 queue:rejected
+-- ARGV: 1 the most orders to take (the worker asks for whole batches)
+-- Returns {completed, rejected}.
 
--- Keys of the wrong type would make a write fail halfway: refuse the whole batch before any write.
+-- Keys of the wrong type would make a write fail halfway: refuse before any write. Once per call
+-- covers every order of it.
 local expected = {
   { KEYS[1], 'string' }, { KEYS[2], 'stream' }, { KEYS[3], 'stream' }, { KEYS[4], 'stream' },
-  { KEYS[5], 'stream' }, { KEYS[6], 'set' },
+  { KEYS[5], 'stream' },
 }
-for _, e in ipairs(expected) do
+local customers_exist = false
+for i, e in ipairs(expected) do
   local t = redis.call('TYPE', e[1])['ok']
   if t ~= 'none' and t ~= e[2] then
     return redis.error_reply('popup: key ' .. e[1] .. ' holds a ' .. t .. ', not a ' .. e[2] ..
       '; no order was decided (delete or rename that key)')
   end
+  if i == 2 then customers_exist = t ~= 'none' end
 end
 
--- A decimal without sign, spaces or leading zeros, at most `max` (same digit count compared as text).
-local function canonical_uint(s, max)
-  if s == '0' then return true end
-  if not string.match(s, '^[1-9]%d*$') or #s > #max then return false end
-  return #s < #max or s <= max
+local orders = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', tonumber(ARGV[1]))
+if #orders == 0 then return { 0, 0 } end
+
+-- Decimal digits without leading zeros, at most `max` (same digit count compared as text).
+local function canonical_digits(s, max)
+  if #s > 1 and string.byte(s) == 48 then return false end
+  return #s < #max or (#s == #max and s <= max)
 end
 
--- "<ms>-<seq>", both unsigned 64-bit: exactly the ids Redis stores, so XRANGE id id finds the
--- entry or nothing (an incomplete id like "7" would match a whole millisecond).
+-- "<ms>-<seq>", both unsigned 64-bit: exactly the ids Redis stores, so a lookup finds the entry or
+-- nothing (Redis refuses "99999999999999999999-0" with an error and reads "7" as a whole range).
 local U64 = '18446744073709551615'
 local function is_stream_id(s)
   local ms, seq = string.match(s, '^(%d+)%-(%d+)$')
-  return ms ~= nil and canonical_uint(ms, U64) and canonical_uint(seq, U64)
+  return ms ~= nil and canonical_digits(ms, U64) and canonical_digits(seq, U64)
 end
 
 -- Units left as Redis DECR reads them; nil when missing or not an integer.
@@ -45,7 +47,7 @@ local I64 = '9223372036854775807'
 local function stock_of(v)
   if not v then return nil end
   local digits = string.match(v, '^%-?(%d+)$')
-  if not digits or not canonical_uint(digits, I64) or v == '-0' then return nil end
+  if not digits or not canonical_digits(digits, I64) or v == '-0' then return nil end
   return tonumber(v)
 end
 
@@ -55,54 +57,103 @@ local function shown(customer)
   return '<' .. #customer .. ' bytes>'
 end
 
--- Decide one order: returns the outcome and, when rejected, the reason and the customer shown.
-local function judge(fields)
-  local customer, n = nil, 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 'customer' then
-      customer, n = fields[i + 1], n + 1
-    end
-  end
-  if n ~= 1 then return 'rejected', 'invalid', (n == 0 and '' or '<' .. n .. ' customer fields>') end
-  if not is_stream_id(customer) then return 'rejected', 'invalid', shown(customer) end
-  if #redis.call('XRANGE', KEYS[2], customer, customer) == 0 then
-    if redis.call('SISMEMBER', KEYS[6], customer) == 1 then
-      return 'rejected', 'duplicate', customer
-    end
-    return 'rejected', 'unknown-customer', customer
-  end
-  local stock = stock_of(redis.call('GET', KEYS[1]))
-  if stock == nil or stock <= 0 then return 'sold-out', 'sold-out', customer end
-  return 'completed', nil, customer
+-- a > b for canonical decimals: the longer one, or the same length and later as text.
+local function greater(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
 end
 
-for i = 2, #ARGV do
-  local order = ARGV[i]
-  local entry = redis.call('XRANGE', KEYS[3], order, order)[1]
-  if entry == nil then
-    skipped = skipped + 1
-  else
-    local outcome, reason, customer = judge(entry[2])
-    if outcome == 'completed' then
-      -- The stock first: if anything failed after it, the sale could undersell but never oversell.
-      redis.call('DECR', KEYS[1])
-      redis.call('SADD', KEYS[6], customer)
-      redis.call('XDEL', KEYS[2], customer)
-      redis.call('XADD', KEYS[4], '*', 'order', order, 'customer', customer)
-      completed = completed + 1
-    else
-      if outcome == 'sold-out' then
-        -- A waiting customer who got an answer is served: out of the queue, no second order.
-        redis.call('SADD', KEYS[6], customer)
-        redis.call('XDEL', KEYS[2], customer)
-      end
-      redis.call('XADD', KEYS[5], '*', 'order', order, 'customer', customer, 'reason', reason)
-      rejected = rejected + 1
+-- True when no entry with this id was ever in queue:customers: Redis never makes 0-0, and every id
+-- it ever made is at most the stream's last-generated-id (read once, only when a rejection asks).
+local last_generated
+local function never_arrived(id)
+  if id == '0-0' or not customers_exist then return true end
+  if last_generated == nil then
+    local info = redis.call('XINFO', 'STREAM', KEYS[2])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last_generated = info[i + 1] end
     end
-    redis.call('XDEL', KEYS[3], order)
   end
-  if group ~= '' then
-    redis.call('XACK', KEYS[3], group, order)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  local last_ms, last_seq = string.match(last_generated, '^(%d+)%-(%d+)$')
+  if ms ~= last_ms then return greater(ms, last_ms) end
+  return greater(seq, last_seq)
+end
+
+-- Orders mostly name the oldest waiting customers (they order in about the order they arrived):
+-- read as many from the head of queue:customers, so those are found without a lookup each and
+-- leave the queue by one trim.
+local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', #orders)
+local head_at, taken = {}, {}
+for i = 1, #head do head_at[head[i][1]] = i end
+
+-- Take a customer out of the queue; false when they are not waiting (any more).
+local function take(customer)
+  local at = head_at[customer]
+  if at == nil then return redis.call('XDEL', KEYS[2], customer) == 1 end
+  if taken[at] then return false end
+  taken[at] = true
+  return true
+end
+
+local stock = stock_of(redis.call('GET', KEYS[1]))
+local left = (stock ~= nil and stock > 0) and stock or 0
+-- Per order (same index as `orders`): the customer recorded and the reason (false: completed).
+local customers, reasons = {}, {}
+local sold = 0
+
+for i = 1, #orders do
+  local fields = orders[i][2]
+  local customer, n = nil, 0
+  for j = 1, #fields, 2 do
+    if fields[j] == 'customer' then
+      customer, n = fields[j + 1], n + 1
+    end
+  end
+  local reason = false
+  if n ~= 1 then
+    reason, customer = 'invalid', (n == 0 and '' or '<' .. n .. ' customer fields>')
+  elseif not is_stream_id(customer) then
+    reason, customer = 'invalid', shown(customer)
+  elseif not take(customer) then
+    -- Not waiting: answered before (also earlier in this call), or never arrived.
+    reason = never_arrived(customer) and 'unknown-customer' or 'duplicate'
+  elseif left > 0 then
+    -- Waiting, and now out of the queue: this is the customer's one answer.
+    left, sold = left - 1, sold + 1
+  else
+    reason = 'sold-out'
+  end
+  customers[i], reasons[i] = customer, reason
+end
+
+-- The stock before any completion is recorded: if anything failed after it, the sale could
+-- undersell but never oversell. (Nothing can: the types are checked, the stock is an integer of at
+-- least `sold`, and once a script has written, Redis no longer refuses its writes for memory.)
+if sold > 0 then redis.call('DECRBY', KEYS[1], sold) end
+for i = 1, #orders do
+  if reasons[i] then
+    redis.call('XADD', KEYS[5], '*', 'order', orders[i][1], 'customer', customers[i], 'reason', reasons[i])
+  else
+    redis.call('XADD', KEYS[4], '*', 'order', orders[i][1], 'customer', customers[i])
   end
 end
-return { completed, rejected, skipped }
+
+-- Trimming a stream by its oldest n entries deletes whole listpack nodes at a time, far cheaper
+-- than XDEL of each id. The orders taken are the oldest entries of queue:orders; of the head
+-- customers taken, the leading run goes the same way and the others by id.
+local function trim_oldest(key, n)
+  if n > 0 then redis.call('XTRIM', key, 'MAXLEN', redis.call('XLEN', key) - n) end
+end
+trim_oldest(KEYS[3], #orders)
+local run = 0
+while taken[run + 1] do run = run + 1 end
+trim_oldest(KEYS[2], run)
+local rest = {}
+for at = run + 1, #head do
+  if taken[at] then rest[#rest + 1] = head[at][1] end
+end
+for first = 1, #rest, 1000 do
+  redis.call('XDEL', KEYS[2], unpack(rest, first, math.min(first + 999, #rest)))
+end
+return { sold, #orders - sold }

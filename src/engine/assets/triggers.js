@@ -3,7 +3,8 @@
 // settings: batch=__BATCH__ interval_ms=__INTERVAL_MS__
 //
 // The rules are the ones of docs/engines.md, identical to the native Lua script and the gears
-// Python script. A stream trigger callback runs atomically, so each order is decided atomically.
+// Python script. A stream trigger callback runs atomically, so each order is decided atomically:
+// it reads what it needs, then writes, and nothing it writes can fail after its first write.
 // Gears 2 has no batch reader and no timer: orders are decided one record at a time as they
 // arrive (the batch setting is recorded above but has no effect), and TimeSeries samples are
 // written by whichever trigger call first sees that an interval boundary has passed.
@@ -15,11 +16,12 @@ const ORDERS = 'queue:orders';
 const COMPLETE = 'queue:complete';
 const REJECTED = 'queue:rejected';
 const QUEUES = [CUSTOMERS, ORDERS, COMPLETE, REJECTED];
-const SERVED = 'popup:customers:served';
 const SAMPLE_LAST = 'popup:ts:last';
 const SAMPLE_ADDED = 'popup:ts:added';
 const ENGINE_ERROR = 'popup:engine:error';
 const ERROR_TTL_MS = __ERROR_TTL_MS__;
+// Orders left behind by an earlier failure that one callback decides along with its own.
+const LEFTOVERS = 99;
 const U64 = '18446744073709551615';
 const I64 = '9223372036854775807';
 
@@ -65,17 +67,41 @@ function shown(customer) {
   return '<' + customer.length + ' bytes>';
 }
 
-// Keys of the wrong type would make a write fail halfway: refuse before any write.
-function checkTypes(client) {
-  const expected = [[PRODUCT, 'string'], [CUSTOMERS, 'stream'], [ORDERS, 'stream'], [COMPLETE, 'stream'],
-    [REJECTED, 'stream'], [SERVED, 'set']];
+// Canonical stream ids compared as numbers: a > b.
+function idAfter(a, b) {
+  const [am, as] = a.split('-').map(BigInt);
+  const [bm, bs] = b.split('-').map(BigInt);
+  return am > bm || (am === bm && as > bs);
+}
+
+// No entry with this id was ever in queue:customers: Redis never makes 0-0, and every id it ever
+// made is at most the stream's last-generated-id.
+function neverArrived(client, id) {
+  if (id === '0-0' || Number(client.call('EXISTS', CUSTOMERS)) === 0) return true;
+  const info = client.call('XINFO', 'STREAM', CUSTOMERS);
+  return idAfter(id, asString(info['last-generated-id']));
+}
+
+function wrongType(key, type, found) {
+  return new Error('popup: key ' + key + ' holds a ' + found + ', not a ' + type +
+    '; no order was decided (delete or rename that key)');
+}
+
+// Before writing to `key`: it is a stream or absent. (The keys a step also writes to, product and
+// the two queues, it has read already, which fails on a wrong type before any write.)
+function requireStream(client, key) {
+  const t = asString(client.call('TYPE', key));
+  if (t !== 'none' && t !== 'stream') throw wrongType(key, 'stream', t);
+}
+
+// A read failed: name the key of the wrong type if that is the cause (the usual one).
+function explain(client, e) {
+  const expected = [[PRODUCT, 'string'], [CUSTOMERS, 'stream'], [ORDERS, 'stream']];
   for (const [key, type] of expected) {
     const t = asString(client.call('TYPE', key));
-    if (t !== 'none' && t !== type) {
-      throw new Error('popup: key ' + key + ' holds a ' + t + ', not a ' + type +
-        '; no order was decided (delete or rename that key)');
-    }
+    if (t !== 'none' && t !== type) return wrongType(key, type, t);
   }
+  return e;
 }
 
 // Judge an order from its stored fields (reads only): [outcome, reason, customer shown].
@@ -94,53 +120,50 @@ function judge(client, fields) {
   const id = latin1(customer);
   if (!isStreamId(id)) return ['rejected', 'invalid', shown(id)];
   if (client.call('XRANGE', CUSTOMERS, id, id).length === 0) {
-    if (Number(client.call('SISMEMBER', SERVED, id)) === 1) return ['rejected', 'duplicate', id];
-    return ['rejected', 'unknown-customer', id];
+    return ['rejected', neverArrived(client, id) ? 'unknown-customer' : 'duplicate', id];
   }
   const stock = stockOf(client.call('GET', PRODUCT));
   if (stock === null || stock <= 0n) return ['sold-out', 'sold-out', id];
   return ['completed', null, id];
 }
 
-// Decide one order (the steps of native_apply.lua). Returns the outcome.
-function decide(client, order) {
-  checkTypes(client);
-  const entries = client.callRaw('XRANGE', ORDERS, order, order);
-  if (entries.length === 0) return 'skipped';
-  const [outcome, reason, customer] = judge(client, entries[0][1]);
+// Decide one order still in queue:orders (the steps of native_apply.lua): reads, then writes.
+function decide(client, order, fields) {
+  let verdict;
+  try {
+    verdict = judge(client, fields);
+  } catch (e) {
+    throw explain(client, e);
+  }
+  const [outcome, reason, customer] = verdict;
+  requireStream(client, outcome === 'completed' ? COMPLETE : REJECTED);
   if (outcome === 'completed') {
     // The stock first: if anything failed after it, the sale could undersell but never oversell.
     client.call('DECR', PRODUCT);
-    client.call('SADD', SERVED, customer);
-    client.call('XDEL', CUSTOMERS, customer);
     client.call('XADD', COMPLETE, '*', 'order', order, 'customer', customer);
   } else {
-    if (outcome === 'sold-out') {
-      client.call('SADD', SERVED, customer);
-      client.call('XDEL', CUSTOMERS, customer);
-    }
     client.call('XADD', REJECTED, '*', 'order', order, 'customer', customer, 'reason', reason);
   }
+  if (outcome !== 'rejected') {
+    // A waiting customer who got an answer is served: out of the queue, no second order.
+    client.call('XDEL', CUSTOMERS, customer);
+  }
   client.call('XDEL', ORDERS, order);
-  return outcome === 'completed' ? 'completed' : 'rejected';
 }
 
-// A failed decision wrote nothing and leaves the order in queue:orders; say why where health checks
-// look (`popup-operator sale --engine triggers`, the store's status), then let Gears record it too.
-function decideOrRecord(client, order) {
-  try {
-    return decide(client, order);
-  } catch (e) {
-    client.call('SET', ENGINE_ERROR, 'triggers: order ' + order + ': ' + String(e), 'PX', String(ERROR_TTL_MS));
-    throw e;
-  }
-}
+// Until this time (ms) the current interval is known to be sampled already. The library runs
+// inside Redis, so Date.now() reads the clock TIME reads: most calls need not ask Redis anything.
+let sampledUntil = 0;
 
 // Same rule as sample.lua: one sample per queue per interval boundary, at the boundary time.
 function maybeSample(client) {
+  if (Date.now() < sampledUntil) return false;
   const t = client.call('TIME');
   const now = Number(asString(t[0])) * 1000 + Math.floor(Number(asString(t[1])) / 1000);
   const boundary = now - (now % INTERVAL_MS);
+  // Sampled by this call or by an earlier one (here or in the native sampler): either way the next
+  // sample is due at the next boundary.
+  sampledUntil = boundary + INTERVAL_MS;
   const lastRaw = client.call('GET', SAMPLE_LAST);
   const last = lastRaw === null ? -1 : Number(asString(lastRaw));
   if (boundary <= last) return false;
@@ -164,16 +187,33 @@ function maybeSample(client) {
   return true;
 }
 
+// A failed step wrote nothing and leaves its order in queue:orders; say why where health checks look
+// (`popup-operator sale --engine triggers`, the store's status), then let Gears record it too.
+function recorded(client, order, e) {
+  client.call('SET', ENGINE_ERROR, 'triggers: order ' + order + ': ' + String(e), 'PX', String(ERROR_TTL_MS));
+  return e;
+}
+
 // Orders: decide each new entry of queue:orders. The prefix is literal; skip e.g. queue:orders2.
 redis.registerStreamTrigger('popup_complete', ORDERS, function (client, data) {
   if (asString(data.stream_name) !== ORDERS) return;
   const order = data.id[0].toString() + '-' + data.id[1].toString();
-  // Orders left behind by an earlier failure (e.g. a key of the wrong type, since fixed) come first:
-  // the trigger never calls back for them again.
-  for (const left of client.call('XRANGE', ORDERS, '-', '(' + order, 'COUNT', '10')) {
-    decideOrRecord(client, asString(left[0]));
+  // The order is read back from the stream (gone: decided already) together with older ones still
+  // there, left behind by an earlier failure: the trigger never calls back for those again.
+  let waiting;
+  try {
+    waiting = client.callRaw('XRANGE', ORDERS, '-', order, 'COUNT', String(LEFTOVERS + 1));
+  } catch (e) {
+    throw recorded(client, order, explain(client, e));
   }
-  decideOrRecord(client, order);
+  for (const [id, fields] of waiting) {
+    const left = latin1(id);
+    try {
+      decide(client, left, fields);
+    } catch (e) {
+      throw recorded(client, left, e);
+    }
+  }
 }, { isStreamTrimmed: false, window: 1 });
 
 // Metrics: every entry added to any queue: stream gives the sampler a chance to run.
