@@ -408,6 +408,8 @@ cmd_up() {
     [[ -z "$foreign" ]] || die "iptables already has Kubernetes/CNI chains ($foreign); another node seems to run on this machine"
   fi
   mkdir -p "$DIR/pids" "$DIR/logs"
+  # A `down` while this is still starting things (a test killed mid-way) stops this script first.
+  echo $$ > "$DIR/pids/up.pid"
   echo "$DIR" > "$MARKER"
   echo "$BIN" > "$DIR/bin"
   make_pki
@@ -425,11 +427,25 @@ cmd_up() {
   start_coredns
   start_node
   log "up: node $NODE_NAME Ready at $NODE_IP; kubectl --kubeconfig $DIR/admin.kubeconfig get nodes"
+  rm -f "$DIR/pids/up.pid"
   echo "$DIR/admin.kubeconfig"
+}
+
+# Stops a process and everything it started, children first.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null || true
 }
 
 cmd_down() {
   if [[ ! -d "$DIR" ]]; then log "nothing to stop in $DIR"; rm -f "$MARKER"; return 0; fi
+  if [[ -f "$DIR/pids/up.pid" ]] && kill -0 "$(cat "$DIR/pids/up.pid")" 2>/dev/null; then
+    log "stopping an unfinished 'up' first"
+    kill_tree "$(cat "$DIR/pids/up.pid")"
+    sleep 1
+  fi
+  rm -f "$DIR/pids/up.pid"
   BIN="$(cat "$DIR/bin" 2>/dev/null || true)"
   local sock="$DIR/containerd/containerd.sock" k=("$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig")
   # Nothing may recreate pods while they go: controllers and scheduler first.
