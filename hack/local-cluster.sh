@@ -399,6 +399,8 @@ EOF
 cmd_up() {
   install_packages
   BIN="$(bash "$HERE/control-plane.sh" | tail -n 1)"
+  # A marker whose directory is gone is left from a cluster that was removed by hand.
+  if [[ -f "$MARKER" && ! -d "$(cat "$MARKER")" ]]; then rm -f "$MARKER"; fi
   if [[ -f "$MARKER" && "$(cat "$MARKER")" != "$DIR" ]]; then
     die "another local cluster is up (state in $(cat "$MARKER")); stop it first: POPUP_CLUSTER_DIR=$(cat "$MARKER") bash hack/local-cluster.sh down"
   fi
