@@ -227,9 +227,10 @@ pub async fn run_resilient(
 
 /// Most customers, and separately most orders, in one batch: big enough that a round trip carries
 /// a lot, small enough that one script call keeps Redis busy for only a few milliseconds.
-const BATCH: usize = 1000;
+const BATCH: usize = 500;
 /// Batches in flight at once. Also the number of replies the run's log keeps (see
-/// [`SEND_BATCH_LUA`]): batch `b` is only sent once batch `b - WINDOW` was acknowledged.
+/// [`SEND_BATCH_LUA`]): batch `b` is only sent once batch `b - WINDOW` was acknowledged, which the
+/// in-order queue of batches in flight guarantees.
 pub const WINDOW: usize = 4;
 /// Shortest sleep while waiting for the next arrival or order: at a high fixed rate a tick carries
 /// many customers instead of each customer costing a timer wake-up.
@@ -247,17 +248,27 @@ const SENT_LOG_TTL_MS: u64 = 24 * 3600 * 1000;
 /// orders and records the customers' entry ids in the run's log hash under the batch number; a
 /// retry finds them there and returns them without writing. Script effects are applied and
 /// persisted as a unit, so the log entry and the stream entries are either all there or all
-/// gone. It also deletes the log entry of batch `b - window`, which the client acknowledged
-/// before sending `b`, so the log holds at most `window` entries. Writes nothing and returns nil
-/// when `product` is missing, i.e. the sale is not there any more.
+/// gone. Writes nothing and returns nil when `product` is missing, i.e. the sale is not there any
+/// more.
+///
+/// The log stays small: the client sends batch `b` only after every batch up to `b - window` was
+/// acknowledged, so writing `b` raises the log's `acked` mark to `b - window` and deletes the
+/// entries up to it (batches can reach Redis out of order, hence "up to"). The log thus holds at
+/// most `window` entries and the mark. A batch at or below the mark was written and
+/// acknowledged; a copy of it that reaches Redis late (sent on a connection the client already
+/// gave up) is refused instead of written again.
 /// KEYS: queue:customers, queue:orders, log hash, product.
 /// ARGV: batch number, window, log TTL (ms), first customer number, number of customers, then one
 /// (order number, customer entry id) pair per order.
 /// Returns the customers' entry ids, separated by spaces.
-const SEND_BATCH_LUA: &str = r"
+pub const SEND_BATCH_LUA: &str = r"
 local log, batch = KEYS[3], ARGV[1]
 local sent = redis.call('HGET', log, batch)
 if sent then return sent end
+local acked = tonumber(redis.call('HGET', log, 'acked') or '0')
+if tonumber(batch) <= acked then
+  return redis.error_reply('ERR simulator batch ' .. batch .. ' was written and acknowledged already')
+end
 if redis.call('EXISTS', KEYS[4]) == 0 then return false end
 local first, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ids = {}
@@ -269,8 +280,13 @@ for i = 6, #ARGV, 2 do
 end
 local reply = table.concat(ids, ' ')
 redis.call('HSET', log, batch, reply)
-local old = tonumber(batch) - tonumber(ARGV[2])
-if old > 0 then redis.call('HDEL', log, string.format('%d', old)) end
+local done = tonumber(batch) - tonumber(ARGV[2])
+if done > acked then
+  local gone = {}
+  for b = acked + 1, done do gone[#gone + 1] = string.format('%d', b) end
+  redis.call('HDEL', log, unpack(gone))
+  redis.call('HSET', log, 'acked', string.format('%d', done))
+end
 redis.call('PEXPIRE', log, ARGV[3])
 return reply
 ";

@@ -1,16 +1,21 @@
-//! `popup-operator simulate` against a real redis-stack-server: a Redis restart in the middle of a
-//! run, a Redis that stays away, no stock, deadlines cutting long sleeps, a rate it cannot hold.
-//! No engine runs unless said: the tests read the streams the simulator wrote.
+//! `popup-operator simulate` against a real redis-stack-server: exact counts at full speed and at
+//! a fixed rate (every customer once, numbered 1..=N, each with exactly one order), the batch
+//! script's write log (retries answered from it, late copies refused, at most 4 batches kept), a
+//! Redis restart in the middle of a slow run and of a full-speed run with batches executed but
+//! never answered, lost replies, a Redis that stays away, no stock, deadlines cutting long sleeps,
+//! a rate it cannot hold. Correctness only, no timing assertions. No engine runs unless said: the
+//! tests read the streams the simulator wrote.
 
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use popup_operator::simulator::{self, SimulatorConfig};
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
 use serde_json::Value as Json;
@@ -96,24 +101,75 @@ async fn entries(conn: &mut MultiplexedConnection, key: &str) -> Vec<(String, Ha
 }
 
 /// Every customer in `queue:customers` has exactly one order in `queue:orders` and every order
-/// names one of those customers; returns the number of customers.
+/// names one of those customers; the customers are numbered 1..=N without gaps or repeats, and
+/// each order carries its customer's number. Returns N.
 async fn assert_one_order_per_customer(conn: &mut MultiplexedConnection) -> usize {
     let customers = entries(conn, "queue:customers").await;
     let orders = entries(conn, "queue:orders").await;
-    let ids: HashSet<&str> = customers.iter().map(|(id, _)| id.as_str()).collect();
-    let numbers: HashSet<&str> = customers.iter().map(|(_, f)| f["id"].as_str()).collect();
+    let number_of: HashMap<&str, &str> = customers.iter().map(|(id, f)| (id.as_str(), f["id"].as_str())).collect();
+    assert_eq!(number_of.len(), customers.len(), "an entry id appears twice in queue:customers");
+    let mut numbers: Vec<u64> = customers.iter().map(|(_, f)| f["id"].parse().unwrap()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
     assert_eq!(numbers.len(), customers.len(), "a customer number appears twice in queue:customers");
+    assert!(
+        numbers.iter().copied().eq(1..=customers.len() as u64),
+        "customers are not numbered 1..={} (first {:?}, last {:?})",
+        customers.len(),
+        numbers.first(),
+        numbers.last()
+    );
     let mut per_customer: HashMap<&str, usize> = HashMap::new();
     for (order, fields) in &orders {
         let customer = fields["customer"].as_str();
-        assert!(ids.contains(customer), "order {order} names customer {customer}, who is not in queue:customers");
+        let Some(number) = number_of.get(customer) else {
+            panic!("order {order} names customer {customer}, who is not in queue:customers")
+        };
+        assert_eq!(fields["id"], *number, "order {order} does not carry its customer's number");
         *per_customer.entry(customer).or_default() += 1;
     }
-    for id in &ids {
+    for id in number_of.keys() {
         assert_eq!(per_customer.get(id).copied().unwrap_or(0), 1, "customer {id} has not exactly one order");
     }
     assert_eq!(orders.len(), customers.len());
     customers.len()
+}
+
+/// The run's write log is gone once a run finished.
+async fn assert_no_write_log(conn: &mut MultiplexedConnection) {
+    let leftovers: Vec<String> = redis::cmd("KEYS").arg("popup:simulator:*").query_async(conn).await.unwrap();
+    assert!(leftovers.is_empty(), "the run's write log is removed at the end: {leftovers:?}");
+}
+
+/// Samples the size of every run's write log (entries of `popup:simulator:*`) until stopped;
+/// returns the largest seen.
+fn watch_write_log(server: &RedisServer) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (url, done) = (server.url(), stop.clone());
+    let task = tokio::spawn(async move {
+        let mut largest = 0;
+        let mut conn = None;
+        while !done.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if conn.is_none() {
+                // (again) after a Redis restart
+                conn = popup_operator::engine::connect(&url, None).await.ok().map(|(c, _)| c);
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let keys: redis::RedisResult<Vec<String>> =
+                redis::cmd("KEYS").arg("popup:simulator:*").query_async(c).await;
+            let Ok(keys) = keys else {
+                conn = None;
+                continue;
+            };
+            for key in keys {
+                let len: redis::RedisResult<u64> = redis::cmd("HLEN").arg(&key).query_async(c).await;
+                largest = largest.max(len.unwrap_or(0));
+            }
+        }
+        largest
+    });
+    (stop, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,8 +196,198 @@ async fn restart_with_persistence_loses_no_order_and_duplicates_none() {
     assert_eq!(assert_one_order_per_customer(&mut conn).await, 800);
     let product: Option<i64> = redis::cmd("GET").arg("product").query_async(&mut conn).await.unwrap();
     assert_eq!(product, Some(100_000), "nobody decided orders, so the stock is untouched");
-    let leftovers: Vec<String> = redis::cmd("KEYS").arg("popup:simulator:*").query_async(&mut conn).await.unwrap();
-    assert!(leftovers.is_empty(), "the run's write log is removed at the end: {leftovers:?}");
+    assert_no_write_log(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_during_a_full_speed_run_writes_every_customer_and_order_once() {
+    // Batches of hundreds of customers and orders, several in flight, when Redis is killed. A
+    // proxy makes sure that some of them were executed (and, with fsync always, persisted) but
+    // never answered: after the restart the simulator must find them in its log.
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut conn = server.conn().await;
+    let proxy = LostReplyProxy::start_with(server.port, true).await;
+    let (stop, log_size) = watch_write_log(&server);
+    let args = [
+        "--reset",
+        "--stock",
+        "1000000",
+        "--customers",
+        "60000",
+        "--rate",
+        "1000000",
+        "--max-order-delay-millis",
+        "20",
+    ];
+    let child = simulate_at(&format!("redis://127.0.0.1:{}", proxy.port), &args);
+    wait_for_customers(&mut conn, 8000).await;
+    proxy.armed.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.cuts.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no batch went through the proxy after it was armed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // Redis runs and persists what it got
+    let written_before: u64 = xlen(&mut conn, "queue:customers").await;
+    server.restart();
+    let run = parse(finish(child, Duration::from_secs(180)).await);
+    stop.store(true, Ordering::SeqCst);
+    let largest_log = log_size.await.unwrap();
+    assert_eq!(run.code, Some(0), "{}\n{}", run.summary, run.stderr);
+    let s = &run.summary;
+    assert!(num(s, "reconnects") >= 1, "the simulator did not notice the restart: {s}");
+    assert!(num(s, "customers") > written_before, "the run went on after the restart: {s}");
+    assert_eq!((num(s, "customers"), num(s, "orders"), num(s, "ordersNotSent")), (60_000, 60_000, 0), "{s}");
+
+    let mut conn = server.conn().await;
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 60_000);
+    assert_no_write_log(&mut conn).await;
+    assert!((1..=5).contains(&largest_log), "the write log keeps at most 4 batches and its mark, saw {largest_log}");
+}
+
+/// One call of the batch script, as the simulator makes it (window 4): batch `number` with
+/// customers `first..first + customers` and the given (number, customer entry id) orders.
+async fn send_batch(
+    conn: &mut MultiplexedConnection,
+    number: u64,
+    first: u64,
+    customers: u64,
+    orders: &[(u64, String)],
+) -> redis::RedisResult<Option<String>> {
+    let script = redis::Script::new(simulator::SEND_BATCH_LUA);
+    let mut inv = script.prepare_invoke();
+    inv.key("queue:customers").key("queue:orders").key("popup:simulator:test").key("product");
+    inv.arg(number).arg(simulator::WINDOW).arg(60_000).arg(first).arg(customers);
+    for (n, customer) in orders {
+        inv.arg(*n).arg(customer);
+    }
+    inv.invoke_async(conn).await
+}
+
+/// The fields of the test's write log (sorted) and its `acked` mark.
+async fn write_log(conn: &mut MultiplexedConnection) -> (Vec<String>, String) {
+    let mut fields: Vec<String> = redis::cmd("HKEYS").arg("popup:simulator:test").query_async(conn).await.unwrap();
+    fields.sort();
+    let acked: String = redis::cmd("HGET").arg("popup:simulator:test").arg("acked").query_async(conn).await.unwrap();
+    (fields, acked)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_script_writes_each_batch_once_and_keeps_a_small_log() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("SET").arg("product").arg(10).query_async(&mut conn).await.unwrap();
+    let mut replies = Vec::new();
+    let mut pending: Vec<(u64, String)> = Vec::new();
+    for b in 1..=10u64 {
+        // three customers per batch; each batch also carries the orders of the previous one
+        let reply = send_batch(&mut conn, b, 3 * b - 2, 3, &pending).await.unwrap().expect("the sale is there");
+        let ids: Vec<String> = reply.split(' ').map(str::to_string).collect();
+        assert_eq!(ids.len(), 3, "{reply}");
+        pending = ids.iter().enumerate().map(|(i, id)| (3 * b - 2 + i as u64, id.clone())).collect();
+        replies.push(reply);
+    }
+    let last = send_batch(&mut conn, 11, 31, 0, &pending).await.unwrap();
+    assert_eq!(last.as_deref(), Some(""), "a batch of orders only has no customer ids");
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 30);
+    assert_eq!(xlen(&mut conn, "queue:orders").await, 30);
+
+    // a retry of a batch still in the window is answered from the log, without writing
+    let again = send_batch(&mut conn, 10, 28, 3, &[]).await.unwrap();
+    assert_eq!(again.as_deref(), Some(replies[9].as_str()));
+    // a late copy of a batch that left the window is refused, without writing
+    let stale = send_batch(&mut conn, 2, 4, 3, &[]).await.unwrap_err();
+    assert!(stale.to_string().contains("batch 2 was written and acknowledged already"), "{stale}");
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 30);
+    assert_eq!(xlen(&mut conn, "queue:orders").await, 30);
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 30);
+
+    // the log: the last 4 batches and the mark up to which batches were acknowledged
+    assert_eq!(write_log(&mut conn).await, (strings(&["10", "11", "8", "9", "acked"]), "7".into()));
+    // batches can reach Redis out of order (retries, tasks): 13 before 12 still trims the log
+    assert_eq!(send_batch(&mut conn, 13, 31, 0, &[]).await.unwrap().as_deref(), Some(""));
+    assert_eq!(send_batch(&mut conn, 12, 31, 0, &[]).await.unwrap().as_deref(), Some(""));
+    assert_eq!(write_log(&mut conn).await, (strings(&["10", "11", "12", "13", "acked"]), "9".into()));
+    let ttl: i64 = redis::cmd("PTTL").arg("popup:simulator:test").query_async(&mut conn).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+
+    // no sale, no writes
+    let _: () = redis::cmd("DEL").arg("product").query_async(&mut conn).await.unwrap();
+    assert_eq!(send_batch(&mut conn, 14, 31, 2, &[]).await.unwrap(), None);
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_speed_writes_every_customer_once_with_one_order() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let (stop, log_size) = watch_write_log(&server);
+    // orders right after their customer, then orders spread over 300 ms (interleaved with arrivals)
+    for delay in ["0", "300"] {
+        let args =
+            ["--reset", "--stock", "7", "--customers", "30000", "--rate", "1000000", "--max-order-delay-millis", delay];
+        let run = parse(finish(simulate(&server, &args), Duration::from_secs(120)).await);
+        assert_eq!(run.code, Some(0), "{}\n{}", run.summary, run.stderr);
+        let s = &run.summary;
+        assert_eq!((num(s, "customers"), num(s, "orders"), num(s, "ordersNotSent")), (30_000, 30_000, 0), "{s}");
+        assert_eq!(num(s, "reconnects"), 0, "{s}");
+        for key in ["customersPerSec", "arrivalSecs", "sendSecs", "durationSecs"] {
+            assert!(s[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {s}");
+        }
+        assert!(s["arrivalSecs"].as_f64() <= s["sendSecs"].as_f64(), "{s}");
+        assert_eq!(assert_one_order_per_customer(&mut conn).await, 30_000);
+        assert_no_write_log(&mut conn).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let largest_log = log_size.await.unwrap();
+    assert!(largest_log <= 5, "the write log keeps at most 4 batches and its mark, saw {largest_log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_rate_sends_exactly_the_customers_due() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    // customer k arrives at k/rate s: 2 s at 1500/s are customers 0..2999, whatever the timer does
+    let args = ["--reset", "--stock", "100", "--rate", "1500", "--max-seconds", "2", "--max-order-delay-millis", "100"];
+    let run = parse(finish(simulate(&server, &args), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!((num(&run.summary, "customers"), num(&run.summary, "orders")), (3000, 3000), "{}", run.summary);
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 3000);
+
+    // --customers ends a paced run exactly, before any deadline
+    let args =
+        ["--reset", "--customers", "2500", "--rate", "5000", "--max-seconds", "60", "--max-order-delay-millis", "0"];
+    let run = parse(finish(simulate(&server, &args), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!((num(&run.summary, "customers"), num(&run.summary, "orders")), (2500, 2500), "{}", run.summary);
+    assert!(!run.stderr.contains("max duration reached"), "{}", run.stderr);
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 2500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_run_pipelines_plain_writes_exactly_once() {
+    // `simulator::run` (used by the engine tests) writes plain XADD pipelines, no write log
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let cfg = SimulatorConfig {
+        stock: 5,
+        customers: 12_345,
+        rate: Some(1_000_000.0),
+        max_order_delay: Duration::from_millis(50),
+        reset: true,
+        ..Default::default()
+    };
+    let mut readings = Vec::new();
+    let summary = simulator::run(&mut conn.clone(), &cfg, |p| readings.push(*p)).await.unwrap();
+    assert_eq!((summary.customers, summary.orders, summary.orders_not_sent), (12_345, 12_345, 0), "{summary:?}");
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 12_345);
+    assert_no_write_log(&mut conn).await;
+    assert!(readings.windows(2).all(|w| w[0].customers <= w[1].customers && w[0].orders <= w[1].orders));
+    assert!(readings.iter().all(|p| p.orders <= p.customers && p.customers <= 12_345), "{readings:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,17 +545,23 @@ async fn triggers_engine_decides_orders_the_resilient_simulator_writes() {
 }
 
 /// A TCP proxy in front of Redis that, once armed, forwards the next client chunk containing an
-/// `EVALSHA` (a simulator write) to Redis, then swallows every reply on that connection and cuts
-/// it: Redis has executed the write, the client never hears about it — the case a plain retry
-/// would turn into a duplicate.
+/// `EVALSHA` (a simulator write) to Redis and swallows every reply on that connection from then
+/// on: Redis has executed the write, the client never hears about it — the case a plain retry
+/// would turn into a duplicate. Then it either cuts the connection (after 300 ms) or, holding,
+/// keeps it open until Redis goes away (the test restarts Redis meanwhile).
 struct LostReplyProxy {
     port: u16,
     armed: Arc<AtomicBool>,
+    /// Connections whose replies were swallowed.
     cuts: Arc<AtomicU64>,
 }
 
 impl LostReplyProxy {
     async fn start(redis_port: u16) -> LostReplyProxy {
+        Self::start_with(redis_port, false).await
+    }
+
+    async fn start_with(redis_port: u16, hold: bool) -> LostReplyProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
@@ -317,8 +569,9 @@ impl LostReplyProxy {
         let (a, c) = (armed.clone(), cuts.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                // while Redis restarts, refusing the client is what a missing Redis does too
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else { continue };
-                tokio::spawn(Self::pipe(client, server, a.clone(), c.clone()));
+                tokio::spawn(Self::pipe(client, server, a.clone(), c.clone(), hold));
             }
         });
         LostReplyProxy { port, armed, cuts }
@@ -329,6 +582,7 @@ impl LostReplyProxy {
         server: tokio::net::TcpStream,
         armed: Arc<AtomicBool>,
         cuts: Arc<AtomicU64>,
+        hold: bool,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client_read, mut client_write) = client.into_split();
@@ -338,7 +592,13 @@ impl LostReplyProxy {
         let replies = tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             while let Ok(n @ 1..) = server_read.read(&mut buf).await {
-                if s.load(Ordering::SeqCst) || client_write.write_all(&buf[..n]).await.is_err() {
+                if s.load(Ordering::SeqCst) {
+                    if hold {
+                        continue;
+                    }
+                    break;
+                }
+                if client_write.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
             }
@@ -354,14 +614,23 @@ impl LostReplyProxy {
                 break;
             }
             if cut {
-                // let Redis execute what it was sent, then drop both sides with the replies unsent
                 let _ = server_write.flush().await;
+                if hold {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+                // let Redis execute what it was sent, then drop both sides with the replies unsent
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 cuts.fetch_add(1, Ordering::SeqCst);
                 break;
             }
         }
-        replies.abort();
+        if hold {
+            // until Redis goes away; then the client sees its connection close
+            let _ = replies.await;
+        } else {
+            replies.abort();
+        }
     }
 }
 
@@ -383,4 +652,31 @@ async fn a_write_whose_reply_was_lost_is_not_sent_twice() {
     assert!(num(s, "reconnects") >= 1, "{s}");
     assert_eq!((num(s, "customers"), num(s, "orders")), (300, 300), "{s}");
     assert_eq!(assert_one_order_per_customer(&mut conn).await, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_reply_was_lost_at_full_speed_is_not_sent_twice() {
+    // the cut hits a connection carrying several pipelined batches: Redis ran them, no reply came back
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let proxy = LostReplyProxy::start(server.port).await;
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let args =
+        ["--reset", "--stock", "100000", "--customers", "40000", "--rate", "1000000", "--max-order-delay-millis", "0"];
+    let child = simulate_at(&url, &args);
+    wait_for_customers(&mut conn, 5000).await;
+    proxy.armed.store(true, Ordering::SeqCst);
+    let run = parse(finish(child, Duration::from_secs(120)).await);
+    let s = &run.summary;
+    assert_eq!(run.code, Some(0), "{s}\n{}", run.stderr);
+    // the client may be done before the proxy counts its cut (it sees the connection close early)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.cuts.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the proxy cut a connection after a write: {s}");
+    assert!(num(s, "reconnects") >= 1, "{s}");
+    assert_eq!((num(s, "customers"), num(s, "orders")), (40_000, 40_000), "{s}");
+    assert_eq!(assert_one_order_per_customer(&mut conn).await, 40_000);
+    assert_no_write_log(&mut conn).await;
 }
