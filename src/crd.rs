@@ -167,6 +167,10 @@ pub struct PopUpStoreSpec {
     /// The load generator that plays the customers.
     #[serde(default)]
     pub simulator: SimulatorSpec,
+
+    /// Who may connect to the store's pods (NetworkPolicies).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 fn default_stock() -> i64 {
@@ -509,6 +513,24 @@ fn default_max_arrival() -> u32 {
 }
 fn default_max_order_delay() -> u32 {
     1000
+}
+
+/// The store's NetworkPolicies. They only take effect on a cluster whose network plugin enforces
+/// NetworkPolicies (Calico, Cilium, ...); elsewhere they are accepted and ignored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the store's NetworkPolicies: Redis (port 6379) accepts connections only from this store's
+    /// own pods and from the operator's pods; Grafana (port 3000) from anywhere. Outgoing traffic is not
+    /// limited. Default true; `false` deletes them.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// What the operator observed, written by the operator only.

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use popup_operator::controller::{self, Config, Context, redis::LiveRedis};
+use popup_operator::controller::{self, Config, Context, WatchScope, redis::LiveRedis};
 use popup_operator::engine::EngineError;
 use popup_operator::engine::cli::{
     LoadArgs, ProcessArgs, SaleArgs, SimulateArgs, run_load, run_process, run_sale, run_simulate,
 };
+use popup_operator::render::network_policy::{DEFAULT_OPERATOR_POD_SELECTOR, OperatorPods};
 use popup_operator::render::{self, BuildInputs, PasswordSource};
 use popup_operator::telemetry::{self, Health, LogFormat};
 
@@ -49,9 +50,9 @@ struct RunArgs {
     /// Address of the HTTP server with /healthz, /readyz and /metrics.
     #[arg(long, env = "POPUP_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
-    /// Only watch this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Only watch these namespaces: repeat the flag or separate them with commas (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "POPUP_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -63,6 +64,35 @@ struct RunArgs {
     /// Default: the Redis Service's cluster DNS name, {service}.{namespace}.svc:6379.
     #[arg(long, env = "POPUP_REDIS_ADDRESS")]
     redis_address: Option<String>,
+    #[command(flatten)]
+    operator_pods: OperatorPodArgs,
+}
+
+/// The operator's own pods, which each store's Redis NetworkPolicy lets in.
+#[derive(clap::Args)]
+struct OperatorPodArgs {
+    /// Namespace of the operator's pods (the chart sets it). Default: the in-cluster service account's
+    /// namespace; outside a cluster none, and the policy lets in only the store's own pods.
+    #[arg(long, env = "POPUP_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// Labels of the operator's pods, key=value[,key=value] (the chart sets its pods' selector labels).
+    #[arg(long, env = "POPUP_OPERATOR_POD_SELECTOR", default_value = DEFAULT_OPERATOR_POD_SELECTOR)]
+    operator_pod_selector: String,
+}
+
+/// Where a pod finds its service account's namespace.
+const IN_CLUSTER_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+impl OperatorPodArgs {
+    fn resolve(&self) -> Result<Option<OperatorPods>, String> {
+        let namespace = self.operator_namespace.clone().filter(|ns| !ns.is_empty()).or_else(|| {
+            std::fs::read_to_string(IN_CLUSTER_NAMESPACE_FILE)
+                .ok()
+                .map(|ns| ns.trim().to_string())
+                .filter(|ns| !ns.is_empty())
+        });
+        namespace.map(|ns| OperatorPods::new(&ns, &self.operator_pod_selector)).transpose()
+    }
 }
 
 #[derive(clap::Args)]
@@ -73,6 +103,8 @@ struct RenderArgs {
     /// Image of the simulator Job and the native processor.
     #[arg(long, env = "POPUP_SELF_IMAGE", default_value = render::images::OPERATOR)]
     self_image: String,
+    #[command(flatten)]
+    operator_pods: OperatorPodArgs,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +164,17 @@ fn tokio_main<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Resu
 
 async fn run(args: RunArgs) -> Result<(), String> {
     telemetry::init_logging(args.log_format);
+    // Flags first: a typo ends here, before any connection.
+    let scope = WatchScope::from_flags(&args.watch_namespace)?;
+    let operator_pods = args.operator_pods.resolve()?;
+    match &operator_pods {
+        Some(op) => {
+            tracing::info!(namespace = %op.namespace, labels = ?op.labels, "Redis NetworkPolicies let in the operator's pods")
+        }
+        None => tracing::info!(
+            "no operator namespace (--operator-namespace, not in a cluster): Redis NetworkPolicies let in only each store's pods; reach Redis with kubectl port-forward (--redis-address)"
+        ),
+    }
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot configure a Kubernetes client (kubeconfig or in-cluster): {e}"))?;
@@ -140,11 +183,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (--http-addr): {e}", args.http_addr))?;
     let server = tokio::spawn(axum::serve(listener, telemetry::router(health.clone())).into_future());
-    let config = Config { operator_image: args.self_image, redis_address_template: args.redis_address };
+    let config = Config { operator_image: args.self_image, redis_address_template: args.redis_address, operator_pods };
     let ctx = Context::new(client, Arc::new(LiveRedis::default()), health, config);
-    // An empty WATCH_NAMESPACE (as the chart sets it by default) means all namespaces.
-    let namespace = args.watch_namespace.filter(|ns| !ns.is_empty());
-    let result = controller::run(ctx, namespace).await.map_err(|e| e.to_string());
+    let result = controller::run(ctx, scope).await.map_err(|e| e.to_string());
     server.abort();
     result
 }
@@ -179,6 +220,12 @@ fn render_file(args: &RenderArgs) -> Result<(), String> {
     if !problems.is_empty() {
         return Err(format!("{} problem(s); fix them and render again:\n{}", problems.len(), problems.join("\n")));
     }
+    let operator_pods = args.operator_pods.resolve()?;
+    if operator_pods.is_none() && stores.iter().any(|s| s.spec.network_policy.enabled) {
+        eprintln!(
+            "note: no --operator-namespace: the Redis NetworkPolicy lets in only the store's pods; the operator installed by the chart passes e.g. --operator-namespace popup-system --operator-pod-selector app.kubernetes.io/name=popup-operator,app.kubernetes.io/instance=popup"
+        );
+    }
     let mut out = String::new();
     for v in validated {
         let inputs = BuildInputs {
@@ -190,6 +237,7 @@ fn render_file(args: &RenderArgs) -> Result<(), String> {
             grafana_admin_password: controller::new_password(),
             redis_password_revision: "rendered".into(),
             operator_image: args.self_image.clone(),
+            operator_pods: operator_pods.clone(),
         };
         // Written so that kubectl's YAML 1.1 reader sees the same values (`yes` stays a string).
         out.push_str(&render::yaml::documents(&render::build_children(&v, &inputs).to_values()));

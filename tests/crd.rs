@@ -79,6 +79,11 @@ fn examples_round_trip_through_the_types_and_validate() {
         assert!(spec[section].as_object().unwrap().len() >= 3, "{section}");
     }
     assert_eq!(spec["redis"].as_object().unwrap().len(), 4, "redis: image, resources, storage, passwordSecretRef");
+    assert_eq!(spec["networkPolicy"]["enabled"], true, "networkPolicy");
+    let original: Value = serde_yaml::from_str(example("popup-full.yaml").split("\n---").next().unwrap()).unwrap();
+    for section in ["redis", "processing", "grafana", "simulator", "networkPolicy"] {
+        assert!(original["spec"][section].is_object(), "popup-full.yaml does not set spec.{section}");
+    }
 }
 
 #[test]
@@ -118,7 +123,7 @@ fn cel_rules_reject_what_the_api_server_would() {
 
 #[test]
 fn render_prints_valid_kubernetes_objects_for_both_examples() {
-    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, networking::v1 as net};
     for name in ["popup.yaml", "popup-full.yaml"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
             .args(["render", "-f", &format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))])
@@ -138,13 +143,16 @@ fn render_prints_valid_kubernetes_objects_for_both_examples() {
                 "StatefulSet" => serde_json::to_value(serde_json::from_value::<apps::StatefulSet>(v.clone()).unwrap()),
                 "Deployment" => serde_json::to_value(serde_json::from_value::<apps::Deployment>(v.clone()).unwrap()),
                 "Job" => serde_json::to_value(serde_json::from_value::<batch::Job>(v.clone()).unwrap()),
+                "NetworkPolicy" => {
+                    serde_json::to_value(serde_json::from_value::<net::NetworkPolicy>(v.clone()).unwrap())
+                }
                 other => panic!("{name}: unexpected kind {other}"),
             }
             .unwrap();
             assert_eq!(typed, v, "{name}: {kind} {}", v["metadata"]["name"]);
             kinds.push(kind);
         }
-        for k in ["Secret", "ConfigMap", "Service", "StatefulSet", "Deployment", "Job"] {
+        for k in ["Secret", "ConfigMap", "Service", "NetworkPolicy", "StatefulSet", "Deployment", "Job"] {
             assert!(kinds.iter().any(|x| x == k), "{name}: no {k} rendered");
         }
     }

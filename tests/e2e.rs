@@ -314,7 +314,7 @@ async fn full_example_uses_the_user_secret_and_every_setting() {
     let claims = sts.spec.as_ref().unwrap().volume_claim_templates.clone().unwrap_or_default();
     assert_eq!(claims.len(), 1, "storage: 1Gi makes a volume claim template");
     let svc = env.api::<Service>().get("flash-sale-grafana").await.unwrap();
-    assert_eq!(svc.spec.unwrap().type_.as_deref(), Some("NodePort"));
+    assert_eq!(svc.spec.unwrap().type_.as_deref(), Some("ClusterIP"), "the full example keeps Grafana in the cluster");
 
     let s = bring_up(&env, "flash-sale", true).await;
     assert!(
@@ -354,6 +354,73 @@ async fn native_engine_runs_the_processor_deployment() {
     support::make_pods_ready(&env, &selector("shop", "processor"), 1).await;
     wait_condition(&env, "shop", status::PROCESSOR_READY, "True", None).await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
+    assert_rbac_sufficient(&env, &id, &op);
+    op.kill().await;
+}
+
+/// The store's NetworkPolicies on a real API server: created with the store (the Redis one lets in the
+/// store's pods and the operator's), recreated when deleted by hand, pruned when Grafana goes or the
+/// spec turns them off, back when turned on again.
+#[tokio::test]
+async fn network_policies_are_created_recreated_and_pruned() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let (env, id) = setup("netpol").await;
+    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    env.apply_yaml(&example("popup.yaml")).await;
+    let wait_policies = |want: &'static [&'static str]| {
+        let env = &env;
+        async move {
+            env.eventually(&format!("NetworkPolicies {want:?}"), WAIT, || async {
+                let got = name_set(&children::<NetworkPolicy>(env, "demo").await);
+                if got == set(want) { Ok(()) } else { Err(format!("{got:?}")) }
+            })
+            .await
+        }
+    };
+    wait_policies(&["demo-redis", "demo-grafana"]).await;
+    let s = store(&env, "demo").await.unwrap();
+    for p in children::<NetworkPolicy>(&env, "demo").await {
+        assert_owned(&p, &s);
+    }
+    let redis = env.api::<NetworkPolicy>().get("demo-redis").await.unwrap();
+    let spec = redis.spec.clone().unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let from = spec.ingress.clone().unwrap()[0].from.clone().unwrap();
+    let operator = &from[1];
+    let ns_labels = operator.namespace_selector.as_ref().unwrap().match_labels.clone().unwrap();
+    assert_eq!(ns_labels["kubernetes.io/metadata.name"], support::operator_pods().namespace);
+    assert_eq!(operator.pod_selector.as_ref().unwrap().match_labels.clone().unwrap(), support::operator_pods().labels);
+    // The store's own pods, as the StatefulSet controller made the Redis pod, are what the policy selects.
+    let pod = env
+        .eventually("the Redis pod exists", WAIT, || async {
+            env.api::<Pod>().get_opt("demo-redis-0").await.map_err(|e| e.to_string())?.ok_or("no pod yet".to_string())
+        })
+        .await;
+    let labels = pod.metadata.labels.unwrap_or_default();
+    for selector in [spec.pod_selector.as_ref().unwrap(), from[0].pod_selector.as_ref().unwrap()] {
+        for (k, v) in selector.match_labels.clone().unwrap() {
+            assert_eq!(labels.get(&k), Some(&v), "the Redis pod carries {k}={v}");
+        }
+    }
+
+    // Deleted by hand: back at once (the operator watches its policies).
+    env.api::<NetworkPolicy>().delete("demo-redis", &DeleteParams::default()).await.unwrap();
+    env.eventually("the Redis policy is recreated", WAIT, || async {
+        match env.api::<NetworkPolicy>().get_opt("demo-redis").await.map_err(|e| e.to_string())? {
+            Some(p) if p.uid() != redis.uid() => Ok(()),
+            other => Err(format!("{:?}", other.map(|p| p.uid()))),
+        }
+    })
+    .await;
+
+    // Grafana goes: its policy goes; Redis keeps its own.
+    patch_store(&env, "demo", json!({"spec": {"grafana": {"mode": "none"}}})).await;
+    wait_policies(&["demo-redis"]).await;
+    // Turned off: none left. Turned on again: back.
+    patch_store(&env, "demo", json!({"spec": {"networkPolicy": {"enabled": false}}})).await;
+    wait_policies(&[]).await;
+    patch_store(&env, "demo", json!({"spec": {"networkPolicy": {"enabled": true}}})).await;
+    wait_policies(&["demo-redis"]).await;
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
 }

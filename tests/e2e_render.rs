@@ -128,8 +128,16 @@ fn read_yaml12(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `popup-operator render -f FILE`, as the chart's operator in `popup-system` would build the objects
+/// (its namespace and pod labels go into the Redis NetworkPolicy).
 fn render(file: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_popup-operator")).args(["render", "-f"]).arg(file).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_popup-operator"))
+        .args(["render", "--operator-namespace", "popup-system"])
+        .args(["--operator-pod-selector", "app.kubernetes.io/name=popup-operator,app.kubernetes.io/instance=popup"])
+        .arg("-f")
+        .arg(file)
+        .output()
+        .unwrap()
 }
 
 fn write_temp(name: &str, text: &str) -> PathBuf {
@@ -145,6 +153,7 @@ fn api_for(env: &TestEnv, obj: &Value) -> Api<DynamicObject> {
     let kind = obj["kind"].as_str().unwrap();
     let plural = match kind {
         "PopUpStore" => "popupstores".to_string(),
+        "NetworkPolicy" => "networkpolicies".to_string(),
         k => format!("{}s", k.to_lowercase()),
     };
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
@@ -167,23 +176,26 @@ fn store_yaml(name: &str, ns: &str, spec: Value) -> String {
 #[tokio::test]
 async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engine() {
     let env = support::env("render").await;
+    // (engine, Grafana mode, NetworkPolicies on)
     let cases = [
-        ("gears", "managed"),
-        ("gears", "sidecar"),
-        ("triggers", "managed"),
-        ("triggers", "none"),
-        ("native", "managed"),
-        ("native", "sidecar"),
+        ("gears", "managed", true),
+        ("gears", "sidecar", true),
+        ("triggers", "managed", true),
+        ("triggers", "none", true),
+        ("native", "managed", true),
+        ("native", "sidecar", true),
+        ("native", "none", false),
     ];
-    for (engine, mode) in cases {
+    for (engine, mode, policies) in cases {
         let spec = json!({
             "engine": engine,
             // Values YAML 1.1 would take for a bool and a number.
             "grafana": {"mode": mode, "sidecar": {"labelValue": "yes"}},
             "redis": {"storage": {"size": "1Gi", "storageClassName": "on"}},
             "simulator": {"customers": 5},
+            "networkPolicy": {"enabled": policies},
         });
-        let name = format!("{engine}-{mode}");
+        let name = format!("{engine}-{mode}{}", if policies { "" } else { "-open" });
         let file = write_temp(&format!("{name}.yaml"), &store_yaml(&name, &env.ns, spec));
         let out = render(&file);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -217,6 +229,23 @@ async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engin
             mode == "managed" || engine == "native",
             "{name}: {kinds:?}"
         );
+        // Redis's policy, and Grafana's with a Grafana of the store's own; none when turned off.
+        let expected_policies = match (policies, mode) {
+            (false, _) => 0,
+            (true, "managed") => 2,
+            (true, _) => 1,
+        };
+        assert_eq!(kinds.iter().filter(|k| *k == "NetworkPolicy").count(), expected_policies, "{name}: {kinds:?}");
+        if policies {
+            let redis = by_kubectl
+                .iter()
+                .find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == format!("{name}-redis"));
+            let peer = &redis.unwrap_or_else(|| panic!("{name}: no Redis policy"))["spec"]["ingress"][0]["from"][1];
+            assert_eq!(
+                peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "popup-system",
+                "{name}"
+            );
+        }
     }
 }
 
@@ -287,6 +316,7 @@ fn bad_stores() -> Vec<(&'static str, Value, Vec<&'static str>)> {
         ("bad-arrival", json!({"simulator": {"maxArrivalMillis": 600001}}), vec!["spec.simulator.maxArrivalMillis"]),
         ("bad-rate", json!({"simulator": {"ratePerSecond": 0}}), vec!["spec.simulator.ratePerSecond"]),
         ("bad-type", json!({"stock": "many"}), vec!["spec.stock"]),
+        ("bad-policy", json!({"networkPolicy": {"enabled": "yes"}}), vec!["spec.networkPolicy.enabled"]),
         ("1shop", json!({}), vec!["metadata.name", "DNS-1035"]),
         ("my.shop", json!({}), vec!["metadata.name", "DNS-1035"]),
         (

@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use popup_operator::controller::WatchScope;
 use popup_operator::controller::rbac::RULES;
+use popup_operator::render::network_policy::OperatorPods;
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
@@ -253,6 +255,22 @@ fn assert_deployment_basics(deploy: &Value) {
     }
     // POPUP_SELF_IMAGE must be the very image the operator runs.
     assert_eq!(env_of(c, "POPUP_SELF_IMAGE"), s(&c["image"]));
+    // The operator tells each store's Redis NetworkPolicy who it is: its own namespace, and labels its
+    // pods really carry (else the policy would lock the operator out of Redis).
+    let ns_env =
+        c["env"].as_sequence().unwrap().iter().find(|e| e["name"].as_str() == Some("POPUP_OPERATOR_NAMESPACE"));
+    assert_eq!(
+        ns_env.map(|e| s(&e["valueFrom"]["fieldRef"]["fieldPath"])),
+        Some("metadata.namespace"),
+        "POPUP_OPERATOR_NAMESPACE from the downward API"
+    );
+    let op = OperatorPods::new("popup-system", &env_of(c, "POPUP_OPERATOR_POD_SELECTOR"))
+        .unwrap_or_else(|e| panic!("the chart's POPUP_OPERATOR_POD_SELECTOR is refused by the operator: {e}"));
+    let pod_labels = spec["template"]["metadata"]["labels"].as_mapping().unwrap();
+    for (k, v) in &op.labels {
+        assert_eq!(pod_labels.get(k.as_str()).and_then(Value::as_str), Some(v.as_str()), "operator pods carry {k}={v}");
+    }
+    assert_eq!(op.labels.len(), spec["selector"]["matchLabels"].as_mapping().unwrap().len(), "the selector labels");
 
     // The Deployment's selector must match its pod labels.
     let sel = spec["selector"]["matchLabels"].as_mapping().unwrap();
@@ -393,6 +411,88 @@ fn custom_values_render_namespaced_operator() {
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
         assert_eq!(svc["metadata"]["labels"].get(k), Some(v));
     }
+}
+
+#[test]
+fn watch_namespaces_render_a_role_in_each_and_nothing_cluster_wide() {
+    let o = template_raw(None, &["--set", "watchNamespaces={team-a,team-b}"]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    let docs = parse_docs(&String::from_utf8(o.stdout).unwrap());
+    assert_standard_labels(&docs);
+    assert!(
+        of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(),
+        "watchNamespaces must not create cluster-wide RBAC"
+    );
+    let sa = s(&one(&docs, "ServiceAccount")["metadata"]["name"]).to_owned();
+    for kind in ["Role", "RoleBinding"] {
+        let namespaces: Vec<&str> = of_kind(&docs, kind).iter().map(|d| s(&d["metadata"]["namespace"])).collect();
+        assert_eq!(namespaces, ["team-a", "team-b"], "one {kind} per watched namespace");
+    }
+    for role in of_kind(&docs, "Role") {
+        assert_rbac_matches_rules(role);
+        let ns = s(&role["metadata"]["namespace"]);
+        let binding = of_kind(&docs, "RoleBinding")
+            .into_iter()
+            .find(|b| s(&b["metadata"]["namespace"]) == ns)
+            .unwrap_or_else(|| panic!("no RoleBinding in {ns}"));
+        assert_eq!(s(&binding["roleRef"]["kind"]), "Role");
+        assert_eq!(s(&binding["roleRef"]["name"]), s(&role["metadata"]["name"]));
+        assert_eq!(s(&binding["subjects"][0]["name"]), sa);
+        assert_eq!(
+            s(&binding["subjects"][0]["namespace"]),
+            RELEASE_NS,
+            "the ServiceAccount lives in the release namespace"
+        );
+    }
+    let deploy = one(&docs, "Deployment");
+    assert_deployment_basics(deploy);
+    // The binary reads the chart's WATCH_NAMESPACE as exactly these namespaces.
+    let env = env_of(container(deploy), "WATCH_NAMESPACE");
+    assert_eq!(env, "team-a,team-b");
+    assert_eq!(WatchScope::from_flags(&[env]), Ok(WatchScope::Namespaces(vec!["team-a".into(), "team-b".into()])));
+    // And the other modes' values mean what the chart's RBAC grants.
+    let env_for = |extra: &[&str]| {
+        let o = template_raw(None, extra);
+        assert!(o.status.success(), "{}", out_text(&o));
+        env_of(container(one(&parse_docs(&String::from_utf8(o.stdout).unwrap()), "Deployment")), "WATCH_NAMESPACE")
+    };
+    assert_eq!(WatchScope::from_flags(&[env_for(&[])]), Ok(WatchScope::Cluster));
+    assert_eq!(
+        WatchScope::from_flags(&[env_for(&["--set", "watchNamespace=shop"])]),
+        Ok(WatchScope::Namespaces(vec!["shop".into()]))
+    );
+
+    // Both values at once is ambiguous: refused, naming both.
+    let o = template_raw(None, &["--set", "watchNamespace=shop", "--set", "watchNamespaces={team-a}"]);
+    assert!(!o.status.success(), "{}", out_text(&o));
+    assert!(out_text(&o).contains("set watchNamespaces (a list) or watchNamespace"), "{}", out_text(&o));
+    // Names that are not namespaces, and repeats, are refused by the schema.
+    for bad in ["watchNamespaces={Team_A}", "watchNamespaces={a,a}"] {
+        let o = template_raw(None, &["--set", bad]);
+        assert!(!o.status.success() && out_text(&o).contains("watchNamespaces"), "{bad}: {}", out_text(&o));
+    }
+}
+
+/// docs/security.md lists exactly the rules the operator is granted, each with its verbs.
+#[test]
+fn security_doc_lists_every_rbac_rule() {
+    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let section = doc
+        .split("### The rules and why each exists")
+        .nth(1)
+        .and_then(|rest| rest.split("\n#").next())
+        .expect("docs/security.md has a section \"### The rules and why each exists\"");
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    for r in RULES {
+        let group = if r.api_group.is_empty() { "core" } else { r.api_group };
+        let resources = r.resources.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ");
+        let row = format!("| `{group}` | {resources} | {} |", r.verbs.join(", "));
+        assert!(
+            rows.iter().any(|l| l.starts_with(&row)),
+            "docs/security.md has no row starting with {row:?}: update its RBAC table from src/controller/rbac.rs"
+        );
+    }
+    assert_eq!(rows.len(), RULES.len(), "docs/security.md's RBAC table has rows RULES does not: {rows:#?}");
 }
 
 #[test]

@@ -190,6 +190,7 @@ impl Harness {
         let config = Config {
             operator_image: "example/popup-operator:test".into(),
             redis_address_template: redis_address.map(String::from),
+            operator_pods: None,
         };
         let ctx = Arc::new(Context::new(client, redis.clone(), Health::default(), config));
         Self { api, redis, ctx }
@@ -254,6 +255,8 @@ async fn first_reconcile_applies_every_child_in_dependency_order_and_waits_for_r
         "PATCH /api/v1/namespaces/sales/services/shop-redis-headless",
         "PATCH /api/v1/namespaces/sales/services/shop-redis",
         "PATCH /api/v1/namespaces/sales/services/shop-grafana",
+        "PATCH /apis/networking.k8s.io/v1/namespaces/sales/networkpolicies/shop-redis",
+        "PATCH /apis/networking.k8s.io/v1/namespaces/sales/networkpolicies/shop-grafana",
         "PATCH /apis/apps/v1/namespaces/sales/statefulsets/shop-redis",
         "PATCH /apis/apps/v1/namespaces/sales/deployments/shop-grafana",
         "PATCH /apis/popup.dev/v1alpha1/namespaces/sales/popupstores/shop/status",
@@ -501,14 +504,44 @@ async fn children_the_spec_no_longer_wants_are_pruned_once() {
         "/api/v1/namespaces/sales/secrets/shop-grafana",
         "/api/v1/namespaces/sales/configmaps/shop-grafana-provisioning",
         "/api/v1/namespaces/sales/configmaps/shop-grafana-dashboards",
+        "/apis/networking.k8s.io/v1/namespaces/sales/networkpolicies/shop-grafana",
     ] {
         assert!(h.api.get(gone).is_none(), "{gone} still there");
         assert!(w.contains(&format!("DELETE {gone}")), "{w:?}");
     }
     assert!(h.api.get("/apis/apps/v1/namespaces/sales/statefulsets/shop-redis").is_some());
+    assert!(h.api.get("/apis/networking.k8s.io/v1/namespaces/sales/networkpolicies/shop-redis").is_some());
     // Settled again: no prune requests at all.
     h.reconcile().await;
     assert!(h.api.take_log().iter().all(|(m, _)| *m != Method::DELETE));
+}
+
+#[tokio::test]
+async fn network_policies_go_when_turned_off_and_come_back() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    let redis = "/apis/networking.k8s.io/v1/namespaces/sales/networkpolicies/shop-redis";
+    let grafana = "/apis/networking.k8s.io/v1/namespaces/sales/networkpolicies/shop-grafana";
+    assert!(h.api.get(redis).is_some() && h.api.get(grafana).is_some());
+    h.api.edit(STORE_PATH, |o| {
+        o["spec"]["networkPolicy"] = json!({"enabled": false});
+        o["metadata"]["generation"] = json!(2);
+    });
+    h.api.take_log();
+    h.reconcile().await;
+    let w = writes(&h.api.take_log());
+    for gone in [redis, grafana] {
+        assert!(h.api.get(gone).is_none(), "{gone} still there");
+        assert!(w.contains(&format!("DELETE {gone}")), "{w:?}");
+    }
+    assert!(w.iter().all(|l| !l.contains("networkpolicies") || l.starts_with("DELETE")), "{w:?}");
+    h.api.edit(STORE_PATH, |o| {
+        o["spec"]["networkPolicy"] = json!({"enabled": true});
+        o["metadata"]["generation"] = json!(3);
+    });
+    h.reconcile().await;
+    assert!(h.api.get(redis).is_some() && h.api.get(grafana).is_some());
 }
 
 #[tokio::test]

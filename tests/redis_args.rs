@@ -35,6 +35,7 @@ fn triggers_container(password: &str) -> Container {
         grafana_admin_password: "g".into(),
         redis_password_revision: "r".into(),
         operator_image: "example/popup-operator:test".into(),
+        operator_pods: None,
     };
     let sts = render::build_children(&validated, &inputs).redis.unwrap();
     sts.spec.unwrap().template.spec.unwrap().containers.remove(0)

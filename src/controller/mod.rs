@@ -14,6 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -39,6 +40,8 @@ pub struct Config {
     /// How the operator reaches a store's Redis. `None`: the Service's cluster DNS name. Otherwise a
     /// template with `{name}`, `{namespace}` and `{service}`, for an operator running outside the cluster.
     pub redis_address_template: Option<String>,
+    /// The operator's own pods, let in by each store's Redis NetworkPolicy (`None`: outside the cluster).
+    pub operator_pods: Option<render::network_policy::OperatorPods>,
 }
 
 impl Config {
@@ -142,6 +145,7 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         grafana_admin_password,
         redis_password_revision: redis_password.revision.clone(),
         operator_image: ctx.config.operator_image.clone(),
+        operator_pods: ctx.config.operator_pods.clone(),
     };
     let children = render::build_children(&validated, &inputs);
     // Only a spec change can make a child unwanted (Grafana mode, password source): prune then, so a
@@ -159,6 +163,10 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     }
     for svc in children.services {
         apply::apply(client, svc).await?;
+    }
+    // Before the pods: Redis never runs unprotected.
+    for policy in children.network_policies {
+        apply::apply(client, policy).await?;
     }
     let sts = apply::apply(client, children.redis.expect("a store always has Redis")).await?;
     let mut deployments = Vec::new();
@@ -259,6 +267,7 @@ async fn prune(
             "ConfigMap" => apply::delete_if_owned::<ConfigMap>(client, ns, &name, uid).await?,
             "Service" => apply::delete_if_owned::<Service>(client, ns, &name, uid).await?,
             "Deployment" => apply::delete_if_owned::<Deployment>(client, ns, &name, uid).await?,
+            "NetworkPolicy" => apply::delete_if_owned::<NetworkPolicy>(client, ns, &name, uid).await?,
             other => unreachable!("no prune for {other}"),
         };
         if deleted {
@@ -585,30 +594,104 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// Runs the controller until SIGTERM/ctrl-c. Fails fast, with the fix, when the CRD is not installed.
-pub async fn run(ctx: Context, watch_namespace: Option<String>) -> Result<()> {
-    let client = ctx.client.clone();
-    let stores: Api<PopUpStore> = scoped(&client, &watch_namespace);
-    if let Err(e) = stores.list(&ListParams::default().limit(1)).await {
-        return Err(Error::Startup(match e {
-            kube::Error::Api(ref s) if s.code == 404 => "the PopUpStore CRD is not installed: run `popup-operator crd | kubectl apply -f -` (or install the Helm chart) and start the operator again".to_string(),
-            kube::Error::Api(ref s) if s.code == 403 => format!("not allowed to list popupstores.popup.dev ({}): check the operator's RBAC (charts/popup-operator)", s.message),
-            other => format!("cannot reach the Kubernetes API: {other}"),
-        }));
+/// Where the controller looks for stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchScope {
+    /// Every namespace (the chart's ClusterRole).
+    Cluster,
+    /// Only these namespaces (the chart's Role and RoleBinding in each).
+    Namespaces(Vec<String>),
+}
+
+impl From<Option<String>> for WatchScope {
+    fn from(namespace: Option<String>) -> Self {
+        match namespace {
+            Some(ns) => WatchScope::Namespaces(vec![ns]),
+            None => WatchScope::Cluster,
+        }
     }
+}
+
+impl WatchScope {
+    /// From `--watch-namespace` values, each one or several comma-separated names. Empty values are
+    /// ignored (the chart's default `WATCH_NAMESPACE=""`); none at all means every namespace.
+    pub fn from_flags<S: AsRef<str>>(values: &[S]) -> std::result::Result<Self, String> {
+        let mut namespaces: Vec<String> = Vec::new();
+        for ns in values.iter().flat_map(|v| v.as_ref().split(',')).map(str::trim).filter(|ns| !ns.is_empty()) {
+            let valid = ns.len() <= 63
+                && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !valid {
+                return Err(format!(
+                    "--watch-namespace: {ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63); separate several with commas or repeat the flag"
+                ));
+            }
+            if !namespaces.iter().any(|n| n == ns) {
+                namespaces.push(ns.to_string());
+            }
+        }
+        Ok(if namespaces.is_empty() { WatchScope::Cluster } else { WatchScope::Namespaces(namespaces) })
+    }
+
+    /// One entry per watch: `None` is every namespace.
+    fn watches(&self) -> Vec<Option<String>> {
+        match self {
+            WatchScope::Cluster => vec![None],
+            WatchScope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for WatchScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchScope::Cluster => f.write_str("<all>"),
+            WatchScope::Namespaces(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM/ctrl-c. Fails fast, with the fix, when the CRD is not installed or
+/// a watched namespace is not readable.
+pub async fn run(ctx: Context, scope: impl Into<WatchScope>) -> Result<()> {
+    let scope = scope.into();
+    let client = ctx.client.clone();
+    for namespace in scope.watches() {
+        let stores: Api<PopUpStore> = scoped(&client, &namespace);
+        let at = namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+        if let Err(e) = stores.list(&ListParams::default().limit(1)).await {
+            return Err(Error::Startup(match e {
+                kube::Error::Api(ref s) if s.code == 404 => "the PopUpStore CRD is not installed: run `popup-operator crd | kubectl apply -f -` (or install the Helm chart) and start the operator again".to_string(),
+                kube::Error::Api(ref s) if s.code == 403 => format!("not allowed to list popupstores.popup.dev{at} ({}): check the operator's RBAC (charts/popup-operator: watchNamespace/watchNamespaces must list every --watch-namespace)", s.message),
+                other => format!("cannot reach the Kubernetes API: {other}"),
+            }));
+        }
+    }
+    ctx.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(namespace = %scope, "controller started");
+    let ctx = Arc::new(ctx);
+    // A watch sees one namespace or all of them, so a list gets one controller per namespace; stores of
+    // different namespaces share no children, so the controllers need not know of each other.
+    futures::future::join_all(scope.watches().into_iter().map(|ns| run_one(&client, ns, ctx.clone()))).await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// One controller: the stores of `namespace` (or every namespace) and their children.
+async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) {
     // Only our own children are cached: watching every Secret of the cluster would cost memory and RBAC.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=popup-operator");
-    ctx.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(namespace = watch_namespace.as_deref().unwrap_or("<all>"), "controller started");
-    Controller::new(stores, watcher::Config::default().any_semantic())
-        .owns(scoped::<StatefulSet>(&client, &watch_namespace), owned.clone())
-        .owns(scoped::<Deployment>(&client, &watch_namespace), owned.clone())
-        .owns(scoped::<Job>(&client, &watch_namespace), owned.clone())
-        .owns(scoped::<Service>(&client, &watch_namespace), owned.clone())
-        .owns(scoped::<ConfigMap>(&client, &watch_namespace), owned.clone())
-        .owns(scoped::<Secret>(&client, &watch_namespace), owned)
+    Controller::new(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic())
+        .owns(scoped::<StatefulSet>(client, &namespace), owned.clone())
+        .owns(scoped::<Deployment>(client, &namespace), owned.clone())
+        .owns(scoped::<Job>(client, &namespace), owned.clone())
+        .owns(scoped::<Service>(client, &namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(client, &namespace), owned.clone())
+        .owns(scoped::<NetworkPolicy>(client, &namespace), owned.clone())
+        .owns(scoped::<Secret>(client, &namespace), owned)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(ctx))
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(store = %obj.name, "reconciled"),
@@ -616,8 +699,6 @@ pub async fn run(ctx: Context, watch_namespace: Option<String>) -> Result<()> {
             }
         })
         .await;
-    tracing::info!("controller stopped");
-    Ok(())
 }
 
 /// An API for one namespace, or for all of them.
@@ -732,6 +813,21 @@ mod tests {
             redis_check(&sts(0), Some(&waiting("ContainerCreating", "", None)), Engine::Triggers).reason,
             "Starting"
         );
+    }
+
+    #[test]
+    fn watch_namespaces_come_repeated_or_comma_separated() {
+        let ns = |list: &[&str]| WatchScope::Namespaces(list.iter().map(|s| s.to_string()).collect());
+        assert_eq!(WatchScope::from_flags::<&str>(&[]), Ok(WatchScope::Cluster));
+        assert_eq!(WatchScope::from_flags(&[""]), Ok(WatchScope::Cluster), "the chart's empty default");
+        assert_eq!(WatchScope::from_flags(&["shop"]), Ok(ns(&["shop"])));
+        assert_eq!(WatchScope::from_flags(&["a,b", "c", "a", " d ,"]), Ok(ns(&["a", "b", "c", "d"])));
+        for bad in ["Shop", "a_b", "-a", &"x".repeat(64)] {
+            let err = WatchScope::from_flags(&[bad]).unwrap_err();
+            assert!(err.starts_with("--watch-namespace:") && err.contains(bad), "{err}");
+        }
+        assert_eq!(WatchScope::from(None::<String>), WatchScope::Cluster);
+        assert_eq!(ns(&["a", "b"]).to_string(), "a,b");
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub const RULES: &[PolicyRuleSpec] = &[
         why: "the simulator Job is created once (apply::create_if_missing); Jobs of older settings are deleted (apply::delete_others)",
     },
     PolicyRuleSpec {
+        api_group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "each store's NetworkPolicies are watched (Controller::owns), server-side applied before its pods, and deleted when spec.networkPolicy.enabled turns false or Grafana goes (controller::prune)",
+    },
+    PolicyRuleSpec {
         api_group: "events.k8s.io",
         resources: &["events"],
         verbs: &["create", "patch"],

@@ -4,6 +4,7 @@
 //! same code, and every builder is unit-tested on plain values.
 
 pub mod grafana;
+pub mod network_policy;
 pub mod processor;
 pub mod redis;
 pub mod simulator;
@@ -16,6 +17,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, PodSecurityContext, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -325,6 +327,9 @@ pub struct BuildInputs {
     pub redis_password_revision: String,
     /// Image of the simulator Job and the native processor.
     pub operator_image: String,
+    /// The operator's pods, which the Redis NetworkPolicy lets in. `None` when the operator runs outside
+    /// the cluster: it then reaches Redis through a port-forward, which no NetworkPolicy sees.
+    pub operator_pods: Option<network_policy::OperatorPods>,
 }
 
 /// Every object a store is made of, in the order they are applied.
@@ -333,6 +338,8 @@ pub struct Children {
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
     pub services: Vec<Service>,
+    /// Applied before the pods they protect exist.
+    pub network_policies: Vec<NetworkPolicy>,
     pub redis: Option<StatefulSet>,
     pub deployments: Vec<Deployment>,
     pub simulator_job: Option<Job>,
@@ -345,6 +352,7 @@ impl Children {
         push_all(&mut out, &self.secrets);
         push_all(&mut out, &self.config_maps);
         push_all(&mut out, &self.services);
+        push_all(&mut out, &self.network_policies);
         push_all(&mut out, self.redis.iter());
         push_all(&mut out, &self.deployments);
         push_all(&mut out, self.simulator_job.iter());
@@ -356,7 +364,8 @@ fn push_all<'a, T: Serialize + 'a>(out: &mut Vec<serde_json::Value>, items: impl
     out.extend(items.into_iter().map(|i| serde_json::to_value(i).expect("k8s objects serialize")));
 }
 
-/// Children a store may have had under another spec (Grafana mode, password source, engine), by kind:
+/// Children a store may have had under another spec (Grafana mode, password source, engine, network
+/// policy), by kind:
 /// what is not in the current [`Children`] gets pruned after a spec change.
 pub fn optional_children(names: &Names) -> Vec<(&'static str, String)> {
     vec![
@@ -368,6 +377,8 @@ pub fn optional_children(names: &Names) -> Vec<(&'static str, String)> {
         ("Service", names.grafana()),
         ("Deployment", names.grafana()),
         ("Deployment", names.processor()),
+        ("NetworkPolicy", names.redis()),
+        ("NetworkPolicy", names.grafana()),
     ]
 }
 
@@ -397,6 +408,7 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
     c.config_maps.push(scripts);
     c.services.push(redis::headless_service(store));
     c.services.push(redis::client_service(store));
+    c.network_policies = network_policy::policies(store, inputs);
     c.redis = Some(redis::statefulset(store, inputs));
     match store.spec.grafana.effective_mode() {
         GrafanaMode::Managed => {
@@ -566,6 +578,13 @@ pub(crate) mod tests {
             grafana_admin_password: "s3cret-grafana".into(),
             redis_password_revision: "rev1".into(),
             operator_image: "example/popup-operator:test".into(),
+            operator_pods: Some(
+                network_policy::OperatorPods::new(
+                    "popup-system",
+                    "app.kubernetes.io/name=popup-operator,app.kubernetes.io/instance=popup",
+                )
+                .unwrap(),
+            ),
         }
     }
 

@@ -21,7 +21,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget};
+use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget, WatchScope};
 use popup_operator::crd::{Engine, ProcessingSpec, SaleStatus};
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
@@ -250,10 +250,16 @@ pub fn helm() -> PathBuf {
 /// `helm template <release> charts/popup-operator --namespace <ns> [--set watchNamespace=<watch>]`, as
 /// parsed documents.
 pub fn helm_template(release: &str, namespace: &str, watch_namespace: Option<&str>) -> Vec<Value> {
+    let sets: Vec<String> = watch_namespace.map(|w| format!("watchNamespace={w}")).into_iter().collect();
+    helm_template_with(release, namespace, &sets)
+}
+
+/// `helm template <release> charts/popup-operator --namespace <ns> --set <s>...`, as parsed documents.
+pub fn helm_template_with(release: &str, namespace: &str, sets: &[String]) -> Vec<Value> {
     let mut cmd = Command::new(helm());
     cmd.args(["template", release]).arg(root().join("charts/popup-operator")).args(["--namespace", namespace]);
-    if let Some(w) = watch_namespace {
-        cmd.args(["--set", &format!("watchNamespace={w}")]);
+    for s in sets {
+        cmd.args(["--set", s]);
     }
     let out = cmd.output().expect("run helm");
     assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -276,7 +282,15 @@ pub struct OperatorIdentity {
 /// Renders the chart, applies its ServiceAccount and RBAC objects (nothing else: there is no kubelet to
 /// run the Deployment), requests a token for the ServiceAccount and returns a client using it.
 pub async fn install_chart_rbac(env: &TestEnv, release: &str, watch_namespace: Option<&str>) -> OperatorIdentity {
-    let docs = helm_template(release, &env.ns, watch_namespace);
+    install_rendered_rbac(env, helm_template(release, &env.ns, watch_namespace)).await
+}
+
+/// Like [`install_chart_rbac`], with any chart values (`--set` arguments), e.g. `watchNamespaces={a,b}`.
+pub async fn install_chart_rbac_with(env: &TestEnv, release: &str, sets: &[String]) -> OperatorIdentity {
+    install_rendered_rbac(env, helm_template_with(release, &env.ns, sets)).await
+}
+
+async fn install_rendered_rbac(env: &TestEnv, docs: Vec<Value>) -> OperatorIdentity {
     let mut sa_name = None;
     for doc in docs {
         let kind = doc["kind"].as_str().unwrap_or_default().to_string();
@@ -331,6 +345,16 @@ pub async fn install_chart_rbac(env: &TestEnv, release: &str, watch_namespace: O
 
 // ---- the operator, in-process ---------------------------------------------------------------------------
 
+/// Who the in-process operators say they are to the Redis NetworkPolicies: the chart's pods in
+/// `popup-system` (what `helm install popup ... -n popup-system` passes).
+pub fn operator_pods() -> popup_operator::render::network_policy::OperatorPods {
+    popup_operator::render::network_policy::OperatorPods::new(
+        "popup-system",
+        "app.kubernetes.io/name=popup-operator,app.kubernetes.io/instance=popup",
+    )
+    .expect("a valid selector")
+}
+
 /// The controller running as a tokio task (as `popup-operator run` would), stopped by `stop`/drop.
 pub struct Operator {
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
@@ -342,6 +366,11 @@ impl Operator {
         Self::start_with_redis_address(client, redis, watch_namespace, None)
     }
 
+    /// Like [`Operator::start`], watching every namespace or a list of them (`--watch-namespace a,b`).
+    pub fn start_in(client: Client, redis: Arc<dyn RedisGateway>, scope: WatchScope) -> Operator {
+        Self::start_scoped(client, redis, scope, None)
+    }
+
     /// Like [`Operator::start`], reaching every store's Redis at `redis_address` (the `--redis-address`
     /// template), e.g. a local redis-stack-server.
     pub fn start_with_redis_address(
@@ -350,13 +379,23 @@ impl Operator {
         watch_namespace: Option<String>,
         redis_address: Option<String>,
     ) -> Operator {
+        Self::start_scoped(client, redis, watch_namespace.into(), redis_address)
+    }
+
+    fn start_scoped(
+        client: Client,
+        redis: Arc<dyn RedisGateway>,
+        scope: WatchScope,
+        redis_address: Option<String>,
+    ) -> Operator {
         let health = Health::default();
         let config = Config {
             operator_image: "example.invalid/popup-operator:e2e".into(),
             redis_address_template: redis_address,
+            operator_pods: Some(operator_pods()),
         };
         let ctx = Context::new(client, redis, health.clone(), config);
-        let task = tokio::spawn(async move { controller::run(ctx, watch_namespace).await.map_err(|e| e.to_string()) });
+        let task = tokio::spawn(async move { controller::run(ctx, scope).await.map_err(|e| e.to_string()) });
         Operator { task: Some(task), health }
     }
 

@@ -67,3 +67,78 @@ the operator as POPUP_SELF_IMAGE (simulator Job and native processor pods).
 {{- define "popup-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches, as a JSON list (read it with fromJsonArray):
+watchNamespaces, or the single watchNamespace; [] means every namespace.
+*/}}
+{{- define "popup-operator.watchNamespaces" -}}
+{{- if and .Values.watchNamespace .Values.watchNamespaces }}
+{{- fail "set watchNamespaces (a list) or watchNamespace (one namespace), not both: move the namespace into watchNamespaces" }}
+{{- end }}
+{{- if .Values.watchNamespace }}
+{{- list .Values.watchNamespace | toJson }}
+{{- else }}
+{{- default (list) .Values.watchNamespaces | uniq | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator pods' selector labels as key=value,key=value: the operator lets
+these pods into each store's Redis NetworkPolicy (POPUP_OPERATOR_POD_SELECTOR).
+*/}}
+{{- define "popup-operator.podSelector" -}}
+{{- $pairs := list }}
+{{- range $k, $v := include "popup-operator.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/*
+The controller's RBAC rules, the same in the ClusterRole and in every Role.
+Equal to src/controller/rbac.rs (tests/helm.rs); docs/security.md says why each exists.
+*/}}
+{{- define "popup-operator.rules" -}}
+# Watch PopUpStore custom resources.
+- apiGroups: ["popup.dev"]
+  resources: ["popupstores"]
+  verbs: ["get", "list", "watch"]
+# Server-side-apply the status subresource.
+- apiGroups: ["popup.dev"]
+  resources: ["popupstores/status"]
+  verbs: ["get", "patch"]
+# ownerReferences with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+- apiGroups: ["popup.dev"]
+  resources: ["popupstores/finalizers"]
+  verbs: ["update"]
+# Owned Secrets, Services, ConfigMaps (SSA; deleted when a spec change no longer wants them);
+# user-referenced password Secrets are read.
+- apiGroups: [""]
+  resources: ["secrets", "services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The Redis pod, read while it is not ready to report why (e.g. no node can take it).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
+# The Redis StatefulSet.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Grafana and processor Deployments (Grafana's is deleted when the spec turns it off).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Simulator Jobs: created once (Jobs are immutable); a changed spec deletes the old Job.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Each store's NetworkPolicies (deleted when spec.networkPolicy.enabled turns false).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# kube-rs event recorder (events.k8s.io/v1).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
