@@ -484,9 +484,25 @@ async fn max_seconds_cuts_an_hour_long_gap_or_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyone_at_once_without_a_count_ends_at_the_deadline() {
+    // random gaps of 0 ms and no --customers: an endless crowd, which only the deadline stops
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let args = ["--reset", "--stock", "1000000", "--max-arrival-millis", "0", "--max-order-delay-millis", "0"];
+    let run =
+        parse(finish(simulate(&server, &[&args[..], &["--max-seconds", "1"]].concat()), Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("max duration reached"), "{}", run.stderr);
+    let customers = num(&run.summary, "customers");
+    assert!(customers > 0, "{}", run.summary);
+    assert_eq!(num(&run.summary, "orders"), customers, "{}", run.summary);
+    assert_eq!(assert_one_order_per_customer(&mut conn).await as u64, customers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_it_cannot_hold_is_reported_once() {
     let server = RedisServer::start();
-    // a million customers per second, one round trip each: far beyond any machine
+    // a million customers per second: beyond this machine, even in batches
     let args = ["--reset", "--stock", "1000000000", "--rate", "1000000", "--max-order-delay-millis", "0"];
     let run =
         parse(finish(simulate(&server, &[&args[..], &["--max-seconds", "2"]].concat()), Duration::from_secs(60)).await);
