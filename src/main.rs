@@ -228,14 +228,16 @@ fn render_file(args: &RenderArgs) -> Result<(), String> {
     }
     let mut out = String::new();
     for v in validated {
+        // A user's password Secret is not read here: its user (default) stays off in the rendered ACL file
+        // until the operator, which reads the Secret, applies it.
+        let admin = match v.password {
+            PasswordSource::Generated { .. } => Some(controller::new_password()),
+            PasswordSource::UserSecret(_) => None,
+        };
         let inputs = BuildInputs {
-            // A user's password Secret is not read here: the sidecar datasource shows a placeholder.
-            redis_password: Some(match v.password {
-                PasswordSource::Generated { .. } => controller::new_password(),
-                PasswordSource::UserSecret(_) => "<from the Secret in spec.redis.passwordSecretRef>".into(),
-            }),
+            credentials: controller::users::generated(&v, admin.as_deref()),
+            redis_password: admin,
             grafana_admin_password: controller::new_password(),
-            redis_password_revision: "rendered".into(),
             operator_image: args.self_image.clone(),
             operator_pods: operator_pods.clone(),
         };

@@ -1,18 +1,26 @@
 //! The dashboard against a real sale: every panel's query runs on a real redis-stack-server exactly as the
 //! Redis datasource plugin sends it (`command` + `keyName`; `TS.RANGE key from to AGGREGATION agg bucket`
-//! over the panel's time range), and the answers must be of the panel's type and show the sale.
+//! over the panel's time range), logged in as the store's Grafana user, and the answers must be of the
+//! panel's type and show the sale. The same user cannot write: not through a panel query, not through the
+//! plugin's custom-command path that any Viewer can use.
 
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
+#[path = "common/acl_users.rs"]
+mod acl_users;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use acl_users::Users;
+use popup_operator::crd::Engine;
 use popup_operator::engine::{self, EngineKind, ProcessingSettings};
+use popup_operator::render::acl::Role;
 use popup_operator::render::grafana::DASHBOARD_JSON;
-use popup_operator::simulator::{self, SimulatorConfig};
+use popup_operator::simulator::{self, Resilience, SimulatorConfig};
 use redis::Value;
-use redis_server::RedisServer;
 use serde_json::Value as Json;
 
 /// What one query answered: a single number (stat panels) or samples (time series).
@@ -94,8 +102,10 @@ fn now_ms() -> i64 {
 
 #[tokio::test]
 async fn every_panel_shows_the_sale_from_real_redis() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
+    // The store's users, as its Redis pod loads them; each part logs in as its own user.
+    let users = Users::new(Engine::Triggers);
+    let server = users.start_server();
+    let mut conn = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(1) };
     engine::load_scripts(&mut conn, EngineKind::Triggers, &settings).await.unwrap();
 
@@ -109,7 +119,17 @@ async fn every_panel_shows_the_sale_from_real_redis() {
         wait_complete: Some(Duration::from_secs(30)),
         ..Default::default()
     };
-    let summary = simulator::run(&mut conn, &config, |_| {}).await.unwrap();
+    // As the simulator Job runs it: its own user, the send-once script.
+    let summary = simulator::run_resilient(
+        &users.url(&server, Role::Simulator),
+        Some(&users.password(Role::Simulator)),
+        &config,
+        &Resilience::default(),
+        |_| {},
+        Arc::new(|w: &str| eprintln!("simulator: {w}")),
+    )
+    .await
+    .unwrap();
     assert!(summary.all_processed, "{summary:?}");
     // One more interval so the last lengths are sampled (the triggers engine samples on stream activity).
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -119,6 +139,10 @@ async fn every_panel_shows_the_sale_from_real_redis() {
 
     let dashboard: Json = serde_json::from_str(DASHBOARD_JSON).unwrap();
     let (from, to) = (now_ms() - 15 * 60 * 1000, now_ms());
+    // The plugin's health check, then every query, as the Grafana user.
+    let mut grafana = users.plugin_conn(&server).await;
+    let pong: String = redis::cmd("PING").query_async(&mut grafana).await.unwrap();
+    assert_eq!(pong, "PONG");
     let mut shown: BTreeMap<String, Answer> = BTreeMap::new();
     for panel in dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
         let title = panel["title"].as_str().unwrap().to_string();
@@ -128,7 +152,7 @@ async fn every_panel_shows_the_sale_from_real_redis() {
             let answer = if t["datasource"]["type"] == "__expr__" {
                 evaluate(t["expression"].as_str().unwrap(), &vars)
             } else {
-                run_target(&mut conn, t, from, to).await
+                run_target(&mut grafana, t, from, to).await
             };
             if !t["hide"].as_bool().unwrap_or(false) {
                 visible.push(answer.clone());
@@ -170,4 +194,121 @@ async fn every_panel_shows_the_sale_from_real_redis() {
     assert!((total("Throughput") * 60.0 - 50.0).abs() < 1e-6, "orders/s over minute buckets adds up to the sale");
     assert!(!series("Backlog").is_empty());
     assert_eq!(shown.len(), 13, "{:?}", shown.keys().collect::<Vec<_>>());
+    // Not one command of the sale or of the dashboard was refused: the users have what they need.
+    assert_eq!(acl_users::acl_log(&mut conn).await, Vec::<(String, String, String)>::new());
+}
+
+/// The plugin's `shell.Split` (bitbucket.org/creachadair/shell) for the queries used here: words split at
+/// blanks, `'…'` literal, `"…"` with `\` escapes, `\x` outside quotes. `None` for an unclosed quote.
+fn shell_split(line: &str) -> Option<Vec<String>> {
+    let (mut words, mut word, mut in_word) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => word.push(c),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => word.push(chars.next()?),
+                        c => word.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.push(chars.next()?);
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Some(words)
+}
+
+/// The plugin's custom-command path (`executeCustomQuery`, redis-datasource 2.2): a target with a
+/// non-empty `query` is split like a shell line and sent as is, the command and its arguments, whatever
+/// the panel's `command`. Any Viewer can post such a target to `/api/ds/query`.
+async fn custom_query(conn: &mut redis::aio::MultiplexedConnection, query: &str) -> Result<Value, String> {
+    let words = shell_split(query).ok_or("query is not valid")?;
+    let (command, params) = words.split_first().ok_or("command is empty")?;
+    let mut cmd = redis::cmd(command);
+    cmd.arg(params);
+    cmd.query_async(conn).await.map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_write_through_the_datasource() {
+    let users = Users::new(Engine::Triggers);
+    let server = users.start_server();
+    let mut admin = users.conn(&server, Role::Operator).await;
+    let _: () = redis::cmd("SET").arg("product").arg(7).query_async(&mut admin).await.unwrap();
+    let _: String =
+        redis::cmd("XADD").arg("queue:customers").arg("*").arg("id").arg(1).query_async(&mut admin).await.unwrap();
+    let _: () = redis::cmd("SET").arg("popup:engine:error").arg("internal").query_async(&mut admin).await.unwrap();
+    let before = engine::read_sale(&mut admin).await.unwrap();
+
+    // What the datasource logs in as: the Grafana user and the password in its Secret.
+    let mut grafana = users.plugin_conn(&server).await;
+    // The custom path reaches what the dashboard shows…
+    assert_eq!(custom_query(&mut grafana, "GET product").await, Ok(Value::BulkString(b"7".to_vec())));
+    assert_eq!(custom_query(&mut grafana, "XLEN queue:customers").await, Ok(Value::Int(1)));
+    // …and nothing else. Writes, admin commands, scripts, other keys, other clients:
+    for attack in [
+        "FLUSHALL",
+        "FLUSHDB",
+        "SET product 1000000",
+        "DEL product",
+        "DEL queue:customers",
+        "INCRBY product 100",
+        "XADD queue:complete * order 1-1 customer 1-1",
+        "XADD queue:orders * id 2 customer 1-1",
+        "XTRIM queue:customers MAXLEN 0",
+        "TS.ADD ts:len:queue:orders * 0",
+        "CONFIG SET requirepass x",
+        "CONFIG GET *",
+        "EVAL \"return redis.call('SET','product','1000000')\" 0",
+        "SCRIPT LOAD \"return 1\"",
+        "TFUNCTION LIST",
+        "ACL LIST",
+        "ACL SETUSER popup-grafana +@all",
+        "GET popup:engine:error",
+        "KEYS *",
+        "CLIENT LIST",
+        "INFO",
+        "SHUTDOWN NOSAVE",
+    ] {
+        let refused = custom_query(&mut grafana, attack).await.expect_err(attack);
+        assert!(acl_users::is_noperm(&refused), "{attack}: refused, but not by the ACL: {refused}");
+    }
+    // The panel path with a write command in `command` is refused the same way.
+    let t = serde_json::json!({"type": "command", "command": "del", "keyName": "product"});
+    let panel = redis::cmd("DEL").arg(t["keyName"].as_str().unwrap()).query_async::<Value>(&mut grafana).await;
+    assert!(acl_users::is_noperm(&panel.unwrap_err().to_string()));
+
+    // Nothing changed, and Redis logged each refusal under the Grafana user.
+    assert_eq!(engine::read_sale(&mut admin).await.unwrap(), before);
+    let _: String = redis::cmd("PING").query_async(&mut grafana).await.unwrap();
+    let log = acl_users::acl_log(&mut admin).await;
+    assert!(!log.is_empty() && log.iter().all(|(user, _, _)| user == "popup-grafana"), "{log:?}");
 }

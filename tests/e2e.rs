@@ -235,7 +235,7 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
         &env,
         "demo",
         &Expected {
-            secrets: &["demo-redis", "demo-grafana"],
+            secrets: &["demo-redis", "demo-grafana", "demo-redis-acl", "demo-redis-grafana", "demo-redis-simulator"],
             config_maps: &["demo-scripts", "demo-grafana-provisioning", "demo-grafana-dashboards"],
             services: &["demo-redis", "demo-redis-headless", "demo-grafana"],
             statefulsets: &["demo-redis"],
@@ -302,7 +302,12 @@ async fn full_example_uses_the_user_secret_and_every_setting() {
         &env,
         "flash-sale",
         &Expected {
-            secrets: &["flash-sale-grafana"],
+            secrets: &[
+                "flash-sale-grafana",
+                "flash-sale-redis-acl",
+                "flash-sale-redis-grafana",
+                "flash-sale-redis-simulator",
+            ],
             config_maps: &["flash-sale-scripts", "flash-sale-grafana-provisioning", "flash-sale-grafana-dashboards"],
             services: &["flash-sale-redis", "flash-sale-redis-headless", "flash-sale-grafana"],
             statefulsets: &["flash-sale-redis"],
@@ -318,8 +323,13 @@ async fn full_example_uses_the_user_secret_and_every_setting() {
 
     let s = bring_up(&env, "flash-sale", true).await;
     assert!(
-        redis.targets.lock().unwrap().iter().all(|t| t.password == "change-me-to-something-long"),
-        "the operator reads Redis with the password of spec.redis.passwordSecretRef"
+        redis
+            .targets
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| t.admin_password.as_deref() == Some("change-me-to-something-long")),
+        "the admin password of spec.redis.passwordSecretRef is the operator's way into Redis"
     );
     let job_name = s.status.as_ref().unwrap().simulator_job.clone().unwrap();
     let job = env.api::<Job>().get(&job_name).await.unwrap();
@@ -339,7 +349,14 @@ async fn native_engine_runs_the_processor_deployment() {
         &env,
         "shop",
         &Expected {
-            secrets: &["shop-redis", "shop-grafana"],
+            secrets: &[
+                "shop-redis",
+                "shop-grafana",
+                "shop-redis-acl",
+                "shop-redis-grafana",
+                "shop-redis-simulator",
+                "shop-redis-processor",
+            ],
             config_maps: &["shop-scripts", "shop-grafana-provisioning", "shop-grafana-dashboards"],
             services: &["shop-redis", "shop-redis-headless", "shop-grafana"],
             statefulsets: &["shop-redis"],
@@ -446,9 +463,13 @@ async fn a_password_secret_created_after_the_store_is_picked_up() {
     )
     .await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
-    assert!(redis.targets.lock().unwrap().iter().all(|t| t.password == "later-but-long-enough"));
+    assert!(redis.targets.lock().unwrap().iter().all(|t| t.admin_password.as_deref() == Some("later-but-long-enough")));
     let secrets = name_set(&children::<Secret>(&env, "shop").await);
-    assert_eq!(secrets, set(&["shop-grafana"]), "no generated Redis password next to the user's Secret");
+    assert_eq!(
+        secrets,
+        set(&["shop-grafana", "shop-redis-acl", "shop-redis-grafana", "shop-redis-simulator"]),
+        "no generated Redis password next to the user's Secret"
+    );
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
 }
@@ -575,7 +596,7 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
         &env,
         "shop",
         &Expected {
-            secrets: &["shop-redis"],
+            secrets: &["shop-redis", "shop-redis-acl", "shop-redis-simulator"],
             config_maps: &["shop-scripts"],
             services: &["shop-redis", "shop-redis-headless"],
             statefulsets: &["shop-redis"],
@@ -637,7 +658,7 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
         &env,
         "shop",
         &Expected {
-            secrets: &["shop-redis", "shop-grafana"],
+            secrets: &["shop-redis", "shop-grafana", "shop-redis-acl", "shop-redis-grafana", "shop-redis-simulator"],
             config_maps: &["shop-scripts", "shop-grafana-provisioning", "shop-grafana-dashboards"],
             services: &["shop-redis", "shop-redis-headless", "shop-grafana"],
             statefulsets: &["shop-redis"],
@@ -668,7 +689,7 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
         &env,
         "shop",
         &Expected {
-            secrets: &["shop-redis"],
+            secrets: &["shop-redis", "shop-redis-acl", "shop-redis-simulator"],
             config_maps: &["shop-scripts"],
             services: &["shop-redis", "shop-redis-headless"],
             statefulsets: &["shop-redis"],

@@ -1,8 +1,11 @@
-//! The operator's Redis gateway (`LiveRedis`, what fills `ScriptsLoaded` and `status.sale`) against a
-//! real password-protected redis-stack-server.
+//! The operator's Redis gateway (`LiveRedis`, what fills `ScriptsLoaded` and `status.sale`, and sets up
+//! the store's ACL users) against a real password-protected redis-stack-server.
 
 #[path = "common/redis_server.rs"]
 mod redis_server;
+
+#[path = "common/acl_users.rs"]
+mod acl_users;
 
 use std::time::Duration;
 
@@ -16,7 +19,12 @@ use redis_server::{RedisServer, free_port};
 const PASSWORD: &str = "correct-horse";
 
 fn target(server: &RedisServer, password: &str) -> RedisTarget {
-    RedisTarget { address: format!("127.0.0.1:{}", server.port), password: password.into() }
+    RedisTarget {
+        address: format!("127.0.0.1:{}", server.port),
+        username: None,
+        password: password.into(),
+        admin_password: None,
+    }
 }
 
 fn gateway() -> LiveRedis {
@@ -72,7 +80,12 @@ async fn problems_become_condition_reasons_that_name_the_cause() {
     assert_eq!(gears.reason, "ModuleMissing", "{gears:?}");
     assert!(gears.message.contains("RedisGears 1"), "{}", gears.message);
 
-    let nowhere = RedisTarget { address: format!("127.0.0.1:{}", free_port()), password: PASSWORD.into() };
+    let nowhere = RedisTarget {
+        address: format!("127.0.0.1:{}", free_port()),
+        username: None,
+        password: PASSWORD.into(),
+        admin_password: None,
+    };
     let unreachable = g.read_sale(&nowhere).await.unwrap_err();
     assert_eq!(unreachable.reason, "RedisUnreachable", "{unreachable:?}");
     assert!(unreachable.message.contains(&nowhere.address), "{}", unreachable.message);
@@ -149,4 +162,101 @@ async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
     }
     let healthy = g.ensure_scripts(&t, Engine::Triggers, &processing).await;
     assert!(healthy.is_ok(), "{healthy:?}");
+}
+
+// ---- ACL users ---------------------------------------------------------------------------------------
+
+use acl_users::Users;
+use popup_operator::controller::users;
+use popup_operator::render::acl::{self, Credentials, Role};
+
+/// The operator as the reconcile makes it: its own user, the admin password as the way back in.
+fn operator_target(server: &RedisServer, users: &Users, creds: &Credentials) -> RedisTarget {
+    RedisTarget {
+        address: format!("127.0.0.1:{}", server.port),
+        username: Some(Role::Operator.user().into()),
+        password: creds.password(Role::Operator).into(),
+        admin_password: Some(users.password(Role::Admin)),
+    }
+}
+
+/// Whether `user` can log in with `password` on a new connection.
+async fn logs_in(server: &RedisServer, user: &str, password: &str) -> bool {
+    popup_operator::engine::connect(&server.url_as(user), Some(password)).await.is_ok()
+}
+
+async fn run_id(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.unwrap();
+    info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap().trim().to_string()
+}
+
+/// A rotation as the controller runs it: the new password next to the old one, then the old one gone,
+/// with Redis running throughout and the connections made with the old password left alone.
+#[tokio::test]
+async fn a_password_rotates_live_with_both_valid_during_the_switch() {
+    let users = Users::new(Engine::Native);
+    let server = users.start_server();
+    let g = gateway();
+    let t = operator_target(&server, &users, &users.creds);
+    let mut admin = users.conn(&server, Role::Operator).await;
+    let started_as = run_id(&mut admin).await;
+
+    // The file already made the users: applying the same again changes nothing, also not the selectors.
+    let same = acl::users(&users.store, &users.creds);
+    assert_eq!(g.ensure_users(&t, &same).await.unwrap(), Vec::<String>::new());
+    assert_eq!(g.ensure_users(&t, &same).await.unwrap(), Vec::<String>::new());
+    let processor: Value =
+        redis::cmd("ACL").arg("GETUSER").arg("popup-processor").query_async(&mut admin).await.unwrap();
+    let text = format!("{processor:?}");
+    assert_eq!(text.matches("+decrby").count(), 1, "one selector each, not one per apply: {text}");
+
+    // The Grafana user's Secret gets a new password: both are accepted.
+    let old = users.password(Role::Grafana);
+    let mut grafana_old = users.conn(&server, Role::Grafana).await;
+    let previous = acl::parse_acl_file(&acl::acl_file(&users.store, &users.creds));
+    let mut passwords = users.creds.passwords.clone();
+    passwords.insert(Role::Grafana, "the-new-grafana-password".into());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let rotating =
+        users::plan(&users.store, passwords, Some(acl_users::ADMIN_PASSWORD), &previous, &Default::default(), now);
+    assert!(rotating.retiring(Role::Grafana));
+    let changed = g.ensure_users(&t, &acl::users(&users.store, &rotating)).await.unwrap();
+    assert_eq!(changed, ["popup-grafana"]);
+    assert!(logs_in(&server, "popup-grafana", "the-new-grafana-password").await);
+    assert!(logs_in(&server, "popup-grafana", &old).await, "the old one still works during the switch");
+
+    // The consumers rolled: only the new one.
+    let mut done = rotating.clone();
+    done.accepted.get_mut(&Role::Grafana).unwrap().truncate(1);
+    done.retiring_since.clear();
+    assert_eq!(g.ensure_users(&t, &acl::users(&users.store, &done)).await.unwrap(), ["popup-grafana"]);
+    assert!(logs_in(&server, "popup-grafana", "the-new-grafana-password").await);
+    assert!(!logs_in(&server, "popup-grafana", &old).await, "the old password is refused");
+    // A connection made before keeps working (Redis does not drop it), and Redis never restarted.
+    let _: Option<String> = redis::cmd("GET").arg("product").query_async(&mut grafana_old).await.unwrap();
+    assert_eq!(run_id(&mut admin).await, started_as);
+}
+
+/// Redis does not know the operator's user (its ACL Secret was deleted and a new password generated):
+/// the admin password gets the operator back in, and its user is set up again.
+#[tokio::test]
+async fn the_admin_password_lets_the_operator_set_up_its_own_user_again() {
+    let users = Users::new(Engine::Triggers);
+    let server = users.start_server();
+    let g = gateway();
+    let mut creds = users.creds.clone();
+    creds.passwords.insert(Role::Operator, "a-password-redis-has-never-seen".into());
+    creds.accepted.insert(Role::Operator, vec![acl::password_hash("a-password-redis-has-never-seen")]);
+    let t = operator_target(&server, &users, &creds);
+    assert!(!logs_in(&server, "popup-operator", "a-password-redis-has-never-seen").await);
+    assert_eq!(g.ensure_users(&t, &acl::users(&users.store, &creds)).await.unwrap(), ["popup-operator"]);
+    assert!(logs_in(&server, "popup-operator", "a-password-redis-has-never-seen").await);
+    // From then on the operator is itself again.
+    let processing = ProcessingSpec { batch_size: 3, metrics_interval_seconds: 1, replicas: 1 };
+    assert_eq!(g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap(), "triggers scripts loaded");
+
+    // Without a password Redis takes, the reason says so.
+    let lost = RedisTarget { admin_password: Some("not-the-admin-password".into()), password: "nope".into(), ..t };
+    let problem = g.ensure_users(&lost, &acl::users(&users.store, &creds)).await.unwrap_err();
+    assert_eq!(problem.reason, "RedisAuthFailed", "{problem:?}");
 }

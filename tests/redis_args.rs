@@ -1,8 +1,9 @@
 //! The triggers engine's Redis container, as rendered, run by the real redis-stack-server 7.4 (the PyPI
 //! wheel): the StatefulSet's `command` and `args`, expanded the way the kubelet expands them (no shell),
-//! with the image's paths (`/opt/redis-stack/…`) mapped to the wheel's and `/data` and the port mapped to
-//! the test's. A password full of shell characters must reach Redis intact, the engine's modules must
-//! load, and the probes' `redis-cli` must authenticate with it.
+//! with the image's paths (`/opt/redis-stack/…`) mapped to the wheel's, and `/data`, the mounted ACL file
+//! and the port mapped to the test's. No password is on the command line any more: the users come from
+//! the rendered ACL file (hashes), so a password full of shell characters, or starting with `--`, is
+//! taken byte for byte; the engine's modules load; the probes' `redis-cli` logs in as the probe user.
 
 #[path = "common/redis_server.rs"]
 mod redis_server;
@@ -13,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Container;
+use popup_operator::controller::users;
 use popup_operator::crd::{PopUpStore, PopUpStoreSpec};
+use popup_operator::render::acl::{self, Credentials, Role};
 use popup_operator::render::{self, BuildInputs, REDIS_PORT};
 use redis_server::{ChildGuard, find_server, free_port};
 
@@ -25,20 +28,26 @@ const NASTY: &[&str] =
 /// The image's install root, as in redis/redis-stack-server's entrypoint.sh.
 const IMAGE_ROOT: &str = "/opt/redis-stack/";
 
-fn triggers_container(password: &str) -> Container {
+/// The rendered Redis container of a triggers store whose admin password is `password`, the ACL file of
+/// its Secret `<store>-redis-acl`, and the users' passwords.
+fn triggers_container(password: &str) -> (Container, String, Credentials) {
     let spec: PopUpStoreSpec = serde_json::from_value(serde_json::json!({"engine": "triggers"})).unwrap();
     let mut store = PopUpStore::new("shop", spec);
     store.metadata.namespace = Some("sales".into());
     let validated = render::validate(&store).unwrap();
+    let credentials = users::generated(&validated, Some(password));
     let inputs = BuildInputs {
         redis_password: Some(password.into()),
         grafana_admin_password: "g".into(),
-        redis_password_revision: "r".into(),
+        credentials: credentials.clone(),
         operator_image: "example/popup-operator:test".into(),
         operator_pods: None,
     };
-    let sts = render::build_children(&validated, &inputs).redis.unwrap();
-    sts.spec.unwrap().template.spec.unwrap().containers.remove(0)
+    let children = render::build_children(&validated, &inputs);
+    let acl_secret = children.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis-acl")).unwrap();
+    let file = String::from_utf8(acl_secret.data.as_ref().unwrap()[acl::ACL_FILE_KEY].0.clone()).unwrap();
+    let sts = children.redis.unwrap();
+    (sts.spec.unwrap().template.spec.unwrap().containers.remove(0), file, credentials)
 }
 
 /// The kubelet's expansion of `command`/`args`: `$(VAR)` becomes VAR's value (not scanned again), `$$`
@@ -76,13 +85,15 @@ fn wheel_root() -> PathBuf {
     root
 }
 
-/// One rendered argument on this machine: image paths → the wheel's, `/data` → `dir`, our port → `port`.
+/// One rendered argument on this machine: image paths → the wheel's, `/data` → `dir`, the mounted ACL
+/// file → `dir/users.acl`, our port → `port`.
 fn map_arg(arg: &str, previous: Option<&str>, root: &Path, dir: &Path, port: u16) -> String {
     if let Some(rest) = arg.strip_prefix(IMAGE_ROOT) {
         return root.join(rest).display().to_string();
     }
     match (previous, arg) {
         (Some("--dir"), "/data") => dir.display().to_string(),
+        (Some("--aclfile"), "/etc/redis/acl/users.acl") => dir.join("users.acl").display().to_string(),
         (Some("--port"), p) if p == REDIS_PORT.to_string() => port.to_string(),
         _ => arg.to_string(),
     }
@@ -101,15 +112,19 @@ impl Drop for Started {
 }
 
 /// Starts the rendered container's command line for `password`, mapped to this machine, plus a loopback
-/// bind and a log file (to know when it is ready). `Err` holds the log when Redis refuses to start.
-fn start_rendered(password: &str) -> Result<Started, String> {
-    let container = triggers_container(password);
+/// bind and a log file (to know when it is ready), with the rendered ACL file where the pod mounts it.
+/// `Err` holds the log when Redis refuses to start.
+fn start_rendered(password: &str) -> Result<(Started, Credentials), String> {
+    let (container, acl_file, credentials) = triggers_container(password);
+    assert!(container.env.is_none(), "no password in the environment: {:?}", container.env);
     let command = container.command.clone().expect("triggers sets the command: no entrypoint script");
     let args = container.args.clone().expect("triggers passes args");
-    let vars = BTreeMap::from([("REDIS_PASSWORD", password)]);
+    // Nothing for the kubelet to expand any more; the expansion stays to prove it.
+    let vars = BTreeMap::new();
     let (root, port) = (wheel_root(), free_port());
     let dir = std::env::temp_dir().join(format!("popup-redis-args-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("users.acl"), acl_file).unwrap();
     let mut argv = Vec::new();
     for (i, arg) in command.iter().chain(&args).enumerate() {
         let previous = i.checked_sub(1).map(|p| command.iter().chain(&args).nth(p).unwrap().as_str());
@@ -130,7 +145,7 @@ fn start_rendered(password: &str) -> Result<Started, String> {
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("Ready to accept connections") {
-            return Ok(Started { _process: process, port, dir });
+            return Ok((Started { _process: process, port, dir }, credentials));
         }
         if let Ok(Some(status)) = process.0.as_mut().unwrap().try_wait() {
             let mut stderr = String::new();
@@ -149,8 +164,8 @@ async fn unauthenticated(port: u16) -> redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
-/// Runs a rendered exec probe, mapped to the test's port, with REDISCLI_AUTH as the pod gives it.
-fn run_probe(probe: &[String], port: u16, auth: &str) -> bool {
+/// Runs a rendered exec probe, mapped to the test's port, with the pod's environment (none of ours).
+fn run_probe(probe: &[String], port: u16) -> bool {
     let mapped: Vec<String> =
         probe.iter().map(|a| a.replace(&format!("-p {REDIS_PORT}"), &format!("-p {port}"))).collect();
     assert_ne!(mapped, probe, "the probe names the port: {probe:?}");
@@ -158,7 +173,7 @@ fn run_probe(probe: &[String], port: u16, auth: &str) -> bool {
     Command::new(&mapped[0])
         .args(&mapped[1..])
         .env("PATH", path)
-        .env("REDISCLI_AUTH", auth)
+        .env_remove("REDISCLI_AUTH")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -169,7 +184,7 @@ fn run_probe(probe: &[String], port: u16, auth: &str) -> bool {
 #[tokio::test]
 async fn the_rendered_triggers_command_line_keeps_any_password_and_loads_the_modules() {
     for &password in NASTY {
-        let redis = start_rendered(password).unwrap_or_else(|log| panic!("{password:?}: {log}"));
+        let (redis, credentials) = start_rendered(password).unwrap_or_else(|log| panic!("{password:?}: {log}"));
         let mut conn = unauthenticated(redis.port).await;
         let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
         assert!(ping.unwrap_err().to_string().contains("NOAUTH"), "{password:?}: a password is required");
@@ -178,24 +193,38 @@ async fn the_rendered_triggers_command_line_keeps_any_password_and_loads_the_mod
         let wrong: redis::RedisResult<String> = redis::cmd("AUTH").arg(first_word).query_async(&mut conn).await;
         assert!(wrong.is_err(), "{password:?}: {first_word:?} must not be accepted");
         let ok: String = redis::cmd("AUTH").arg(password).query_async(&mut conn).await.unwrap();
-        assert_eq!(ok, "OK", "{password:?}");
-        let config: Vec<String> =
-            redis::cmd("CONFIG").arg("GET").arg("requirepass").query_async(&mut conn).await.unwrap();
-        assert_eq!(config, ["requirepass", password], "byte for byte");
+        assert_eq!(ok, "OK", "{password:?}: the default user takes the admin password byte for byte");
         let modules = popup_operator::engine::module_list(&mut conn).await.unwrap();
         let mut names: Vec<String> = modules.into_iter().map(|m| m.name).collect();
         names.sort();
         assert_eq!(names, ["redisgears_2", "timeseries"], "{password:?}: the engine's modules, loaded");
         let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut conn).await.unwrap();
         assert_eq!(aof, ["appendonly", "yes"], "the rendered persistence setting arrived too");
+        // Every user of the file logs in with its own password.
+        for role in [Role::Operator, Role::Grafana, Role::Simulator] {
+            let auth: String = redis::cmd("AUTH")
+                .arg(role.user())
+                .arg(credentials.password(role))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{password:?}: {} cannot log in: {e}", role.user()));
+            assert_eq!(auth, "OK");
+        }
 
-        let container = triggers_container(password);
+        let (container, _, _) = triggers_container(password);
         for (kind, probe) in [("readiness", &container.readiness_probe), ("liveness", &container.liveness_probe)] {
             let command = probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()).unwrap();
-            assert!(run_probe(&command, redis.port, password), "{password:?}: the {kind} probe authenticates");
-            assert!(!run_probe(&command, redis.port, "wrong"), "{kind}: the probe fails without the password");
+            assert!(run_probe(&command, redis.port), "{password:?}: the {kind} probe logs in and gets PONG");
         }
     }
+}
+
+/// The probes ask for PONG: a stopped server fails them.
+#[tokio::test]
+async fn the_probes_fail_when_redis_does_not_answer() {
+    let (container, _, _) = triggers_container("x");
+    let command = container.readiness_probe.unwrap().exec.unwrap().command.unwrap();
+    assert!(!run_probe(&command, free_port()));
 }
 
 /// What the fix avoids: the image's entrypoint passes `${REDIS_ARGS}` unquoted to the shell, which splits

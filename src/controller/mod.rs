@@ -6,6 +6,7 @@
 
 pub mod rbac;
 pub mod redis;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,13 +125,9 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     if redis_password.regenerated && store.status.is_some() {
         // The store ran before, so its password Secret was deleted by someone: say what that costs.
         let note = format!(
-            "the Redis password Secret {} was missing and a new password was generated; Redis restarts with it{}",
+            "the Redis password Secret {} was missing and a new password was generated; Redis takes it without a restart (the sale in its emptyDir is kept) and the old one stays valid for {} s",
             validated.password.secret_name(),
-            if validated.spec.redis.storage.is_none() {
-                ", and the sale kept in its emptyDir is lost (set spec.redis.storage to keep data)"
-            } else {
-                ""
-            }
+            users::ROTATION_GRACE.as_secs()
         );
         publish_event(ctx, store, EventType::Warning, "RedisPasswordRegenerated", note).await;
     }
@@ -140,10 +137,11 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     } else {
         String::new()
     };
+    let credentials = users::read(client, &validated, redis_password.value.as_deref()).await?;
     let inputs = BuildInputs {
         redis_password: redis_password.value.clone(),
         grafana_admin_password,
-        redis_password_revision: redis_password.revision.clone(),
+        credentials: credentials.clone(),
         operator_image: ctx.config.operator_image.clone(),
         operator_pods: ctx.config.operator_pods.clone(),
     };
@@ -169,22 +167,30 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         apply::apply(client, policy).await?;
     }
     let sts = apply::apply(client, children.redis.expect("a store always has Redis")).await?;
+    let target = RedisTarget {
+        address: ctx.config.redis_address(&validated),
+        username: Some(render::acl::Role::Operator.user().into()),
+        password: credentials.password(render::acl::Role::Operator).into(),
+        admin_password: redis_password.value.clone(),
+    };
+    // The users before the pods that log in as them: a new password is accepted before a pod uses it.
+    let users = match redis_password.problem.is_none() && redis_ready(&sts) {
+        true => Some(users::ensure(ctx, store, &validated, &target, &credentials).await),
+        false => None,
+    };
     let mut deployments = Vec::new();
     for d in children.deployments {
         deployments.push(apply::apply(client, d).await?);
     }
 
-    let redis = match &redis_password.problem {
-        Some(problem) => problem.clone(),
-        None => {
+    let redis = match (&redis_password.problem, users) {
+        (Some(problem), _) => problem.clone(),
+        (None, Some(Err(problem))) => problem,
+        (None, _) => {
             // Only a pod that is not ready needs explaining: a ready store does not read it.
             let pod = if redis_ready(&sts) { None } else { redis_pod(client, &validated).await };
             redis_check(&sts, pod.as_ref(), validated.engine())
         }
-    };
-    let target = RedisTarget {
-        address: ctx.config.redis_address(&validated),
-        password: redis_password.value.clone().unwrap_or_default(),
     };
     let (scripts, sale) = if redis.ok {
         let scripts = match ctx.redis.ensure_scripts(&target, validated.engine(), &validated.spec.processing).await {
@@ -218,6 +224,9 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     let scripts_in_place = scripts.ok || scripts.reason == redis::ENGINE_FAILING;
     let (simulation, simulator_job) =
         simulator(ctx, store, &validated, children.simulator_job, scripts_in_place).await?;
+    let consumers = users::Consumers { deployments: &deployments, simulator_job: simulator_job.as_deref() };
+    let rotating =
+        redis.ok && users::finish_rotations(ctx, store, &validated, &target, &credentials, consumers).await?;
 
     let grafana_name = validated.names.grafana();
     let managed = grafana_mode == GrafanaMode::Managed;
@@ -227,7 +236,8 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         grafana_port_forward: managed
             .then(|| format!("kubectl -n {ns} port-forward svc/{grafana_name} 3000:{}", render::GRAFANA_PORT)),
     };
-    let redis_side_problem = redis_password.problem.is_some() || (redis.ok && !scripts.ok);
+    let redis_side_problem =
+        redis_password.problem.is_some() || (!redis.ok && redis_ready(&sts)) || (redis.ok && !scripts.ok);
     let observations =
         Observations { generation, redis, scripts, grafana, processor, simulation, sale, endpoints, simulator_job };
     let new = status::compute(store.status.as_ref(), &observations, Timestamp::now());
@@ -239,6 +249,9 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         Action::requeue(REDIS_RETRY_REQUEUE)
     } else if !ready {
         Action::requeue(WAITING_FOR_PODS_REQUEUE)
+    } else if rotating {
+        // An old password waits for its consumers; rollouts are watched, the grace period is not.
+        Action::requeue(REDIS_RETRY_REQUEUE)
     } else if simulating {
         // Keep the sale numbers in the status as fresh as the dashboard's metrics.
         Action::requeue(Duration::from_secs(validated.spec.processing.metrics_interval_seconds.max(2).into()))
@@ -452,7 +465,6 @@ fn deployment_check(d: Option<&Deployment>, what: &str) -> Check {
 
 struct RedisPassword {
     value: Option<String>,
-    revision: String,
     /// The operator-owned Secret had no password, so a new one was generated.
     regenerated: bool,
     /// Set when the password cannot be had: it becomes the RedisReady condition.
@@ -463,18 +475,12 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
     match &store.password {
         PasswordSource::Generated { secret } => {
             let (value, regenerated) = existing_or_new_password(client, &store.namespace, secret, PASSWORD_KEY).await?;
-            Ok(RedisPassword {
-                revision: render::sha256_hex(value.as_bytes())[..16].to_string(),
-                value: Some(value),
-                regenerated,
-                problem: None,
-            })
+            Ok(RedisPassword { value: Some(value), regenerated, problem: None })
         }
         PasswordSource::UserSecret(r) => {
             let secret: Option<Secret> = apply::get(client, &store.namespace, &r.name).await?;
             let problem = |reason: &str, message: String| RedisPassword {
                 value: None,
-                revision: "missing".into(),
                 regenerated: false,
                 problem: Some(Check::not(reason, message)),
             };
@@ -490,20 +496,8 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
             let value =
                 secret.data.as_ref().and_then(|d| d.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
             match value {
-                Some(v) if !v.is_empty() => Ok(RedisPassword {
-                    problem: render::redis::unusable_password(store.engine(), &v).map(|why| {
-                        Check::not(
-                            "PasswordUnusable",
-                            format!(
-                                "the password in Secret {} key {:?} (spec.redis.passwordSecretRef) {why}",
-                                r.name, r.key
-                            ),
-                        )
-                    }),
-                    value: Some(v),
-                    revision: secret.resource_version().unwrap_or_default(),
-                    regenerated: false,
-                }),
+                // Any bytes: the password reaches Redis only as a hash (ACL file, ACL SETUSER).
+                Some(v) if !v.is_empty() => Ok(RedisPassword { problem: None, value: Some(v), regenerated: false }),
                 _ => Ok(problem(
                     "PasswordKeyMissing",
                     format!("Secret {} has no non-empty key {:?} (spec.redis.passwordSecretRef.key)", r.name, r.key),

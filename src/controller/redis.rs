@@ -6,18 +6,27 @@ use futures::future::BoxFuture;
 
 use crate::crd::{Engine, ProcessingSpec, SaleStatus};
 use crate::engine::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
+use crate::render::acl::AclUser;
 
-/// Where a store's Redis is, as the operator reaches it.
+/// Where a store's Redis is, as the operator reaches it, and who the operator is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisTarget {
     /// `host:port`
     pub address: String,
+    /// The ACL user the operator logs in as (`None`: the default user).
+    pub username: Option<String>,
     pub password: String,
+    /// The admin (`default` user) password: the way in when Redis does not know the operator's user (yet),
+    /// e.g. after its ACL Secret was deleted. `None` while the user's password Secret is missing.
+    pub admin_password: Option<String>,
 }
 
 impl RedisTarget {
     pub fn url(&self) -> String {
-        format!("redis://{}", self.address)
+        match &self.username {
+            Some(user) => format!("redis://{user}@{}", self.address),
+            None => format!("redis://{}", self.address),
+        }
     }
 }
 
@@ -41,6 +50,17 @@ pub trait RedisGateway: Send + Sync {
 
     /// The sale numbers for the status.
     fn read_sale<'a>(&'a self, target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>>;
+
+    /// Makes Redis' ACL users exactly `users` (`ACL SETUSER`, idempotent), logged in as the operator, or
+    /// as the default user with `target.admin_password` when Redis refuses the operator's user. Returns
+    /// the users whose accepted passwords changed. A stand-in without users accepts anything.
+    fn ensure_users<'a>(
+        &'a self,
+        _target: &'a RedisTarget,
+        _users: &'a [AclUser],
+    ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The real thing: a short-lived connection per call, with timeouts so an unreachable Redis never
@@ -136,6 +156,27 @@ impl RedisGateway for LiveRedis {
         })
     }
 
+    fn ensure_users<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+        users: &'a [AclUser],
+    ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>> {
+        Box::pin(async move {
+            self.within("setting up the Redis users", target, async {
+                let mut conn = match engine::connect(&target.url(), Some(&target.password)).await {
+                    Ok((conn, _)) => conn,
+                    Err(EngineError::Auth { .. }) if target.admin_password.is_some() => {
+                        let admin = RedisTarget { username: None, ..target.clone() };
+                        engine::connect(&admin.url(), target.admin_password.as_deref()).await?.0
+                    }
+                    Err(e) => return Err(e),
+                };
+                set_users(&mut conn, users).await
+            })
+            .await
+        })
+    }
+
     fn read_sale<'a>(&'a self, target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
         Box::pin(async move {
             let sale = self
@@ -153,6 +194,45 @@ impl RedisGateway for LiveRedis {
             })
         })
     }
+}
+
+/// `ACL SETUSER` of every user in one round trip; returns those whose passwords were not already the
+/// ones given (read with `ACL GETUSER` just before, in the same pipeline).
+async fn set_users(conn: &mut impl engine::RedisConn, users: &[AclUser]) -> Result<Vec<String>, EngineError> {
+    let mut pipe = redis::pipe();
+    for u in users {
+        pipe.cmd("ACL").arg("GETUSER").arg(&u.name);
+    }
+    for u in users {
+        pipe.cmd("ACL").arg("SETUSER").arg(&u.name).arg(&u.args).ignore();
+    }
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    let before: Vec<redis::Value> = pipe
+        .query_async(conn)
+        .await
+        .map_err(|e| EngineError::command(format!("ACL GETUSER/SETUSER {}", names.join(" ")), e))?;
+    Ok(users
+        .iter()
+        .zip(before)
+        .filter(|(u, reply)| {
+            let mut had = getuser_passwords(reply);
+            let mut want = u.hashes.clone();
+            had.sort();
+            want.sort();
+            had != want
+        })
+        .map(|(u, _)| u.name.clone())
+        .collect())
+}
+
+/// The `passwords` of an `ACL GETUSER` reply (hex hashes); none for a user that does not exist.
+fn getuser_passwords(reply: &redis::Value) -> Vec<String> {
+    engine::value_pairs(reply)
+        .and_then(|pairs| engine::field(&pairs, "passwords").and_then(engine::value_items).map(|items| items.to_vec()))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(engine::value_str)
+        .collect()
 }
 
 /// The engine behind a `spec.engine` value.

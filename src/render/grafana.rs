@@ -14,9 +14,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use serde_json::json;
 
+use super::acl::{self, Role};
 use super::{
     BuildInputs, CONFIG_CHECKSUM_ANNOTATION, GRAFANA_PORT, ValidatedStore, child_meta, container_security, pod_labels,
-    pod_security, redis_password_env, resources_or, selector_labels, sha256_hex,
+    pod_security, resources_or, selector_labels, sha256_hex,
 };
 
 pub const COMPONENT: &str = "grafana";
@@ -66,9 +67,10 @@ pub fn dashboard_json(store: &ValidatedStore) -> String {
     serde_json::to_string_pretty(&d).expect("serializes")
 }
 
-/// The datasource provisioning file. `password` is what lands in `secureJsonData.password`: the
-/// `$REDIS_PASSWORD` reference in managed mode (Grafana expands it from the env fed by the Secret), the
-/// value itself in sidecar mode (where the file is a Secret).
+/// The datasource provisioning file. The plugin logs in as the Grafana user (`acl`: `AUTH user password`),
+/// which may only read what the dashboard shows. `password` is what lands in `secureJsonData.password`:
+/// the `$REDIS_PASSWORD` reference in managed mode (Grafana expands it from the env fed by the Secret),
+/// the value itself in sidecar mode (where the file is a Secret).
 pub fn datasource_yaml(store: &ValidatedStore, password: &str, is_default: bool) -> String {
     let file = json!({
         "apiVersion": 1,
@@ -81,7 +83,10 @@ pub fn datasource_yaml(store: &ValidatedStore, password: &str, is_default: bool)
             "isDefault": is_default,
             "editable": false,
             "url": format!("redis://{}", store.names.redis_address(&store.namespace)),
-            "jsonData": {"client": "standalone", "poolSize": 5, "timeout": 10, "pingInterval": 0, "pipelineWindow": 0},
+            "jsonData": {
+                "client": "standalone", "poolSize": 5, "timeout": 10, "pingInterval": 0, "pipelineWindow": 0,
+                "acl": true, "user": Role::Grafana.user(),
+            },
             "secureJsonData": {"password": password},
         }],
     });
@@ -139,9 +144,9 @@ pub fn sidecar_datasource_secret(store: &ValidatedStore, inputs: &BuildInputs) -
     let sc = &store.spec.grafana.sidecar;
     let mut meta = child_meta(store, store.names.grafana_datasource(), COMPONENT);
     meta.labels.get_or_insert_default().insert(sc.datasource_label.clone(), sc.label_value.clone());
-    let password = inputs.redis_password.clone().unwrap_or_default();
+    let password = inputs.credentials.password(Role::Grafana);
     // Another datasource of the user's Grafana is likely the default already.
-    let file = datasource_yaml(store, &password, false);
+    let file = datasource_yaml(store, password, false);
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),
@@ -216,7 +221,7 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
         env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
         env("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
         env("GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES", "false"),
-        redis_password_env(store, "REDIS_PASSWORD"),
+        acl::password_env(store, Role::Grafana, "REDIS_PASSWORD"),
     ];
     let health = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -333,7 +338,7 @@ mod tests {
         assert_eq!(env_value(&g, "GF_PLUGINS_PREINSTALL_SYNC")["value"], PLUGIN);
         assert_eq!(env_value(&g, "GF_AUTH_ANONYMOUS_ORG_ROLE")["value"], "Viewer");
         assert_eq!(env_value(&g, "GF_SECURITY_ADMIN_PASSWORD")["valueFrom"]["secretKeyRef"]["name"], "shop-grafana");
-        assert_eq!(env_value(&g, "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]["name"], "shop-redis");
+        assert_eq!(env_value(&g, "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]["name"], "shop-redis-grafana");
         assert_eq!(g["readinessProbe"]["httpGet"]["path"], "/api/health");
         assert_eq!(g["securityContext"]["readOnlyRootFilesystem"], true);
     }
@@ -369,6 +374,11 @@ mod tests {
         assert_eq!(ds["uid"], datasource_uid(&v).as_str());
         assert_eq!(ds["isDefault"], true);
         assert_eq!(ds["jsonData"]["client"], "standalone");
+        // The plugin logs in as the read-only Grafana user, not as the admin.
+        assert_eq!(
+            (ds["jsonData"]["acl"].as_bool(), ds["jsonData"]["user"].as_str()),
+            (Some(true), Some("popup-grafana"))
+        );
         assert_eq!(ds["secureJsonData"]["password"], "$REDIS_PASSWORD");
         let provider: serde_yaml::Value = serde_yaml::from_str(&cm.data.as_ref().unwrap()["dashboards.yaml"]).unwrap();
         assert_eq!(provider["providers"][0]["options"]["path"], DASHBOARDS_DIR);
@@ -405,7 +415,7 @@ mod tests {
         let file = String::from_utf8(secret.data.as_ref().unwrap()["popup-sales-shop.yaml"].0.clone()).unwrap();
         let ds: serde_yaml::Value = serde_yaml::from_str(&file).unwrap();
         assert_eq!(
-            ds["datasources"][0]["secureJsonData"]["password"], "s3cret-redis",
+            ds["datasources"][0]["secureJsonData"]["password"], "s3cret-grafana-user",
             "the sidecar's Grafana has no env to expand"
         );
         assert_eq!(ds["datasources"][0]["isDefault"], false);
@@ -441,7 +451,7 @@ mod tests {
         let (v, _) = build(Engine::Gears, |_| {});
         let mut i = crate::render::tests::inputs();
         let before = crate::render::build_children(&v, &i);
-        i.redis_password_revision = "rev2".into();
+        i.credentials.passwords.insert(Role::Grafana, "rotated".into());
         let after = crate::render::build_children(&v, &i);
         let checksum = |c: &crate::render::Children| {
             c.deployments[0].spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()

@@ -3,6 +3,7 @@
 //! Nothing here talks to a cluster or to Redis, so the controller and `popup-operator render` use the very
 //! same code, and every builder is unit-tested on plain values.
 
+pub mod acl;
 pub mod grafana;
 pub mod network_policy;
 pub mod processor;
@@ -77,6 +78,14 @@ impl Names {
     }
     pub fn redis_secret(&self) -> String {
         self.redis()
+    }
+    /// The ACL file Redis loads at start, and the operator's own Redis password.
+    pub fn redis_acl(&self) -> String {
+        format!("{}-redis-acl", self.store)
+    }
+    /// The Redis user and password of one component (`grafana`, `simulator`, `processor`).
+    pub fn redis_user(&self, component: &str) -> String {
+        format!("{}-redis-{component}", self.store)
     }
     pub fn scripts(&self) -> String {
         format!("{}-scripts", self.store)
@@ -317,14 +326,13 @@ fn is_positive_quantity(s: &str) -> bool {
 /// generated) by the caller, so the builders stay pure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildInputs {
-    /// The Redis password (generated or from the user's Secret). Goes into the generated Secret, and
-    /// into the sidecar-mode datasource Secret; `None` while the user's Secret is missing.
+    /// The Redis admin password (generated or from the user's Secret). Goes into the generated Secret;
+    /// `None` while the user's Secret is missing.
     pub redis_password: Option<String>,
     /// Grafana's admin password (always operator-generated).
     pub grafana_admin_password: String,
-    /// Changes whenever the Redis password changes (a hash of a generated password, or the
-    /// resourceVersion of the user's Secret); goes into checksum annotations.
-    pub redis_password_revision: String,
+    /// The passwords of the store's Redis users (see [`acl`]).
+    pub credentials: acl::Credentials,
     /// Image of the simulator Job and the native processor.
     pub operator_image: String,
     /// The operator's pods, which the Redis NetworkPolicy lets in. `None` when the operator runs outside
@@ -370,6 +378,9 @@ fn push_all<'a, T: Serialize + 'a>(out: &mut Vec<serde_json::Value>, items: impl
 pub fn optional_children(names: &Names) -> Vec<(&'static str, String)> {
     vec![
         ("Secret", names.redis_secret()),
+        ("Secret", names.redis_user(grafana::COMPONENT)),
+        ("Secret", names.redis_user(simulator::COMPONENT)),
+        ("Secret", names.redis_user(processor::COMPONENT)),
         ("Secret", names.grafana()),
         ("Secret", names.grafana_datasource()),
         ("ConfigMap", names.grafana_provisioning()),
@@ -403,13 +414,15 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
     if let Some(secret) = redis::password_secret(store, inputs) {
         c.secrets.push(secret);
     }
+    c.secrets.push(acl::acl_secret(store, &inputs.credentials));
+    c.secrets.extend(acl::user_secrets(store, &inputs.credentials));
     let scripts = redis::scripts_config_map(store);
     let scripts_checksum = checksum_of(&scripts.data);
     c.config_maps.push(scripts);
     c.services.push(redis::headless_service(store));
     c.services.push(redis::client_service(store));
     c.network_policies = network_policy::policies(store, inputs);
-    c.redis = Some(redis::statefulset(store, inputs));
+    c.redis = Some(redis::statefulset(store));
     match store.spec.grafana.effective_mode() {
         GrafanaMode::Managed => {
             c.secrets.push(grafana::admin_secret(store, inputs));
@@ -418,7 +431,7 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
             let checksum = combine_checksums(&[
                 &checksum_of(&provisioning.data),
                 &checksum_of(&dashboards.data),
-                &inputs.redis_password_revision,
+                &inputs.credentials.revision(acl::Role::Grafana),
                 &sha256_hex(inputs.grafana_admin_password.as_bytes()),
             ]);
             c.config_maps.push(provisioning);
@@ -433,7 +446,7 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
         GrafanaMode::None => {}
     }
     if store.engine() == Engine::Native {
-        let checksum = combine_checksums(&[&scripts_checksum, &inputs.redis_password_revision]);
+        let checksum = combine_checksums(&[&scripts_checksum, &inputs.credentials.revision(acl::Role::Processor)]);
         c.deployments.push(processor::deployment(store, inputs, &checksum));
     }
     if store.spec.simulator.enabled {
@@ -535,28 +548,6 @@ pub fn combine_checksums(parts: &[&str]) -> String {
     sha256_hex(parts.join("\n").as_bytes())
 }
 
-/// The Redis password as a container env var, read from whichever Secret holds it.
-pub fn redis_password_env(store: &ValidatedStore, var: &str) -> k8s_openapi::api::core::v1::EnvVar {
-    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
-    EnvVar {
-        name: var.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: store.password.secret_name().to_string(),
-                key: store.password.key().to_string(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The `redis://host:port` URL the simulator and processor use (password comes from `REDIS_PASSWORD`).
-pub fn redis_url(store: &ValidatedStore) -> String {
-    format!("redis://{}", store.names.redis_address(&store.namespace))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -576,7 +567,7 @@ pub(crate) mod tests {
         BuildInputs {
             redis_password: Some("s3cret-redis".into()),
             grafana_admin_password: "s3cret-grafana".into(),
-            redis_password_revision: "rev1".into(),
+            credentials: test_credentials(),
             operator_image: "example/popup-operator:test".into(),
             operator_pods: Some(
                 network_policy::OperatorPods::new(
@@ -586,6 +577,24 @@ pub(crate) mod tests {
                 .unwrap(),
             ),
         }
+    }
+
+    /// Every user with a password of its own, and the admin's hash.
+    pub fn test_credentials() -> acl::Credentials {
+        use acl::{Role, password_hash};
+        let passwords: BTreeMap<Role, String> = [
+            (Role::Operator, "s3cret-operator"),
+            (Role::Grafana, "s3cret-grafana-user"),
+            (Role::Simulator, "s3cret-simulator"),
+            (Role::Processor, "s3cret-processor"),
+        ]
+        .into_iter()
+        .map(|(r, p)| (r, p.to_string()))
+        .collect();
+        let mut accepted: BTreeMap<Role, Vec<String>> =
+            passwords.iter().map(|(r, p)| (*r, vec![password_hash(p)])).collect();
+        accepted.insert(Role::Admin, vec![password_hash("s3cret-redis")]);
+        acl::Credentials { passwords, accepted, retiring_since: BTreeMap::new() }
     }
 
     pub fn build(engine: Engine, edit: impl FnOnce(&mut PopUpStoreSpec)) -> (ValidatedStore, Children) {
@@ -832,7 +841,8 @@ pub(crate) mod tests {
         assert_eq!(names(&c), ["shop-processor"]);
         assert!(c.simulator_job.is_none());
         assert!(c.config_maps.iter().all(|m| !m.metadata.name.as_ref().unwrap().contains("grafana")));
-        assert_eq!(c.secrets.len(), 1, "only the Redis password Secret");
+        let secrets: Vec<&str> = c.secrets.iter().map(|s| s.metadata.name.as_deref().unwrap()).collect();
+        assert_eq!(secrets, ["shop-redis", "shop-redis-acl", "shop-redis-processor"], "no Grafana or simulator user");
         assert!(c.services.iter().all(|s| !s.metadata.name.as_ref().unwrap().contains("grafana")));
     }
 
@@ -843,9 +853,10 @@ pub(crate) mod tests {
         });
         assert!(c.secrets.iter().all(|s| s.metadata.name.as_deref() != Some("shop-redis")));
         assert_eq!(v.password.secret_name(), "mine");
+        assert_eq!(v.password.key(), "redis-pass");
+        // Redis reads no password at all: the ACL file has the hash of the user's password.
         let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
-        let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
-        assert!(env.to_string().contains(r#""name":"mine""#) && env.to_string().contains("redis-pass"), "{env}");
+        assert!(sts["spec"]["template"]["spec"]["containers"][0].get("env").is_none(), "{sts}");
     }
 
     #[test]

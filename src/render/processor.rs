@@ -6,9 +6,10 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
+use super::acl::{self, Role};
 use super::{
     BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, pod_labels, pod_security,
-    redis_password_env, redis_url, resources_or, selector_labels,
+    resources_or, selector_labels,
 };
 
 pub const COMPONENT: &str = "processor";
@@ -24,7 +25,7 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
         args: Some(vec![
             "process".into(),
             "--redis".into(),
-            redis_url(store),
+            acl::url(store, Role::Processor),
             "--batch-size".into(),
             p.batch_size.to_string(),
             "--metrics-interval-seconds".into(),
@@ -42,7 +43,7 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
                 }),
                 ..Default::default()
             },
-            redis_password_env(store, "REDIS_PASSWORD"),
+            acl::password_env(store, Role::Processor, "REDIS_PASSWORD"),
             EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
         ]),
         resources: Some(resources_or(&None, "50m", "32Mi", "128Mi")),
@@ -96,7 +97,9 @@ mod tests {
         let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
         assert_eq!(args[0], "process");
         let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
-        assert_eq!(after("--redis"), "redis://shop-redis.sales.svc:6379");
+        assert_eq!(after("--redis"), "redis://popup-processor@shop-redis.sales.svc:6379");
+        let env = &c["env"].as_array().unwrap().iter().find(|e| e["name"] == "REDIS_PASSWORD").unwrap()["valueFrom"];
+        assert_eq!(env["secretKeyRef"]["name"], "shop-redis-processor", "its own password only");
         assert_eq!(after("--batch-size"), "50");
         assert_eq!(after("--metrics-interval-seconds"), "2");
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);

@@ -10,10 +10,11 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
+use super::acl::{self, Role};
 use super::processor::OPERATOR_UID;
 use super::{
-    BuildInputs, ValidatedStore, child_meta, container_security, pod_labels, pod_security, redis_password_env,
-    redis_url, resources_or, sha256_hex,
+    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, pod_labels, pod_security,
+    resources_or, sha256_hex,
 };
 
 pub const COMPONENT: &str = "simulator";
@@ -40,7 +41,7 @@ pub fn args(store: &ValidatedStore) -> Vec<String> {
     let mut args = vec![
         "simulate".to_string(),
         "--redis".into(),
-        redis_url(store),
+        acl::url(store, Role::Simulator),
         // Each Job is one run of the sale: it starts from a clean slate.
         "--reset".into(),
         "--stock".into(),
@@ -68,7 +69,7 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(args(store)),
         env: Some(vec![
-            redis_password_env(store, "REDIS_PASSWORD"),
+            acl::password_env(store, Role::Simulator, "REDIS_PASSWORD"),
             EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
         ]),
         resources: Some(resources_or(&store.spec.simulator.resources, "50m", "32Mi", "128Mi")),
@@ -82,7 +83,16 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
             // run stays failed and is reported in the SimulationComplete condition instead.
             backoff_limit: Some(0),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels(store, COMPONENT)), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels(store, COMPONENT)),
+                    // The simulator's password when the Job was made: a Job cannot roll, so the operator keeps
+                    // an older password valid until the Jobs that started with it have finished.
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_CHECKSUM_ANNOTATION.to_string(),
+                        inputs.credentials.revision(Role::Simulator),
+                    )])),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
@@ -118,7 +128,7 @@ mod tests {
             [
                 "simulate",
                 "--redis",
-                "redis://shop-redis.sales.svc:6379",
+                "redis://popup-simulator@shop-redis.sales.svc:6379",
                 "--reset",
                 "--stock",
                 "10000",

@@ -167,6 +167,27 @@ impl RedisServer {
         }
     }
 
+    /// `redis://<user>@127.0.0.1:<port>`: the user in the URL, the password given apart (as the pods do).
+    pub fn url_as(&self, user: &str) -> String {
+        format!("redis://{user}@127.0.0.1:{}", self.port)
+    }
+
+    /// A connection logged in as an ACL user (`None`: the default user), for servers started with an ACL
+    /// file or `--requirepass`.
+    pub async fn conn_as(&self, user: Option<&str>, password: &str) -> MultiplexedConnection {
+        let url = user.map(|u| self.url_as(u)).unwrap_or_else(|| self.url());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match connect(&url, Some(password)).await {
+                Ok((c, _)) => return c,
+                Err(e) if Instant::now() < deadline && e.to_string().contains("LOADING") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("cannot connect to the test Redis as {}: {e}", user.unwrap_or("default")),
+            }
+        }
+    }
+
     pub async fn manager(&self) -> ConnectionManager {
         popup_operator::engine::connect_manager(&self.url(), None).await.unwrap().0
     }
@@ -216,6 +237,16 @@ impl Drop for ChildGuard {
 /// CPython shim (`tests/gears_shim/gears_shim.py`) against `server`; returns once the shim has
 /// registered them. Its log is `<server dir>/shim.log`.
 pub fn start_gears_shim(server: &RedisServer, settings: &popup_operator::engine::ProcessingSettings) -> ChildGuard {
+    start_gears_shim_at(server, &server.url(), settings)
+}
+
+/// [`start_gears_shim`] connecting to `url`, e.g. `redis://user:password@…` on a server with ACL users:
+/// RedisGears 1 runs a registration as the user who registered it, so the shim logs in as that user.
+pub fn start_gears_shim_at(
+    server: &RedisServer,
+    url: &str,
+    settings: &popup_operator::engine::ProcessingSettings,
+) -> ChildGuard {
     let py = Command::new("python3").args(["-c", "import redis"]).status();
     assert!(
         matches!(py, Ok(s) if s.success()),
@@ -232,7 +263,7 @@ pub fn start_gears_shim(server: &RedisServer, settings: &popup_operator::engine:
     let mut shim = ChildGuard(Some(
         Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gears_shim/gears_shim.py"))
-            .args(["--redis", &server.url(), "--max-seconds", "120"])
+            .args(["--redis", url, "--max-seconds", "120"])
             .args(&paths)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap())

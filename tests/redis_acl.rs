@@ -1,0 +1,241 @@
+//! Each component's Redis user on a real redis-stack-server, exactly as the operator renders it
+//! (`render::acl`, loaded with `--aclfile` as the Redis pod does). The processor and the simulator complete
+//! sales logged in as themselves, run as the very commands their pods run, with no command refused on
+//! the way (the ACL log stays empty), and each user is refused what it does not need, also from inside a
+//! script. The triggers library and the gears scripts (under the CPython shim) run in Redis as the user
+//! who loaded them, the operator, so the simulator's user is all a sale needs there too.
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+#[path = "common/acl_users.rs"]
+mod acl_users;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use acl_users::{Users, acl_log, refused, refused_by_acl};
+use popup_operator::crd::Engine;
+use popup_operator::engine::{self, EngineKind, ProcessingSettings, read_sale};
+use popup_operator::render::acl::Role;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use redis_server::{ChildGuard, RedisServer};
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_popup-operator")
+}
+
+/// `popup-operator <args>` logged in as `role`, the user name in the URL and the password in
+/// `REDIS_PASSWORD`, as the component's pod runs it. Its stderr goes to `<server dir>/<name>.log`.
+fn command(users: &Users, server: &RedisServer, role: Role, name: &str, args: &[&str]) -> Command {
+    let log = std::fs::File::create(server.dir.join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .args(["--redis", &users.url(server, role)])
+        .env("REDIS_PASSWORD", users.password(role))
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    cmd
+}
+
+fn log_of(server: &RedisServer, name: &str) -> String {
+    std::fs::read_to_string(server.dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// The simulator Job's command (`simulate --reset`), waiting until every order is decided; its summary.
+fn simulate(users: &Users, server: &RedisServer, stock: u64, customers: u64) -> serde_json::Value {
+    let (stock, customers) = (stock.to_string(), customers.to_string());
+    let args = [
+        "simulate",
+        "--reset",
+        "--stock",
+        &stock,
+        "--customers",
+        &customers,
+        "--max-arrival-millis",
+        "2",
+        "--max-order-delay-millis",
+        "20",
+        "--wait-complete",
+        "60",
+        "--json",
+    ];
+    let out = command(users, server, Role::Simulator, "simulator", &args).output().unwrap();
+    assert!(out.status.success(), "simulate failed ({}):\n{}", out.status, log_of(server, "simulator"));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every order decided, exactly: `stock` sold, the rest rejected, nobody waiting.
+async fn assert_exact_end(admin: &mut MultiplexedConnection, stock: u64, customers: u64) {
+    let sale = read_sale(admin).await.unwrap();
+    assert_eq!(
+        (sale.product, sale.completed, sale.rejected, sale.customers_waiting, sale.orders_queued),
+        (Some(0), stock, customers - stock, 0, 0),
+        "{sale:?}"
+    );
+}
+
+/// Until `key` (a TimeSeries) has a sample.
+async fn wait_for_samples(admin: &mut MultiplexedConnection, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r: redis::RedisResult<Vec<Value>> =
+            redis::cmd("TS.RANGE").arg(key).arg("-").arg("+").query_async(admin).await;
+        if r.is_ok_and(|s| !s.is_empty()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no sample in {key}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A script the user loads itself (`SCRIPT LOAD` + `EVALSHA`, what its rules allow) that calls `body`:
+/// Redis checks every call inside a script against the caller's rules.
+async fn refused_in_script(conn: &mut MultiplexedConnection, body: &str) {
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(body).query_async(conn).await.unwrap();
+    let e = refused(conn, &["EVALSHA", &sha, "0"]).await;
+    assert!(e.contains("ACL failure in script"), "{body}: refused, but not by the ACL: {e}");
+}
+
+/// What no component user may do, whatever its job.
+async fn refused_admin_commands(conn: &mut MultiplexedConnection) {
+    for args in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["CONFIG", "GET", "*"],
+        &["CONFIG", "SET", "appendonly", "no"],
+        &["EVAL", "return 1", "0"],
+        &["SCRIPT", "FLUSH"],
+        &["ACL", "LIST"],
+        &["ACL", "SETUSER", "intruder", "on", ">x", "+@all", "~*"],
+        &["KEYS", "*"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "TYPE", "normal"],
+        &["SHUTDOWN", "NOSAVE"],
+        &["TFUNCTION", "LIST"],
+        &["GET", "someone:else"],
+        &["SET", "someone:else", "1"],
+        &["DEL", "someone:else"],
+    ] {
+        refused_by_acl(conn, args).await;
+    }
+}
+
+#[tokio::test]
+async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_the_rest() {
+    let users = Users::new(Engine::Native);
+    let server = users.start_server();
+    let mut admin = users.conn(&server, Role::Operator).await;
+    // What the operator does for a native store: check that RedisTimeSeries is there.
+    let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(200) };
+    engine::load_scripts(&mut admin, EngineKind::Native, &settings).await.unwrap();
+
+    // The processor pod's command, as the processor user.
+    let args = ["process", "--batch-size", "3", "--metrics-interval-seconds", "0.2", "--consumer", "processor-0"];
+    let processor = ChildGuard(Some(command(&users, &server, Role::Processor, "processor", &args).spawn().unwrap()));
+    let summary = simulate(&users, &server, 40, 60);
+    assert_eq!(summary["allProcessed"], true, "{summary}");
+    assert_exact_end(&mut admin, 40, 60).await;
+    wait_for_samples(&mut admin, "ts:len:queue:orders").await;
+    wait_for_samples(&mut admin, "ts:enqueue:queue:complete").await;
+    // SIGTERM: the worker removes its heartbeat and exits cleanly.
+    let status = Command::new("kill").args(["-TERM", &processor.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut processor = processor;
+    let exit = processor.0.take().unwrap().wait_with_output().unwrap();
+    assert!(exit.status.success(), "process: {exit:?}\n{}", log_of(&server, "processor"));
+    // Not one refusal on the way, not even of a command whose error the client ignores.
+    assert_eq!(acl_log(&mut admin).await, Vec::<(String, String, String)>::new(), "{}", log_of(&server, "processor"));
+
+    // The processor: no admin commands, no other keys, and each write only where it writes: it can take
+    // stock and orders, add results and samples, not set the stock, forge orders or delete the sale.
+    let mut p = users.conn(&server, Role::Processor).await;
+    refused_admin_commands(&mut p).await;
+    for args in [
+        &["SET", "product", "1000000"][..],
+        &["INCRBY", "product", "100"],
+        &["DEL", "product"],
+        &["DEL", "queue:complete"],
+        &["XADD", "queue:orders", "*", "id", "1", "customer", "1-1"],
+        &["XADD", "queue:customers", "*", "id", "1"],
+        &["XDEL", "queue:complete", "0-1"],
+        &["HSET", "queue:x", "a", "b"],
+        &["SET", "ts:len:queue:orders", "1"],
+        &["TS.CREATE", "ts:x"],
+        &["SCAN", "0"],
+    ] {
+        refused_by_acl(&mut p, args).await;
+    }
+    refused_in_script(&mut p, "return redis.call('SET', 'product', '1000000')").await;
+    refused_in_script(&mut p, "return redis.call('FLUSHALL')").await;
+    refused_in_script(&mut p, "return redis.call('SET', 'someone:else', '1')").await;
+    refused_in_script(&mut p, "return redis.call('DEL', 'queue:orders')").await;
+
+    // The simulator: no deciding of orders, no writing of results or metrics.
+    let mut s = users.conn(&server, Role::Simulator).await;
+    refused_admin_commands(&mut s).await;
+    for args in [
+        &["DECR", "product"][..],
+        &["DECRBY", "product", "1"],
+        &["XDEL", "queue:orders", "0-1"],
+        &["XTRIM", "queue:orders", "MAXLEN", "0"],
+        &["XRANGE", "queue:orders", "-", "+"],
+        &["XREAD", "STREAMS", "queue:orders", "0-0"],
+        &["TS.ADD", "ts:len:queue:orders", "*", "1"],
+        &["MODULE", "LIST"],
+    ] {
+        refused_by_acl(&mut s, args).await;
+    }
+    refused_in_script(&mut s, "return redis.call('DECRBY', 'product', 1)").await;
+    refused_in_script(&mut s, "return redis.call('FLUSHALL')").await;
+
+    // The probe may only PING; without logging in, nothing at all.
+    let mut probe = users.conn(&server, Role::Probe).await;
+    let pong: String = redis::cmd("PING").query_async(&mut probe).await.unwrap();
+    assert_eq!(pong, "PONG");
+    refused_by_acl(&mut probe, &["GET", "product"]).await;
+    let anonymous = engine::connect(&server.url(), None).await.map(|_| ()).unwrap_err().to_string();
+    assert!(anonymous.contains("NOAUTH") || anonymous.contains("credentials"), "{anonymous}");
+    // The sale is as it ended: none of the refused commands changed anything.
+    assert_exact_end(&mut admin, 40, 60).await;
+}
+
+#[tokio::test]
+async fn a_triggers_sale_needs_only_the_simulator_user() {
+    let users = Users::new(Engine::Triggers);
+    let server = users.start_server();
+    let mut admin = users.conn(&server, Role::Operator).await;
+    let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) };
+    engine::load_scripts(&mut admin, EngineKind::Triggers, &settings).await.unwrap();
+    let summary = simulate(&users, &server, 30, 45);
+    assert_eq!(summary["allProcessed"], true, "{summary}");
+    assert_exact_end(&mut admin, 30, 45).await;
+    wait_for_samples(&mut admin, "ts:enqueue:queue:customers").await;
+    assert_eq!(acl_log(&mut admin).await, Vec::<(String, String, String)>::new());
+    // The library runs as the user who loaded it, not as the simulator whose writes trigger it.
+    let libs: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut admin).await.unwrap();
+    assert!(format!("{libs:?}").contains("popup-operator"), "{libs:?}");
+    let mut s = users.conn(&server, Role::Simulator).await;
+    refused_by_acl(&mut s, &["TFUNCTION", "DELETE", "popup"]).await;
+    refused_by_acl(&mut s, &["TFCALL", "popup.x", "0"]).await;
+}
+
+#[tokio::test]
+async fn the_gears_scripts_need_only_the_simulator_user() {
+    let users = Users::new(Engine::Gears);
+    let server = users.start_server();
+    let mut admin = users.conn(&server, Role::Operator).await;
+    let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) };
+    // RedisGears 1 runs a registration as the user who registered it: the operator.
+    let operator_url =
+        format!("redis://{}:{}@127.0.0.1:{}", Role::Operator.user(), users.password(Role::Operator), server.port);
+    let _shim = redis_server::start_gears_shim_at(&server, &operator_url, &settings);
+    let summary = simulate(&users, &server, 25, 40);
+    assert_eq!(summary["allProcessed"], true, "{summary}");
+    assert_exact_end(&mut admin, 25, 40).await;
+    assert_eq!(acl_log(&mut admin).await, Vec::<(String, String, String)>::new());
+    let mut s = users.conn(&server, Role::Simulator).await;
+    refused_admin_commands(&mut s).await;
+}
