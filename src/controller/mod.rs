@@ -438,10 +438,19 @@ fn unschedulable(pod: &Pod) -> Option<&str> {
 /// Sidecar mode: nothing to wait for; say where the datasource and dashboard are.
 fn sidecar_check(store: &ValidatedStore) -> Check {
     let sc = &store.spec.grafana.sidecar;
+    // Your Grafana runs outside the store, so the store's Redis policy keeps it out unless told.
+    let network = if store.spec.network_policy.enabled {
+        format!(
+            "; NetworkPolicy {} lets only the store's and the operator's pods reach Redis: where policies are enforced, let your Grafana in with a policy of your own (docs/security.md) or set spec.networkPolicy.enabled: false",
+            store.names.redis()
+        )
+    } else {
+        String::new()
+    };
     Check::ok(
         "Sidecar",
         format!(
-            "datasource Secret {} ({}={}) and dashboard ConfigMap {} ({}={}) are labelled for your Grafana's sidecar (it needs the redis-datasource plugin)",
+            "datasource Secret {} ({}={}) and dashboard ConfigMap {} ({}={}) are labelled for your Grafana's sidecar (it needs the redis-datasource plugin){network}",
             store.names.grafana_datasource(),
             sc.datasource_label,
             sc.label_value,
@@ -822,6 +831,25 @@ mod tests {
         }
         assert_eq!(WatchScope::from(None::<String>), WatchScope::Cluster);
         assert_eq!(ns(&["a", "b"]).to_string(), "a,b");
+    }
+
+    #[test]
+    fn sidecar_mode_says_how_to_let_your_grafana_through_the_network_policy() {
+        let store = |enabled: bool| {
+            let mut spec: crate::crd::PopUpStoreSpec =
+                serde_json::from_value(json!({"grafana": {"mode": "sidecar"}, "networkPolicy": {"enabled": enabled}}))
+                    .unwrap();
+            spec.engine = Engine::Native;
+            let mut s = PopUpStore::new("shop", spec);
+            s.metadata.namespace = Some("sales".into());
+            render::validate(&s).unwrap()
+        };
+        let on = sidecar_check(&store(true));
+        assert!(on.ok);
+        for words in ["NetworkPolicy shop-redis", "docs/security.md", "spec.networkPolicy.enabled: false"] {
+            assert!(on.message.contains(words), "{words:?} missing: {}", on.message);
+        }
+        assert!(!sidecar_check(&store(false)).message.contains("NetworkPolicy"));
     }
 
     #[test]
