@@ -64,6 +64,11 @@ struct RunArgs {
     /// Default: the Redis Service's cluster DNS name, {service}.{namespace}.svc:6379.
     #[arg(long, env = "POPUP_REDIS_ADDRESS")]
     redis_address: Option<String>,
+    /// After a Redis password changes, how long the previous one stays valid when the operator cannot
+    /// see who uses it (the admin password, a sidecar-mode Grafana), in seconds (0–86400).
+    #[arg(long, env = "POPUP_ROTATION_GRACE_SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    rotation_grace_seconds: u64,
     #[command(flatten)]
     operator_pods: OperatorPodArgs,
 }
@@ -183,7 +188,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (--http-addr): {e}", args.http_addr))?;
     let server = tokio::spawn(axum::serve(listener, telemetry::router(health.clone())).into_future());
-    let config = Config { operator_image: args.self_image, redis_address_template: args.redis_address, operator_pods };
+    let config = Config {
+        operator_image: args.self_image,
+        redis_address_template: args.redis_address,
+        operator_pods,
+        rotation_grace: std::time::Duration::from_secs(args.rotation_grace_seconds),
+    };
     let ctx = Context::new(client, Arc::new(LiveRedis::default()), health, config);
     let result = controller::run(ctx, scope).await.map_err(|e| e.to_string());
     server.abort();

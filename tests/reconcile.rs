@@ -191,6 +191,7 @@ impl Harness {
             operator_image: "example/popup-operator:test".into(),
             redis_address_template: redis_address.map(String::from),
             operator_pods: None,
+            rotation_grace: std::time::Duration::from_secs(120),
         };
         let ctx = Arc::new(Context::new(client, redis.clone(), Health::default(), config));
         Self { api, redis, ctx }

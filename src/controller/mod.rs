@@ -18,8 +18,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
@@ -43,6 +45,9 @@ pub struct Config {
     pub redis_address_template: Option<String>,
     /// The operator's own pods, let in by each store's Redis NetworkPolicy (`None`: outside the cluster).
     pub operator_pods: Option<render::network_policy::OperatorPods>,
+    /// How long a rotated Redis password whose users the operator cannot see (the admin's, a sidecar-mode
+    /// Grafana's) stays valid next to the new one.
+    pub rotation_grace: Duration,
 }
 
 impl Config {
@@ -127,7 +132,7 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
         let note = format!(
             "the Redis password Secret {} was missing and a new password was generated; Redis takes it without a restart (the sale in its emptyDir is kept) and the old one stays valid for {} s",
             validated.password.secret_name(),
-            users::ROTATION_GRACE.as_secs()
+            ctx.config.rotation_grace.as_secs()
         );
         publish_event(ctx, store, EventType::Warning, "RedisPasswordRegenerated", note).await;
     }
@@ -685,7 +690,11 @@ pub async fn run(ctx: Context, scope: impl Into<WatchScope>) -> Result<()> {
 async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) {
     // Only our own children are cached: watching every Secret of the cluster would cost memory and RBAC.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=popup-operator");
-    Controller::new(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic())
+    let controller =
+        Controller::new(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic());
+    let user_secrets = stores_using_secret(controller.store());
+    controller
+        .watches(scoped::<PartialObjectMeta<Secret>>(client, &namespace), watcher::Config::default(), user_secrets)
         .owns(scoped::<StatefulSet>(client, &namespace), owned.clone())
         .owns(scoped::<Deployment>(client, &namespace), owned.clone())
         .owns(scoped::<Job>(client, &namespace), owned.clone())
@@ -702,6 +711,25 @@ async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) 
             }
         })
         .await;
+}
+
+/// A changed Secret named by a store's `spec.redis.passwordSecretRef`, as a reconcile of that store: a
+/// rotated password is applied at once, not at the next poll. The user's Secrets carry no label of ours,
+/// so every Secret of the scope is watched, metadata only (a data change bumps the resourceVersion): no
+/// Secret's content is sent to the operator or kept by it.
+fn stores_using_secret(
+    stores: kube::runtime::reflector::Store<PopUpStore>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<PopUpStore>> + Send + Sync + 'static {
+    move |secret| {
+        let (name, ns) = (secret.name_any(), secret.namespace());
+        stores
+            .state()
+            .iter()
+            .filter(|s| s.namespace() == ns)
+            .filter(|s| s.spec.redis.password_secret_ref.as_ref().is_some_and(|r| r.name == name))
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect()
+    }
 }
 
 /// An API for one namespace, or for all of them.

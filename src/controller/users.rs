@@ -37,7 +37,7 @@ use crate::render::{CONFIG_CHECKSUM_ANNOTATION, PASSWORD_KEY, ValidatedStore};
 use crate::status::Check;
 
 /// How long an old password of a user whose consumers the operator cannot see (the admin, a sidecar-mode
-/// Grafana) stays valid after the switch.
+/// Grafana) stays valid after the switch, unless `--rotation-grace-seconds` says otherwise.
 pub const ROTATION_GRACE: Duration = Duration::from_secs(120);
 
 /// The store's credentials: current passwords from the Secrets (generated where missing) and, per user,
@@ -126,7 +126,7 @@ pub(super) async fn ensure(
                 if creds.retiring(role) {
                     let note = format!(
                         "Redis accepts the new password of user {user} (no restart); the previous one stays valid until {}",
-                        consumers(role, validated)
+                        consumers(role, validated, ctx.config.rotation_grace)
                     );
                     tracing::info!(store = %validated.names.store, %user, "Redis password rotation started");
                     publish_event(ctx, store, EventType::Normal, "RedisPasswordRotated", note).await;
@@ -138,7 +138,7 @@ pub(super) async fn ensure(
     }
 }
 
-fn consumers(role: Role, store: &ValidatedStore) -> String {
+fn consumers(role: Role, store: &ValidatedStore, grace: Duration) -> String {
     match role {
         Role::Processor => format!("the processor Deployment {} has rolled out", store.names.processor()),
         Role::Grafana if store.spec.grafana.effective_mode() == GrafanaMode::Managed => {
@@ -146,7 +146,7 @@ fn consumers(role: Role, store: &ValidatedStore) -> String {
         }
         Role::Simulator => "the simulator Job that started with it has finished".into(),
         Role::Operator => "the operator has switched".into(),
-        _ => format!("{} s have passed (its users cannot be seen)", ROTATION_GRACE.as_secs()),
+        _ => format!("{} s have passed (its users cannot be seen)", grace.as_secs()),
     }
 }
 
@@ -188,7 +188,7 @@ pub(super) async fn finish_rotations(
                 deployment(validated.names.grafana()).is_none_or(rolled_out)
             }
             Role::Simulator => job.as_ref().is_none_or(|j| job_done_with_old_password(j, &creds.revision(*role))),
-            _ => grace_over(creds.retiring_since.get(role), now),
+            _ => grace_over(creds.retiring_since.get(role), now, ctx.config.rotation_grace),
         })
         .collect();
     if done.is_empty() {
@@ -241,9 +241,9 @@ fn job_done_with_old_password(job: &Job, current_revision: &str) -> bool {
     finished || revision.map(String::as_str) == Some(current_revision)
 }
 
-fn grace_over(since: Option<&String>, now: Timestamp) -> bool {
+fn grace_over(since: Option<&String>, now: Timestamp, grace: Duration) -> bool {
     let Some(since) = since.and_then(|s| s.parse::<Timestamp>().ok()) else { return true };
-    now.duration_since(since).unsigned_abs() >= ROTATION_GRACE
+    now.duration_since(since).unsigned_abs() >= grace
 }
 
 #[cfg(test)]
@@ -315,7 +315,7 @@ mod tests {
         assert!(job_done_with_old_password(&job("new", json!({"active": 1})), "new"));
 
         let now: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
-        assert!(!grace_over(Some(&"2026-01-01T00:09:00Z".to_string()), now));
-        assert!(grace_over(Some(&"2026-01-01T00:08:00Z".to_string()), now));
+        assert!(!grace_over(Some(&"2026-01-01T00:09:00Z".to_string()), now, ROTATION_GRACE));
+        assert!(grace_over(Some(&"2026-01-01T00:08:00Z".to_string()), now, ROTATION_GRACE));
     }
 }

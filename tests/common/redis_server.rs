@@ -72,6 +72,16 @@ impl RedisServer {
         s
     }
 
+    /// Like [`RedisServer::start_with`] on a port chosen before (an operator already told where Redis
+    /// is); waits for the port rather than moving away from it.
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("popup-engines-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn(false);
+        s
+    }
+
     /// Launch: directly `redis-server` with the two modules when the redis-stack layout is
     /// recognised (the wrapper script word-splits its arguments, which loses `--save ""`), else
     /// the wrapper itself.

@@ -393,6 +393,8 @@ impl Operator {
             operator_image: "example.invalid/popup-operator:e2e".into(),
             redis_address_template: redis_address,
             operator_pods: Some(operator_pods()),
+            // Short, so that tests see an old admin password go.
+            rotation_grace: Duration::from_secs(3),
         };
         let ctx = Context::new(client, redis, health.clone(), config);
         let task = tokio::spawn(async move { controller::run(ctx, scope).await.map_err(|e| e.to_string()) });

@@ -113,7 +113,7 @@ Equal to src/controller/rbac.rs (tests/helm.rs); docs/security.md says why each 
   resources: ["popupstores/finalizers"]
   verbs: ["update"]
 # Owned Secrets, Services, ConfigMaps (SSA; deleted when a spec change no longer wants them);
-# user-referenced password Secrets are read.
+# user-referenced password Secrets are read, and Secrets' metadata is watched to apply a changed one at once.
 - apiGroups: [""]
   resources: ["secrets", "services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
