@@ -81,7 +81,8 @@ impl Context {
 /// Waiting for pods: their readiness reaches us through the owned watches, this is only a safety net.
 const WAITING_FOR_PODS_REQUEUE: Duration = Duration::from_secs(30);
 /// Redis is up but unusable (unreachable, wrong password, missing module) or the user's password Secret
-/// is missing: nothing is watched there, so look again soon.
+/// is missing: Redis itself is not watched, so look again soon (the Secret's arrival is, see
+/// `stores_using_secret`; this is a safety net there).
 const REDIS_RETRY_REQUEUE: Duration = Duration::from_secs(10);
 const IDLE_REQUEUE: Duration = Duration::from_secs(60);
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
