@@ -14,6 +14,7 @@ use kube::Client;
 use kube::client::Body;
 use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget};
 use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, ProcessingSpec, SaleStatus, SecretKeyRef};
+use popup_operator::render::acl::{AclUser, password_hash};
 use popup_operator::status;
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
@@ -140,6 +141,9 @@ struct FakeRedis {
     scripts: Mutex<Result<String, RedisProblem>>,
     sale: Mutex<SaleStatus>,
     calls: Mutex<Vec<RedisTarget>>,
+    /// What `ensure_users` answers, and the users of each call.
+    users_result: Mutex<Result<Vec<String>, RedisProblem>>,
+    users: Mutex<Vec<Vec<AclUser>>>,
 }
 
 impl Default for FakeRedis {
@@ -148,6 +152,8 @@ impl Default for FakeRedis {
             scripts: Mutex::new(Ok("scripts loaded (fake)".into())),
             sale: Mutex::new(SaleStatus { available: Some(10), ..Default::default() }),
             calls: Mutex::default(),
+            users_result: Mutex::new(Ok(Vec::new())),
+            users: Mutex::default(),
         }
     }
 }
@@ -166,6 +172,15 @@ impl RedisGateway for FakeRedis {
     fn read_sale<'a>(&'a self, _t: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
         let s = self.sale.lock().unwrap().clone();
         Box::pin(async move { Ok(s) })
+    }
+    fn ensure_users<'a>(
+        &'a self,
+        _t: &'a RedisTarget,
+        users: &'a [AclUser],
+    ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>> {
+        self.users.lock().unwrap().push(users.to_vec());
+        let r = self.users_result.lock().unwrap().clone();
+        Box::pin(async move { r })
     }
 }
 
@@ -633,4 +648,77 @@ async fn a_gears_password_redis_6_would_have_misread_is_fine_as_a_hash() {
     let hash = popup_operator::render::acl::password_hash("--hunter2");
     assert!(file.starts_with(&format!("user default on resetpass #{hash} ")), "{file}");
     assert!(!file.contains("hunter2"));
+}
+
+/// The hashes each user accepts, from the ACL file in `shop-redis-acl`.
+fn accepted(h: &Harness) -> BTreeMap<String, Vec<String>> {
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(h.api.get("/api/v1/namespaces/sales/secrets/shop-redis-acl").unwrap()).unwrap();
+    popup_operator::render::acl::parse_acl_file(std::str::from_utf8(&secret.data.unwrap()["users.acl"].0).unwrap())
+}
+
+fn pod_template(h: &Harness, path: &str) -> Value {
+    h.api.get(path).unwrap()["spec"]["template"].clone()
+}
+
+#[tokio::test]
+async fn a_rotated_password_stays_accepted_until_its_pods_have_rolled_out_and_redis_never_restarts() {
+    let h = Harness::new(None);
+    h.create_store(|s| s.engine = Engine::Native);
+    h.reconcile().await;
+    h.pods_become_ready();
+    h.reconcile().await;
+    let old = accepted(&h)["popup-processor"].clone();
+    assert_eq!(old.len(), 1);
+    let processor = "/apis/apps/v1/namespaces/sales/deployments/shop-processor";
+    let redis = "/apis/apps/v1/namespaces/sales/statefulsets/shop-redis";
+    let (processor_before, redis_before) = (pod_template(&h, processor), pod_template(&h, redis));
+
+    // A new password in the processor's Secret.
+    let new = json!(k8s_openapi::ByteString(b"a-new-processor-password".to_vec()));
+    h.api.edit("/api/v1/namespaces/sales/secrets/shop-redis-processor", |o| o["data"]["password"] = new);
+    let action = h.reconcile().await;
+    let both = vec![password_hash("a-new-processor-password"), old[0].clone()];
+    assert_eq!(accepted(&h)["popup-processor"], both, "the new one next to the old one, in the file");
+    let live = h.redis.users.lock().unwrap().last().unwrap().clone();
+    assert_eq!(live.iter().find(|u| u.name == "popup-processor").unwrap().hashes, both, "and live");
+    assert_ne!(pod_template(&h, processor), processor_before, "the processor rolls onto the new password");
+    assert_eq!(pod_template(&h, redis), redis_before, "Redis does not restart");
+    assert!(action.contains("Some(10s)"), "the old password waits; look again soon: {action}");
+
+    // The rollout is not done (old pods still report): the old password stays.
+    h.reconcile().await;
+    assert_eq!(accepted(&h)["popup-processor"], both);
+    // Every pod runs the new template, no old one is left: the old password goes, in the file and live.
+    h.api.edit(processor, |o| {
+        o["status"] = json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})
+    });
+    h.reconcile().await;
+    assert_eq!(accepted(&h)["popup-processor"], [password_hash("a-new-processor-password")]);
+    let live = h.redis.users.lock().unwrap().last().unwrap().clone();
+    assert_eq!(live.iter().find(|u| u.name == "popup-processor").unwrap().hashes.len(), 1);
+    assert_eq!(pod_template(&h, redis), redis_before, "Redis still the same");
+    assert_eq!(accepted(&h)["popup-grafana"].len(), 1, "the other users were left alone");
+}
+
+#[tokio::test]
+async fn redis_refusing_the_operator_is_a_redis_ready_reason_and_nothing_is_loaded() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    h.pods_become_ready();
+    *h.redis.users_result.lock().unwrap() = Err(RedisProblem {
+        reason: "RedisAuthFailed",
+        message: "Redis at shop-redis.sales.svc:6379 rejected the credentials (WRONGPASS)".into(),
+    });
+    let action = h.reconcile().await;
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "RedisAuthFailed".into()));
+    let msg = status::find(h.store().status.as_ref(), status::REDIS_READY).unwrap().message.clone();
+    assert!(msg.starts_with("setting up the Redis users failed: ") && msg.contains("WRONGPASS"), "{msg}");
+    assert!(h.redis.calls.lock().unwrap().is_empty(), "no scripts without the users");
+    assert!(action.contains("Some(10s)"), "{action}");
+    // Redis takes the operator again: the store recovers.
+    *h.redis.users_result.lock().unwrap() = Ok(Vec::new());
+    h.reconcile().await;
+    assert_eq!(h.condition(status::REDIS_READY).0, "True");
 }
