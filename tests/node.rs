@@ -124,7 +124,22 @@ impl LocalCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    fn try_kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() { Ok(text) } else { Err(text) }
+    }
+
     fn helm(&self, args: &[&str]) -> String {
+        self.try_helm(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_helm(&self, args: &[&str]) -> Result<String, String> {
         let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".into());
         let out = Command::new(&helm)
             .arg("--kubeconfig")
@@ -132,13 +147,15 @@ impl LocalCluster {
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("run {helm}: {e} (bash hack/install-helm.sh installs it)"));
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "helm {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// The host PID of a running container, from containerd itself.
@@ -387,7 +404,7 @@ async fn a_users_whole_path_on_a_real_node() {
     step("helm install the chart with the local operator image");
     let operator_image = cluster.image("POPUP_OPERATOR_IMAGE");
     let (repo, tag) = operator_image.rsplit_once(':').expect("image with a tag");
-    cluster.helm(&[
+    let installed = cluster.try_helm(&[
         "install",
         RELEASE,
         root().join("charts/popup-operator").to_str().unwrap(),
@@ -406,6 +423,18 @@ async fn a_users_whole_path_on_a_real_node() {
         "--timeout",
         "3m",
     ]);
+    if let Err(e) = installed {
+        let describe = cluster.try_kubectl(&["describe", "pods", "-n", OPERATOR_NAMESPACE]);
+        let logs = cluster.try_kubectl(&[
+            "logs",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/instance=popup",
+            "--tail=40",
+        ]);
+        panic!("{e}\n---- operator pods\n{describe:?}\n---- operator logs\n{logs:?}");
+    }
     let operator_pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let operator_pod = wait_for("the operator pod to be Ready", Duration::from_secs(120), || async {
         let pods = operator_pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
