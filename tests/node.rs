@@ -4,7 +4,7 @@
 //! One scenario, in the order a user meets the product: `helm install` the chart with the local operator
 //! image; three stores (triggers, native, gears) whose Redis, processor and simulator pods really run;
 //! faults in the middle of the sales (the Redis server killed inside its container, a processor pod
-//! deleted); the exact end of each sale read from Redis itself; the operator pod replaced without a single
+//! deleted, the processor's Redis password rotated); the exact end of each sale read from Redis itself; the operator pod replaced without a single
 //! write to unchanged children; every store deleted and garbage-collected; `helm uninstall`.
 //!
 //! Needs root (containerd, a bridge, iptables). `POPUP_NODE_TESTS=skip` skips it loudly, for a machine
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
@@ -33,6 +33,8 @@ const STOCK: i64 = 30;
 const CUSTOMERS: i64 = 80;
 /// A password no shell may split or glob: the triggers store's user Secret.
 const NASTY_PASSWORD: &str = "p a*s?s[w]o'r\"d $HOME;x";
+/// The native processor's password after its rotation mid-sale.
+const ROTATED_PASSWORD: &str = "rotated mid-sale: {}$(x)";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -332,6 +334,27 @@ async fn read_sale(con: &mut redis::aio::MultiplexedConnection) -> Result<Sale, 
 }
 
 /// Waits until the store's Redis has decided `done` orders (a moment in the middle of the sale).
+/// Waits until the store's Redis has decided `decided` orders, completed or rejected.
+async fn wait_for_decided(client: &Client, ns: &str, store: &str, decided: usize) {
+    wait_for(&format!("{ns}/{store} to decide {decided} orders"), Duration::from_secs(180), || async {
+        let mut con = redis_of(client, ns, store).await?;
+        let sale = read_sale(&mut con).await?;
+        if sale.completed + sale.rejected >= decided { Ok(()) } else { Err(format!("{sale:?}")) }
+    })
+    .await
+}
+
+async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> String {
+    let secret = secrets.get(name).await.unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+    let bytes = secret.data.and_then(|d| d.get(key).cloned()).unwrap_or_else(|| panic!("{name} has no {key}"));
+    String::from_utf8(bytes.0).expect("a UTF-8 password")
+}
+
+async fn redis_restarts(client: &Client, ns: &str) -> i32 {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns).get("shop-redis-0").await.expect("the Redis pod");
+    pod.status.and_then(|s| s.container_statuses).and_then(|c| c.first().map(|c| c.restart_count)).unwrap_or(-1)
+}
+
 async fn wait_for_progress(client: &Client, ns: &str, store: &str, done: usize) {
     wait_for(&format!("{ns}/{store} to complete {done} orders"), Duration::from_secs(180), || async {
         let mut con = redis_of(client, ns, store).await?;
@@ -504,7 +527,34 @@ async fn a_users_whole_path_on_a_real_node() {
         pods.delete(&victim.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
             .await
             .unwrap();
+        // Later in the sale, the processor's Redis password is rotated: its pods roll to the new one while
+        // Redis accepts both, and Redis is never restarted.
+        wait_for_decided(&client, "node-native", "shop", 20).await;
+        step("rotating the native processor's Redis password mid-sale");
+        let secrets = Api::<Secret>::namespaced(client.clone(), "node-native");
+        let old = secret_value(&secrets, "shop-redis-processor", "password").await;
+        secrets
+            .patch(
+                "shop-redis-processor",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"password": ROTATED_PASSWORD}})),
+            )
+            .await
+            .unwrap();
         assert_exact_end(&client, "node-native", "shop").await;
+        wait_for("the old processor password to be retired", Duration::from_secs(180), || async {
+            let mut con = redis_of(&client, "node-native", "shop").await?;
+            let new_ok: redis::RedisResult<String> =
+                redis::cmd("AUTH").arg("popup-processor").arg(ROTATED_PASSWORD).query_async(&mut con).await;
+            let old_ok: redis::RedisResult<String> =
+                redis::cmd("AUTH").arg("popup-processor").arg(&old).query_async(&mut con).await;
+            match (new_ok, old_ok) {
+                (Ok(_), Err(_)) => Ok(()),
+                (new, old) => Err(format!("new password: {new:?}, old password: {old:?}")),
+            }
+        })
+        .await;
+        assert_eq!(redis_restarts(&client, "node-native").await, 0, "the rotation restarted Redis");
         wait_for("the processor Deployment to be available again", Duration::from_secs(120), || async {
             let d = Api::<Deployment>::namespaced(client.clone(), "node-native")
                 .get("shop-processor")
@@ -514,7 +564,7 @@ async fn a_users_whole_path_on_a_real_node() {
             if available == 2 { Ok(()) } else { Err(format!("{available} available")) }
         })
         .await;
-        step("native: exact end after a processor pod was deleted");
+        step("native: exact end after a processor pod was deleted and its password rotated; Redis never restarted");
     };
     let gears_refusal = async {
         let stores = Api::<PopUpStore>::namespaced(client.clone(), "node-gears");
