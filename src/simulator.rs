@@ -143,9 +143,8 @@ pub struct SimulationSummary {
 }
 
 /// Delete every key of the sale: `product`, the queues, their TimeSeries and every `popup:*` key
-/// (served customers, sampler state, …) except native workers' heartbeats, which belong to the
-/// running workers rather than to the sale. Deleting `queue:orders` also removes the native
-/// consumer group, which the workers re-create.
+/// (sampler state, recorded engine errors, …) except native workers' heartbeats, which belong to the
+/// running workers rather than to the sale.
 pub async fn reset(conn: &mut impl RedisConn) -> Result<()> {
     let mut keys: Vec<String> = vec![PRODUCT.into()];
     for q in QUEUES {

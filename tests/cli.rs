@@ -10,13 +10,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_popup-operator");
 const CLOSED: &str = "redis://127.0.0.1:1";
 
 /// Environment variables the binary reads; cleared so the caller's shell cannot change a result.
-const ENV: [&str; 7] = [
+const ENV: [&str; 6] = [
     "REDIS_URL",
     "REDIS_PASSWORD",
     "POPUP_ENGINE",
     "POPUP_BATCH_SIZE",
     "POPUP_METRICS_INTERVAL_SECONDS",
-    "POPUP_CLAIM_IDLE_MILLIS",
     "POPUP_CONSUMER",
 ];
 
@@ -87,7 +86,6 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     ("load", "--metrics-interval-seconds", &["0", "0.0009", "1e-300", "86400.5", "1e308"]),
     ("process", "--batch-size", &["0", "10001"]),
     ("process", "--metrics-interval-seconds", &["0", "1e-300", "86401"]),
-    ("process", "--claim-idle-millis", &["0", "99", "3600001", "1.5"]),
     ("simulate", "--stock", &["1000000001", "0.5", "9223372036854775807"]),
     ("simulate", "--customers", &["1000000001", "1.5"]),
     ("simulate", "--max-arrival-millis", &["3600001", "1.5"]),
@@ -139,7 +137,6 @@ fn environment_values_go_through_the_same_parsers() {
         ("process", "POPUP_METRICS_INTERVAL_SECONDS", "NaN", "--metrics-interval-seconds"),
         ("load", "POPUP_BATCH_SIZE", "0", "--batch-size"),
         ("process", "POPUP_BATCH_SIZE", "-3", "--batch-size"),
-        ("process", "POPUP_CLAIM_IDLE_MILLIS", "1e300", "--claim-idle-millis"),
     ];
     for (sub, var, value, flag) in cases {
         let out = run(&[sub, "--redis", CLOSED], &[(var, value)]);
@@ -157,8 +154,8 @@ fn accepted_extremes_reach_redis_and_fail_cleanly() {
     let cases: &[&[&str]] = &[
         &["load", "--batch-size", "10000", "--metrics-interval-seconds", "0.001"],
         &["load", "--batch-size", "1", "--metrics-interval-seconds", "86400"],
-        &["process", "--claim-idle-millis", "100", "--metrics-interval-seconds", "86400"],
-        &["process", "--claim-idle-millis", "3600000", "--sample-only"],
+        &["process", "--metrics-interval-seconds", "86400"],
+        &["process", "--metrics-interval-seconds", "0.001", "--sample-only"],
         &[
             "simulate",
             "--stock",

@@ -49,7 +49,7 @@ fn run(args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
 fn worker(server: &RedisServer) -> ChildGuard {
     let (code, _, stderr) = run(&["load", "--engine", "native", "--redis", &server.url()], Duration::from_secs(60));
     assert_eq!(code, Some(0), "load: {stderr}");
-    let args = ["process", "--redis", &server.url(), "--batch-size", "3", "--claim-idle-millis", "300"];
+    let args = ["process", "--redis", &server.url(), "--batch-size", "3"];
     ChildGuard(Some(command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()))
 }
 

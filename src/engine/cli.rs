@@ -48,7 +48,7 @@ fn number_in(text: &str, min: f64, max: f64, unit: &str) -> std::result::Result<
     Ok(v)
 }
 
-/// Longest arrival gap, order delay and idle-claim time: one hour.
+/// Longest arrival gap and order delay: one hour.
 const MAX_MILLIS: u64 = 3_600_000;
 /// Most units of stock and most customers: a billion.
 const MAX_COUNT: u64 = 1_000_000_000;
@@ -58,9 +58,6 @@ fn batch_size(s: &str) -> std::result::Result<u32, String> {
 }
 fn metrics_interval(s: &str) -> std::result::Result<f64, String> {
     number_in(s, 0.001, 86_400.0, "seconds")
-}
-fn claim_idle(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 100, MAX_MILLIS, "milliseconds")
 }
 fn stock(s: &str) -> std::result::Result<i64, String> {
     whole_in(s, 0, MAX_COUNT, "units").map(|v| v as i64)
@@ -160,11 +157,6 @@ pub struct ProcessArgs {
     /// name, else popup-<pid>).
     #[arg(long, env = "POPUP_CONSUMER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub consumer: Option<String>,
-    /// No effect; still accepted (ms, 100–3600000) so that older command lines run. A worker takes
-    /// and decides orders in one atomic script, so a dead worker leaves nothing to claim.
-    #[arg(long, env = "POPUP_CLAIM_IDLE_MILLIS", default_value_t = 2_000, value_parser = claim_idle,
-          allow_negative_numbers = true)]
-    pub claim_idle_millis: u64,
     /// Do not run the TimeSeries sampler in this process.
     #[arg(long)]
     pub no_sampler: bool,

@@ -30,7 +30,7 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
             p.batch_size.to_string(),
             "--metrics-interval-seconds".into(),
             p.metrics_interval_seconds.to_string(),
-            // Each replica is its own consumer in the group, so pending orders of a dead pod can be claimed.
+            // Each replica names itself: the name keys its heartbeat and its log lines.
             "--consumer".into(),
             "$(POD_NAME)".into(),
         ]),
