@@ -4,10 +4,10 @@
 //! panel's type and show the sale. The same user cannot write: not through a panel query, not through the
 //! plugin's custom-command path that any Viewer can use.
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
-#[path = "common/acl_users.rs"]
+#[path = "support/acl_users.rs"]
 mod acl_users;
 
 use std::collections::BTreeMap;

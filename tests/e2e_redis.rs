@@ -5,7 +5,7 @@
 
 mod support;
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
 use std::sync::Arc;

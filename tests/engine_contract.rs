@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 use redis_server::{ChildGuard, RedisServer, start_gears_shim};
 

@@ -21,7 +21,7 @@ use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::watch;
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 use redis_server::{ChildGuard, RedisServer, free_port, start_gears_shim};
 

@@ -1,10 +1,10 @@
 //! The operator's Redis gateway (`LiveRedis`, what fills `ScriptsLoaded` and `status.sale`, and sets up
 //! the store's ACL users) against a real password-protected redis-stack-server.
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
-#[path = "common/acl_users.rs"]
+#[path = "support/acl_users.rs"]
 mod acl_users;
 
 use std::time::Duration;

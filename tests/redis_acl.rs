@@ -5,10 +5,10 @@
 //! script. The triggers library and the gears scripts (under the CPython shim) run in Redis as the user
 //! who loaded them, the operator, so the simulator's user is all a sale needs there too.
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
-#[path = "common/acl_users.rs"]
+#[path = "support/acl_users.rs"]
 mod acl_users;
 
 use std::process::{Command, Stdio};

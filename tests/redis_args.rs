@@ -5,7 +5,7 @@
 //! the rendered ACL file (hashes), so a password full of shell characters, or starting with `--`, is
 //! taken byte for byte; the engine's modules load; the probes' `redis-cli` logs in as the probe user.
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! restart; ctrl-c ends it with a summary and the engine's problems. Every wait is for a line the
 //! watch printed or a process to end, never a fixed sleep.
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
 use std::io::{BufRead, BufReader, Read};

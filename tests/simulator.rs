@@ -6,7 +6,7 @@
 //! a rate it cannot hold. Correctness only, no timing assertions. No engine runs unless said: the
 //! tests read the streams the simulator wrote.
 
-#[path = "common/redis_server.rs"]
+#[path = "support/redis_server.rs"]
 mod redis_server;
 
 use std::collections::HashMap;

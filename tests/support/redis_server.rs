@@ -1,5 +1,5 @@
 //! A real redis-stack-server (Redis 7.4 + TimeSeries + RedisGears 2) per test, killed on drop.
-//! Shared by the integration tests that need Redis (`#[path = "common/redis_server.rs"] mod …`).
+//! Shared by the integration tests that need Redis (`#[path = "support/redis_server.rs"] mod …`).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
