@@ -17,15 +17,15 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
 use popup_operator::status;
 use serde_json::{Value, json};
+use support::store::{
+    WAIT, assert_owned, bring_up, condition, describe, get as store, selector, simulator_jobs, wait_condition,
+};
 use support::{FakeRedis, Operator, OperatorIdentity, TestEnv};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(support::root().join("examples").join(name)).unwrap()
@@ -36,52 +36,6 @@ async fn setup(prefix: &str) -> (TestEnv, OperatorIdentity) {
     let env = support::env(prefix).await;
     let id = support::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
     (env, id)
-}
-
-async fn store(env: &TestEnv, name: &str) -> Result<PopUpStore, String> {
-    env.api::<PopUpStore>().get(name).await.map_err(|e| format!("get popupstore {name}: {e}"))
-}
-
-fn condition<'a>(s: &'a PopUpStore, type_: &str) -> Option<&'a Condition> {
-    status::find(s.status.as_ref(), type_)
-}
-
-fn describe(s: &PopUpStore) -> String {
-    let Some(st) = &s.status else { return "no status".into() };
-    let conds: Vec<String> = st
-        .conditions
-        .iter()
-        .map(|c| format!("{}={} ({}: {}; gen {:?})", c.type_, c.status, c.reason, c.message, c.observed_generation))
-        .collect();
-    format!(
-        "generation {:?}, observedGeneration {:?}, job {:?}, sale {:?}\n  {}",
-        s.metadata.generation,
-        st.observed_generation,
-        st.simulator_job,
-        st.sale,
-        conds.join("\n  ")
-    )
-}
-
-/// Waits until the store's condition `type_` has `status` (and, when given, `reason`) for the current
-/// generation.
-async fn wait_condition(env: &TestEnv, name: &str, type_: &str, want: &str, reason: Option<&str>) -> PopUpStore {
-    env.eventually(&format!("{name}: {type_}={want} {reason:?}"), WAIT, || async {
-        let s = store(env, name).await?;
-        let current = s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation;
-        match condition(&s, type_) {
-            Some(c)
-                if current
-                    && c.status == want
-                    && reason.is_none_or(|r| c.reason == r)
-                    && c.observed_generation == s.metadata.generation =>
-            {
-                Ok(s)
-            }
-            _ => Err(describe(&s)),
-        }
-    })
-    .await
 }
 
 /// The names of the objects of one kind carrying the store's instance label.
@@ -102,17 +56,6 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 fn name_set<K: ResourceExt>(items: &[K]) -> BTreeSet<String> {
     items.iter().map(|o| o.name_any()).collect()
-}
-
-/// Exactly one ownerReference: the store, as controller.
-fn assert_owned<K: ResourceExt>(obj: &K, owner: &PopUpStore) {
-    let refs = obj.owner_references();
-    assert_eq!(refs.len(), 1, "{} should have one ownerReference: {refs:?}", obj.name_any());
-    let r = &refs[0];
-    assert_eq!((r.kind.as_str(), r.api_version.as_str()), ("PopUpStore", "popup.dev/v1alpha1"), "{r:?}");
-    assert_eq!(Some(&r.uid), owner.metadata.uid.as_ref(), "{} owner uid", obj.name_any());
-    assert_eq!(r.name, owner.name_any());
-    assert_eq!(r.controller, Some(true), "{} ownerReference is the controller", obj.name_any());
 }
 
 /// Every expected child of a store exists, each owned by it. `job` is checked when given.
@@ -159,32 +102,6 @@ async fn wait_children(env: &TestEnv, name: &str, want: &Expected<'_>) {
     for o in children::<Deployment>(env, name).await {
         assert_owned(&o, &owner);
     }
-}
-
-fn selector(store: &str, component: &str) -> String {
-    format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={component}")
-}
-
-/// Simulator Jobs of a store (not being deleted).
-async fn simulator_jobs(env: &TestEnv, store: &str) -> Vec<Job> {
-    let lp = ListParams::default().labels(&selector(store, "simulator"));
-    env.api::<Job>()
-        .list(&lp)
-        .await
-        .expect("list jobs")
-        .items
-        .into_iter()
-        .filter(|j| j.metadata.deletion_timestamp.is_none())
-        .collect()
-}
-
-/// Plays kubelet for Redis (and Grafana, when enabled) until the store is Ready; returns the store.
-async fn bring_up(env: &TestEnv, name: &str, grafana: bool) -> PopUpStore {
-    support::make_pods_ready(env, &selector(name, "redis"), 1).await;
-    if grafana {
-        support::make_pods_ready(env, &selector(name, "grafana"), 1).await;
-    }
-    wait_condition(env, name, status::READY, "True", None).await
 }
 
 /// No request of the operator was refused: its RBAC (the chart's) covers everything it does.
@@ -261,9 +178,7 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
 
     // The simulator Job exists, owned by the store, and its name is in the status.
     let job_name = st.simulator_job.clone().expect("status names the simulator Job");
-    let jobs = simulator_jobs(&env, "demo").await;
-    assert_eq!(name_set(&jobs), set(&[&job_name]));
-    assert_owned(&jobs[0], &s);
+    assert_eq!(support::store::the_only_job(&env, &s).await.name_any(), job_name);
     let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "False", Some("Running")).await;
     assert_eq!(condition(&s, status::READY).unwrap().status, "True", "Ready does not wait for the simulation");
 

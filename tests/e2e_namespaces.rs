@@ -15,7 +15,6 @@ use kube::ResourceExt;
 use kube::api::ListParams;
 use popup_operator::controller::WatchScope;
 use popup_operator::crd::PopUpStore;
-use popup_operator::status;
 use serde_json::Value;
 use support::{FakeRedis, Operator, TestEnv};
 
@@ -71,21 +70,8 @@ async fn an_operator_watching_a_list_of_namespaces_reconciles_them_and_leaves_th
     }
 
     for env in &watched {
-        let sel = |c: &str| format!("app.kubernetes.io/instance=demo,app.kubernetes.io/component={c}");
-        support::make_pods_ready(env, &sel("redis"), 1).await;
-        support::make_pods_ready(env, &sel("grafana"), 1).await;
-        let store = env
-            .eventually("the store is Ready", Duration::from_secs(60), || async {
-                let s = env.api::<PopUpStore>().get("demo").await.map_err(|e| e.to_string())?;
-                match status::find(s.status.as_ref(), status::READY) {
-                    Some(c) if c.status == "True" => Ok(s),
-                    other => Err(format!("{other:?}")),
-                }
-            })
-            .await;
-        let jobs = env.api::<Job>().list(&ListParams::default()).await.unwrap().items;
-        assert_eq!(jobs.len(), 1, "one simulator Job in {}", env.ns);
-        assert_eq!(Some(&jobs[0].owner_references()[0].uid), store.metadata.uid.as_ref());
+        let store = support::store::bring_up(env, "demo", true).await;
+        support::store::the_only_job(env, &store).await;
         let mut policies = labelled::<NetworkPolicy>(env).await;
         policies.sort();
         assert_eq!(policies, ["NetworkPolicy/demo-grafana", "NetworkPolicy/demo-redis"], "{}", env.ns);

@@ -1,13 +1,15 @@
 //! Shared harness of the e2e tests: one real control plane per test binary, a namespace per test, the
 //! operator running in-process with the Helm chart's RBAC, a fake Redis, and "kubelet" helpers.
 //!
-//! Every test helper lives under `tests/support/`: this module (`mod support;`) with `control_plane`;
+//! Every test helper lives under `tests/support/`: this module (`mod support;`) with `control_plane`
+//! and `store` (waiting on a store's conditions, its pods, its simulator Job);
 //! `redis_server.rs` (a real redis-stack-server per test) and `acl_users.rs` (a store's ACL users as
 //! rendered) are included by path (`#[path = "support/redis_server.rs"] mod redis_server;`) by the tests
 //! that need Redis without a control plane.
 #![allow(dead_code)]
 
 pub mod control_plane;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::future::Future;
