@@ -9,6 +9,8 @@ use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::EngineKind;
+
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "popup.dev";
 /// Longest `metadata.name` a store may have: child names add suffixes (`-simulator-<hash>`, `-grafana`),
@@ -203,6 +205,27 @@ impl Engine {
 impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The store's engine as the sale code knows it.
+impl From<Engine> for EngineKind {
+    fn from(engine: Engine) -> Self {
+        match engine {
+            Engine::Gears => EngineKind::Gears,
+            Engine::Triggers => EngineKind::Triggers,
+            Engine::Native => EngineKind::Native,
+        }
+    }
+}
+
+impl From<EngineKind> for Engine {
+    fn from(kind: EngineKind) -> Self {
+        match kind {
+            EngineKind::Gears => Engine::Gears,
+            EngineKind::Triggers => Engine::Triggers,
+            EngineKind::Native => Engine::Native,
+        }
     }
 }
 
@@ -842,4 +865,19 @@ pub fn parse_stores(text: &str) -> Result<(Vec<PopUpStore>, Vec<String>), String
         return Err("no PopUpStore (apiVersion popup.dev/v1alpha1) found".into());
     }
     Ok((stores, others))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_default_engine_and_one_conversion_each_way() {
+        assert_eq!(Engine::default(), Engine::Gears, "the original demo's engine");
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let kind = EngineKind::from(engine);
+            assert_eq!(kind.as_str(), engine.as_str());
+            assert_eq!(Engine::from(kind), engine);
+        }
+    }
 }

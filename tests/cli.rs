@@ -152,8 +152,8 @@ fn environment_values_go_through_the_same_parsers() {
 fn accepted_extremes_reach_redis_and_fail_cleanly() {
     // the bounds themselves are valid: the command gets past the parser and reports the closed port
     let cases: &[&[&str]] = &[
-        &["load", "--batch-size", "10000", "--metrics-interval-seconds", "0.001"],
-        &["load", "--batch-size", "1", "--metrics-interval-seconds", "86400"],
+        &["load", "--engine", "native", "--batch-size", "10000", "--metrics-interval-seconds", "0.001"],
+        &["load", "--engine", "gears", "--batch-size", "1", "--metrics-interval-seconds", "86400"],
         &["process", "--metrics-interval-seconds", "86400"],
         &["process", "--metrics-interval-seconds", "0.001", "--sample-only"],
         &[
@@ -195,7 +195,8 @@ fn accepted_extremes_reach_redis_and_fail_cleanly() {
 fn hostile_redis_addresses_and_engines_fail_cleanly() {
     for url in ["", " ", "not a url", "redis://127.0.0.1:99999", "redis://:@", "redis://[::1", "http://127.0.0.1:1"] {
         for sub in ["load", "process", "simulate", "sale"] {
-            let out = run(&[sub, "--redis", url], &[]);
+            let engine: &[&str] = if sub == "load" { &["--engine", "triggers"] } else { &[] };
+            let out = run(&[&[sub, "--redis", url][..], engine].concat(), &[]);
             let (_, stderr) = text(&out);
             assert!(!stderr.contains("panicked"), "{sub} --redis {url:?}: {stderr}");
             assert_eq!(out.status.code(), Some(1), "{sub} --redis {url:?}: {stderr}");
@@ -207,5 +208,23 @@ fn hostile_redis_addresses_and_engines_fail_cleanly() {
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("--engine") && stderr.contains("native"), "{stderr}");
+    }
+}
+
+#[test]
+fn load_has_no_default_engine() {
+    // The engine must be the one of the Redis (a store's spec.engine defaults to gears): `load` asks.
+    let out = run(&["load", "--redis", CLOSED], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "load without --engine is refused: {stderr}");
+    assert!(stderr.contains("--engine"), "{stderr}");
+    for engine in ["gears", "triggers", "native"] {
+        let by_flag = run(&["load", "--engine", engine, "--redis", CLOSED], &[]);
+        let by_env = run(&["load", "--redis", CLOSED], &[("POPUP_ENGINE", engine)]);
+        for out in [by_flag, by_env] {
+            let (_, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{engine}: past the parser, to the closed port: {stderr}");
+            assert!(stderr.contains("cannot connect to Redis at 127.0.0.1:1"), "{engine}: {stderr}");
+        }
     }
 }

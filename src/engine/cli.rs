@@ -137,8 +137,8 @@ impl SettingsArgs {
 /// `load`: install the engine's scripts into Redis (idempotent).
 #[derive(Args, Debug, Clone)]
 pub struct LoadArgs {
-    /// Processing engine.
-    #[arg(long, value_enum, env = "POPUP_ENGINE", default_value_t = EngineKind::Native)]
+    /// Processing engine (required: the one of this Redis, e.g. the store's spec.engine).
+    #[arg(long, value_enum, env = "POPUP_ENGINE")]
     pub engine: EngineKind,
     #[command(flatten)]
     pub redis: RedisArgs,

@@ -78,7 +78,11 @@ pub const SAMPLE_LUA: &str = include_str!("assets/sample.lua");
 // ---- types -------------------------------------------------------------------------------------
 
 /// Which processing engine runs the sale.
-#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// No default: the engine must be the one of the Redis in question (a store's `spec.engine`, whose
+/// one default is `crd::Engine::Gears`), so the command lines ask for it (`load --engine` is required).
+/// `From` converts to and from `crd::Engine`.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo.
@@ -86,7 +90,6 @@ pub enum EngineKind {
     /// RedisGears 2 JavaScript stream triggers (TFUNCTION LOAD), redis-stack 7.x.
     Triggers,
     /// The operator's own worker (`popup-operator process`), any Redis with TimeSeries.
-    #[default]
     Native,
 }
 
