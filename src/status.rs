@@ -7,12 +7,64 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Endpoints, PopUpStoreStatus, SaleStatus};
 
+pub mod workload;
+
 pub const REDIS_READY: &str = "RedisReady";
 pub const SCRIPTS_LOADED: &str = "ScriptsLoaded";
 pub const GRAFANA_READY: &str = "GrafanaReady";
 pub const PROCESSOR_READY: &str = "ProcessorReady";
 pub const SIMULATION_COMPLETE: &str = "SimulationComplete";
 pub const READY: &str = "Ready";
+
+/// Every condition reason the operator writes, by the condition(s) that use it.
+pub mod reason {
+    // RedisReady, from the StatefulSet and its pod (`workload::redis_check`).
+    pub const RUNNING: &str = "Running";
+    pub const STARTING: &str = "Starting";
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    pub const REDIS_CRASHING: &str = "RedisCrashing";
+    pub const IMAGE_UNAVAILABLE: &str = "ImageUnavailable";
+    pub const CONTAINER_ERROR: &str = "ContainerError";
+    // RedisReady, from the user's password Secret.
+    pub const PASSWORD_SECRET_MISSING: &str = "PasswordSecretMissing";
+    pub const PASSWORD_KEY_MISSING: &str = "PasswordKeyMissing";
+    // RedisReady or ScriptsLoaded, from talking to Redis (`controller::redis::reason_of`).
+    pub const REDIS_UNREACHABLE: &str = "RedisUnreachable";
+    pub const REDIS_AUTH_FAILED: &str = "RedisAuthFailed";
+    pub const MODULE_MISSING: &str = "ModuleMissing";
+    pub const SCRIPT_LOAD_FAILED: &str = "ScriptLoadFailed";
+    pub const REDIS_TIMEOUT: &str = "RedisTimeout";
+    pub const REDIS_ERROR: &str = "RedisError";
+    // ScriptsLoaded.
+    pub const LOADED: &str = "Loaded";
+    pub const WAITING_FOR_REDIS: &str = "WaitingForRedis";
+    /// The scripts are in place but the sale is not flowing: an engine recorded a failure, an order
+    /// waits too long, or `product` is not an integer.
+    pub const ENGINE_FAILING: &str = "EngineFailing";
+    // GrafanaReady, ProcessorReady (`workload::deployment_check`, `workload::sidecar_check`).
+    pub const AVAILABLE: &str = "Available";
+    pub const UNAVAILABLE: &str = "Unavailable";
+    pub const SIDECAR: &str = "Sidecar";
+    // GrafanaReady, SimulationComplete.
+    pub const DISABLED: &str = "Disabled";
+    // SimulationComplete (`workload::Simulation`; also `RUNNING`).
+    pub const WAITING_FOR_SCRIPTS: &str = "WaitingForScripts";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const FAILED: &str = "Failed";
+    // Ready.
+    pub const ALL_COMPONENTS_READY: &str = "AllComponentsReady";
+    pub const COMPONENTS_NOT_READY: &str = "ComponentsNotReady";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+
+    /// Reasons of a condition that is merely on its way (or off by choice): not worth a Warning Event.
+    pub const PROGRESS: &[&str] =
+        &[STARTING, UNAVAILABLE, WAITING_FOR_REDIS, WAITING_FOR_SCRIPTS, RUNNING, DISABLED, COMPONENTS_NOT_READY];
+
+    /// Whether a False condition with this reason is progress rather than a problem.
+    pub fn is_progress(reason: &str) -> bool {
+        PROGRESS.contains(&reason)
+    }
+}
 
 /// One observed concern: is it fine, a CamelCase reason, a sentence for humans.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,9 +105,9 @@ pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestam
     let mut checks: Vec<(&str, Check)> = vec![(REDIS_READY, obs.redis.clone()), (SCRIPTS_LOADED, obs.scripts.clone())];
     checks.push((
         GRAFANA_READY,
-        obs.grafana
-            .clone()
-            .unwrap_or_else(|| Check::ok("Disabled", "no dashboard (spec.grafana.mode: none, or enabled: false)")),
+        obs.grafana.clone().unwrap_or_else(|| {
+            Check::ok(reason::DISABLED, "no dashboard (spec.grafana.mode: none, or enabled: false)")
+        }),
     ));
     if let Some(p) = &obs.processor {
         checks.push((PROCESSOR_READY, p.clone()));
@@ -69,9 +121,9 @@ pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestam
         .map(|(t, c)| format!("{t}: {}", c.message))
         .collect();
     let ready = if blocking.is_empty() {
-        Check::ok("AllComponentsReady", "Redis, scripts and dashboard are up; the sale is live")
+        Check::ok(reason::ALL_COMPONENTS_READY, "Redis, scripts and dashboard are up; the sale is live")
     } else {
-        Check::not("ComponentsNotReady", blocking.join("; "))
+        Check::not(reason::COMPONENTS_NOT_READY, blocking.join("; "))
     };
     checks.push((READY, ready));
 
@@ -93,7 +145,7 @@ pub fn invalid_spec(
     now: Timestamp,
 ) -> PopUpStoreStatus {
     let mut status = old.cloned().unwrap_or_default();
-    let ready = condition(&status.conditions, READY, &Check::not("InvalidSpec", message), generation, now);
+    let ready = condition(&status.conditions, READY, &Check::not(reason::INVALID_SPEC, message), generation, now);
     status.conditions.retain(|c| c.type_ != READY);
     status.conditions.push(ready);
     status.observed_generation = generation;
@@ -115,6 +167,11 @@ fn condition(old: &[Condition], type_: &str, check: &Check, generation: Option<i
         observed_generation: generation,
         last_transition_time,
     }
+}
+
+/// Whether `status` says the store is Ready.
+pub fn is_ready(status: &PopUpStoreStatus) -> bool {
+    find(Some(status), READY).is_some_and(|c| c.status == "True")
 }
 
 pub fn find<'a>(status: Option<&'a PopUpStoreStatus>, type_: &str) -> Option<&'a Condition> {
@@ -153,11 +210,11 @@ mod tests {
     fn obs() -> Observations {
         Observations {
             generation: Some(3),
-            redis: Check::ok("Running", "redis is ready"),
-            scripts: Check::ok("Loaded", "scripts loaded"),
-            grafana: Some(Check::ok("Available", "grafana is ready")),
+            redis: Check::ok(reason::RUNNING, "redis is ready"),
+            scripts: Check::ok(reason::LOADED, "scripts loaded"),
+            grafana: Some(Check::ok(reason::AVAILABLE, "grafana is ready")),
             processor: None,
-            simulation: Check::not("Running", "simulator running"),
+            simulation: Check::not(reason::RUNNING, "simulator running"),
             sale: Some(SaleStatus { available: Some(7), completed: 3, ..Default::default() }),
             endpoints: Endpoints { redis: "r:6379".into(), ..Default::default() },
             simulator_job: Some("shop-simulator-abc".into()),
@@ -182,8 +239,8 @@ mod tests {
     #[test]
     fn not_ready_names_every_blocking_condition() {
         let mut o = obs();
-        o.redis = Check::not("Starting", "0/1 pods ready");
-        o.processor = Some(Check::not("Unavailable", "0/1 processors available"));
+        o.redis = Check::not(reason::STARTING, "0/1 pods ready");
+        o.processor = Some(Check::not(reason::UNAVAILABLE, "0/1 processors available"));
         let s = compute(None, &o, t(0));
         let ready = find(Some(&s), READY).unwrap();
         assert_eq!(ready.status, "False");
@@ -197,7 +254,7 @@ mod tests {
         let same = compute(Some(&first), &obs(), t(60));
         assert_eq!(first, same, "nothing changed, so nothing to write");
         let mut o = obs();
-        o.redis = Check::not("Starting", "restarting");
+        o.redis = Check::not(reason::STARTING, "restarting");
         let flipped = compute(Some(&same), &o, t(120));
         assert_eq!(find(Some(&flipped), REDIS_READY).unwrap().last_transition_time, Time(t(120)));
         assert_eq!(find(Some(&flipped), SCRIPTS_LOADED).unwrap().last_transition_time, Time(t(0)));
@@ -213,7 +270,7 @@ mod tests {
         o.grafana = None;
         let s = compute(None, &o, t(0));
         let g = find(Some(&s), GRAFANA_READY).unwrap();
-        assert_eq!((g.status.as_str(), g.reason.as_str()), ("True", "Disabled"));
+        assert_eq!((g.status.as_str(), g.reason.as_str()), ("True", reason::DISABLED));
         assert_eq!(find(Some(&s), READY).unwrap().status, "True");
     }
 
@@ -222,9 +279,28 @@ mod tests {
         let good = compute(None, &obs(), t(0));
         let bad = invalid_spec(Some(&good), Some(4), "spec.stock: must be 0 or more", t(5));
         let ready = find(Some(&bad), READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::INVALID_SPEC));
         assert_eq!(find(Some(&bad), REDIS_READY), find(Some(&good), REDIS_READY));
         assert_eq!(bad.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn is_ready_reads_the_summary_condition() {
+        assert!(is_ready(&compute(None, &obs(), t(0))));
+        let mut o = obs();
+        o.redis = Check::not(reason::STARTING, "restarting");
+        assert!(!is_ready(&compute(None, &o, t(0))));
+        assert!(!is_ready(&PopUpStoreStatus::default()));
+    }
+
+    #[test]
+    fn progress_reasons_are_not_problems() {
+        for r in [reason::STARTING, reason::RUNNING, reason::WAITING_FOR_SCRIPTS, reason::COMPONENTS_NOT_READY] {
+            assert!(reason::is_progress(r), "{r}");
+        }
+        for r in [reason::UNSCHEDULABLE, reason::REDIS_AUTH_FAILED, reason::FAILED, reason::INVALID_SPEC] {
+            assert!(!reason::is_progress(r), "{r}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use crate::crd::{Engine, ProcessingSpec, SaleStatus};
 use crate::engine::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
 use crate::render::acl::AclUser;
+use crate::status::reason;
 
 /// Where a store's Redis is, as the operator reaches it, and who the operator is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,22 +76,20 @@ impl Default for LiveRedis {
     }
 }
 
-/// ScriptsLoaded reason when the scripts are in place but the sale is not flowing: an engine
-/// recorded a failure, an order waits too long, or `product` is not an integer.
-pub const ENGINE_FAILING: &str = "EngineFailing";
+pub use crate::status::reason::ENGINE_FAILING;
 
 /// The condition reason for an engine failure.
 pub fn reason_of(e: &EngineError) -> &'static str {
     match e {
         EngineError::InvalidUrl { .. } | EngineError::Connect { .. } | EngineError::NotRedis { .. } => {
-            "RedisUnreachable"
+            reason::REDIS_UNREACHABLE
         }
-        EngineError::Auth { .. } => "RedisAuthFailed",
-        EngineError::MissingModule { .. } => "ModuleMissing",
-        EngineError::ScriptLoad { .. } => "ScriptLoadFailed",
-        EngineError::Timeout { .. } => "RedisTimeout",
+        EngineError::Auth { .. } => reason::REDIS_AUTH_FAILED,
+        EngineError::MissingModule { .. } => reason::MODULE_MISSING,
+        EngineError::ScriptLoad { .. } => reason::SCRIPT_LOAD_FAILED,
+        EngineError::Timeout { .. } => reason::REDIS_TIMEOUT,
         EngineError::Command { .. } | EngineError::Protocol { .. } | EngineError::Io(_) | EngineError::Other(_) => {
-            "RedisError"
+            reason::REDIS_ERROR
         }
     }
 }
@@ -109,7 +108,7 @@ impl LiveRedis {
         match tokio::time::timeout(self.timeout * 2, f).await {
             Ok(r) => r.map_err(problem),
             Err(_) => Err(RedisProblem {
-                reason: "RedisTimeout",
+                reason: reason::REDIS_TIMEOUT,
                 message: format!("{what} at {} took longer than {:?}", target.address, self.timeout * 2),
             }),
         }

@@ -1,0 +1,93 @@
+//! Apply: prune what a changed spec no longer wants, then server-side apply the children in dependency
+//! order, with the Redis users set up between Redis and the pods that log in as them.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use super::dereference::Inputs;
+use super::{Context, RedisTarget, users};
+use crate::Result;
+use crate::apply;
+use crate::crd::PopUpStore;
+use crate::render::{self, Children, ValidatedStore};
+use crate::status::Check;
+use crate::status::workload::redis_ready;
+
+/// The live workloads after the apply, and what the Redis users' setup said.
+pub(super) struct Applied {
+    pub redis: StatefulSet,
+    pub deployments: Vec<Deployment>,
+    /// `None` when the users were not set up (Redis not ready, or no admin password); `Err`: the
+    /// RedisReady condition.
+    pub users: Option<std::result::Result<(), Check>>,
+    /// The desired simulator Job, created later (once the scripts are in place) by the observe stage.
+    pub simulator_job: Option<Job>,
+}
+
+pub(super) async fn apply_children(
+    ctx: &Context,
+    store: &PopUpStore,
+    validated: &ValidatedStore,
+    inputs: &Inputs,
+    target: &RedisTarget,
+    children: Children,
+) -> Result<Applied> {
+    // Only a spec change can make a child unwanted (Grafana mode, password source): prune then, so a
+    // settled store does not pay for it.
+    if store.status.as_ref().and_then(|s| s.observed_generation) != store.metadata.generation {
+        prune(ctx, store, validated, &children).await?;
+    }
+    let client = &ctx.client;
+    // Dependency order: what pods read (Secrets, ConfigMaps) before the pods, Services before clients.
+    for s in children.secrets {
+        apply::apply(client, s).await?;
+    }
+    for cm in children.config_maps {
+        apply::apply(client, cm).await?;
+    }
+    for svc in children.services {
+        apply::apply(client, svc).await?;
+    }
+    // Before the pods: Redis never runs unprotected.
+    for policy in children.network_policies {
+        apply::apply(client, policy).await?;
+    }
+    let redis = apply::apply(client, children.redis.expect("a store always has Redis")).await?;
+    // The users before the pods that log in as them: a new password is accepted before a pod uses it.
+    let users = match inputs.redis_password.problem.is_none() && redis_ready(&redis) {
+        true => Some(users::ensure(ctx, store, validated, target, &inputs.credentials).await),
+        false => None,
+    };
+    let mut deployments = Vec::new();
+    for d in children.deployments {
+        deployments.push(apply::apply(client, d).await?);
+    }
+    Ok(Applied { redis, deployments, users, simulator_job: children.simulator_job })
+}
+
+/// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`).
+async fn prune(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore, children: &Children) -> Result<()> {
+    let Some(uid) = store.metadata.uid.as_deref() else { return Ok(()) };
+    let wanted = children.kinds_and_names();
+    let ns = &validated.namespace;
+    for (kind, name) in render::optional_children(&validated.names) {
+        if wanted.iter().any(|(k, n)| k == kind && *n == name) {
+            continue;
+        }
+        let client = &ctx.client;
+        let deleted = match kind {
+            "Secret" => apply::delete_if_owned::<Secret>(client, ns, &name, uid).await?,
+            "ConfigMap" => apply::delete_if_owned::<ConfigMap>(client, ns, &name, uid).await?,
+            "Service" => apply::delete_if_owned::<Service>(client, ns, &name, uid).await?,
+            "Deployment" => apply::delete_if_owned::<Deployment>(client, ns, &name, uid).await?,
+            "NetworkPolicy" => apply::delete_if_owned::<NetworkPolicy>(client, ns, &name, uid).await?,
+            other => unreachable!("no prune for {other}"),
+        };
+        if deleted {
+            tracing::info!(store = %validated.names.store, kind, %name, "deleted a child the spec no longer wants");
+        }
+    }
+    Ok(())
+}
