@@ -127,7 +127,7 @@ impl RedisGateway for LiveRedis {
                 batch_size: processing.batch_size,
                 metrics_interval: Duration::from_secs(processing.metrics_interval_seconds.into()),
             };
-            let kind = engine_kind(engine);
+            let kind = EngineKind::from(engine);
             let (outcome, problems) = self
                 .within("loading the scripts", target, async {
                     let (mut conn, _) = engine::connect(&target.url(), Some(&target.password)).await?;
@@ -232,13 +232,4 @@ fn getuser_passwords(reply: &redis::Value) -> Vec<String> {
         .iter()
         .filter_map(engine::value_str)
         .collect()
-}
-
-/// The engine behind a `spec.engine` value.
-pub fn engine_kind(engine: Engine) -> EngineKind {
-    match engine {
-        Engine::Gears => EngineKind::Gears,
-        Engine::Triggers => EngineKind::Triggers,
-        Engine::Native => EngineKind::Native,
-    }
 }
