@@ -9,7 +9,7 @@ use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineKind;
+use crate::engine::{EngineKind, ProcessingSettings, SaleSnapshot};
 
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "popup.dev";
@@ -225,6 +225,29 @@ impl From<EngineKind> for Engine {
             EngineKind::Gears => Engine::Gears,
             EngineKind::Triggers => Engine::Triggers,
             EngineKind::Native => Engine::Native,
+        }
+    }
+}
+
+/// A store's processing settings as every engine takes them.
+impl From<&ProcessingSpec> for ProcessingSettings {
+    fn from(p: &ProcessingSpec) -> Self {
+        ProcessingSettings {
+            batch_size: p.batch_size,
+            metrics_interval: std::time::Duration::from_secs(p.metrics_interval_seconds.into()),
+        }
+    }
+}
+
+/// The sale's numbers read from Redis, as the store's status shows them.
+impl From<SaleSnapshot> for SaleStatus {
+    fn from(sale: SaleSnapshot) -> Self {
+        SaleStatus {
+            available: sale.product,
+            customers_waiting: sale.customers_waiting,
+            orders_queued: sale.orders_queued,
+            completed: sale.completed,
+            rejected: sale.rejected,
         }
     }
 }
@@ -870,6 +893,19 @@ pub fn parse_stores(text: &str) -> Result<(Vec<PopUpStore>, Vec<String>), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processing_and_sale_cross_the_engine_boundary_field_for_field() {
+        let p = ProcessingSpec { batch_size: 7, metrics_interval_seconds: 2, ..Default::default() };
+        let settings = ProcessingSettings::from(&p);
+        assert_eq!(settings, ProcessingSettings { batch_size: 7, metrics_interval: std::time::Duration::from_secs(2) });
+        let sale =
+            SaleSnapshot { product: Some(-1), customers_waiting: 2, orders_queued: 3, completed: 4, rejected: 5 };
+        assert_eq!(
+            SaleStatus::from(sale),
+            SaleStatus { available: Some(-1), customers_waiting: 2, orders_queued: 3, completed: 4, rejected: 5 }
+        );
+    }
 
     #[test]
     fn one_default_engine_and_one_conversion_each_way() {

@@ -2,17 +2,13 @@
 //! so a user can read what runs inside their Redis (`kubectl get configmap <store>-scripts -o yaml`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::crd::{Engine, ProcessingSpec};
 use crate::engine::{ProcessingSettings, gears, native, triggers};
 
 /// File name → content.
 pub fn files(engine: Engine, processing: &ProcessingSpec) -> BTreeMap<String, String> {
-    let settings = ProcessingSettings {
-        batch_size: processing.batch_size,
-        metrics_interval: Duration::from_secs(processing.metrics_interval_seconds.into()),
-    };
+    let settings = ProcessingSettings::from(processing);
     let mut files = BTreeMap::from([(
         "settings.yaml".to_string(),
         format!(

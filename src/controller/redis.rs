@@ -123,10 +123,7 @@ impl RedisGateway for LiveRedis {
         processing: &'a ProcessingSpec,
     ) -> BoxFuture<'a, Result<String, RedisProblem>> {
         Box::pin(async move {
-            let settings = ProcessingSettings {
-                batch_size: processing.batch_size,
-                metrics_interval: Duration::from_secs(processing.metrics_interval_seconds.into()),
-            };
+            let settings = ProcessingSettings::from(processing);
             let kind = EngineKind::from(engine);
             let (outcome, problems) = self
                 .within("loading the scripts", target, async {
@@ -184,13 +181,7 @@ impl RedisGateway for LiveRedis {
                     engine::read_sale(&mut conn).await
                 })
                 .await?;
-            Ok(SaleStatus {
-                available: sale.product,
-                customers_waiting: sale.customers_waiting,
-                orders_queued: sale.orders_queued,
-                completed: sale.completed,
-                rejected: sale.rejected,
-            })
+            Ok(SaleStatus::from(sale))
         })
     }
 }
