@@ -39,11 +39,7 @@ pub struct GearsScript {
 }
 
 fn render(id: &'static str, template: &str, settings: &ProcessingSettings) -> (String, String) {
-    let text = template
-        .replace("__BATCH__", &settings.batch().to_string())
-        .replace("__INTERVAL_MS__", &settings.interval_ms().to_string())
-        .replace("__FLUSH_MS__", &FLUSH_MS.to_string())
-        .replace("__ERROR_TTL_MS__", &super::ENGINE_ERROR_TTL.as_millis().to_string());
+    let text = settings.fill(template, &[("__FLUSH_MS__", FLUSH_MS.to_string())]);
     let desc = format!("{id} sha={}", script_hash(&text));
     (text.replace("__DESC__", &desc), desc)
 }

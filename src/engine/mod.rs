@@ -131,6 +131,20 @@ impl ProcessingSettings {
     pub fn batch(&self) -> u32 {
         self.batch_size.max(1)
     }
+
+    /// An engine's script template with its placeholders filled: `__BATCH__`, `__INTERVAL_MS__` and
+    /// `__ERROR_TTL_MS__` from these settings, then the engine's own `(placeholder, value)` pairs.
+    pub(crate) fn fill(&self, template: &str, extra: &[(&str, String)]) -> String {
+        let common = [
+            ("__BATCH__", self.batch().to_string()),
+            ("__INTERVAL_MS__", self.interval_ms().to_string()),
+            ("__ERROR_TTL_MS__", ENGINE_ERROR_TTL.as_millis().to_string()),
+        ];
+        common
+            .iter()
+            .chain(extra)
+            .fold(template.to_string(), |text, (placeholder, value)| text.replace(placeholder, value))
+    }
 }
 
 /// What [`load_scripts`] did.
@@ -647,6 +661,19 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn every_engine_script_has_its_placeholders_filled() {
+        let settings = ProcessingSettings { batch_size: 0, metrics_interval: Duration::from_millis(2500) };
+        assert_eq!(settings.fill("b=__BATCH__ i=__INTERVAL_MS__ x=__X__", &[("__X__", "y".into())]), "b=1 i=2500 x=y");
+        let mut codes: Vec<String> = gears::scripts(&settings).into_iter().map(|s| s.code).collect();
+        codes.push(triggers::library_code(&settings));
+        for code in codes {
+            let left =
+                code.match_indices("__").any(|(i, _)| code[i + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+            assert!(!left, "a placeholder is left in:\n{code}");
+        }
     }
 
     #[test]

@@ -21,10 +21,7 @@ const TEMPLATE: &str = include_str!("assets/triggers.js");
 
 /// The library text for these settings (what TFUNCTION LOAD receives).
 pub fn library_code(settings: &ProcessingSettings) -> String {
-    TEMPLATE
-        .replace("__BATCH__", &settings.batch().to_string())
-        .replace("__INTERVAL_MS__", &settings.interval_ms().to_string())
-        .replace("__ERROR_TTL_MS__", &super::ENGINE_ERROR_TTL.as_millis().to_string())
+    settings.fill(TEMPLATE, &[])
 }
 
 /// What TFUNCTION LIST says about our library.
