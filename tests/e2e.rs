@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
-use popup_operator::status;
+use popup_operator::status::{self, reason};
 use serde_json::{Value, json};
 use support::store::{
     WAIT, assert_owned, bring_up, condition, describe, get as store, selector, simulator_jobs, wait_condition,
@@ -161,7 +161,7 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     )
     .await;
     // Before any pod runs: conditions for the current generation, Redis starting, no simulator yet.
-    let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some("Starting")).await;
+    let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some(reason::STARTING)).await;
     assert_eq!(s.status.as_ref().unwrap().observed_generation, s.metadata.generation);
     assert_eq!(condition(&s, status::READY).unwrap().status, "False");
     assert!(simulator_jobs(&env, "demo").await.is_empty(), "no simulator before the scripts are loaded");
@@ -179,12 +179,12 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     // The simulator Job exists, owned by the store, and its name is in the status.
     let job_name = st.simulator_job.clone().expect("status names the simulator Job");
     assert_eq!(support::store::the_only_job(&env, &s).await.name_any(), job_name);
-    let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "False", Some("Running")).await;
+    let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "False", Some(reason::RUNNING)).await;
     assert_eq!(condition(&s, status::READY).unwrap().status, "True", "Ready does not wait for the simulation");
 
     // The Job's pod exits 0: the Job controller completes the Job, the operator reports it.
     support::make_job_pods_succeed(&env, &job_name).await;
-    let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "True", Some("Succeeded")).await;
+    let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "True", Some(reason::SUCCEEDED)).await;
     assert_eq!(condition(&s, status::READY).unwrap().status, "True");
 
     // Each transition was published as an Event about the store (events.k8s.io/v1).
@@ -198,7 +198,7 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
         .filter_map(|e| e.reason)
         .collect();
-    for reason in ["RedisReadyFalse", "RedisReady", "Ready", "SimulationComplete"] {
+    for reason in ["RedisReadyFalse", status::REDIS_READY, status::READY, status::SIMULATION_COMPLETE] {
         assert!(reasons.contains(reason), "no {reason} Event; got {reasons:?}");
     }
     assert_rbac_sufficient(&env, &id, &op);
@@ -366,7 +366,7 @@ async fn a_password_secret_created_after_the_store_is_picked_up() {
     let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
     let spec = json!({"redis": {"passwordSecretRef": {"name": "shop-password", "key": "password"}}});
     env.apply_yaml(&serde_yaml::to_string(&store_json("shop", spec)).unwrap()).await;
-    let s = wait_condition(&env, "shop", status::REDIS_READY, "False", Some("PasswordSecretMissing")).await;
+    let s = wait_condition(&env, "shop", status::REDIS_READY, "False", Some(reason::PASSWORD_SECRET_MISSING)).await;
     let message = &condition(&s, status::REDIS_READY).unwrap().message;
     assert!(message.contains("shop-password") && message.contains("spec.redis.passwordSecretRef"), "{message}");
     support::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
@@ -416,7 +416,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
         .unwrap();
     // The operator looks again within 30 s by itself; a metadata change makes it look now.
     patch_store(&env, "demo", json!({"metadata": {"annotations": {"e2e.popup.dev/poke": "1"}}})).await;
-    let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some("Unschedulable")).await;
+    let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some(reason::UNSCHEDULABLE)).await;
     let message = &condition(&s, status::REDIS_READY).unwrap().message;
     for words in ["gears", "redismod", "amd64 only", "engine: triggers", "engine: native", scheduler] {
         assert!(message.contains(words), "{words:?} missing from: {message}");
@@ -437,7 +437,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
 
     // An amd64 node appears and the pod runs: the explanation goes.
     support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
-    wait_condition(&env, "demo", status::REDIS_READY, "True", Some("Running")).await;
+    wait_condition(&env, "demo", status::REDIS_READY, "True", Some(reason::RUNNING)).await;
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
 }
@@ -523,7 +523,7 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     let redis_generation = || async { env.api::<StatefulSet>().get("shop-redis").await.unwrap().metadata.generation };
     let redis_before = redis_generation().await;
     let grafana = condition(&s, status::GRAFANA_READY).expect("GrafanaReady condition");
-    assert_eq!((grafana.status.as_str(), grafana.reason.as_str()), ("True", "Disabled"), "{grafana:?}");
+    assert_eq!((grafana.status.as_str(), grafana.reason.as_str()), ("True", reason::DISABLED), "{grafana:?}");
     let first = s.status.unwrap().simulator_job.unwrap();
 
     // A new stock is a new simulation: a new Job; the old one is deleted.

@@ -15,7 +15,7 @@ use kube::api::{Api, PostParams};
 use popup_operator::controller::redis::LiveRedis;
 use popup_operator::crd::PopUpStore;
 use popup_operator::simulator::{self, SimulatorConfig};
-use popup_operator::status;
+use popup_operator::status::{self, reason};
 use redis::Value;
 use redis_server::RedisServer;
 use serde_json::json;
@@ -76,7 +76,7 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
             if c.0 == "True" { Ok(c) } else { Err(format!("{c:?}")) }
         })
         .await;
-    assert_eq!(reason, "Loaded");
+    assert_eq!(reason, reason::LOADED);
     assert!(message.contains("triggers scripts"), "{message}");
     assert!(libraries(&server).await.contains("popup"), "the library is in Redis");
     env.eventually("Ready=True", WAIT, || async {

@@ -24,6 +24,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
+use popup_operator::status;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -388,8 +389,8 @@ async fn assert_exact_end(client: &Client, ns: &str, store: &str) {
     wait_for(&format!("{ns}/{store}'s status to show the end"), Duration::from_secs(180), || async {
         let s = stores.get(store).await.map_err(|e| e.to_string())?;
         let sale = s.status.as_ref().and_then(|st| st.sale.clone()).ok_or("no sale in the status")?;
-        let ready = condition(&s, "Ready").map(|c| c.0);
-        let done = condition(&s, "SimulationComplete").map(|c| c.0);
+        let ready = condition(&s, status::READY).map(|c| c.0);
+        let done = condition(&s, status::SIMULATION_COMPLETE).map(|c| c.0);
         if sale.completed == STOCK as u64
             && sale.available == Some(0)
             && ready.as_deref() == Some("True")
@@ -571,7 +572,7 @@ async fn a_users_whole_path_on_a_real_node() {
         let message = wait_for("the gears store to name what its image lacks", Duration::from_secs(180), || async {
             let s = stores.get("shop").await.map_err(|e| e.to_string())?;
             let text = conditions_text(&s);
-            if text.contains("RedisGears 1") && condition(&s, "Ready").map(|c| c.0).as_deref() == Some("False") {
+            if text.contains("RedisGears 1") && condition(&s, status::READY).map(|c| c.0).as_deref() == Some("False") {
                 Ok(text)
             } else {
                 Err(text)

@@ -13,6 +13,7 @@ use popup_operator::controller::redis::LiveRedis;
 use popup_operator::controller::{RedisGateway, RedisTarget};
 use popup_operator::crd::{Engine, ProcessingSpec};
 use popup_operator::simulator::{self, SimulatorConfig};
+use popup_operator::status::reason;
 use redis::Value;
 use redis_server::{RedisServer, free_port};
 
@@ -74,10 +75,10 @@ async fn problems_become_condition_reasons_that_name_the_cause() {
     let g = gateway();
 
     let wrong = g.read_sale(&target(&server, "wrong")).await.unwrap_err();
-    assert_eq!(wrong.reason, "RedisAuthFailed", "{wrong:?}");
+    assert_eq!(wrong.reason, reason::REDIS_AUTH_FAILED, "{wrong:?}");
 
     let gears = g.ensure_scripts(&target(&server, PASSWORD), Engine::Gears, &processing).await.unwrap_err();
-    assert_eq!(gears.reason, "ModuleMissing", "{gears:?}");
+    assert_eq!(gears.reason, reason::MODULE_MISSING, "{gears:?}");
     assert!(gears.message.contains("RedisGears 1"), "{}", gears.message);
 
     let nowhere = RedisTarget {
@@ -87,7 +88,7 @@ async fn problems_become_condition_reasons_that_name_the_cause() {
         admin_password: None,
     };
     let unreachable = g.read_sale(&nowhere).await.unwrap_err();
-    assert_eq!(unreachable.reason, "RedisUnreachable", "{unreachable:?}");
+    assert_eq!(unreachable.reason, reason::REDIS_UNREACHABLE, "{unreachable:?}");
     assert!(unreachable.message.contains(&nowhere.address), "{}", unreachable.message);
 }
 
@@ -143,7 +144,7 @@ async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(problem.reason, "EngineFailing");
+    assert_eq!(problem.reason, reason::ENGINE_FAILING);
     assert!(problem.message.contains("queue:rejected holds a string, not a stream"), "{}", problem.message);
 
     // Fixed by the user: the next order brings the waiting one along, and the condition clears once
@@ -258,5 +259,5 @@ async fn the_admin_password_lets_the_operator_set_up_its_own_user_again() {
     // Without a password Redis takes, the reason says so.
     let lost = RedisTarget { admin_password: Some("not-the-admin-password".into()), password: "nope".into(), ..t };
     let problem = g.ensure_users(&lost, &acl::users(&users.store, &creds)).await.unwrap_err();
-    assert_eq!(problem.reason, "RedisAuthFailed", "{problem:?}");
+    assert_eq!(problem.reason, reason::REDIS_AUTH_FAILED, "{problem:?}");
 }

@@ -17,7 +17,7 @@ use kube::runtime::controller::Action;
 use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget};
 use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, ProcessingSpec, SaleStatus, SecretKeyRef};
 use popup_operator::render::acl::{AclUser, password_hash};
-use popup_operator::status;
+use popup_operator::status::{self, reason};
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
 
@@ -287,8 +287,8 @@ async fn first_reconcile_applies_every_child_in_dependency_order_and_waits_for_r
         Action::requeue(Duration::from_secs(30)),
         "waiting for pods: the watches bring the news, requeue is a safety net"
     );
-    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Starting".into()));
-    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), "WaitingForRedis".into()));
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), reason::STARTING.into()));
+    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), reason::WAITING_FOR_REDIS.into()));
     assert_eq!(h.condition(status::READY).0, "False");
     assert!(h.redis.calls.lock().unwrap().is_empty(), "Redis is not contacted before its pod is ready");
     assert!(events(&log) >= 1, "condition transitions are published as events");
@@ -312,9 +312,9 @@ async fn ready_store_loads_scripts_starts_the_simulator_then_goes_quiet() {
     let w = writes(&h.api.take_log());
     assert_eq!(w.len(), 2, "only the Job and the status are written: {w:?}");
     assert!(w[0].starts_with("POST /apis/batch/v1/namespaces/sales/jobs"), "{w:?}");
-    assert_eq!(h.condition(status::READY), ("True".into(), "AllComponentsReady".into()));
-    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("True".into(), "Loaded".into()));
-    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), "Running".into()));
+    assert_eq!(h.condition(status::READY), ("True".into(), reason::ALL_COMPONENTS_READY.into()));
+    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("True".into(), reason::LOADED.into()));
+    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), reason::RUNNING.into()));
     let target = h.redis.calls.lock().unwrap()[0].clone();
     assert_eq!(target.address, "127.0.0.1:16379", "the documented address override is used");
     assert!(!target.password.is_empty());
@@ -346,7 +346,7 @@ async fn ready_store_loads_scripts_starts_the_simulator_then_goes_quiet() {
     let job = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/")[0].clone();
     h.api.edit(&job, |o| o["status"] = json!({"succeeded": 1}));
     let action = h.reconcile().await;
-    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("True".into(), "Succeeded".into()));
+    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("True".into(), reason::SUCCEEDED.into()));
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
 }
 
@@ -395,7 +395,7 @@ async fn invalid_spec_sets_a_condition_and_waits_for_a_change() {
     assert_eq!(action, Action::await_change(), "await_change, not a hot loop");
     let s = h.store();
     let ready = status::find(s.status.as_ref(), status::READY).unwrap();
-    assert_eq!(ready.reason, "InvalidSpec");
+    assert_eq!(ready.reason, reason::INVALID_SPEC);
     assert!(ready.message.contains("spec.stock"), "{}", ready.message);
     // Reconciling the same broken spec again writes nothing.
     h.reconcile().await;
@@ -410,7 +410,7 @@ async fn missing_user_password_secret_is_reported_not_crashed_on() {
     });
     h.reconcile().await;
     let (st, reason) = h.condition(status::REDIS_READY);
-    assert_eq!((st.as_str(), reason.as_str()), ("False", "PasswordSecretMissing"));
+    assert_eq!((st.as_str(), reason.as_str()), ("False", reason::PASSWORD_SECRET_MISSING));
     let msg = status::find(h.store().status.as_ref(), status::REDIS_READY).unwrap().message.clone();
     assert!(msg.contains("mine") && msg.contains("passwordSecretRef"), "{msg}");
     assert!(
@@ -441,14 +441,14 @@ async fn missing_module_is_a_condition_with_a_warning_event_and_no_simulator() {
     h.reconcile().await;
     h.pods_become_ready();
     *h.redis.scripts.lock().unwrap() = Err(RedisProblem {
-        reason: "ModuleMissing",
+        reason: reason::MODULE_MISSING,
         message: "Redis at x has no RedisGears 2 module; use engine native".into(),
     });
     h.api.take_log();
     let action = h.reconcile().await;
     let log = h.api.take_log();
-    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), "ModuleMissing".into()));
-    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), "WaitingForScripts".into()));
+    assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), reason::MODULE_MISSING.into()));
+    assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), reason::WAITING_FOR_SCRIPTS.into()));
     assert!(h.api.paths_under("/apis/batch/v1/").is_empty());
     assert!(events(&log) >= 1);
     assert_eq!(action, Action::requeue(Duration::from_secs(10)), "a Redis-side problem is retried soon");
@@ -468,7 +468,7 @@ async fn native_engine_gets_a_processor_and_waits_for_it() {
     h.pods_become_ready();
     h.reconcile().await;
     assert_eq!(h.condition(status::PROCESSOR_READY).0, "True");
-    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), "Disabled".into()));
+    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), reason::DISABLED.into()));
     assert_eq!(h.condition(status::READY).0, "True");
 }
 
@@ -484,7 +484,7 @@ async fn sidecar_mode_labels_the_dashboard_for_an_existing_grafana() {
     assert_eq!(ds["metadata"]["labels"]["grafana_datasource"], "1");
     let dash = h.api.get("/api/v1/namespaces/sales/configmaps/shop-grafana-dashboards").unwrap();
     assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
-    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), "Sidecar".into()));
+    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), reason::SIDECAR.into()));
     assert_eq!(h.condition(status::READY).0, "True");
     assert!(h.store().status.unwrap().endpoints.unwrap().grafana.is_none());
 }
@@ -590,7 +590,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
     h.reconcile().await;
     let sts = h.api.get("/apis/apps/v1/namespaces/sales/statefulsets/shop-redis").unwrap();
     assert_eq!(sts["spec"]["template"]["spec"]["nodeSelector"], json!({"kubernetes.io/arch": "amd64"}));
-    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Starting".into()), "no pod yet");
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), reason::STARTING.into()), "no pod yet");
 
     // The StatefulSet controller made the pod and the scheduler found no amd64 node for it.
     let scheduler = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
@@ -604,7 +604,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
     let action = h.reconcile().await;
     let log = h.api.take_log();
     assert!(log.contains(&(Method::GET, "/api/v1/namespaces/sales/pods/shop-redis-0".into())), "{log:?}");
-    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "Unschedulable".into()));
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), reason::UNSCHEDULABLE.into()));
     let s = h.store();
     let message = &status::find(s.status.as_ref(), status::REDIS_READY).unwrap().message;
     for words in ["gears", "amd64 only", "engine: triggers", "engine: native", scheduler] {
@@ -625,7 +625,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
     // An amd64 node joins: the pod runs, the explanation goes, and a ready store reads no pod.
     h.pods_become_ready();
     h.reconcile().await;
-    assert_eq!(h.condition(status::REDIS_READY), ("True".into(), "Running".into()));
+    assert_eq!(h.condition(status::REDIS_READY), ("True".into(), reason::RUNNING.into()));
     h.reconcile().await;
     assert!(h.api.take_log().iter().all(|(_, p)| !p.contains("/pods/")), "no pod read once Redis is ready");
 }
@@ -644,7 +644,7 @@ async fn a_gears_password_redis_6_would_have_misread_is_fine_as_a_hash() {
     h.reconcile().await;
     h.pods_become_ready();
     h.reconcile().await;
-    assert_eq!(h.condition(status::REDIS_READY), ("True".into(), "Running".into()));
+    assert_eq!(h.condition(status::REDIS_READY), ("True".into(), reason::RUNNING.into()));
     let acl: k8s_openapi::api::core::v1::Secret =
         serde_json::from_value(h.api.get("/api/v1/namespaces/sales/secrets/shop-redis-acl").unwrap()).unwrap();
     let file = String::from_utf8(acl.data.unwrap()["users.acl"].0.clone()).unwrap();
@@ -711,11 +711,11 @@ async fn redis_refusing_the_operator_is_a_redis_ready_reason_and_nothing_is_load
     h.reconcile().await;
     h.pods_become_ready();
     *h.redis.users_result.lock().unwrap() = Err(RedisProblem {
-        reason: "RedisAuthFailed",
+        reason: reason::REDIS_AUTH_FAILED,
         message: "Redis at shop-redis.sales.svc:6379 rejected the credentials (WRONGPASS)".into(),
     });
     let action = h.reconcile().await;
-    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), "RedisAuthFailed".into()));
+    assert_eq!(h.condition(status::REDIS_READY), ("False".into(), reason::REDIS_AUTH_FAILED.into()));
     let msg = status::find(h.store().status.as_ref(), status::REDIS_READY).unwrap().message.clone();
     assert!(msg.starts_with("setting up the Redis users failed: ") && msg.contains("WRONGPASS"), "{msg}");
     assert!(h.redis.calls.lock().unwrap().is_empty(), "no scripts without the users");
