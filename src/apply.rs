@@ -13,8 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::controller::{Error, Result};
 use crate::render::{APPLIED_HASH_ANNOTATION, FIELD_MANAGER, checksum_of};
-use crate::{Error, Result};
 
 /// What a namespaced child must be to go through [`apply`].
 pub trait Child:

@@ -6,9 +6,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
+use super::Result;
 use super::dereference::Inputs;
 use super::{Context, RedisTarget, users};
-use crate::Result;
 use crate::apply;
 use crate::crd::PopUpStore;
 use crate::render::{self, Children, ValidatedStore};

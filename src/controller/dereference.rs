@@ -7,8 +7,8 @@ use kube::runtime::events::EventType;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
+use super::Result;
 use super::{Context, publish_event, users};
-use crate::Result;
 use crate::apply;
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::Credentials;

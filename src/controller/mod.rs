@@ -8,6 +8,7 @@
 mod apply_children;
 mod build;
 mod dereference;
+mod error;
 pub mod next_action;
 mod observe;
 pub mod rbac;
@@ -35,9 +36,9 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::PopUpStore;
 use crate::render::{self, ValidatedStore};
 use crate::telemetry::Health;
-use crate::{Error, Result};
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
+pub use error::{Error, Result, StartupError};
 pub use redis::{RedisGateway, RedisProblem, RedisTarget};
 
 /// Operator-wide settings (from flags).
@@ -216,18 +217,18 @@ impl std::fmt::Display for WatchScope {
 
 /// Runs the controller until SIGTERM/ctrl-c. Fails fast, with the fix, when the CRD is not installed or
 /// a watched namespace is not readable.
-pub async fn run(ctx: Context, scope: impl Into<WatchScope>) -> Result<()> {
+pub async fn run(ctx: Context, scope: impl Into<WatchScope>) -> Result<(), StartupError> {
     let scope = scope.into();
     let client = ctx.client.clone();
     for namespace in scope.watches() {
         let stores: Api<PopUpStore> = scoped(&client, &namespace);
         let at = namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
         if let Err(e) = stores.list(&ListParams::default().limit(1)).await {
-            return Err(Error::Startup(match e {
-                kube::Error::Api(ref s) if s.code == 404 => "the PopUpStore CRD is not installed: run `popup-operator crd | kubectl apply -f -` (or install the Helm chart) and start the operator again".to_string(),
-                kube::Error::Api(ref s) if s.code == 403 => format!("not allowed to list popupstores.popup.dev{at} ({}): check the operator's RBAC (charts/popup-operator: watchNamespace/watchNamespaces must list every --watch-namespace)", s.message),
-                other => format!("cannot reach the Kubernetes API: {other}"),
-            }));
+            return Err(match e {
+                kube::Error::Api(ref s) if s.code == 404 => StartupError::CrdMissing,
+                kube::Error::Api(s) if s.code == 403 => StartupError::Forbidden { at, message: s.message },
+                other => StartupError::Unreachable(other),
+            });
         }
     }
     ctx.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);

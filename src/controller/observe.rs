@@ -7,10 +7,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Client, ResourceExt};
 
+use super::Result;
 use super::apply_children::Applied;
 use super::dereference::Inputs;
 use super::{Context, RedisTarget, users};
-use crate::Result;
 use crate::apply;
 use crate::crd::{Endpoints, Engine, GrafanaMode, PopUpStore, SaleStatus};
 use crate::render::{self, ValidatedStore};

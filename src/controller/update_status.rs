@@ -7,10 +7,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 
 use super::{Context, publish_event};
+use super::{Error, Result};
 use crate::crd::{PopUpStore, PopUpStoreStatus};
 use crate::render::FIELD_MANAGER;
 use crate::status::{self, Observations, reason};
-use crate::{Error, Result};
 
 /// Computes and writes the status; returns whether the store is Ready.
 pub(super) async fn update_status(ctx: &Context, store: &PopUpStore, observations: &Observations) -> Result<bool> {

@@ -26,8 +26,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::runtime::events::EventType;
 
+use super::Result;
 use super::{Context, RedisTarget, existing_or_new_password, new_password, publish_event};
-use crate::Result;
 use crate::apply;
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::{
