@@ -46,7 +46,7 @@ fn triggers_container(password: &str) -> (Container, String, Credentials) {
     let children = render::build_children(&validated, &inputs);
     let acl_secret = children.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis-acl")).unwrap();
     let file = String::from_utf8(acl_secret.data.as_ref().unwrap()[acl::ACL_FILE_KEY].0.clone()).unwrap();
-    let sts = children.redis.unwrap();
+    let sts = children.redis;
     (sts.spec.unwrap().template.spec.unwrap().containers.remove(0), file, credentials)
 }
 

@@ -3,8 +3,6 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::Result;
 use super::dereference::Inputs;
@@ -54,7 +52,7 @@ pub(super) async fn apply_children(
     for policy in children.network_policies {
         apply::apply(client, policy).await?;
     }
-    let redis = apply::apply(client, children.redis.expect("a store always has Redis")).await?;
+    let redis = apply::apply(client, children.redis).await?;
     // The users before the pods that log in as them: a new password is accepted before a pod uses it.
     let users = match inputs.redis_password.problem.is_none() && redis_ready(&redis) {
         true => Some(users::ensure(ctx, store, validated, target, &inputs.credentials).await),
@@ -67,26 +65,30 @@ pub(super) async fn apply_children(
     Ok(Applied { redis, deployments, users, simulator_job: children.simulator_job })
 }
 
-/// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`).
+/// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`), kind by kind.
 async fn prune(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore, children: &Children) -> Result<()> {
     let Some(uid) = store.metadata.uid.as_deref() else { return Ok(()) };
-    let wanted = children.kinds_and_names();
-    let ns = &validated.namespace;
-    for (kind, name) in render::optional_children(&validated.names) {
-        if wanted.iter().any(|(k, n)| k == kind && *n == name) {
-            continue;
-        }
-        let client = &ctx.client;
-        let deleted = match kind {
-            "Secret" => apply::delete_if_owned::<Secret>(client, ns, &name, uid).await?,
-            "ConfigMap" => apply::delete_if_owned::<ConfigMap>(client, ns, &name, uid).await?,
-            "Service" => apply::delete_if_owned::<Service>(client, ns, &name, uid).await?,
-            "Deployment" => apply::delete_if_owned::<Deployment>(client, ns, &name, uid).await?,
-            "NetworkPolicy" => apply::delete_if_owned::<NetworkPolicy>(client, ns, &name, uid).await?,
-            other => unreachable!("no prune for {other}"),
-        };
-        if deleted {
-            tracing::info!(store = %validated.names.store, kind, %name, "deleted a child the spec no longer wants");
+    let optional = render::optional_children(&validated.names);
+    prune_kind(ctx, validated, uid, &optional.secrets, &children.secrets).await?;
+    prune_kind(ctx, validated, uid, &optional.config_maps, &children.config_maps).await?;
+    prune_kind(ctx, validated, uid, &optional.services, &children.services).await?;
+    prune_kind(ctx, validated, uid, &optional.deployments, &children.deployments).await?;
+    prune_kind(ctx, validated, uid, &optional.network_policies, &children.network_policies).await?;
+    Ok(())
+}
+
+/// Deletes the `optional` children of one kind that are not `wanted` (and that the store owns).
+async fn prune_kind<K: apply::Child>(
+    ctx: &Context,
+    validated: &ValidatedStore,
+    uid: &str,
+    optional: &[String],
+    wanted: &[K],
+) -> Result<()> {
+    for name in optional.iter().filter(|name| !render::has_named(wanted, name)) {
+        if apply::delete_if_owned::<K>(&ctx.client, &validated.namespace, name, uid).await? {
+            let kind = K::kind(&());
+            tracing::info!(store = %validated.names.store, %kind, %name, "deleted a child the spec no longer wants");
         }
     }
     Ok(())

@@ -341,14 +341,14 @@ pub struct BuildInputs {
 }
 
 /// Every object a store is made of, in the order they are applied.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Children {
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
     pub services: Vec<Service>,
     /// Applied before the pods they protect exist.
     pub network_policies: Vec<NetworkPolicy>,
-    pub redis: Option<StatefulSet>,
+    pub redis: StatefulSet,
     pub deployments: Vec<Deployment>,
     pub simulator_job: Option<Job>,
 }
@@ -361,7 +361,7 @@ impl Children {
         push_all(&mut out, &self.config_maps);
         push_all(&mut out, &self.services);
         push_all(&mut out, &self.network_policies);
-        push_all(&mut out, self.redis.iter());
+        push_all(&mut out, [&self.redis]);
         push_all(&mut out, &self.deployments);
         push_all(&mut out, self.simulator_job.iter());
         out
@@ -372,45 +372,74 @@ fn push_all<'a, T: Serialize + 'a>(out: &mut Vec<serde_json::Value>, items: impl
     out.extend(items.into_iter().map(|i| serde_json::to_value(i).expect("k8s objects serialize")));
 }
 
-/// Children a store may have had under another spec (Grafana mode, password source, engine, network
-/// policy), by kind:
-/// what is not in the current [`Children`] gets pruned after a spec change.
-pub fn optional_children(names: &Names) -> Vec<(&'static str, String)> {
-    vec![
-        ("Secret", names.redis_secret()),
-        ("Secret", names.redis_user(grafana::COMPONENT)),
-        ("Secret", names.redis_user(simulator::COMPONENT)),
-        ("Secret", names.redis_user(processor::COMPONENT)),
-        ("Secret", names.grafana()),
-        ("Secret", names.grafana_datasource()),
-        ("ConfigMap", names.grafana_provisioning()),
-        ("ConfigMap", names.grafana_dashboards()),
-        ("Service", names.grafana()),
-        ("Deployment", names.grafana()),
-        ("Deployment", names.processor()),
-        ("NetworkPolicy", names.redis()),
-        ("NetworkPolicy", names.grafana()),
-    ]
+/// Names of the children a store may have had under another spec (Grafana mode, password source,
+/// engine, network policy), one list per kind: what is not in the current [`Children`] gets pruned
+/// after a spec change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionalChildren {
+    pub secrets: Vec<String>,
+    pub config_maps: Vec<String>,
+    pub services: Vec<String>,
+    pub deployments: Vec<String>,
+    pub network_policies: Vec<String>,
+}
+
+/// The children a store may lose to a spec change (see [`OptionalChildren`]).
+pub fn optional_children(names: &Names) -> OptionalChildren {
+    OptionalChildren {
+        secrets: vec![
+            names.redis_secret(),
+            names.redis_user(grafana::COMPONENT),
+            names.redis_user(simulator::COMPONENT),
+            names.redis_user(processor::COMPONENT),
+            names.grafana(),
+            names.grafana_datasource(),
+        ],
+        config_maps: vec![names.grafana_provisioning(), names.grafana_dashboards()],
+        services: vec![names.grafana()],
+        deployments: vec![names.grafana(), names.processor()],
+        network_policies: vec![names.redis(), names.grafana()],
+    }
 }
 
 impl Children {
-    /// `(kind, name)` of every child.
+    /// `(kind, name)` of every child, in apply order.
     pub fn kinds_and_names(&self) -> Vec<(String, String)> {
-        self.to_values()
-            .iter()
-            .map(|v| {
-                (
-                    v["kind"].as_str().unwrap_or_default().to_string(),
-                    v["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
+        let mut out = Vec::new();
+        push_kinds_and_names(&mut out, &self.secrets);
+        push_kinds_and_names(&mut out, &self.config_maps);
+        push_kinds_and_names(&mut out, &self.services);
+        push_kinds_and_names(&mut out, &self.network_policies);
+        push_kinds_and_names(&mut out, [&self.redis]);
+        push_kinds_and_names(&mut out, &self.deployments);
+        push_kinds_and_names(&mut out, self.simulator_job.iter());
+        out
     }
+}
+
+/// Whether `name` is among `children` (the prune's question for one kind).
+pub fn has_named<K: Resource>(children: &[K], name: &str) -> bool {
+    children.iter().any(|c| c.meta().name.as_deref() == Some(name))
+}
+
+fn push_kinds_and_names<'a, K: Resource<DynamicType = ()> + 'a>(
+    out: &mut Vec<(String, String)>,
+    items: impl IntoIterator<Item = &'a K>,
+) {
+    out.extend(items.into_iter().map(|k| (K::kind(&()).into_owned(), k.meta().name.clone().unwrap_or_default())));
 }
 
 /// Builds every child of a validated store.
 pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children {
-    let mut c = Children::default();
+    let mut c = Children {
+        secrets: Vec::new(),
+        config_maps: Vec::new(),
+        services: Vec::new(),
+        network_policies: network_policy::policies(store, inputs),
+        redis: redis::statefulset(store),
+        deployments: Vec::new(),
+        simulator_job: None,
+    };
     if let Some(secret) = redis::password_secret(store, inputs) {
         c.secrets.push(secret);
     }
@@ -421,8 +450,6 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
     c.config_maps.push(scripts);
     c.services.push(redis::headless_service(store));
     c.services.push(redis::client_service(store));
-    c.network_policies = network_policy::policies(store, inputs);
-    c.redis = Some(redis::statefulset(store));
     match store.spec.grafana.effective_mode() {
         GrafanaMode::Managed => {
             c.secrets.push(grafana::admin_secret(store, inputs));
@@ -855,8 +882,56 @@ pub(crate) mod tests {
         assert_eq!(v.password.secret_name(), "mine");
         assert_eq!(v.password.key(), "redis-pass");
         // Redis reads no password at all: the ACL file has the hash of the user's password.
-        let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+        let sts = serde_json::to_value(c.redis).unwrap();
         assert!(sts["spec"]["template"]["spec"]["containers"][0].get("env").is_none(), "{sts}");
+    }
+
+    #[test]
+    fn kinds_and_names_come_from_the_types_and_match_the_rendered_objects() {
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let (_, c) = build(engine, |_| {});
+            let rendered: Vec<(String, String)> = c
+                .to_values()
+                .iter()
+                .map(|v| (v["kind"].as_str().unwrap().into(), v["metadata"]["name"].as_str().unwrap().into()))
+                .collect();
+            assert_eq!(c.kinds_and_names(), rendered, "{engine}");
+            assert!(rendered.contains(&("StatefulSet".into(), "shop-redis".into())), "{engine}: Redis always");
+        }
+    }
+
+    #[test]
+    fn every_optional_child_is_wanted_by_some_spec_and_dropped_by_another() {
+        let names = Names::new("shop");
+        let optional = optional_children(&names);
+        let all = |c: &Children| c.kinds_and_names();
+        let specs: Vec<Children> = vec![
+            build(Engine::Native, |_| {}).1,
+            build(Engine::Gears, |s| {
+                s.grafana.mode = GrafanaMode::Sidecar;
+                s.redis.password_secret_ref = Some(SecretKeyRef { name: "mine".into(), key: "p".into() });
+                s.simulator.enabled = false;
+                s.network_policy.enabled = false;
+            })
+            .1,
+        ];
+        let listed = [
+            ("Secret", &optional.secrets),
+            ("ConfigMap", &optional.config_maps),
+            ("Service", &optional.services),
+            ("Deployment", &optional.deployments),
+            ("NetworkPolicy", &optional.network_policies),
+        ];
+        for (kind, names) in listed {
+            for name in names {
+                let child = (kind.to_string(), name.clone());
+                assert!(specs.iter().any(|c| all(c).contains(&child)), "{child:?} is built by some spec");
+            }
+        }
+        let dropped = &specs[1];
+        assert!(
+            !has_named(&dropped.deployments, &names.grafana()) && !has_named(&dropped.secrets, &names.redis_secret())
+        );
     }
 
     #[test]

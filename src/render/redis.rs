@@ -280,7 +280,7 @@ mod tests {
 
     fn container(engine: Engine, edit: impl FnOnce(&mut crate::crd::PopUpStoreSpec)) -> serde_json::Value {
         let (_, c) = build(engine, edit);
-        serde_json::to_value(c.redis.unwrap()).unwrap()["spec"]["template"]["spec"]["containers"][0].clone()
+        serde_json::to_value(c.redis).unwrap()["spec"]["template"]["spec"]["containers"][0].clone()
     }
 
     #[test]
@@ -320,7 +320,7 @@ mod tests {
             let c = crate::render::build_children(&v, &i);
             let secret = c.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis")).unwrap();
             assert_eq!(secret.data.as_ref().unwrap()[PASSWORD_KEY].0, nasty.as_bytes(), "{engine}: stored as is");
-            let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+            let sts = serde_json::to_value(c.redis).unwrap();
             let text = sts.to_string();
             assert!(!text.contains("dq") && !text.contains("s3cret"), "{engine}: no password in the StatefulSet");
             let pod = &sts["spec"]["template"]["spec"];
@@ -359,7 +359,7 @@ mod tests {
             (Engine::Native, None),
         ] {
             let (_, c) = build(engine, |_| {});
-            let pod = serde_json::to_value(c.redis.unwrap()).unwrap()["spec"]["template"]["spec"].clone();
+            let pod = serde_json::to_value(c.redis).unwrap()["spec"]["template"]["spec"].clone();
             assert_eq!(pod.get("nodeSelector").cloned(), selector, "{engine}");
         }
     }
@@ -369,7 +369,7 @@ mod tests {
         let (_, c) = build(Engine::Native, |s| {
             s.redis.storage = Some(StorageSpec { size: "2Gi".into(), storage_class_name: Some("fast".into()) })
         });
-        let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+        let sts = serde_json::to_value(c.redis).unwrap();
         let claim = &sts["spec"]["volumeClaimTemplates"][0];
         assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "2Gi");
         assert_eq!(claim["spec"]["storageClassName"], "fast");
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(volumes, ["acl"], "the data is on the claim");
 
         let (_, c) = build(Engine::Native, |_| {});
-        let sts = serde_json::to_value(c.redis.unwrap()).unwrap();
+        let sts = serde_json::to_value(c.redis).unwrap();
         assert!(sts["spec"]["template"]["spec"]["volumes"][0]["emptyDir"].is_object());
         assert!(sts["spec"].get("volumeClaimTemplates").is_none());
     }
@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn statefulset_shape() {
         let (v, c) = build(Engine::Gears, |_| {});
-        let sts = c.redis.unwrap();
+        let sts = c.redis;
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.service_name.as_deref(), Some("shop-redis-headless"));
