@@ -1,11 +1,13 @@
 //! Writing children: server-side apply with one field manager, skipped when nothing changed.
 //!
 //! Each applied object carries a hash of what the operator rendered (`popup.dev/applied-hash`). When the
-//! live object already has the hash of the desired one, nothing is sent, so a steady-state reconcile
-//! only reads. The trade-off: a hand edit of a field we manage is reverted on the next change of the
-//! store (or when the object is deleted, which recreates it), not instantly.
+//! live object already has the hash of the desired one, nothing is sent; when the controller's watch
+//! cache shows that hash, nothing is read either, so a steady-state reconcile makes no request. The
+//! trade-off: a hand edit of a field we manage is reverted on the next change of the store (or when the
+//! object is deleted, which recreates it), not instantly.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -42,16 +44,25 @@ pub fn stamp<K: Child>(desired: &mut K) -> String {
     hash
 }
 
-/// Applies `desired` unless the live object already carries its hash; returns the live object.
-pub async fn apply<K: Child>(client: &Client, mut desired: K) -> Result<K> {
+/// Whether `live` was applied from exactly the content that hashes to `hash`.
+fn carries<M: Resource>(live: &M, hash: &str) -> bool {
+    live.annotations().get(APPLIED_HASH_ANNOTATION).map(String::as_str) == Some(hash)
+}
+
+/// Applies `desired` unless the live object already carries its hash; returns the live object. `cached` is
+/// the live object as the watch last saw it: when it carries the hash, not even a read is sent.
+pub async fn apply<K: Child>(client: &Client, cached: Option<Arc<K>>, mut desired: K) -> Result<K> {
+    let hash = stamp(&mut desired);
+    if let Some(live) = cached.filter(|live| carries(&**live, &hash)) {
+        return Ok(Arc::unwrap_or_clone(live));
+    }
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let hash = stamp(&mut desired);
     let live =
         api.get_opt(&name).await.map_err(|source| Error::Read { kind: kind::<K>(), name: name.clone(), source })?;
     if let Some(live) = live
-        && live.annotations().get(APPLIED_HASH_ANNOTATION) == Some(&hash)
+        && carries(&live, &hash)
     {
         return Ok(live);
     }
@@ -61,8 +72,25 @@ pub async fn apply<K: Child>(client: &Client, mut desired: K) -> Result<K> {
         .map_err(|source| Error::Apply { kind: kind::<K>(), name, source })
 }
 
-/// Creates `desired` when absent and never changes it afterwards: for immutable objects (Jobs).
-pub async fn create_if_missing<K: Child>(client: &Client, mut desired: K) -> Result<K> {
+/// [`apply`] for a child whose live state the reconcile does not read: `cached` may be metadata only.
+pub async fn apply_unread<K: Child, M: Resource>(
+    client: &Client,
+    cached: Option<Arc<M>>,
+    mut desired: K,
+) -> Result<()> {
+    let hash = stamp(&mut desired);
+    if cached.is_some_and(|live| carries(&*live, &hash)) {
+        return Ok(());
+    }
+    apply(client, None, desired).await.map(drop)
+}
+
+/// Creates `desired` when absent and never changes it afterwards: for immutable objects (Jobs). `cached`:
+/// the live object as the watch last saw it, if it did.
+pub async fn create_if_missing<K: Child>(client: &Client, cached: Option<Arc<K>>, mut desired: K) -> Result<K> {
+    if let Some(live) = cached {
+        return Ok(Arc::unwrap_or_clone(live));
+    }
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);

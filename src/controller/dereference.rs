@@ -1,15 +1,12 @@
 //! Dereference: everything the build needs besides the spec. The Redis admin password (the user's
 //! Secret, or the operator's generated one), Grafana's admin password, the Redis users' passwords.
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::runtime::events::EventType;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use super::Result;
-use super::{Context, publish_event, users};
-use crate::apply;
+use super::{Context, cache, publish_event, users};
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::Credentials;
 use crate::render::{self, PASSWORD_KEY, PasswordSource, ValidatedStore};
@@ -32,8 +29,7 @@ pub(super) struct RedisPassword {
 }
 
 pub(super) async fn dereference(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore) -> Result<Inputs> {
-    let client = &ctx.client;
-    let redis_password = read_redis_password(client, validated).await?;
+    let redis_password = read_redis_password(ctx, validated).await?;
     if redis_password.regenerated && store.status.is_some() {
         // The store ran before, so its password Secret was deleted by someone: say what that costs.
         let note = format!(
@@ -45,23 +41,23 @@ pub(super) async fn dereference(ctx: &Context, store: &PopUpStore, validated: &V
     }
     let grafana_admin_password = if validated.spec.grafana.effective_mode() == GrafanaMode::Managed {
         let (ns, name) = (&validated.namespace, validated.names.grafana());
-        existing_or_new_password(client, ns, &name, render::grafana::ADMIN_PASSWORD_KEY).await?.0
+        existing_or_new_password(ctx, ns, &name, render::grafana::ADMIN_PASSWORD_KEY).await?.0
     } else {
         String::new()
     };
-    let credentials = users::read(client, validated, redis_password.value.as_deref()).await?;
+    let credentials = users::read(ctx, validated, redis_password.value.as_deref()).await?;
     Ok(Inputs { redis_password, grafana_admin_password, credentials })
 }
 
-async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<RedisPassword> {
+async fn read_redis_password(ctx: &Context, store: &ValidatedStore) -> Result<RedisPassword> {
     let r = match &store.password {
         PasswordSource::Generated { secret } => {
-            let (value, regenerated) = existing_or_new_password(client, &store.namespace, secret, PASSWORD_KEY).await?;
+            let (value, regenerated) = existing_or_new_password(ctx, &store.namespace, secret, PASSWORD_KEY).await?;
             return Ok(RedisPassword { value: Some(value), regenerated, problem: None });
         }
         PasswordSource::UserSecret(r) => r,
     };
-    let secret: Option<Secret> = apply::get(client, &store.namespace, &r.name).await?;
+    let secret = ctx.cache.user_secret(&ctx.client, &store.namespace, &r.name).await?;
     let problem = |reason: &str, message: String| RedisPassword {
         value: None,
         regenerated: false,
@@ -88,14 +84,15 @@ async fn read_redis_password(client: &Client, store: &ValidatedStore) -> Result<
 }
 
 /// The password stored under `key` in an operator-owned Secret, or a new random one when there is none
-/// (then `true`).
+/// (then `true`). A Secret the watch has not seen is read first: a password is never replaced on the
+/// word of a cache.
 pub(super) async fn existing_or_new_password(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     secret: &str,
     key: &str,
 ) -> Result<(String, bool)> {
-    let existing: Option<Secret> = apply::get(client, namespace, secret).await?;
+    let existing = cache::get_or_read(&ctx.cache.secrets, &ctx.client, namespace, secret).await?;
     let value = existing
         .and_then(|s| s.data)
         .and_then(|d| d.get(key).cloned())

@@ -7,6 +7,7 @@
 
 mod apply_children;
 mod build;
+pub mod cache;
 mod dereference;
 mod error;
 pub mod next_action;
@@ -21,9 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
@@ -36,6 +35,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::PopUpStore;
 use crate::render::{self, ValidatedStore};
 use crate::telemetry::Health;
+use cache::{Cache, no_managed_fields};
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
 pub use error::{Error, Result, StartupError};
@@ -68,18 +68,23 @@ impl Config {
     }
 }
 
+#[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub redis: Arc<dyn RedisGateway>,
     pub recorder: Recorder,
     pub health: Health,
     pub config: Config,
+    /// What the watches saw; each controller of [`run`] fills its own.
+    pub cache: Cache,
 }
 
 impl Context {
+    /// A context whose cache stays empty (every read goes to the API server) until [`run`] gives each
+    /// controller one fed by its watches.
     pub fn new(client: Client, redis: Arc<dyn RedisGateway>, health: Health, config: Config) -> Self {
         let reporter = Reporter { controller: "popup-operator".into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, redis, health, config }
+        Self { recorder: Recorder::new(client.clone(), reporter), client, redis, health, config, cache: Cache::empty() }
     }
 }
 
@@ -241,22 +246,49 @@ pub async fn run(ctx: Context, scope: impl Into<WatchScope>) -> Result<(), Start
     Ok(())
 }
 
-/// One controller: the stores of `namespace` (or every namespace) and their children.
+/// One controller: the stores of `namespace` (or every namespace), their children and the Secrets they
+/// name, each watch also filling the controller's [`Cache`].
 async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) {
-    // Only our own children are cached: watching every Secret of the cluster would cost memory and RBAC.
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=popup-operator");
+    let (cache, w) = Cache::new();
+    let ctx = Arc::new(Context { cache, ..(*ctx).clone() });
+    // Only our own children are watched in full: caching every Secret of the cluster would cost memory.
+    let owned = || watcher::Config::default().labels(cache::OWNED);
     let controller =
         Controller::new(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic());
     let user_secrets = stores_using_secret(controller.store());
+    let all_secrets = scoped::<PartialObjectMeta<Secret>>(client, &namespace);
+    let redis_pods = watcher::Config::default().labels(cache::REDIS_PODS);
     controller
-        .watches(scoped::<PartialObjectMeta<Secret>>(client, &namespace), watcher::Config::default(), user_secrets)
-        .owns(scoped::<StatefulSet>(client, &namespace), owned.clone())
-        .owns(scoped::<Deployment>(client, &namespace), owned.clone())
-        .owns(scoped::<Job>(client, &namespace), owned.clone())
-        .owns(scoped::<Service>(client, &namespace), owned.clone())
-        .owns(scoped::<ConfigMap>(client, &namespace), owned.clone())
-        .owns(scoped::<NetworkPolicy>(client, &namespace), owned.clone())
-        .owns(scoped::<Secret>(client, &namespace), owned)
+        .watches_stream(
+            cache::objects(all_secrets, watcher::Config::default(), w.all_secrets, cache::name_and_version_only),
+            user_secrets,
+        )
+        .watches_stream(
+            cache::objects(scoped::<Pod>(client, &namespace), redis_pods, w.redis_pods, cache::pod_status_only),
+            store_of_pod,
+        )
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.stateful_sets, no_managed_fields))
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.deployments, no_managed_fields))
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.jobs, no_managed_fields))
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.secrets, no_managed_fields))
+        .owns_stream(cache::objects(
+            scoped::<PartialObjectMeta<Service>>(client, &namespace),
+            owned(),
+            w.services,
+            no_managed_fields,
+        ))
+        .owns_stream(cache::objects(
+            scoped::<PartialObjectMeta<ConfigMap>>(client, &namespace),
+            owned(),
+            w.config_maps,
+            no_managed_fields,
+        ))
+        .owns_stream(cache::objects(
+            scoped::<PartialObjectMeta<NetworkPolicy>>(client, &namespace),
+            owned(),
+            w.network_policies,
+            no_managed_fields,
+        ))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -266,6 +298,12 @@ async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) 
             }
         })
         .await;
+}
+
+/// A Redis pod's changes (scheduled, crashing, ready) as a reconcile of its store, found by its labels.
+fn store_of_pod(pod: Pod) -> Option<ObjectRef<PopUpStore>> {
+    let store = pod.labels().get("app.kubernetes.io/instance")?;
+    Some(ObjectRef::new(store).within(&pod.namespace()?))
 }
 
 /// A changed Secret named by a store's `spec.redis.passwordSecretRef`, as a reconcile of that store: a

@@ -2,15 +2,18 @@
 //! the sale), Grafana and the processor, the simulator Job (created here once the scripts are in
 //! place), and the rotations of Redis passwords waiting for their consumers.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 
 use super::Result;
 use super::apply_children::Applied;
 use super::dereference::Inputs;
-use super::{Context, RedisTarget, users};
+use super::{Context, RedisTarget, cache, users};
 use crate::apply;
 use crate::crd::{Endpoints, Engine, GrafanaMode, PopUpStore, SaleStatus};
 use crate::render::{self, ValidatedStore};
@@ -42,7 +45,7 @@ pub(super) async fn observe(
         (None, Some(Err(problem))) => problem,
         // Only a pod that is not ready needs explaining: a ready store does not read it.
         (None, _) if redis_ready(&sts) => redis_check(&sts, None, validated.engine()),
-        (None, _) => redis_check(&sts, redis_pod(&ctx.client, validated).await.as_ref(), validated.engine()),
+        (None, _) => redis_check(&sts, redis_pod(ctx, validated).await.as_ref(), validated.engine()),
     };
     let (scripts, sale) = scripts_and_sale(ctx, validated, target, &redis).await;
     let (grafana, processor) = components(validated, &deployments);
@@ -69,8 +72,13 @@ pub(super) async fn observe(
 }
 
 /// The Redis pod, to say why it is not ready. Best effort: without it the condition only lacks the cause.
-async fn redis_pod(client: &Client, store: &ValidatedStore) -> Option<Pod> {
-    match apply::get::<Pod>(client, &store.namespace, &store.names.redis_pod()).await {
+async fn redis_pod(ctx: &Context, store: &ValidatedStore) -> Option<Pod> {
+    let name = store.names.redis_pod();
+    if cache::synced(&ctx.cache.redis_pods) {
+        // The watch has every Redis pod: not there means not created yet.
+        return ctx.cache.redis_pods.get(&ObjectRef::new(&name).within(&store.namespace)).map(Arc::unwrap_or_clone);
+    }
+    match apply::get::<Pod>(&ctx.client, &store.namespace, &name).await {
         Ok(pod) => pod,
         Err(e) => {
             tracing::warn!(store = %store.names.store, namespace = %store.namespace, %e, "cannot read the Redis pod (RBAC: get pods)");
@@ -129,7 +137,7 @@ async fn simulator(
         return Ok(Simulation::WaitingForScripts);
     }
     let name = job.name_any();
-    let live = apply::create_if_missing(&ctx.client, job).await?;
+    let live = apply::create_if_missing(&ctx.client, cache::cached(&ctx.cache.jobs, &job), job).await?;
     let previous = store.status.as_ref().and_then(|s| s.simulator_job.clone());
     if previous.as_deref() != Some(name.as_str()) {
         let selector = format!(

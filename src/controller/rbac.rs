@@ -35,13 +35,13 @@ pub const RULES: &[PolicyRuleSpec] = &[
         api_group: "",
         resources: &["secrets", "services", "configmaps"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "owned children are watched (Controller::owns), read and server-side applied (apply::apply), and deleted when a spec change no longer wants them (controller::prune); user password Secrets are read, and every Secret's metadata is watched so that a changed passwordSecretRef is applied at once (controller::stores_using_secret)",
+        why: "owned children are watched (Controller::owns_stream, which also fills controller::cache), read when the cache has not seen them, server-side applied (apply::apply), and deleted when a spec change no longer wants them (controller::prune); user password Secrets are read, and every Secret's metadata is watched so that a changed passwordSecretRef is applied at once (controller::stores_using_secret)",
     },
     PolicyRuleSpec {
         api_group: "",
         resources: &["pods"],
-        verbs: &["get"],
-        why: "the Redis pod is read while it is not ready, so RedisReady can say why (e.g. no node can take it: controller::redis_pod)",
+        verbs: &["get", "list", "watch"],
+        why: "the Redis pods are watched (controller::cache), so RedisReady can say at once why one is not ready (e.g. no node can take it: observe::redis_pod); read directly until the watch has synced",
     },
     PolicyRuleSpec {
         api_group: "apps",

@@ -21,13 +21,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
 use kube::runtime::events::EventType;
 
 use super::Result;
-use super::{Context, RedisTarget, existing_or_new_password, new_password, publish_event};
+use super::{Context, RedisTarget, cache, existing_or_new_password, new_password, publish_event};
 use crate::apply;
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::{
@@ -43,8 +41,9 @@ pub const ROTATION_GRACE: Duration = Duration::from_secs(120);
 /// The store's credentials: current passwords from the Secrets (generated where missing) and, per user,
 /// the hashes Redis is to accept: the current one, plus those still on their way out according to the
 /// ACL Secret. `admin_password` is `None` while the user's password Secret is missing.
-pub(super) async fn read(client: &Client, store: &ValidatedStore, admin_password: Option<&str>) -> Result<Credentials> {
-    let acl_secret: Option<Secret> = apply::get(client, &store.namespace, &store.names.redis_acl()).await?;
+pub(super) async fn read(ctx: &Context, store: &ValidatedStore, admin_password: Option<&str>) -> Result<Credentials> {
+    let acl_secret =
+        cache::get_or_read(&ctx.cache.secrets, &ctx.client, &store.namespace, &store.names.redis_acl()).await?;
     let text = |key: &str| {
         acl_secret
             .as_ref()
@@ -64,7 +63,7 @@ pub(super) async fn read(client: &Client, store: &ValidatedStore, admin_password
     for role in acl::roles(store) {
         if let Some(component) = role.component() {
             let secret = store.names.redis_user(component);
-            passwords.insert(role, existing_or_new_password(client, &store.namespace, &secret, PASSWORD_KEY).await?.0);
+            passwords.insert(role, existing_or_new_password(ctx, &store.namespace, &secret, PASSWORD_KEY).await?.0);
         }
     }
     Ok(plan(store, passwords, admin_password, &previous, &since, Timestamp::now()))
@@ -173,7 +172,7 @@ pub(super) async fn finish_rotations(
         return Ok(false);
     }
     let job = match consumers.simulator_job.filter(|_| waiting.contains(&Role::Simulator)) {
-        Some(name) => apply::get::<Job>(&ctx.client, &validated.namespace, name).await?,
+        Some(name) => cache::get_or_read(&ctx.cache.jobs, &ctx.client, &validated.namespace, name).await?,
         None => None,
     };
     let deployment = |name: String| consumers.deployments.iter().find(|d| d.metadata.name.as_deref() == Some(&name));
@@ -201,7 +200,8 @@ pub(super) async fn finish_rotations(
         }
         next.retiring_since.remove(role);
     }
-    apply::apply(&ctx.client, acl::acl_secret(validated, &next)).await?;
+    let secret = acl::acl_secret(validated, &next);
+    apply::apply_unread(&ctx.client, cache::cached(&ctx.cache.secrets, &secret), secret).await?;
     match ctx.redis.ensure_users(target, &acl::users(validated, &next)).await {
         Ok(_) => {
             for role in &done {

@@ -117,10 +117,10 @@ Equal to src/controller/rbac.rs (tests/helm.rs); docs/security.md says why each 
 - apiGroups: [""]
   resources: ["secrets", "services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The Redis pod, read while it is not ready to report why (e.g. no node can take it).
+# The Redis pods, watched to report at once why one is not ready (e.g. no node can take it).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
 # The Redis StatefulSet.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]

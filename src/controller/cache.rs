@@ -1,0 +1,197 @@
+//! The controller's view of the cluster between reconciles: reflector stores fed by the watches the
+//! controller runs anyway (its owned children, the Redis pods, every Secret's metadata), so a reconcile
+//! of an unchanged store asks the API server nothing.
+//!
+//! The cache only ever saves a request, it never decides alone: an object it has not seen (not synced
+//! yet, just created) is read from the API server as before. A watch writes an object into its store
+//! before it triggers the reconcile, so a reconcile caused by a change sees that change.
+//!
+//! What is kept is what a reconcile reads: whole objects where it reads their status or data
+//! (StatefulSets, Deployments, Jobs, the operator's Secrets, the Redis pods' status), only metadata
+//! (the applied hash, the owner) for ConfigMaps, Services and NetworkPolicies, and only name and
+//! resourceVersion for every other Secret. `managedFields` are dropped from all of them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::Result;
+use crate::apply::{self, Child};
+
+/// Selects the operator's own children (`Controller::owns` of each kind).
+pub const OWNED: &str = "app.kubernetes.io/managed-by=popup-operator";
+/// Selects the Redis pods of every store (their StatefulSet's pod template labels).
+pub const REDIS_PODS: &str = "app.kubernetes.io/managed-by=popup-operator,app.kubernetes.io/component=redis";
+
+/// The stores a reconcile reads from. [`Cache::empty`] has none synced, so everything is read from the API
+/// server (the reconcile tests against a fake API server use that).
+#[derive(Clone)]
+pub struct Cache {
+    pub stateful_sets: Store<StatefulSet>,
+    pub deployments: Store<Deployment>,
+    pub jobs: Store<Job>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub redis_pods: Store<Pod>,
+    /// Every Secret of the scope, name and resourceVersion only: the user's password Secrets.
+    pub all_secrets: Store<PartialObjectMeta<Secret>>,
+    /// The user's password Secrets as last read (each with the resourceVersion it was read at).
+    user_secrets: Arc<Mutex<HashMap<ObjectRef<Secret>, Arc<Secret>>>>,
+}
+
+/// The writing ends of a [`Cache`]'s stores, handed to the watches that feed them (see `controller::run_one`).
+pub struct Writers {
+    pub stateful_sets: Writer<StatefulSet>,
+    pub deployments: Writer<Deployment>,
+    pub jobs: Writer<Job>,
+    pub secrets: Writer<Secret>,
+    pub config_maps: Writer<PartialObjectMeta<ConfigMap>>,
+    pub services: Writer<PartialObjectMeta<Service>>,
+    pub network_policies: Writer<PartialObjectMeta<NetworkPolicy>>,
+    pub redis_pods: Writer<Pod>,
+    pub all_secrets: Writer<PartialObjectMeta<Secret>>,
+}
+
+impl Cache {
+    pub fn new() -> (Cache, Writers) {
+        let (stateful_sets, sts_w) = reflector::store();
+        let (deployments, deploy_w) = reflector::store();
+        let (jobs, jobs_w) = reflector::store();
+        let (secrets, secrets_w) = reflector::store();
+        let (config_maps, cm_w) = reflector::store();
+        let (services, svc_w) = reflector::store();
+        let (network_policies, np_w) = reflector::store();
+        let (redis_pods, pods_w) = reflector::store();
+        let (all_secrets, all_w) = reflector::store();
+        let cache = Cache {
+            stateful_sets,
+            deployments,
+            jobs,
+            secrets,
+            config_maps,
+            services,
+            network_policies,
+            redis_pods,
+            all_secrets,
+            user_secrets: Default::default(),
+        };
+        let writers = Writers {
+            stateful_sets: sts_w,
+            deployments: deploy_w,
+            jobs: jobs_w,
+            secrets: secrets_w,
+            config_maps: cm_w,
+            services: svc_w,
+            network_policies: np_w,
+            redis_pods: pods_w,
+            all_secrets: all_w,
+        };
+        (cache, writers)
+    }
+
+    /// A cache that never fills: every read goes to the API server.
+    pub fn empty() -> Cache {
+        Cache::new().0
+    }
+
+    /// The user's password Secret `name`: from the memo while the watch reports the resourceVersion it
+    /// was read at, from the API server otherwise; `None` when it does not exist.
+    pub async fn user_secret(&self, client: &Client, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
+        let key = ObjectRef::<Secret>::new(name).within(namespace);
+        if synced(&self.all_secrets) {
+            let Some(meta) = self.all_secrets.get(&ObjectRef::new(name).within(namespace)) else {
+                return Ok(None);
+            };
+            let memo = self.user_secrets.lock().expect("not poisoned").get(&key).cloned();
+            if let Some(secret) = memo.filter(|s| s.resource_version() == meta.resource_version()) {
+                return Ok(Some(secret));
+            }
+        }
+        let read = apply::get::<Secret>(client, namespace, name).await?.map(Arc::new);
+        let mut memo = self.user_secrets.lock().expect("not poisoned");
+        match &read {
+            Some(secret) => memo.insert(key, secret.clone()),
+            None => memo.remove(&key),
+        };
+        Ok(read)
+    }
+}
+
+/// Whether the store has had its first full list (a miss then means "does not exist").
+pub fn synced<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+/// The cached object of the same kind, namespace and name as `obj`.
+pub fn cached<K, C>(store: &Store<C>, obj: &K) -> Option<Arc<C>>
+where
+    K: Resource,
+    C: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default()))
+}
+
+/// `name` from `store`, or from the API server when the store has not seen it.
+pub async fn get_or_read<K: Child + Send + Sync + 'static>(
+    store: &Store<K>,
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>> {
+    match store.get(&ObjectRef::new(name).within(namespace)) {
+        Some(obj) => Ok(Some((*obj).clone())),
+        None => apply::get::<K>(client, namespace, name).await,
+    }
+}
+
+/// A watch of `api` that fills `writer`'s store (trimmed by `trim`) and yields every object it touched, as
+/// the trigger stream of `Controller::owns_stream`/`watches_stream`. An `Api<PartialObjectMeta<K>>`
+/// watches metadata only.
+pub fn objects<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    trim: fn(&mut K),
+) -> impl Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, config).default_backoff().modify(trim).reflect(writer).touched_objects().boxed()
+}
+
+/// What every cached object loses: who wrote which field is the API server's business, not ours.
+pub fn no_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// A Redis pod as the cache keeps it: its status and metadata (`status::workload::redis_check` reads no more).
+pub fn pod_status_only(pod: &mut Pod) {
+    no_managed_fields(pod);
+    pod.spec = None;
+}
+
+/// Another Secret of the scope as the cache keeps it: enough to see that it changed.
+pub fn name_and_version_only(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.labels = None;
+    meta.owner_references = None;
+}
