@@ -15,8 +15,26 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::controller::{Error, Result};
 use crate::render::{APPLIED_HASH_ANNOTATION, FIELD_MANAGER, checksum_of};
+
+/// An API call on a child that failed: what was being done, to which object, and the API server's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing} {kind} {name}: {source}")]
+pub struct Error {
+    /// "reading", "applying", "creating", "deleting", "listing", "updating the status of".
+    pub doing: &'static str,
+    pub kind: &'static str,
+    pub name: String,
+    pub source: kube::Error,
+}
+
+impl Error {
+    pub fn new(doing: &'static str, kind: &'static str, name: impl Into<String>, source: kube::Error) -> Self {
+        Error { doing, kind, name: name.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a namespaced child must be to go through [`apply`].
 pub trait Child:
@@ -28,7 +46,7 @@ impl<K> Child for K where
 {
 }
 
-fn kind<K: Child>() -> &'static str {
+pub fn kind<K: Child>() -> &'static str {
     // k8s-openapi types name their kind with a &'static str; the fallback only serves error messages.
     match K::kind(&()) {
         std::borrow::Cow::Borrowed(s) => s,
@@ -44,80 +62,91 @@ pub fn stamp<K: Child>(desired: &mut K) -> String {
     hash
 }
 
+/// What the controller's watch cache knows of the live object (`controller::cache::seen`).
+#[derive(Debug)]
+pub enum Seen<K> {
+    /// The live object as the watch last saw it.
+    Live(Arc<K>),
+    /// The watch has listed everything and this object is not there.
+    Absent,
+    /// No watch to ask (yet): read the object from the API server.
+    Unknown,
+}
+
 /// Whether `live` was applied from exactly the content that hashes to `hash`.
 fn carries<M: Resource>(live: &M, hash: &str) -> bool {
     live.annotations().get(APPLIED_HASH_ANNOTATION).map(String::as_str) == Some(hash)
 }
 
-/// Applies `desired` unless the live object already carries its hash; returns the live object. `cached` is
-/// the live object as the watch last saw it: when it carries the hash, not even a read is sent.
-pub async fn apply<K: Child>(client: &Client, cached: Option<Arc<K>>, mut desired: K) -> Result<K> {
+/// Applies `desired` unless the live object already carries its hash; returns the live object. What the
+/// watch has seen saves requests: a live object with the hash costs none, a different or absent one only
+/// the apply (redundant at worst, when the watch lags behind our own last apply).
+pub async fn apply<K: Child>(client: &Client, seen: Seen<K>, mut desired: K) -> Result<K> {
     let hash = stamp(&mut desired);
-    if let Some(live) = cached.filter(|live| carries(&**live, &hash)) {
-        return Ok(Arc::unwrap_or_clone(live));
-    }
     let name = desired.name_any();
-    let namespace = desired.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let live =
-        api.get_opt(&name).await.map_err(|source| Error::Read { kind: kind::<K>(), name: name.clone(), source })?;
-    if let Some(live) = live
-        && carries(&live, &hash)
-    {
-        return Ok(live);
+    let api: Api<K> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    match seen {
+        Seen::Live(live) if carries(&*live, &hash) => return Ok(Arc::unwrap_or_clone(live)),
+        Seen::Live(_) | Seen::Absent => {}
+        Seen::Unknown => {
+            let live = api.get_opt(&name).await.map_err(|source| Error::new("reading", kind::<K>(), &name, source))?;
+            if let Some(live) = live
+                && carries(&live, &hash)
+            {
+                return Ok(live);
+            }
+        }
     }
     tracing::debug!(kind = kind::<K>(), %name, "applying");
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
         .await
-        .map_err(|source| Error::Apply { kind: kind::<K>(), name, source })
+        .map_err(|source| Error::new("applying", kind::<K>(), name, source))
 }
 
-/// [`apply`] for a child whose live state the reconcile does not read: `cached` may be metadata only.
-pub async fn apply_unread<K: Child, M: Resource>(
-    client: &Client,
-    cached: Option<Arc<M>>,
-    mut desired: K,
-) -> Result<()> {
+/// [`apply`] for a child whose live state the reconcile does not read, so the watch may keep its metadata only.
+pub async fn apply_unread<K: Child, M: Resource>(client: &Client, seen: Seen<M>, mut desired: K) -> Result<()> {
     let hash = stamp(&mut desired);
-    if cached.is_some_and(|live| carries(&*live, &hash)) {
-        return Ok(());
-    }
-    apply(client, None, desired).await.map(drop)
+    let seen = match seen {
+        Seen::Live(live) if carries(&*live, &hash) => return Ok(()),
+        Seen::Live(_) | Seen::Absent => Seen::Absent,
+        Seen::Unknown => Seen::Unknown,
+    };
+    apply(client, seen, desired).await.map(drop)
 }
 
-/// Creates `desired` when absent and never changes it afterwards: for immutable objects (Jobs). `cached`:
-/// the live object as the watch last saw it, if it did.
-pub async fn create_if_missing<K: Child>(client: &Client, cached: Option<Arc<K>>, mut desired: K) -> Result<K> {
-    if let Some(live) = cached {
-        return Ok(Arc::unwrap_or_clone(live));
-    }
+/// Creates `desired` when absent and never changes it afterwards: for immutable objects (Jobs).
+pub async fn create_if_missing<K: Child>(client: &Client, seen: Seen<K>, mut desired: K) -> Result<K> {
     let name = desired.name_any();
-    let namespace = desired.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    if let Some(live) =
-        api.get_opt(&name).await.map_err(|source| Error::Read { kind: kind::<K>(), name: name.clone(), source })?
-    {
-        return Ok(live);
+    let api: Api<K> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    match seen {
+        Seen::Live(live) => return Ok(Arc::unwrap_or_clone(live)),
+        Seen::Absent => {}
+        Seen::Unknown => {
+            if let Some(live) =
+                api.get_opt(&name).await.map_err(|source| Error::new("reading", kind::<K>(), &name, source))?
+            {
+                return Ok(live);
+            }
+        }
     }
     stamp(&mut desired);
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match api.create(&params, &desired).await {
         Ok(created) => Ok(created),
-        // Created by a concurrent reconcile between our read and our write: that one is as good.
+        // Created by a concurrent reconcile, or before the watch saw it: that one is as good.
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            api.get(&name).await.map_err(|source| Error::Read { kind: kind::<K>(), name, source })
+            api.get(&name).await.map_err(|source| Error::new("reading", kind::<K>(), name, source))
         }
-        Err(source) => Err(Error::Apply { kind: kind::<K>(), name, source }),
+        Err(source) => Err(Error::new("creating", kind::<K>(), name, source)),
     }
 }
 
 /// Reads an object, `None` when it does not exist.
 pub async fn get<K: Child>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>> {
-    Api::<K>::namespaced(client.clone(), namespace).get_opt(name).await.map_err(|source| Error::Read {
-        kind: kind::<K>(),
-        name: name.to_string(),
-        source,
-    })
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::new("reading", kind::<K>(), name, source))
 }
 
 /// Deletes `name` if it exists and is controlled by the owner with `owner_uid` (never an object of
@@ -131,7 +160,7 @@ pub async fn delete_if_owned<K: Child>(client: &Client, namespace: &str, name: &
     match Api::<K>::namespaced(client.clone(), namespace).delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(source) => Err(Error::Apply { kind: kind::<K>(), name: name.to_string(), source }),
+        Err(source) => Err(Error::new("deleting", kind::<K>(), name, source)),
     }
 }
 
@@ -143,11 +172,10 @@ pub async fn delete_others<K: Child>(
     keep: &str,
 ) -> Result<Vec<String>> {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let list = api.list(&ListParams::default().labels(selector)).await.map_err(|source| Error::Read {
-        kind: kind::<K>(),
-        name: selector.to_string(),
-        source,
-    })?;
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| Error::new("listing", kind::<K>(), selector, source))?;
     let mut deleted = Vec::new();
     for obj in list.items {
         let name = obj.name_any();
@@ -157,7 +185,7 @@ pub async fn delete_others<K: Child>(
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => deleted.push(name),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(Error::Apply { kind: kind::<K>(), name, source }),
+            Err(source) => return Err(Error::new("deleting", kind::<K>(), name, source)),
         }
     }
     Ok(deleted)

@@ -4,11 +4,11 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 
-use super::Result;
-use super::cache::cached;
+use super::cache::seen;
 use super::dereference::Inputs;
 use super::{Context, RedisTarget, users};
 use crate::apply;
+use crate::apply::Result;
 use crate::crd::PopUpStore;
 use crate::render::{self, Children, ValidatedStore};
 use crate::status::Check;
@@ -41,19 +41,19 @@ pub(super) async fn apply_children(
     let (client, cache) = (&ctx.client, &ctx.cache);
     // Dependency order: what pods read (Secrets, ConfigMaps) before the pods, Services before clients.
     for s in children.secrets {
-        apply::apply_unread(client, cached(&cache.secrets, &s), s).await?;
+        apply::apply_unread(client, seen(&cache.secrets, &s), s).await?;
     }
     for cm in children.config_maps {
-        apply::apply_unread(client, cached(&cache.config_maps, &cm), cm).await?;
+        apply::apply_unread(client, seen(&cache.config_maps, &cm), cm).await?;
     }
     for svc in children.services {
-        apply::apply_unread(client, cached(&cache.services, &svc), svc).await?;
+        apply::apply_unread(client, seen(&cache.services, &svc), svc).await?;
     }
     // Before the pods: Redis never runs unprotected.
     for policy in children.network_policies {
-        apply::apply_unread(client, cached(&cache.network_policies, &policy), policy).await?;
+        apply::apply_unread(client, seen(&cache.network_policies, &policy), policy).await?;
     }
-    let redis = apply::apply(client, cached(&cache.stateful_sets, &children.redis), children.redis).await?;
+    let redis = apply::apply(client, seen(&cache.stateful_sets, &children.redis), children.redis).await?;
     // The users before the pods that log in as them: a new password is accepted before a pod uses it.
     let users = match inputs.redis_password.problem.is_none() && redis_ready(&redis) {
         true => Some(users::ensure(ctx, store, validated, target, &inputs.credentials).await),
@@ -61,7 +61,7 @@ pub(super) async fn apply_children(
     };
     let mut deployments = Vec::new();
     for d in children.deployments {
-        deployments.push(apply::apply(client, cached(&cache.deployments, &d), d).await?);
+        deployments.push(apply::apply(client, seen(&cache.deployments, &d), d).await?);
     }
     Ok(Applied { redis, deployments, users, simulator_job: children.simulator_job })
 }

@@ -6,10 +6,11 @@
 //! yet, just created) is read from the API server as before. A watch writes an object into its store
 //! before it triggers the reconcile, so a reconcile caused by a change sees that change.
 //!
-//! What is kept is what a reconcile reads: whole objects where it reads their status or data
-//! (StatefulSets, Deployments, Jobs, the operator's Secrets, the Redis pods' status), only metadata
-//! (the applied hash, the owner) for ConfigMaps, Services and NetworkPolicies, and only name and
-//! resourceVersion for every other Secret. `managedFields` are dropped from all of them.
+//! What is kept is what a reconcile reads: the operator's Secrets whole; StatefulSets, Deployments and
+//! Jobs without their pod spec (the reconcile reads replicas, status and template annotations); the Redis
+//! pods' metadata and status; only metadata (the applied hash, the owner) of ConfigMaps, Services and
+//! NetworkPolicies; only name and resourceVersion of every other Secret. `managedFields` are dropped from
+//! all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,8 +27,8 @@ use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::Result;
-use crate::apply::{self, Child};
+use crate::apply::Result;
+use crate::apply::{self, Child, Seen};
 
 /// Selects the operator's own children (`Controller::owns` of each kind).
 pub const OWNED: &str = "app.kubernetes.io/managed-by=popup-operator";
@@ -139,13 +140,17 @@ where
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// The cached object of the same kind, namespace and name as `obj`.
-pub fn cached<K, C>(store: &Store<C>, obj: &K) -> Option<Arc<C>>
+/// What `store` knows of the object of the same kind, namespace and name as `obj`.
+pub fn seen<K, C>(store: &Store<C>, obj: &K) -> Seen<C>
 where
     K: Resource,
     C: Resource<DynamicType = ()> + Clone + 'static,
 {
-    store.get(&ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default()))
+    match store.get(&ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default())) {
+        Some(live) => Seen::Live(live),
+        None if synced(store) => Seen::Absent,
+        None => Seen::Unknown,
+    }
 }
 
 /// `name` from `store`, or from the API server when the store has not seen it.
@@ -179,6 +184,31 @@ where
 /// What every cached object loses: who wrote which field is the API server's business, not ours.
 pub fn no_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
+}
+
+/// A StatefulSet as the cache keeps it: its pod template's metadata but not its pod spec, which only the
+/// applied hash stands for (the workload checks read replicas and status).
+pub fn sts_without_pod_spec(sts: &mut StatefulSet) {
+    no_managed_fields(sts);
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template.spec = None;
+    }
+}
+
+/// A Deployment as the cache keeps it (see [`sts_without_pod_spec`]).
+pub fn deployment_without_pod_spec(deployment: &mut Deployment) {
+    no_managed_fields(deployment);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template.spec = None;
+    }
+}
+
+/// A Job as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's annotations).
+pub fn job_without_pod_spec(job: &mut Job) {
+    no_managed_fields(job);
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template.spec = None;
+    }
 }
 
 /// A Redis pod as the cache keeps it: its status and metadata (`status::workload::redis_check` reads no more).

@@ -5,8 +5,8 @@ use kube::runtime::events::EventType;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::Result;
 use super::{Context, cache, publish_event, users};
+use crate::apply::Result;
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::Credentials;
 use crate::render::{self, PASSWORD_KEY, PasswordSource, ValidatedStore};

@@ -1,31 +1,56 @@
-//! The controller's errors: [`Error`] for a reconcile (what it was doing, on which object) and
-//! [`StartupError`] for [`super::run`] before any store is watched.
+//! The controller's errors: [`Error`] for a reconcile (its stage, and what it was doing there on which
+//! object) and [`StartupError`] for [`super::run`] before any store is watched.
 
-/// Every way a reconcile can fail: an API call, named by what it was doing and on which object. A spec
-/// the operator cannot use is not an error (`Ready=False/InvalidSpec`, see `validate`).
+pub use crate::apply::Error as ApiError;
+
+/// A reconcile that failed: the stage it was in (see `super::reconcile_store`) and the API call that
+/// failed there, on which object. A spec the operator cannot use is not an error
+/// (`Ready=False/InvalidSpec`, see `validate`), nor is a Redis that is not usable yet (a condition).
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Reading an object from the API server failed.
-    #[error("reading {kind} {name}: {source}")]
-    Read { kind: &'static str, name: String, source: kube::Error },
+#[error("{stage}: {source}")]
+pub struct Error {
+    pub stage: Stage,
+    pub source: ApiError,
+}
 
-    /// Server-side apply (or create/delete) of a child failed.
-    #[error("applying {kind} {name}: {source}")]
-    Apply { kind: &'static str, name: String, source: kube::Error },
+/// The stages of a reconcile that call the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Validate,
+    Dereference,
+    Apply,
+    Observe,
+    Status,
+}
 
-    /// Writing the store's status failed.
-    #[error("updating status of {name}: {source}")]
-    Status { name: String, source: kube::Error },
+impl Stage {
+    /// The stage's name: its module, and the `stage` label of `popup_operator_reconcile_failures_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Validate => "validate",
+            Stage::Dereference => "dereference",
+            Stage::Apply => "apply",
+            Stage::Observe => "observe",
+            Stage::Status => "status",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Error {
     /// Short stage name, used as the `stage` label of `popup_operator_reconcile_failures_total`.
     pub fn stage(&self) -> &'static str {
-        match self {
-            Error::Read { .. } => "read",
-            Error::Apply { .. } => "apply",
-            Error::Status { .. } => "status",
-        }
+        self.stage.name()
+    }
+
+    /// Wraps a stage's failed API call (for `map_err`).
+    pub(super) fn at(stage: Stage) -> impl FnOnce(ApiError) -> Error {
+        move |source| Error { stage, source }
     }
 }
 
@@ -54,16 +79,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stages_are_the_metric_labels() {
+    fn an_error_names_its_stage_then_the_call_and_object() {
         let api = || kube::Error::LinesCodecMaxLineLengthExceeded;
-        let read = Error::Read { kind: "Secret", name: "pw".into(), source: api() };
-        assert_eq!(read.stage(), "read");
-        assert!(read.to_string().starts_with("reading Secret pw: "), "{read}");
-        let apply = Error::Apply { kind: "StatefulSet", name: "shop-redis".into(), source: api() };
+        let read = Error::at(Stage::Dereference)(ApiError::new("reading", "Secret", "pw", api()));
+        assert_eq!(read.stage(), "dereference");
+        assert!(read.to_string().starts_with("dereference: reading Secret pw: "), "{read}");
+        let apply = Error::at(Stage::Apply)(ApiError::new("applying", "StatefulSet", "shop-redis", api()));
         assert_eq!(apply.stage(), "apply");
-        assert!(apply.to_string().starts_with("applying StatefulSet shop-redis: "), "{apply}");
-        let status = Error::Status { name: "shop".into(), source: api() };
-        assert_eq!(status.stage(), "status");
-        assert!(status.to_string().starts_with("updating status of shop: "), "{status}");
+        assert!(apply.to_string().starts_with("apply: applying StatefulSet shop-redis: "), "{apply}");
+        let status = Error::at(Stage::Status)(ApiError::new("updating the status of", "PopUpStore", "shop", api()));
+        assert!(status.to_string().starts_with("status: updating the status of PopUpStore shop: "), "{status}");
     }
 }

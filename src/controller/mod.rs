@@ -38,7 +38,7 @@ use crate::telemetry::Health;
 use cache::{Cache, no_managed_fields};
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
-pub use error::{Error, Result, StartupError};
+pub use error::{ApiError, Error, Result, Stage, StartupError};
 pub use redis::{RedisGateway, RedisProblem, RedisTarget};
 
 /// Operator-wide settings (from flags).
@@ -91,6 +91,11 @@ impl Context {
 /// Requeue after an error from the API server (see `error_policy`); the other delays are `next_action`'s.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
+/// Stores reconciled at once per controller. Each reconcile holds its rendered children (the dashboard
+/// alone is ~25 KB) and waits on the API server most of the time: a thousand at once would only queue
+/// there while multiplying the operator's memory (docs/benchmarks.md).
+const CONCURRENT_RECONCILES: u16 = 16;
+
 #[tracing::instrument(skip_all, fields(store = %store.name_any(), namespace = store.namespace().as_deref().unwrap_or_default()))]
 pub async fn reconcile(store: Arc<PopUpStore>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
@@ -118,17 +123,22 @@ pub fn error_policy(store: Arc<PopUpStore>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// One reconcile, stage by stage (each in the module of its name).
+/// One reconcile, stage by stage (each in the module of its name); a failed API call is reported with
+/// its stage.
 async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
-    let Some(validated) = validate::validate(ctx, store).await? else {
+    let Some(validated) = validate::validate(ctx, store).await.map_err(Error::at(Stage::Validate))? else {
         // Nothing will fix this until the user edits the store.
         return Ok(Action::await_change());
     };
-    let inputs = dereference::dereference(ctx, store, &validated).await?;
+    let inputs = dereference::dereference(ctx, store, &validated).await.map_err(Error::at(Stage::Dereference))?;
     let (children, target) = build::build(&ctx.config, &validated, &inputs);
-    let applied = apply_children::apply_children(ctx, store, &validated, &inputs, &target, children).await?;
-    let observed = observe::observe(ctx, store, &validated, &inputs, &target, applied).await?;
-    let ready = update_status::update_status(ctx, store, &observed.observations).await?;
+    let applied = apply_children::apply_children(ctx, store, &validated, &inputs, &target, children)
+        .await
+        .map_err(Error::at(Stage::Apply))?;
+    let observed =
+        observe::observe(ctx, store, &validated, &inputs, &target, applied).await.map_err(Error::at(Stage::Observe))?;
+    let ready =
+        update_status::update_status(ctx, store, &observed.observations).await.map_err(Error::at(Stage::Status))?;
     Ok(next_action::next_action(&next_action::Outlook {
         ready,
         redis_side_problem: observed.redis_side_problem,
@@ -259,6 +269,7 @@ async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) 
     let all_secrets = scoped::<PartialObjectMeta<Secret>>(client, &namespace);
     let redis_pods = watcher::Config::default().labels(cache::REDIS_PODS);
     controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .watches_stream(
             cache::objects(all_secrets, watcher::Config::default(), w.all_secrets, cache::name_and_version_only),
             user_secrets,
@@ -267,9 +278,14 @@ async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) 
             cache::objects(scoped::<Pod>(client, &namespace), redis_pods, w.redis_pods, cache::pod_status_only),
             store_of_pod,
         )
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.stateful_sets, no_managed_fields))
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.deployments, no_managed_fields))
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.jobs, no_managed_fields))
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.stateful_sets, cache::sts_without_pod_spec))
+        .owns_stream(cache::objects(
+            scoped(client, &namespace),
+            owned(),
+            w.deployments,
+            cache::deployment_without_pod_spec,
+        ))
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.jobs, cache::job_without_pod_spec))
         .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.secrets, no_managed_fields))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<Service>>(client, &namespace),

@@ -10,11 +10,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::Result;
 use super::apply_children::Applied;
 use super::dereference::Inputs;
 use super::{Context, RedisTarget, cache, users};
 use crate::apply;
+use crate::apply::Result;
 use crate::crd::{Endpoints, Engine, GrafanaMode, PopUpStore, SaleStatus};
 use crate::render::{self, ValidatedStore};
 use crate::status::workload::{Simulation, deployment_check, redis_check, redis_ready, sidecar_check};
@@ -137,7 +137,7 @@ async fn simulator(
         return Ok(Simulation::WaitingForScripts);
     }
     let name = job.name_any();
-    let live = apply::create_if_missing(&ctx.client, cache::cached(&ctx.cache.jobs, &job), job).await?;
+    let live = apply::create_if_missing(&ctx.client, cache::seen(&ctx.cache.jobs, &job), job).await?;
     let previous = store.status.as_ref().and_then(|s| s.simulator_job.clone());
     if previous.as_deref() != Some(name.as_str()) {
         let selector = format!(

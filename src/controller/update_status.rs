@@ -7,7 +7,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 
 use super::{Context, publish_event};
-use super::{Error, Result};
+use crate::apply::{Error, Result};
 use crate::crd::{PopUpStore, PopUpStoreStatus};
 use crate::render::FIELD_MANAGER;
 use crate::status::{self, Observations, reason};
@@ -36,7 +36,7 @@ pub(super) async fn publish_status(ctx: &Context, store: &PopUpStore, new: PopUp
         Ok(_) => {}
         // The store was deleted while this reconcile ran: nothing is left to report on.
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-        Err(source) => return Err(Error::Status { name, source }),
+        Err(source) => return Err(Error::new("updating the status of", "PopUpStore", name, source)),
     }
     for t in status::transitions(store.status.as_ref(), &new) {
         // A condition that is merely still on its way (Starting, Running…) is not worth a Warning.

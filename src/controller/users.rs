@@ -24,9 +24,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 
-use super::Result;
 use super::{Context, RedisTarget, cache, existing_or_new_password, new_password, publish_event};
 use crate::apply;
+use crate::apply::Result;
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::{
     self, ACL_FILE_KEY, Credentials, OPERATOR_PASSWORD_KEY, RETIRING_SINCE_ANNOTATION, Role, password_hash,
@@ -201,7 +201,7 @@ pub(super) async fn finish_rotations(
         next.retiring_since.remove(role);
     }
     let secret = acl::acl_secret(validated, &next);
-    apply::apply_unread(&ctx.client, cache::cached(&ctx.cache.secrets, &secret), secret).await?;
+    apply::apply_unread(&ctx.client, cache::seen(&ctx.cache.secrets, &secret), secret).await?;
     match ctx.redis.ensure_users(target, &acl::users(validated, &next)).await {
         Ok(_) => {
             for role in &done {

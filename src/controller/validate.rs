@@ -2,8 +2,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::Result;
 use super::{Context, update_status};
+use crate::apply::Result;
 use crate::crd::PopUpStore;
 use crate::render::{self, ValidatedStore};
 use crate::status;
