@@ -9,7 +9,7 @@ use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EngineKind, ProcessingSettings, SaleSnapshot};
+use crate::sale::{EngineKind, ProcessingSettings, SaleSnapshot};
 
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "popup.dev";

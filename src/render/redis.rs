@@ -65,7 +65,8 @@ pub fn password_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Option<S
 
 /// The processing scripts and settings the engine loads, visible to users in one ConfigMap.
 pub fn scripts_config_map(store: &ValidatedStore) -> ConfigMap {
-    let data = crate::scripts::files(store.engine(), &store.spec.processing);
+    let settings = crate::sale::ProcessingSettings::from(&store.spec.processing);
+    let data = crate::sale::scripts::files(store.engine().into(), &settings);
     ConfigMap { metadata: child_meta(store, store.names.scripts(), "scripts"), data: Some(data), ..Default::default() }
 }
 
