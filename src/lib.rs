@@ -5,13 +5,14 @@
 //!   implements (connecting, loading scripts, reading the sale), the three engines (`gears`,
 //!   `triggers`, `native`), their script files for display (`scripts`), the load generator
 //!   (`simulator`) and following a sale live (`watch`);
-//! - the operator: `crd` defines the resource; `render` builds every child object (pure); `apply`
-//!   writes them with server-side apply; `status` turns observations into conditions (pure);
-//!   `controller` wires validate → build → apply → observe → status together; `telemetry` logs and
-//!   serves metrics;
+//! - the operator: `crd` defines the resource; `render` builds every child object (pure; the scripts
+//!   come in as data); `apply` writes them with server-side apply; `status` turns observations into
+//!   conditions (pure); `controller` wires validate → build → apply → observe → status together and is
+//!   where the operator meets the sale (`controller::sale_bridge`); `telemetry` logs and serves metrics;
 //! - `cli`: both halves' subcommands, their clap arguments and their output.
 //!
-//! The sale imports neither the operator nor `cli`.
+//! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
+//! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale.
 
 pub mod apply;
 pub mod cli;

@@ -42,6 +42,7 @@ fn triggers_container(password: &str) -> (Container, String, Credentials) {
         credentials: credentials.clone(),
         operator_image: "example/popup-operator:test".into(),
         operator_pods: None,
+        scripts: popup_operator::controller::sale_bridge::script_files(&validated),
     };
     let children = render::build_children(&validated, &inputs);
     let acl_secret = children.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis-acl")).unwrap();

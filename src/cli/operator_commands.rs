@@ -164,6 +164,7 @@ pub fn render_file(args: &RenderArgs) -> Result<(), String> {
             grafana_admin_password: controller::new_password(),
             operator_image: args.self_image.clone(),
             operator_pods: operator_pods.clone(),
+            scripts: controller::sale_bridge::script_files(&v),
         };
         // Written so that kubectl's YAML 1.1 reader sees the same values (`yes` stays a string).
         out.push_str(&render::yaml::documents(&render::build_children(&v, &inputs).to_values()));
