@@ -9,8 +9,6 @@ use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EngineKind, ProcessingSettings, SaleSnapshot};
-
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "popup.dev";
 /// Longest `metadata.name` a store may have: child names add suffixes (`-simulator-<hash>`, `-grafana`),
@@ -205,50 +203,6 @@ impl Engine {
 impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The store's engine as the sale code knows it.
-impl From<Engine> for EngineKind {
-    fn from(engine: Engine) -> Self {
-        match engine {
-            Engine::Gears => EngineKind::Gears,
-            Engine::Triggers => EngineKind::Triggers,
-            Engine::Native => EngineKind::Native,
-        }
-    }
-}
-
-impl From<EngineKind> for Engine {
-    fn from(kind: EngineKind) -> Self {
-        match kind {
-            EngineKind::Gears => Engine::Gears,
-            EngineKind::Triggers => Engine::Triggers,
-            EngineKind::Native => Engine::Native,
-        }
-    }
-}
-
-/// A store's processing settings as every engine takes them.
-impl From<&ProcessingSpec> for ProcessingSettings {
-    fn from(p: &ProcessingSpec) -> Self {
-        ProcessingSettings {
-            batch_size: p.batch_size,
-            metrics_interval: std::time::Duration::from_secs(p.metrics_interval_seconds.into()),
-        }
-    }
-}
-
-/// The sale's numbers read from Redis, as the store's status shows them.
-impl From<SaleSnapshot> for SaleStatus {
-    fn from(sale: SaleSnapshot) -> Self {
-        SaleStatus {
-            available: sale.product,
-            customers_waiting: sale.customers_waiting,
-            orders_queued: sale.orders_queued,
-            completed: sale.completed,
-            rejected: sale.rejected,
-        }
     }
 }
 
@@ -895,25 +849,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn processing_and_sale_cross_the_engine_boundary_field_for_field() {
-        let p = ProcessingSpec { batch_size: 7, metrics_interval_seconds: 2, ..Default::default() };
-        let settings = ProcessingSettings::from(&p);
-        assert_eq!(settings, ProcessingSettings { batch_size: 7, metrics_interval: std::time::Duration::from_secs(2) });
-        let sale =
-            SaleSnapshot { product: Some(-1), customers_waiting: 2, orders_queued: 3, completed: 4, rejected: 5 };
-        assert_eq!(
-            SaleStatus::from(sale),
-            SaleStatus { available: Some(-1), customers_waiting: 2, orders_queued: 3, completed: 4, rejected: 5 }
-        );
-    }
-
-    #[test]
-    fn one_default_engine_and_one_conversion_each_way() {
+    fn one_default_engine() {
         assert_eq!(Engine::default(), Engine::Gears, "the original demo's engine");
-        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
-            let kind = EngineKind::from(engine);
-            assert_eq!(kind.as_str(), engine.as_str());
-            assert_eq!(Engine::from(kind), engine);
-        }
     }
 }

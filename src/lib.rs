@@ -1,17 +1,24 @@
 //! popup-operator: a Kubernetes operator that turns a `PopUpStore` into a live flash-sale demo.
 //!
-//! Layout (see `docs/architecture.md`): `crd` defines the resource; `render` builds every child object
-//! (pure); `apply` writes them with server-side apply; `status` turns observations into conditions (pure);
-//! `controller` wires validate → build → apply → observe → status together. `engine` is the sale
-//! contract on the Redis side (three engines, script loading, the native worker) and `simulator` the
-//! load generator; both also run without Kubernetes from the command line.
+//! Two halves, and the command line over both (see `docs/architecture.md`):
+//! - the sale, `sale`: the flash sale in Redis with no Kubernetes in it: the contract every engine
+//!   implements (connecting, loading scripts, reading the sale), the three engines (`gears`,
+//!   `triggers`, `native`), their script files for display (`scripts`), the load generator
+//!   (`simulator`) and following a sale live (`watch`);
+//! - the operator: `crd` defines the resource; `render` builds every child object (pure; the scripts
+//!   come in as data); `apply` writes them with server-side apply; `status` turns observations into
+//!   conditions (pure); `controller` wires validate → build → apply → observe → status together and is
+//!   where the operator meets the sale (`controller::sale_bridge`); `telemetry` logs and serves metrics;
+//! - `cli`: both halves' subcommands, their clap arguments and their output.
+//!
+//! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
+//! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale.
 
 pub mod apply;
+pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod engine;
 pub mod render;
-pub mod scripts;
-pub mod simulator;
+pub mod sale;
 pub mod status;
 pub mod telemetry;

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use popup_operator::engine::{
+use popup_operator::sale::{
     self, EngineKind, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED, QUEUES,
 };
 use redis::aio::MultiplexedConnection;
@@ -88,7 +88,7 @@ async fn queue_customers(conn: &MultiplexedConnection, n: usize) -> Vec<String> 
 /// `orders` customers, then an order for each in arrival order, as fast as Redis takes them.
 async fn prefill(conn: &mut MultiplexedConnection, orders: usize) -> Duration {
     let t = Instant::now();
-    cmd::<()>(conn, &["SET", engine::PRODUCT, &(orders / 2).to_string()]).await;
+    cmd::<()>(conn, &["SET", sale::PRODUCT, &(orders / 2).to_string()]).await;
     let ids = queue_customers(conn, orders).await;
     pipelined(conn, orders, |i, p| {
         p.cmd("XADD").arg(QUEUE_ORDERS).arg("*").arg("id").arg(i).arg("customer").arg(&ids[i]);
@@ -224,7 +224,7 @@ async fn triggers_case(conn: &mut MultiplexedConnection, orders: usize) -> Case 
     eprintln!("  queued {orders} orders in {:.2} s", fill.as_secs_f64());
     let start = Instant::now();
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(5) };
-    engine::load_scripts(conn, EngineKind::Triggers, &settings).await.unwrap();
+    sale::load_scripts(conn, EngineKind::Triggers, &settings).await.unwrap();
     let secs = until_decided(conn, orders as u64, start).await;
     let memory = Memory::measure(conn, before).await;
     Case {

@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acl_users::Users;
 use popup_operator::crd::Engine;
-use popup_operator::engine::{self, EngineKind, ProcessingSettings};
 use popup_operator::render::acl::Role;
 use popup_operator::render::grafana::DASHBOARD_JSON;
-use popup_operator::simulator::{self, Resilience, SimulatorConfig};
+use popup_operator::sale::simulator::{self, Resilience, SimulatorConfig};
+use popup_operator::sale::{self, EngineKind, ProcessingSettings};
 use redis::Value;
 use serde_json::Value as Json;
 
@@ -107,7 +107,7 @@ async fn every_panel_shows_the_sale_from_real_redis() {
     let server = users.start_server();
     let mut conn = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(1) };
-    engine::load_scripts(&mut conn, EngineKind::Triggers, &settings).await.unwrap();
+    sale::load_scripts(&mut conn, EngineKind::Triggers, &settings).await.unwrap();
 
     // 60 customers over ~3 s for 50 units: several samples, a sell-out and some rejections.
     let config = SimulatorConfig {
@@ -133,8 +133,8 @@ async fn every_panel_shows_the_sale_from_real_redis() {
     assert!(summary.all_processed, "{summary:?}");
     // One more interval so the last lengths are sampled (the triggers engine samples on stream activity).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    engine::sample_if_due(&mut conn, &settings).await.unwrap();
-    let sale = engine::read_sale(&mut conn).await.unwrap();
+    sale::sample_if_due(&mut conn, &settings).await.unwrap();
+    let sale = sale::read_sale(&mut conn).await.unwrap();
     assert_eq!((sale.completed, sale.rejected, sale.product), (50, 10, Some(0)));
 
     let dashboard: Json = serde_json::from_str(DASHBOARD_JSON).unwrap();
@@ -266,7 +266,7 @@ async fn a_viewer_cannot_write_through_the_datasource() {
     let _: String =
         redis::cmd("XADD").arg("queue:customers").arg("*").arg("id").arg(1).query_async(&mut admin).await.unwrap();
     let _: () = redis::cmd("SET").arg("popup:engine:error").arg("internal").query_async(&mut admin).await.unwrap();
-    let before = engine::read_sale(&mut admin).await.unwrap();
+    let before = sale::read_sale(&mut admin).await.unwrap();
 
     // What the datasource logs in as: the Grafana user and the password in its Secret.
     let mut grafana = users.plugin_conn(&server).await;
@@ -307,7 +307,7 @@ async fn a_viewer_cannot_write_through_the_datasource() {
     assert!(acl_users::is_noperm(&panel.unwrap_err().to_string()));
 
     // Nothing changed, and Redis logged each refusal under the Grafana user.
-    assert_eq!(engine::read_sale(&mut admin).await.unwrap(), before);
+    assert_eq!(sale::read_sale(&mut admin).await.unwrap(), before);
     let _: String = redis::cmd("PING").query_async(&mut grafana).await.unwrap();
     let log = acl_users::acl_log(&mut admin).await;
     assert!(!log.is_empty() && log.iter().all(|(user, _, _)| user == "popup-grafana"), "{log:?}");

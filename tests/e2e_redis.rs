@@ -14,7 +14,7 @@ use std::time::Duration;
 use kube::api::{Api, PostParams};
 use popup_operator::controller::redis::LiveRedis;
 use popup_operator::crd::PopUpStore;
-use popup_operator::simulator::{self, SimulatorConfig};
+use popup_operator::sale::simulator::{self, SimulatorConfig};
 use popup_operator::status::{self, reason};
 use redis::Value;
 use redis_server::RedisServer;
@@ -31,7 +31,7 @@ async fn condition(api: &Api<PopUpStore>, name: &str, type_: &str) -> Result<(St
 }
 
 async fn libraries(server: &RedisServer) -> String {
-    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let v: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut conn).await.unwrap();
     format!("{v:?}")
 }
@@ -86,7 +86,7 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
     .await;
 
     // The simulator Job cannot run without a kubelet: run the simulator here, as the Job would.
-    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let config = SimulatorConfig {
         stock: 30,
         customers: 40,
@@ -118,7 +118,7 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
     server.restart();
     env.eventually("the library is reloaded after the restart", WAIT, || async {
         let (mut c, _) =
-            popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.map_err(|e| e.to_string())?;
+            popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.map_err(|e| e.to_string())?;
         let v: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut c).await.map_err(|e| e.to_string())?;
         if format!("{v:?}").contains("popup") { Ok(()) } else { Err("no library yet".to_string()) }
     })
@@ -153,7 +153,7 @@ async fn set_password(secrets: &Api<Secret>, name: &str, password: &str) {
 /// Whether `user` can log in with `password` on a new connection.
 async fn logs_in(server: &RedisServer, user: &str, password: &str) -> bool {
     let url = if user == "default" { server.url() } else { server.url_as(user) };
-    popup_operator::engine::connect(&url, Some(password)).await.is_ok()
+    popup_operator::sale::connect(&url, Some(password)).await.is_ok()
 }
 
 /// `INFO server`'s run_id and uptime: a restarted Redis has a new run_id.
@@ -270,7 +270,7 @@ async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exa
 
     // Mid-sale: every password changes at once.
     env.eventually("the sale is under way", WAIT, || async {
-        let sale = popup_operator::engine::read_sale(&mut admin.clone()).await.map_err(|e| e.to_string())?;
+        let sale = popup_operator::sale::read_sale(&mut admin.clone()).await.map_err(|e| e.to_string())?;
         if sale.decided() >= 30 { Ok(()) } else { Err(format!("{sale:?}")) }
     })
     .await;
@@ -307,7 +307,7 @@ async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exa
     assert!(out.status.success(), "simulate: {}\n{log}", out.status);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((summary["allProcessed"].as_bool(), summary["reconnects"].as_u64()), (Some(true), Some(0)), "{summary}");
-    let sale = popup_operator::engine::read_sale(&mut admin).await.unwrap();
+    let sale = popup_operator::sale::read_sale(&mut admin).await.unwrap();
     assert_eq!(
         (sale.product, sale.completed, sale.rejected, sale.customers_waiting, sale.orders_queued),
         (Some(0), stock, customers - stock, 0, 0),

@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use popup_operator::engine::native::{Worker, WorkerConfig};
-use popup_operator::engine::{
+use popup_operator::sale::native::{Worker, WorkerConfig};
+use popup_operator::sale::{
     self, EngineKind, PRODUCT, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED,
     engine_health, load_scripts,
 };
@@ -361,7 +361,7 @@ async fn run_case(engine: &mut Engine, case: &Case) {
     }
     // The stock: never oversold, lowered by exactly the completed orders, untouched when unusable.
     let after = get_product(conn).await;
-    match case.product.and_then(|p| p.parse::<i64>().ok().filter(|_| engine::is_canonical_i64(p))) {
+    match case.product.and_then(|p| p.parse::<i64>().ok().filter(|_| sale::is_canonical_i64(p))) {
         Some(stock) => {
             assert!(completed <= stock.max(0), "{what}: {completed} completed with stock {stock}");
             assert_eq!(after, Some((stock - completed).to_string()), "{what}: product != stock - completed");
@@ -395,7 +395,7 @@ async fn run_case(engine: &mut Engine, case: &Case) {
 /// gears only the engine-independent checks apply.
 async fn health(engine: &mut Engine) -> (bool, String) {
     if engine.kind == EngineKind::Gears {
-        let problems = engine::sale_problems(&mut engine.conn).await.unwrap();
+        let problems = sale::sale_problems(&mut engine.conn).await.unwrap();
         (problems.is_empty(), problems.join("; "))
     } else {
         let h = engine_health(&mut engine.conn, engine.kind).await.unwrap();
@@ -405,7 +405,7 @@ async fn health(engine: &mut Engine) -> (bool, String) {
 
 /// The recorded reason as one of the contract's (anything else fails the comparison).
 fn known_reason(s: &str) -> &'static str {
-    [engine::REASON_INVALID, engine::REASON_UNKNOWN_CUSTOMER, engine::REASON_DUPLICATE, engine::REASON_SOLD_OUT]
+    [sale::REASON_INVALID, sale::REASON_UNKNOWN_CUSTOMER, sale::REASON_DUPLICATE, sale::REASON_SOLD_OUT]
         .into_iter()
         .find(|r| *r == s)
         .unwrap_or("<other>")

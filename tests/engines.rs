@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use popup_operator::engine::native::{BatchResult, Worker, WorkerConfig};
-use popup_operator::engine::{
+use popup_operator::sale::native::{BatchResult, Worker, WorkerConfig};
+use popup_operator::sale::simulator::{self, SimulatorConfig};
+use popup_operator::sale::{
     self, EngineError, EngineKind, LoadOutcome, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS,
     QUEUE_REJECTED, QUEUES, engine_health, load_scripts, read_sale,
 };
-use popup_operator::simulator::{self, SimulatorConfig};
 use rand::{Rng, SeedableRng};
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -131,8 +131,8 @@ async fn assert_contract(conn: &mut MultiplexedConnection, stock: i64, customers
     // Nothing is kept per order or customer outside the contract's streams: no other keys.
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.unwrap();
     let named = |k: &str| {
-        [engine::PRODUCT, engine::SAMPLE_LAST, engine::SAMPLE_ADDED, engine::ENGINE_ERROR].contains(&k)
-            || [engine::QUEUE_PREFIX, engine::TS_LEN_PREFIX, engine::TS_ENQUEUE_PREFIX, engine::WORKER_HEARTBEAT_PREFIX]
+        [sale::PRODUCT, sale::SAMPLE_LAST, sale::SAMPLE_ADDED, sale::ENGINE_ERROR].contains(&k)
+            || [sale::QUEUE_PREFIX, sale::TS_LEN_PREFIX, sale::TS_ENQUEUE_PREFIX, sale::WORKER_HEARTBEAT_PREFIX]
                 .iter()
                 .any(|p| k.starts_with(p))
     };
@@ -154,8 +154,8 @@ async fn ts_samples(conn: &mut MultiplexedConnection, key: &str) -> Vec<(i64, f6
 /// TimeSeries keys exist for every queue with plausible samples.
 async fn assert_timeseries(conn: &mut MultiplexedConnection, customers: u64, queues: &[&str]) {
     for q in queues {
-        let len = ts_samples(conn, &engine::ts_len_key(q)).await;
-        let enq = ts_samples(conn, &engine::ts_enqueue_key(q)).await;
+        let len = ts_samples(conn, &sale::ts_len_key(q)).await;
+        let enq = ts_samples(conn, &sale::ts_enqueue_key(q)).await;
         assert!(!len.is_empty(), "no samples in ts:len:{q}");
         assert!(!enq.is_empty(), "no samples in ts:enqueue:{q}");
         for (_, v) in &len {
@@ -166,7 +166,7 @@ async fn assert_timeseries(conn: &mut MultiplexedConnection, customers: u64, que
         assert!(len.windows(2).all(|w| w[0].0 < w[1].0), "timestamps of ts:len:{q} not increasing");
     }
     let customers_added: f64 =
-        ts_samples(conn, &engine::ts_enqueue_key(QUEUE_CUSTOMERS)).await.iter().map(|(_, v)| v).sum();
+        ts_samples(conn, &sale::ts_enqueue_key(QUEUE_CUSTOMERS)).await.iter().map(|(_, v)| v).sum();
     assert!(customers_added > 0.0, "ts:enqueue:queue:customers never counted an arrival");
 }
 
@@ -204,7 +204,7 @@ async fn triggers_engine_keeps_the_contract() {
 }
 
 fn triggers_libraries(v: &Value) -> Vec<String> {
-    popup_operator::engine::triggers::parse_library_list(v).unwrap().into_iter().map(|l| l.name).collect()
+    popup_operator::sale::triggers::parse_library_list(v).unwrap().into_iter().map(|l| l.name).collect()
 }
 
 #[tokio::test]
@@ -239,14 +239,14 @@ fn spawn_worker(
     conn: ConnectionManager,
     cfg: WorkerConfig,
     rx: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<Result<popup_operator::engine::native::WorkerStats, EngineError>> {
+) -> tokio::task::JoinHandle<Result<popup_operator::sale::native::WorkerStats, EngineError>> {
     tokio::spawn(Worker::new(conn, cfg).run(rx))
 }
 
 /// Queue `customers` customers and an order for each (in arrival order) with no engine running,
 /// as fast as Redis takes them; `product` = `stock`.
 async fn prefill(conn: &mut MultiplexedConnection, stock: i64, customers: u64) {
-    let _: () = redis::cmd("SET").arg(engine::PRODUCT).arg(stock).query_async(conn).await.unwrap();
+    let _: () = redis::cmd("SET").arg(sale::PRODUCT).arg(stock).query_async(conn).await.unwrap();
     let mut ids: Vec<String> = Vec::new();
     for first in (0..customers).step_by(1000) {
         let mut pipe = redis::pipe();
@@ -290,7 +290,7 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
     assert_contract(&mut conn, stock, customers, 1).await;
     assert_timeseries(&mut conn, customers, &QUEUES).await;
     // one writer per interval: no two samples closer than the interval
-    let len = ts_samples(&mut conn, &engine::ts_len_key(QUEUE_ORDERS)).await;
+    let len = ts_samples(&mut conn, &sale::ts_len_key(QUEUE_ORDERS)).await;
     assert!(len.windows(2).all(|w| w[1].0 - w[0].0 >= 200), "samples closer than the interval: {len:?}");
     // graceful shutdown removed the heartbeats
     assert!(!engine_health(&mut conn, EngineKind::Native).await.unwrap().healthy);
@@ -459,7 +459,7 @@ async fn gears_scripts_keep_the_contract_under_the_cpython_shim() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
     let mut shim = start_gears_shim(&server, &settings());
-    let complete = &popup_operator::engine::gears::scripts(&settings())[0];
+    let complete = &popup_operator::sale::gears::scripts(&settings())[0];
     let log_path = server.dir.join("shim.log");
     let (stock, customers) = (30, 45);
     let mut cfg = fast_sale(stock, customers);
@@ -472,7 +472,7 @@ async fn gears_scripts_keep_the_contract_under_the_cpython_shim() {
     // queue (then assert_timeseries checks the samples).
     let deadline = Instant::now() + Duration::from_secs(20);
     for q in QUEUES {
-        for key in [engine::ts_len_key(q), engine::ts_enqueue_key(q)] {
+        for key in [sale::ts_len_key(q), sale::ts_enqueue_key(q)] {
             while redis::cmd("EXISTS").arg(&key).query_async::<u64>(&mut conn).await.unwrap() == 0 {
                 assert!(Instant::now() < deadline, "no {key} within 20 s; shim log:\n{}", log());
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -293,7 +293,7 @@ async fn redis_of(client: &Client, ns: &str, store: &str) -> Result<redis::aio::
     let password = secret.data.and_then(|d| d.get(&key).cloned()).ok_or("no password in the Secret")?;
     let password = String::from_utf8(password.0).map_err(|e| e.to_string())?;
     let url = format!("redis://{ip}:6379");
-    tokio::time::timeout(Duration::from_secs(3), popup_operator::engine::connect(&url, Some(&password)))
+    tokio::time::timeout(Duration::from_secs(3), popup_operator::sale::connect(&url, Some(&password)))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map(|(con, _)| con)

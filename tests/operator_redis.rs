@@ -12,7 +12,7 @@ use std::time::Duration;
 use popup_operator::controller::redis::LiveRedis;
 use popup_operator::controller::{RedisGateway, RedisTarget};
 use popup_operator::crd::{Engine, ProcessingSpec};
-use popup_operator::simulator::{self, SimulatorConfig};
+use popup_operator::sale::simulator::{self, SimulatorConfig};
 use popup_operator::status::reason;
 use redis::Value;
 use redis_server::{RedisServer, free_port};
@@ -45,7 +45,7 @@ async fn scripts_load_once_and_the_sale_is_read_with_the_password() {
     assert_eq!(second, "triggers scripts are loaded", "a reconcile that finds the scripts changes nothing");
 
     // Run a small sale through the triggers engine, then read it as the status does.
-    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let config = SimulatorConfig {
         stock: 20,
         customers: 30,
@@ -111,7 +111,7 @@ async fn a_restarted_redis_gets_its_scripts_back() {
         }
     }
     assert_eq!(reloaded.as_deref(), Some("triggers scripts loaded"));
-    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let libs: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut conn).await.unwrap();
     let text = format!("{libs:?}");
     assert!(text.contains("popup"), "the library is back: {text}");
@@ -133,7 +133,7 @@ async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
 
     // Someone made queue:rejected a string: the engine cannot record a rejection, so it decides
     // nothing and says so.
-    let (mut conn, _) = popup_operator::engine::connect(&server.url(), Some(PASSWORD)).await.unwrap();
+    let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let _: () = redis::cmd("SET").arg("queue:rejected").arg("x").query_async(&mut conn).await.unwrap();
     add_bogus_order(&mut conn).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -183,7 +183,7 @@ fn operator_target(server: &RedisServer, users: &Users, creds: &Credentials) -> 
 
 /// Whether `user` can log in with `password` on a new connection.
 async fn logs_in(server: &RedisServer, user: &str, password: &str) -> bool {
-    popup_operator::engine::connect(&server.url_as(user), Some(password)).await.is_ok()
+    popup_operator::sale::connect(&server.url_as(user), Some(password)).await.is_ok()
 }
 
 async fn run_id(conn: &mut redis::aio::MultiplexedConnection) -> String {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use acl_users::{Users, acl_log, refused, refused_by_acl};
 use popup_operator::crd::Engine;
-use popup_operator::engine::{self, EngineKind, ProcessingSettings, read_sale};
 use popup_operator::render::acl::Role;
+use popup_operator::sale::{self, EngineKind, ProcessingSettings, read_sale};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis_server::{ChildGuard, RedisServer};
@@ -130,7 +130,7 @@ async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_
     let mut admin = users.conn(&server, Role::Operator).await;
     // What the operator does for a native store: check that RedisTimeSeries is there.
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(200) };
-    engine::load_scripts(&mut admin, EngineKind::Native, &settings).await.unwrap();
+    sale::load_scripts(&mut admin, EngineKind::Native, &settings).await.unwrap();
 
     // The processor pod's command, as the processor user.
     let args = ["process", "--batch-size", "3", "--metrics-interval-seconds", "0.2", "--consumer", "processor-0"];
@@ -196,7 +196,7 @@ async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_
     let pong: String = redis::cmd("PING").query_async(&mut probe).await.unwrap();
     assert_eq!(pong, "PONG");
     refused_by_acl(&mut probe, &["GET", "product"]).await;
-    let anonymous = engine::connect(&server.url(), None).await.map(|_| ()).unwrap_err().to_string();
+    let anonymous = sale::connect(&server.url(), None).await.map(|_| ()).unwrap_err().to_string();
     assert!(anonymous.contains("NOAUTH") || anonymous.contains("credentials"), "{anonymous}");
     // The sale is as it ended: none of the refused commands changed anything.
     assert_exact_end(&mut admin, 40, 60).await;
@@ -208,7 +208,7 @@ async fn a_triggers_sale_needs_only_the_simulator_user() {
     let server = users.start_server();
     let mut admin = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) };
-    engine::load_scripts(&mut admin, EngineKind::Triggers, &settings).await.unwrap();
+    sale::load_scripts(&mut admin, EngineKind::Triggers, &settings).await.unwrap();
     let summary = simulate(&users, &server, 30, 45);
     assert_eq!(summary["allProcessed"], true, "{summary}");
     assert_exact_end(&mut admin, 30, 45).await;

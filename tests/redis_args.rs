@@ -42,6 +42,7 @@ fn triggers_container(password: &str) -> (Container, String, Credentials) {
         credentials: credentials.clone(),
         operator_image: "example/popup-operator:test".into(),
         operator_pods: None,
+        scripts: popup_operator::controller::sale_bridge::script_files(&validated),
     };
     let children = render::build_children(&validated, &inputs);
     let acl_secret = children.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis-acl")).unwrap();
@@ -194,7 +195,7 @@ async fn the_rendered_triggers_command_line_keeps_any_password_and_loads_the_mod
         assert!(wrong.is_err(), "{password:?}: {first_word:?} must not be accepted");
         let ok: String = redis::cmd("AUTH").arg(password).query_async(&mut conn).await.unwrap();
         assert_eq!(ok, "OK", "{password:?}: the default user takes the admin password byte for byte");
-        let modules = popup_operator::engine::module_list(&mut conn).await.unwrap();
+        let modules = popup_operator::sale::module_list(&mut conn).await.unwrap();
         let mut names: Vec<String> = modules.into_iter().map(|m| m.name).collect();
         names.sort();
         assert_eq!(names, ["redisgears_2", "timeseries"], "{password:?}: the engine's modules, loaded");

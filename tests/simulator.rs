@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use popup_operator::simulator::{self, SimulatorConfig};
+use popup_operator::sale::simulator::{self, SimulatorConfig};
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
 use serde_json::Value as Json;
@@ -153,7 +153,7 @@ fn watch_write_log(server: &RedisServer) -> (Arc<AtomicBool>, tokio::task::JoinH
             tokio::time::sleep(Duration::from_millis(5)).await;
             if conn.is_none() {
                 // (again) after a Redis restart
-                conn = popup_operator::engine::connect(&url, None).await.ok().map(|(c, _)| c);
+                conn = popup_operator::sale::connect(&url, None).await.ok().map(|(c, _)| c);
             }
             let Some(c) = conn.as_mut() else { continue };
             let keys: redis::RedisResult<Vec<String>> =
@@ -536,10 +536,8 @@ async fn triggers_engine_decides_orders_the_resilient_simulator_writes() {
     // customers and orders are written from a Lua script; stream triggers must still fire on them
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    let settings = popup_operator::engine::ProcessingSettings::default();
-    popup_operator::engine::load_scripts(&mut conn, popup_operator::engine::EngineKind::Triggers, &settings)
-        .await
-        .unwrap();
+    let settings = popup_operator::sale::ProcessingSettings::default();
+    popup_operator::sale::load_scripts(&mut conn, popup_operator::sale::EngineKind::Triggers, &settings).await.unwrap();
     let args = [
         "--reset",
         "--stock",

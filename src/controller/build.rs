@@ -1,7 +1,9 @@
 //! Build: the children the store wants (`render::build_children`, pure) and where the operator finds its
-//! Redis, from the validated spec and what the dereference stage read.
+//! Redis, from the validated spec, what the dereference stage read and the engine's script files
+//! (`sale_bridge::script_files`).
 
 use super::dereference::Inputs;
+use super::sale_bridge::script_files;
 use super::{Config, RedisTarget};
 use crate::render::acl::Role;
 use crate::render::{self, BuildInputs, Children, ValidatedStore};
@@ -13,6 +15,7 @@ pub(super) fn build(config: &Config, validated: &ValidatedStore, inputs: &Inputs
         credentials: inputs.credentials.clone(),
         operator_image: config.operator_image.clone(),
         operator_pods: config.operator_pods.clone(),
+        scripts: script_files(validated),
     };
     let target = RedisTarget {
         address: config.redis_address(validated),

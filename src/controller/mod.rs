@@ -14,6 +14,7 @@ pub mod next_action;
 mod observe;
 pub mod rbac;
 pub mod redis;
+pub mod sale_bridge;
 mod update_status;
 pub mod users;
 mod validate;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::crd::{Engine, ProcessingSpec, SaleStatus};
-use crate::engine::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
 use crate::render::acl::AclUser;
+use crate::sale::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
 use crate::status::reason;
 
 /// Where a store's Redis is, as the operator reaches it, and who the operator is there.
@@ -127,9 +127,9 @@ impl RedisGateway for LiveRedis {
             let kind = EngineKind::from(engine);
             let (outcome, problems) = self
                 .within("loading the scripts", target, async {
-                    let (mut conn, _) = engine::connect(&target.url(), Some(&target.password)).await?;
-                    let outcome = engine::load_scripts(&mut conn, kind, &settings).await?;
-                    Ok((outcome, engine::sale_problems(&mut conn).await?))
+                    let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
+                    let outcome = sale::load_scripts(&mut conn, kind, &settings).await?;
+                    Ok((outcome, sale::sale_problems(&mut conn).await?))
                 })
                 .await?;
             if !problems.is_empty() {
@@ -159,11 +159,11 @@ impl RedisGateway for LiveRedis {
     ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>> {
         Box::pin(async move {
             self.within("setting up the Redis users", target, async {
-                let mut conn = match engine::connect(&target.url(), Some(&target.password)).await {
+                let mut conn = match sale::connect(&target.url(), Some(&target.password)).await {
                     Ok((conn, _)) => conn,
                     Err(EngineError::Auth { .. }) if target.admin_password.is_some() => {
                         let admin = RedisTarget { username: None, ..target.clone() };
-                        engine::connect(&admin.url(), target.admin_password.as_deref()).await?.0
+                        sale::connect(&admin.url(), target.admin_password.as_deref()).await?.0
                     }
                     Err(e) => return Err(e),
                 };
@@ -177,8 +177,8 @@ impl RedisGateway for LiveRedis {
         Box::pin(async move {
             let sale = self
                 .within("reading the sale", target, async {
-                    let (mut conn, _) = engine::connect(&target.url(), Some(&target.password)).await?;
-                    engine::read_sale(&mut conn).await
+                    let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
+                    sale::read_sale(&mut conn).await
                 })
                 .await?;
             Ok(SaleStatus::from(sale))
@@ -188,7 +188,7 @@ impl RedisGateway for LiveRedis {
 
 /// `ACL SETUSER` of every user in one round trip; returns those whose passwords were not already the
 /// ones given (read with `ACL GETUSER` just before, in the same pipeline).
-async fn set_users(conn: &mut impl engine::RedisConn, users: &[AclUser]) -> Result<Vec<String>, EngineError> {
+async fn set_users(conn: &mut impl sale::RedisConn, users: &[AclUser]) -> Result<Vec<String>, EngineError> {
     let mut pipe = redis::pipe();
     for u in users {
         pipe.cmd("ACL").arg("GETUSER").arg(&u.name);
@@ -217,10 +217,10 @@ async fn set_users(conn: &mut impl engine::RedisConn, users: &[AclUser]) -> Resu
 
 /// The `passwords` of an `ACL GETUSER` reply (hex hashes); none for a user that does not exist.
 fn getuser_passwords(reply: &redis::Value) -> Vec<String> {
-    engine::value_pairs(reply)
-        .and_then(|pairs| engine::field(&pairs, "passwords").and_then(engine::value_items).map(|items| items.to_vec()))
+    sale::value_pairs(reply)
+        .and_then(|pairs| sale::field(&pairs, "passwords").and_then(sale::value_items).map(|items| items.to_vec()))
         .unwrap_or_default()
         .iter()
-        .filter_map(engine::value_str)
+        .filter_map(sale::value_str)
         .collect()
 }

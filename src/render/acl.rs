@@ -71,7 +71,7 @@ const EVERYTHING: &[&str] = &["resetkeys", "~*", "resetchannels", "&*", "+@all"]
 const GRAFANA: &[&str] =
     &["resetkeys", "~product", "~queue:*", "~ts:*", "resetchannels", "-@all", "+ping", "+get", "+xlen", "+ts.range"];
 
-/// `simulate --reset` (src/simulator.rs): `SCAN` + `DEL` of the sale's keys, `SET product`, customers and
+/// `simulate --reset` (src/sale/simulator.rs): `SCAN` + `DEL` of the sale's keys, `SET product`, customers and
 /// orders with `XADD` (or through its send-once script, which also keeps a per-run log hash
 /// `popup:simulator:<id>`: `HGET`, `EXISTS`, `HSET`, `HDEL`, `PEXPIRE`), the sale read with `GET` and
 /// `XLEN`. The connection library's `CLIENT SETINFO` is allowed so that the ACL log shows real refusals only.
@@ -100,7 +100,7 @@ const SIMULATOR: &[&str] = &[
     "+pexpire",
 ];
 
-/// `process` (src/engine/native.rs): `MODULE LIST` at start, the decision script (native_apply.lua) and
+/// `process` (src/sale/native.rs): `MODULE LIST` at start, the decision script (native_apply.lua) and
 /// the sampler (sample.lua) with `EVALSHA`, `XREAD BLOCK` on the orders, its heartbeat and recorded
 /// failure; inside the scripts the stream, string, hash and `TS.ADD` commands they call.
 ///

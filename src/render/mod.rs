@@ -338,6 +338,9 @@ pub struct BuildInputs {
     /// The operator's pods, which the Redis NetworkPolicy lets in. `None` when the operator runs outside
     /// the cluster: it then reaches Redis through a port-forward, which no NetworkPolicy sees.
     pub operator_pods: Option<network_policy::OperatorPods>,
+    /// The scripts ConfigMap's files, name → text: the engine's settings and the scripts it loads
+    /// (`controller::sale_bridge::script_files`). Data here, so the builders know nothing of the sale.
+    pub scripts: BTreeMap<String, String>,
 }
 
 /// Every object a store is made of, in the order they are applied.
@@ -445,7 +448,7 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
     }
     c.secrets.push(acl::acl_secret(store, &inputs.credentials));
     c.secrets.extend(acl::user_secrets(store, &inputs.credentials));
-    let scripts = redis::scripts_config_map(store);
+    let scripts = redis::scripts_config_map(store, &inputs.scripts);
     let scripts_checksum = checksum_of(&scripts.data);
     c.config_maps.push(scripts);
     c.services.push(redis::headless_service(store));
@@ -603,7 +606,20 @@ pub(crate) mod tests {
                 )
                 .unwrap(),
             ),
+            scripts: test_scripts(),
         }
+    }
+
+    /// Stand-ins for an engine's script files (the real ones are the sale's, `controller::sale_bridge`):
+    /// multi-line text with indentation and blank lines, as scripts have.
+    pub fn test_scripts() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("settings.yaml".to_string(), "engine: test\nbatchSize: 7\n".to_string()),
+            (
+                "script.js".to_string(),
+                "#!js name=test\nfunction f() {\n  return \"yes\";\n}\n\n// on: off\n".to_string(),
+            ),
+        ])
     }
 
     /// Every user with a password of its own, and the admin's hash.

@@ -63,10 +63,14 @@ pub fn password_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Option<S
     })
 }
 
-/// The processing scripts and settings the engine loads, visible to users in one ConfigMap.
-pub fn scripts_config_map(store: &ValidatedStore) -> ConfigMap {
-    let data = crate::scripts::files(store.engine(), &store.spec.processing);
-    ConfigMap { metadata: child_meta(store, store.names.scripts(), "scripts"), data: Some(data), ..Default::default() }
+/// The processing scripts and settings the engine loads, visible to users in one ConfigMap: `scripts` are
+/// its files (name → text), computed by the caller ([`BuildInputs::scripts`]).
+pub fn scripts_config_map(store: &ValidatedStore, scripts: &BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap {
+        metadata: child_meta(store, store.names.scripts(), "scripts"),
+        data: Some(scripts.clone()),
+        ..Default::default()
+    }
 }
 
 /// Headless Service: stable DNS for the StatefulSet's pod.
@@ -420,10 +424,25 @@ mod tests {
     }
 
     #[test]
-    fn scripts_config_map_carries_the_processing_settings() {
-        let (_, c) = build(Engine::Triggers, |s| s.processing.batch_size = 7);
+    fn scripts_config_map_carries_the_scripts_given() {
+        let (_, c) = build(Engine::Triggers, |_| {});
         let cm = c.config_maps.iter().find(|m| m.metadata.name.as_deref() == Some("shop-scripts")).unwrap();
-        let data = cm.data.as_ref().unwrap();
-        assert!(data.values().any(|v| v.contains('7')), "{data:?}");
+        assert_eq!(cm.data.as_ref(), Some(&crate::render::tests::test_scripts()));
+    }
+
+    #[test]
+    fn other_scripts_roll_the_native_processor() {
+        let v = validate(&crate::render::tests::store_with(Engine::Native, |_| {})).unwrap();
+        let checksum = |i: &BuildInputs| {
+            let c = crate::render::build_children(&v, i);
+            let processor =
+                c.deployments.iter().find(|d| d.metadata.name.as_deref() == Some("shop-processor")).unwrap();
+            processor.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone()
+        };
+        let mut i = inputs();
+        let before = checksum(&i);
+        assert_eq!(before, checksum(&i));
+        i.scripts.insert("native_apply.lua".into(), "return 1".into());
+        assert_ne!(before, checksum(&i));
     }
 }

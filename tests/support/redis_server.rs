@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use popup_operator::engine::connect;
+use popup_operator::sale::connect;
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
@@ -199,7 +199,7 @@ impl RedisServer {
     }
 
     pub async fn manager(&self) -> ConnectionManager {
-        popup_operator::engine::connect_manager(&self.url(), None).await.unwrap().0
+        popup_operator::sale::connect_manager(&self.url(), None).await.unwrap().0
     }
 
     pub fn stop(&mut self) {
@@ -246,7 +246,7 @@ impl Drop for ChildGuard {
 /// The gears engine's scripts, exactly as `load_scripts` would send them, running under the
 /// CPython shim (`tests/gears_shim/gears_shim.py`) against `server`; returns once the shim has
 /// registered them. Its log is `<server dir>/shim.log`.
-pub fn start_gears_shim(server: &RedisServer, settings: &popup_operator::engine::ProcessingSettings) -> ChildGuard {
+pub fn start_gears_shim(server: &RedisServer, settings: &popup_operator::sale::ProcessingSettings) -> ChildGuard {
     start_gears_shim_at(server, &server.url(), settings)
 }
 
@@ -255,14 +255,14 @@ pub fn start_gears_shim(server: &RedisServer, settings: &popup_operator::engine:
 pub fn start_gears_shim_at(
     server: &RedisServer,
     url: &str,
-    settings: &popup_operator::engine::ProcessingSettings,
+    settings: &popup_operator::sale::ProcessingSettings,
 ) -> ChildGuard {
     let py = Command::new("python3").args(["-c", "import redis"]).status();
     assert!(
         matches!(py, Ok(s) if s.success()),
         "python3 with the `redis` package is needed for the gears shim; run `bash hack/install-redis-stack.sh`"
     );
-    let scripts = popup_operator::engine::gears::scripts(settings);
+    let scripts = popup_operator::sale::gears::scripts(settings);
     let mut paths = Vec::new();
     for script in &scripts {
         let path = server.dir.join(format!("{}.py", script.id));

@@ -1,18 +1,25 @@
-//! The sale contract shared by every processing engine, and the entry points the operator and the
-//! CLI use: [`load_scripts`], [`read_sale`], [`engine_health`], [`sample_if_due`].
+//! The sale half of the product: the flash sale in Redis, with no Kubernetes and no terminal in it.
+//!
+//! This module is the sale contract shared by every processing engine, and the entry points the operator
+//! and the command line use: [`connect`], [`load_scripts`], [`read_sale`], [`engine_health`],
+//! [`sample_if_due`].
 //!
 //! The written contract lives in `docs/engines.md`; the key names below are its single source in
 //! code. Three engines implement it:
 //! - [`EngineKind::Gears`]: RedisGears 1 Python scripts (`gears.rs`),
 //! - [`EngineKind::Triggers`]: RedisGears 2 JavaScript stream triggers (`triggers.rs`),
 //! - [`EngineKind::Native`]: our own worker, `popup-operator process` (`native.rs`).
+//!
+//! Around them: `scripts` (an engine's script files, as a store's scripts ConfigMap shows them),
+//! `simulator` (the load generator) and `watch` (following a sale as it happens). Nothing here imports
+//! the operator (`crd`, `render`, `controller`, ...) or the command line (`cli`); they import this.
 
-pub mod cli;
 pub mod gears;
 pub mod native;
+pub mod scripts;
+pub mod simulator;
 pub mod triggers;
 pub mod watch;
-pub mod watch_view;
 
 use std::time::Duration;
 
@@ -81,8 +88,9 @@ pub const SAMPLE_LUA: &str = include_str!("assets/sample.lua");
 ///
 /// No default: the engine must be the one of the Redis in question (a store's `spec.engine`, whose
 /// one default is `crd::Engine::Gears`), so the command lines ask for it (`load --engine` is required).
-/// `From` converts to and from `crd::Engine`.
-#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The operator converts a store's engine to and from this (`controller::sale_bridge`); the command line
+/// parses it (`cli`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo.

@@ -1,7 +1,7 @@
 //! Following a sale as it happens (`popup-operator sale --watch`): the sale is read every interval
 //! on a connection that is opened again whenever Redis goes away, and each reading carries what a
 //! view shows: the numbers, the rate of decided orders, whether the sale is over and what is wrong
-//! with the engine. Nothing here draws; `watch_view` does.
+//! with the engine. Nothing here draws: `cli::watch_view` does.
 
 use std::collections::VecDeque;
 use std::future::Future;

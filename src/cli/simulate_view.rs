@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::simulator::{Progress, SimulationSummary, Warn, log_warning};
+use crate::sale::simulator::{Progress, SimulationSummary, Warn, log_warning};
 
 const BAR_TEMPLATE: &str = "{bar:40.green/white} {prefix}\n{msg}";
 /// Plain lines come at most this often.

@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::watch::{WatchEnd, WatchReading};
+use crate::sale::watch::{WatchEnd, WatchReading};
 
 const BAR_TEMPLATE: &str = "{bar:40.green/white} {prefix}\n{msg}";
 /// The bar as it stays on screen above the summary.

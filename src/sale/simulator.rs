@@ -29,7 +29,7 @@ use redis::Value;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::engine::{
+use super::{
     EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUES, RedisConn, Result, SaleSnapshot,
     WORKER_HEARTBEAT_PREFIX, connect_manager, read_sale, ts_enqueue_key, ts_len_key,
 };

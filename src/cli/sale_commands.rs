@@ -1,26 +1,40 @@
-//! Subcommands of the engine side: `load`, `process`, `simulate`, `sale` (and `sale --watch`, whose
-//! loop is in `watch.rs` and whose output is in `watch_view.rs`).
-//! Mounted into the binary's clap `Subcommand` enum as `Load(LoadArgs)`, `Process(ProcessArgs)`,
+//! The sale half's commands: `load`, `process`, `simulate`, `sale` (and `sale --watch`, whose loop is
+//! `sale::watch` and whose output is `watch_view`): their clap arguments and what each one runs and
+//! prints. Mounted into [`super::Command`] as `Load(LoadArgs)`, `Process(ProcessArgs)`,
 //! `Simulate(SimulateArgs)`, `Sale(SaleArgs)`.
 
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::PossibleValue;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::watch;
 
-use super::native::{Worker, WorkerConfig};
-// declared here rather than in engine/mod.rs: only `simulate` uses it
-#[path = "simulate_view.rs"]
-mod simulate_view;
-use super::watch::{SaleWatcher, follow};
+use super::simulate_view::SimulateView;
 use super::watch_view::WatchView;
-use super::{
-    EngineError, EngineKind, ProcessingSettings, Result, connect, connect_manager, engine_health, load_scripts,
-    module_list, read_sale, require_timeseries,
+use crate::sale::native::{self, Worker, WorkerConfig};
+use crate::sale::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
+use crate::sale::watch::{SaleWatcher, follow};
+use crate::sale::{
+    EngineError, EngineKind, ProcessingSettings, Result, connect, connect_manager, connection_info, engine_health,
+    load_scripts, module_list, read_sale, require_timeseries,
 };
-use crate::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
-use simulate_view::SimulateView;
+
+/// `--engine <ENGINE>`: the engine's name, and a line about it in `--help`.
+impl clap::ValueEnum for EngineKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[EngineKind::Gears, EngineKind::Triggers, EngineKind::Native]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            EngineKind::Gears => "RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo",
+            EngineKind::Triggers => "RedisGears 2 JavaScript stream triggers (TFUNCTION LOAD), redis-stack 7.x",
+            EngineKind::Native => "The operator's own worker (`popup-operator process`), any Redis with TimeSeries",
+        };
+        Some(PossibleValue::new(self.as_str()).help(help))
+    }
+}
 
 // ---- bounded numeric flags -----------------------------------------------------------------------
 // Every number a user (or an environment variable) can pass is checked by clap against a range, so
@@ -270,7 +284,7 @@ pub async fn run_process(args: ProcessArgs) -> Result<()> {
     });
     if args.sample_only {
         tracing::info!(%addr, "sampling TimeSeries only");
-        super::native::sampler_loop(conn, settings, rx).await;
+        native::sampler_loop(conn, settings, rx).await;
         return Ok(());
     }
     let consumer = args
@@ -297,7 +311,7 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
         max_duration: args.max_seconds.map(Duration::from_secs),
     };
     let resilience = Resilience { retry_for: Duration::from_secs(args.reconnect_seconds) };
-    let addr = super::connection_info(&args.redis.url, args.redis.password.as_deref())?.1;
+    let addr = connection_info(&args.redis.url, args.redis.password.as_deref())?.1;
     eprintln!(
         "simulating on {addr}: stock {}, customers {}",
         cfg.stock,
