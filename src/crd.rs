@@ -595,7 +595,7 @@ pub struct SaleStatus {
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     // The same YAML-1.1-safe writer as `render`: kubectl and helm read this file with go-yaml.
-    crate::render::yaml::to_yaml(&serde_json::to_value(PopUpStore::crd()).expect("the CRD serializes"))
+    crate::yaml::to_yaml(&serde_json::to_value(PopUpStore::crd()).expect("the CRD serializes"))
 }
 
 /// The schema the API server checks a store against (`openAPIV3Schema` of the CRD), as JSON.

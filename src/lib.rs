@@ -9,7 +9,8 @@
 //!   come in as data); `apply` writes them with server-side apply; `status` turns observations into
 //!   conditions (pure); `controller` wires validate → build → apply → observe → status together and is
 //!   where the operator meets the sale (`controller::sale_bridge`); `telemetry` logs and serves metrics;
-//! - `cli`: both halves' subcommands, their clap arguments and their output.
+//! - `cli`: both halves' subcommands, their clap arguments and their output;
+//! - `yaml`: YAML output that every Kubernetes reader takes the same way (the CRD, `render`).
 //!
 //! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
 //! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale.
@@ -22,3 +23,4 @@ pub mod render;
 pub mod sale;
 pub mod status;
 pub mod telemetry;
+pub mod yaml;

@@ -167,7 +167,7 @@ pub fn render_file(args: &RenderArgs) -> Result<(), String> {
             scripts: controller::sale_bridge::script_files(&v),
         };
         // Written so that kubectl's YAML 1.1 reader sees the same values (`yes` stays a string).
-        out.push_str(&render::yaml::documents(&render::build_children(&v, &inputs).to_values()));
+        out.push_str(&crate::yaml::documents(&render::build_children(&v, &inputs).to_values()));
     }
     print!("{out}");
     Ok(())

@@ -9,7 +9,6 @@ pub mod network_policy;
 pub mod processor;
 pub mod redis;
 pub mod simulator;
-pub mod yaml;
 
 use std::collections::BTreeMap;
 
