@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -150,10 +151,25 @@ pub async fn get<K: Child>(client: &Client, namespace: &str, name: &str) -> Resu
 }
 
 /// Deletes `name` if it exists and is controlled by the owner with `owner_uid` (never an object of
-/// someone else that happens to have the name); returns whether it deleted.
-pub async fn delete_if_owned<K: Child>(client: &Client, namespace: &str, name: &str, owner_uid: &str) -> Result<bool> {
-    let Some(live) = get::<K>(client, namespace, name).await? else { return Ok(false) };
-    let owned = live.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
+/// someone else that happens to have the name); returns whether it deleted. `seen`: what the watch cache
+/// knows of it (its metadata is enough); only a live object saves the read.
+pub async fn delete_if_owned<K: Child, M: Resource>(
+    client: &Client,
+    seen: Seen<M>,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<bool> {
+    let controlled_by_owner =
+        |refs: &[OwnerReference]| refs.iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
+    let owned = match seen {
+        Seen::Live(live) => controlled_by_owner(live.owner_references()),
+        // A child created just before the spec changed may not have reached the cache yet: only the API
+        // server can say it is not there (this runs after spec changes only).
+        Seen::Absent | Seen::Unknown => {
+            get::<K>(client, namespace, name).await?.is_some_and(|l| controlled_by_owner(l.owner_references()))
+        }
+    };
     if !owned {
         return Ok(false);
     }

@@ -40,7 +40,7 @@ enum Command {
     Render(RenderArgs),
     /// Install or update a processing engine's scripts in a Redis (idempotent; gears, triggers, native).
     Load(LoadArgs),
-    /// Run the native order processor (a consumer-group worker) until SIGTERM; the native engine's pods.
+    /// Run the native order processor (decides the oldest orders in atomic script calls) until SIGTERM; the native engine's pods.
     Process(ProcessArgs),
     /// Play the customers: set the stock, send customers and their orders, print a summary.
     Simulate(SimulateArgs),

@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 
-use super::cache::seen;
+use super::cache::{self, seen};
 use super::dereference::Inputs;
 use super::{Context, RedisTarget, users};
 use crate::apply;
@@ -13,6 +13,7 @@ use crate::crd::PopUpStore;
 use crate::render::{self, Children, ValidatedStore};
 use crate::status::Check;
 use crate::status::workload::redis_ready;
+use kube::runtime::reflector::Store;
 
 /// The live workloads after the apply, and what the Redis users' setup said.
 pub(super) struct Applied {
@@ -70,24 +71,30 @@ pub(super) async fn apply_children(
 async fn prune(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore, children: &Children) -> Result<()> {
     let Some(uid) = store.metadata.uid.as_deref() else { return Ok(()) };
     let optional = render::optional_children(&validated.names);
-    prune_kind(ctx, validated, uid, &optional.secrets, &children.secrets).await?;
-    prune_kind(ctx, validated, uid, &optional.config_maps, &children.config_maps).await?;
-    prune_kind(ctx, validated, uid, &optional.services, &children.services).await?;
-    prune_kind(ctx, validated, uid, &optional.deployments, &children.deployments).await?;
-    prune_kind(ctx, validated, uid, &optional.network_policies, &children.network_policies).await?;
+    let cache = &ctx.cache;
+    prune_kind(ctx, validated, uid, &cache.secrets, &optional.secrets, &children.secrets).await?;
+    prune_kind(ctx, validated, uid, &cache.config_maps, &optional.config_maps, &children.config_maps).await?;
+    prune_kind(ctx, validated, uid, &cache.services, &optional.services, &children.services).await?;
+    prune_kind(ctx, validated, uid, &cache.deployments, &optional.deployments, &children.deployments).await?;
+    prune_kind(ctx, validated, uid, &cache.network_policies, &optional.network_policies, &children.network_policies)
+        .await?;
     Ok(())
 }
 
-/// Deletes the `optional` children of one kind that are not `wanted` (and that the store owns).
-async fn prune_kind<K: apply::Child>(
+/// Deletes the `optional` children of one kind that are not `wanted` (and that the store owns); `cached`:
+/// the watch's store of that kind.
+async fn prune_kind<K: apply::Child, M: kube::Resource<DynamicType = ()> + Clone + 'static>(
     ctx: &Context,
     validated: &ValidatedStore,
     uid: &str,
+    cached: &Store<M>,
     optional: &[String],
     wanted: &[K],
 ) -> Result<()> {
+    let ns = &validated.namespace;
     for name in optional.iter().filter(|name| !render::has_named(wanted, name)) {
-        if apply::delete_if_owned::<K>(&ctx.client, &validated.namespace, name, uid).await? {
+        let seen = cache::seen_named(cached, ns, name);
+        if apply::delete_if_owned::<K, M>(&ctx.client, seen, ns, name, uid).await? {
             let kind = K::kind(&());
             tracing::info!(store = %validated.names.store, %kind, %name, "deleted a child the spec no longer wants");
         }

@@ -146,7 +146,15 @@ where
     K: Resource,
     C: Resource<DynamicType = ()> + Clone + 'static,
 {
-    match store.get(&ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default())) {
+    seen_named(store, &obj.namespace().unwrap_or_default(), &obj.name_any())
+}
+
+/// What `store` knows of the object `namespace`/`name`.
+pub fn seen_named<C>(store: &Store<C>, namespace: &str, name: &str) -> Seen<C>
+where
+    C: Resource<DynamicType = ()> + Clone + 'static,
+{
+    match store.get(&ObjectRef::new(name).within(namespace)) {
         Some(live) => Seen::Live(live),
         None if synced(store) => Seen::Absent,
         None => Seen::Unknown,

@@ -30,7 +30,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::PopUpStore;
@@ -91,6 +91,10 @@ impl Context {
 
 /// Requeue after an error from the API server (see `error_policy`); the other delays are `next_action`'s.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+
+/// A burst of events about one store (its children appearing one after the other) becomes one reconcile
+/// once it has been quiet this long.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Stores reconciled at once per controller. Each reconcile holds its rendered children (the dashboard
 /// alone is ~25 KB) and waits on the API server most of the time: a thousand at once would only queue
@@ -264,13 +268,20 @@ async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) 
     let ctx = Arc::new(Context { cache, ..(*ctx).clone() });
     // Only our own children are watched in full: caching every Secret of the cluster would cost memory.
     let owned = || watcher::Config::default().labels(cache::OWNED);
-    let controller =
-        Controller::new(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic());
+    // The stores themselves are cached without managedFields too (Controller::new would keep them).
+    let (stores, stores_writer) = kube::runtime::reflector::store();
+    let store_watch =
+        watcher::watcher(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(no_managed_fields)
+            .reflect(stores_writer)
+            .applied_objects();
+    let controller = Controller::for_stream(store_watch, stores);
     let user_secrets = stores_using_secret(controller.store());
     let all_secrets = scoped::<PartialObjectMeta<Secret>>(client, &namespace);
     let redis_pods = watcher::Config::default().labels(cache::REDIS_PODS);
     controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES).debounce(DEBOUNCE))
         .watches_stream(
             cache::objects(all_secrets, watcher::Config::default(), w.all_secrets, cache::name_and_version_only),
             user_secrets,
