@@ -42,6 +42,35 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)).filter_map(|v| v.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// The pids of the control plane's processes, by command name (those whose command line names `dir`).
+fn control_plane_pids(dir: &std::path::Path) -> Vec<(String, u32)> {
+    let dir = dir.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let name = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default().to_string();
+        if ["etcd", "kube-apiserver", "kube-controller-manager"].contains(&name.as_str())
+            && args.iter().any(|a| a.contains(&dir))
+        {
+            found.push((name, pid));
+        }
+    }
+    found.sort();
+    found
+}
+
 async fn count<K>(api: &Api<K>) -> usize
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + kube::Resource,
@@ -62,19 +91,25 @@ async fn scale_many_stores() {
     assert!(kubeconfig.exists(), "{}", kubeconfig.display());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let operator = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
-            .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stderr(std::fs::File::create(env.cp.dir.join("bench-operator.log")).unwrap())
-            .spawn()
-            .expect("start popup-operator run"),
+        // POPUP_BENCH_BINARY: another build of the operator, e.g. the static musl one the image ships.
+        std::process::Command::new(
+            std::env::var("POPUP_BENCH_BINARY").unwrap_or(env!("CARGO_BIN_EXE_popup-operator").into()),
+        )
+        .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", std::env::var("POPUP_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .stderr(std::fs::File::create(std::env::temp_dir().join("popup-bench-operator.log")).unwrap())
+        .spawn()
+        .expect("start popup-operator run"),
     );
     let pid = operator.0.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(pid);
 
     let api: Api<PopUpStore> = env.api();
+    let mut processes = control_plane_pids(&env.cp.dir);
+    processes.push(("popup-operator".into(), pid));
+    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_secs(*p)).collect();
     let started = Instant::now();
     futures::stream::iter(0..stores)
         .map(|i| {
@@ -129,6 +164,11 @@ async fn scale_many_stores() {
     }
     let statused = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu_converging: Vec<String> = processes
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, p), before)| format!("{name} {:.1} s", cpu_secs(*p) - before))
+        .collect();
     let converging = support::audited_requests(env.cp, &id.username);
     let converging_writes = converging.iter().filter(|r| support::is_write(&r.verb)).count();
 
@@ -157,6 +197,13 @@ async fn scale_many_stores() {
         converging_writes,
         per(converging_writes)
     );
+    let mut converging_by_kind = std::collections::BTreeMap::<String, usize>::new();
+    for r in &converging {
+        let sub = if r.subresource.is_empty() { String::new() } else { format!("/{}", r.subresource) };
+        *converging_by_kind.entry(format!("{} {}{sub}", r.verb, r.resource)).or_default() += 1;
+    }
+    println!("converging requests by verb and resource: {converging_by_kind:?}");
+    println!("CPU used until every store had a status: {}", cpu_converging.join(", "));
     println!(
         "requests in the next {} s               {:>8} ({:.1} per store), writes other than events: {}; watches renewed: {}",
         quiet.as_secs(),

@@ -140,12 +140,31 @@ fn render(file: &Path) -> std::process::Output {
         .unwrap()
 }
 
-fn write_temp(name: &str, text: &str) -> PathBuf {
+/// A file of this test process's temporary directory, removed (with the directory, once empty) when dropped.
+struct TempFile(PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn write_temp(name: &str, text: &str) -> TempFile {
     let dir = std::env::temp_dir().join(format!("popup-e2e-render-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(name);
     std::fs::write(&file, text).unwrap();
-    file
+    TempFile(file)
 }
 
 fn api_for(env: &TestEnv, obj: &Value) -> Api<DynamicObject> {
@@ -334,6 +353,7 @@ async fn admission_refuses_every_bad_field_by_name_and_render_reports_the_same_f
     let env = support::env("admission").await;
     let api = env.api::<PopUpStore>();
     let pp = PatchParams::apply(MANAGER).validation_strict();
+    let mut many_bad = None;
     for (name, spec, wanted) in bad_stores() {
         let obj = store_json(name, spec);
         match api.patch(name, &pp, &Patch::Apply(&obj)).await {
@@ -356,11 +376,13 @@ async fn admission_refuses_every_bad_field_by_name_and_render_reports_the_same_f
         for w in wanted.iter().filter(|w| w.contains('.')) {
             assert!(stderr.contains(w), "{name}: render should name {w}: {stderr}");
         }
+        if name == "many-bad" {
+            many_bad = Some(file);
+        }
     }
 
     // render reports what the API server reports only after a second try, all in one run.
-    let out =
-        render(&std::env::temp_dir().join(format!("popup-e2e-render-{}", std::process::id())).join("many-bad.yaml"));
+    let out = render(many_bad.as_ref().expect("bad_stores() has many-bad"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for w in ["spec.engine", "spec.processing.batchSize", "spec.redis.resources.limits", "3 problem(s)"] {
         assert!(stderr.contains(w), "render should report {w}: {stderr}");
