@@ -6,18 +6,17 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, Secret, SecretKeySelector, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, PodSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use serde_json::json;
 
 use super::acl::{self, Role};
 use super::{
-    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, GRAFANA_PORT, ValidatedStore, child_meta, container_security, pod_labels,
-    pod_security, resources_or, selector_labels, sha256_hex,
+    BuildInputs, GRAFANA_PORT, ValidatedStore, child_meta, container_security, pod_selector, pod_template,
+    resources_or, selector_labels, sha256_hex,
 };
 
 pub const COMPONENT: &str = "grafana";
@@ -293,22 +292,14 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
         metadata: child_meta(store, store.names.grafana(), COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(store, COMPONENT)),
-                    annotations: Some(BTreeMap::from([(CONFIG_CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(pod_security(GRAFANA_UID)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    ..Default::default()
-                }),
-            },
+            selector: pod_selector(store, COMPONENT),
+            template: pod_template(
+                store,
+                COMPONENT,
+                Some(checksum.to_string()),
+                GRAFANA_UID,
+                PodSpec { containers: vec![container], volumes: Some(volumes), ..Default::default() },
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -319,6 +310,7 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
 mod tests {
     use super::*;
     use crate::crd::{Engine, ServiceType};
+    use crate::render::CONFIG_CHECKSUM_ANNOTATION;
     use crate::render::tests::build;
 
     fn grafana_container(c: &crate::render::Children) -> serde_json::Value {

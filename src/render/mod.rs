@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
+    Capabilities, ConfigMap, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    Secret, SecurityContext, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -519,6 +520,36 @@ pub fn child_meta(store: &ValidatedStore, name: String, component: &str) -> Obje
         owner_references: store.owner.clone().map(|o| vec![o]),
         ..ObjectMeta::default()
     }
+}
+
+/// A component's pod template: its pod labels, `checksum` (of what its pods read, so a change rolls them)
+/// as an annotation, and on top of `spec` what every pod of a store shares: non-root as `uid`, no API
+/// token (no pod of a store talks to Kubernetes), no service-link variables.
+pub fn pod_template(
+    store: &ValidatedStore,
+    component: &str,
+    checksum: Option<String>,
+    uid: i64,
+    spec: PodSpec,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels(store, component)),
+            annotations: checksum.map(|c| BTreeMap::from([(CONFIG_CHECKSUM_ANNOTATION.to_string(), c)])),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            security_context: Some(pod_security(uid)),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            ..spec
+        }),
+    }
+}
+
+/// The selector of a component's pods (a workload's `spec.selector`).
+pub fn pod_selector(store: &ValidatedStore, component: &str) -> LabelSelector {
+    LabelSelector { match_labels: Some(selector_labels(store, component)), ..Default::default() }
 }
 
 /// Pod security context: non-root with a fixed uid, the runtime's default seccomp profile.

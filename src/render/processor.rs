@@ -1,16 +1,10 @@
 //! The `native` engine's processor: `popup-operator process` as a Deployment.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec};
 
 use super::acl::{self, Role};
-use super::{
-    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, pod_labels, pod_security,
-    resources_or, selector_labels,
-};
+use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_selector, pod_template, resources_or};
 
 pub const COMPONENT: &str = "processor";
 /// The operator image runs as the distroless `nonroot` user.
@@ -54,23 +48,19 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
         metadata: child_meta(store, store.names.processor(), COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(p.replicas as i32),
-            selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(store, COMPONENT)),
-                    annotations: Some(BTreeMap::from([(CONFIG_CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
+            selector: pod_selector(store, COMPONENT),
+            template: pod_template(
+                store,
+                COMPONENT,
+                Some(checksum.to_string()),
+                OPERATOR_UID,
+                PodSpec {
                     containers: vec![container],
-                    security_context: Some(pod_security(OPERATOR_UID)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
                     // The worker finishes its current batch on SIGTERM.
                     termination_grace_period_seconds: Some(30),
                     ..Default::default()
-                }),
-            },
+                },
+            ),
             ..Default::default()
         }),
         ..Default::default()

@@ -6,17 +6,17 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, Probe, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::acl::{ACL_DIR, ACL_FILE_KEY, PROBE_PASSWORD, Role};
 use super::{
     BuildInputs, PASSWORD_KEY, PasswordSource, REDIS_PORT, ValidatedStore, child_meta, container_security, pod_labels,
-    pod_security, resources_or, selector_labels,
+    pod_selector, pod_template, resources_or, selector_labels,
 };
 use crate::crd::Engine;
 
@@ -252,22 +252,23 @@ pub fn statefulset(store: &ValidatedStore) -> StatefulSet {
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(store.names.redis_headless()),
-            selector: LabelSelector { match_labels: Some(selector_labels(store, COMPONENT)), ..Default::default() },
+            selector: pod_selector(store, COMPONENT),
             volume_claim_templates: claims,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels(store, COMPONENT)), ..Default::default() }),
-                spec: Some(PodSpec {
+            // No checksum: Redis takes new passwords live (ACL SETUSER), and a restart could lose the sale.
+            template: pod_template(
+                store,
+                COMPONENT,
+                None,
+                REDIS_UID,
+                PodSpec {
                     containers: vec![container],
                     node_selector: (engine == Engine::Gears)
                         .then(|| BTreeMap::from([(ARCH_LABEL.to_string(), GEARS_ARCH.to_string())])),
                     volumes: Some(volumes),
-                    security_context: Some(pod_security(REDIS_UID)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(30),
                     ..Default::default()
-                }),
-            },
+                },
+            ),
             ..Default::default()
         }),
         ..Default::default()

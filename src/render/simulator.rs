@@ -6,16 +6,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use serde_json::json;
 
 use super::acl::{self, Role};
 use super::processor::OPERATOR_UID;
-use super::{
-    BuildInputs, CONFIG_CHECKSUM_ANNOTATION, ValidatedStore, child_meta, container_security, pod_labels, pod_security,
-    resources_or, sha256_hex,
-};
+use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_template, resources_or, sha256_hex};
 
 pub const COMPONENT: &str = "simulator";
 /// Annotation with the settings hash, also the suffix of the Job's name.
@@ -82,26 +78,15 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
             // A retried simulator would start the sale over (it sets `product` to the stock), so a failed
             // run stays failed and is reported in the SimulationComplete condition instead.
             backoff_limit: Some(0),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(store, COMPONENT)),
-                    // The simulator's password when the Job was made: a Job cannot roll, so the operator keeps
-                    // an older password valid until the Jobs that started with it have finished.
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_CHECKSUM_ANNOTATION.to_string(),
-                        inputs.credentials.revision(Role::Simulator),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    restart_policy: Some("Never".into()),
-                    security_context: Some(pod_security(OPERATOR_UID)),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    ..Default::default()
-                }),
-            },
+            // The simulator's password when the Job was made: a Job cannot roll, so the operator keeps an
+            // older password valid until the Jobs that started with it have finished.
+            template: pod_template(
+                store,
+                COMPONENT,
+                Some(inputs.credentials.revision(Role::Simulator)),
+                OPERATOR_UID,
+                PodSpec { containers: vec![container], restart_policy: Some("Never".into()), ..Default::default() },
+            ),
             ..Default::default()
         }),
         ..Default::default()
