@@ -6,11 +6,12 @@
 //! yet, just created) is read from the API server as before. A watch writes an object into its store
 //! before it triggers the reconcile, so a reconcile caused by a change sees that change.
 //!
-//! What is kept is what a reconcile reads: the operator's Secrets whole; StatefulSets, Deployments and
-//! Jobs without their pod spec (the reconcile reads replicas, status and template annotations); the Redis
-//! pods' metadata and status; only metadata (the applied hash, the owner) of ConfigMaps, Services and
-//! NetworkPolicies; only name and resourceVersion of every other Secret. `managedFields` are dropped from
-//! all of them.
+//! What is kept is what a reconcile reads: the operator's Secrets with their data; StatefulSets,
+//! Deployments and Jobs without their pod spec (the reconcile reads replicas, status and template
+//! annotations); the Redis pods' metadata and status; only metadata (the applied hash, the owner) of
+//! ConfigMaps, Services and NetworkPolicies; only name and resourceVersion of every other Secret. The
+//! children keep none of their labels and only the operator's own annotations; `managedFields` are
+//! dropped from everything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -194,28 +195,48 @@ pub fn no_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
-/// A StatefulSet as the cache keeps it: its pod template's metadata but not its pod spec, which only the
-/// applied hash stands for (the workload checks read replicas and status).
+/// A child as the cache keeps its metadata: name, namespace, owner, generation and the operator's own
+/// annotations (`popup.dev/…`: the applied hash, checksums, rotation times); its labels and other
+/// annotations are only selectors' and people's business.
+pub fn own_metadata_only<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with("popup.dev/"));
+    }
+}
+
+/// A pod template as the cache keeps it: its annotations (checksums), not its labels or pod spec.
+fn template_annotations_only(template: &mut PodTemplateSpec) {
+    template.spec = None;
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.labels = None;
+    }
+}
+
+/// A StatefulSet as the cache keeps it: what the workload checks read (replicas, generation, status),
+/// without its pod spec, which the applied hash stands for.
 pub fn sts_without_pod_spec(sts: &mut StatefulSet) {
-    no_managed_fields(sts);
+    own_metadata_only(sts);
     if let Some(spec) = sts.spec.as_mut() {
-        spec.template.spec = None;
+        template_annotations_only(&mut spec.template);
     }
 }
 
-/// A Deployment as the cache keeps it (see [`sts_without_pod_spec`]).
+/// A Deployment as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's checksum).
 pub fn deployment_without_pod_spec(deployment: &mut Deployment) {
-    no_managed_fields(deployment);
+    own_metadata_only(deployment);
     if let Some(spec) = deployment.spec.as_mut() {
-        spec.template.spec = None;
+        template_annotations_only(&mut spec.template);
     }
 }
 
-/// A Job as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's annotations).
+/// A Job as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's checksum).
 pub fn job_without_pod_spec(job: &mut Job) {
-    no_managed_fields(job);
+    own_metadata_only(job);
     if let Some(spec) = job.spec.as_mut() {
-        spec.template.spec = None;
+        template_annotations_only(&mut spec.template);
     }
 }
 

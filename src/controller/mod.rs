@@ -36,7 +36,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::PopUpStore;
 use crate::render::{self, ValidatedStore};
 use crate::telemetry::Health;
-use cache::{Cache, no_managed_fields};
+use cache::{Cache, no_managed_fields, own_metadata_only};
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
 pub use error::{ApiError, Error, Result, Stage, StartupError};
@@ -298,24 +298,24 @@ async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) 
             cache::deployment_without_pod_spec,
         ))
         .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.jobs, cache::job_without_pod_spec))
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.secrets, no_managed_fields))
+        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.secrets, own_metadata_only))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<Service>>(client, &namespace),
             owned(),
             w.services,
-            no_managed_fields,
+            own_metadata_only,
         ))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<ConfigMap>>(client, &namespace),
             owned(),
             w.config_maps,
-            no_managed_fields,
+            own_metadata_only,
         ))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<NetworkPolicy>>(client, &namespace),
             owned(),
             w.network_policies,
-            no_managed_fields,
+            own_metadata_only,
         ))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
