@@ -264,68 +264,76 @@ pub async fn run(ctx: Context, scope: impl Into<WatchScope>) -> Result<(), Start
 /// One controller: the stores of `namespace` (or every namespace), their children and the Secrets they
 /// name, each watch also filling the controller's [`Cache`].
 async fn run_one(client: &Client, namespace: Option<String>, ctx: Arc<Context>) {
-    let (cache, w) = Cache::new();
+    let (cache, writers) = Cache::new();
     let ctx = Arc::new(Context { cache, ..(*ctx).clone() });
-    // Only our own children are watched in full: caching every Secret of the cluster would cost memory.
-    let owned = || watcher::Config::default().labels(cache::OWNED);
+    watching(client, &namespace, writers)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES).debounce(DEBOUNCE))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((store, _)) => {
+                    tracing::debug!(store = %store.name, namespace = store.namespace.as_deref().unwrap_or_default(), "reconciled")
+                }
+                Err(e) => tracing::debug!(%e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// The controller's watches: the stores, what reconciles a store (its children, its Redis pod, a Secret
+/// it names) and, through `writers`, what fills its [`Cache`].
+fn watching(client: &Client, namespace: &Option<String>, w: cache::Writers) -> Controller<PopUpStore> {
     // The stores themselves are cached without managedFields too (Controller::new would keep them).
     let (stores, stores_writer) = kube::runtime::reflector::store();
     let store_watch =
-        watcher::watcher(scoped::<PopUpStore>(client, &namespace), watcher::Config::default().any_semantic())
+        watcher::watcher(scoped::<PopUpStore>(client, namespace), watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(no_managed_fields)
             .reflect(stores_writer)
             .applied_objects();
     let controller = Controller::for_stream(store_watch, stores);
     let user_secrets = stores_using_secret(controller.store());
-    let all_secrets = scoped::<PartialObjectMeta<Secret>>(client, &namespace);
+    // Only our own children are watched in full: caching every Secret of the cluster would cost memory.
+    let owned = || watcher::Config::default().labels(cache::OWNED);
     let redis_pods = watcher::Config::default().labels(cache::REDIS_PODS);
+    let all_secrets = scoped::<PartialObjectMeta<Secret>>(client, namespace);
     controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES).debounce(DEBOUNCE))
         .watches_stream(
             cache::objects(all_secrets, watcher::Config::default(), w.all_secrets, cache::name_and_version_only),
             user_secrets,
         )
         .watches_stream(
-            cache::objects(scoped::<Pod>(client, &namespace), redis_pods, w.redis_pods, cache::pod_status_only),
+            cache::objects(scoped::<Pod>(client, namespace), redis_pods, w.redis_pods, cache::pod_status_only),
             store_of_pod,
         )
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.stateful_sets, cache::sts_without_pod_spec))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.stateful_sets, cache::sts_without_pod_spec))
         .owns_stream(cache::objects(
-            scoped(client, &namespace),
+            scoped(client, namespace),
             owned(),
             w.deployments,
             cache::deployment_without_pod_spec,
         ))
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.jobs, cache::job_without_pod_spec))
-        .owns_stream(cache::objects(scoped(client, &namespace), owned(), w.secrets, own_metadata_only))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.jobs, cache::job_without_pod_spec))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.secrets, own_metadata_only))
         .owns_stream(cache::objects(
-            scoped::<PartialObjectMeta<Service>>(client, &namespace),
+            scoped::<PartialObjectMeta<Service>>(client, namespace),
             owned(),
             w.services,
             own_metadata_only,
         ))
         .owns_stream(cache::objects(
-            scoped::<PartialObjectMeta<ConfigMap>>(client, &namespace),
+            scoped::<PartialObjectMeta<ConfigMap>>(client, namespace),
             owned(),
             w.config_maps,
             own_metadata_only,
         ))
         .owns_stream(cache::objects(
-            scoped::<PartialObjectMeta<NetworkPolicy>>(client, &namespace),
+            scoped::<PartialObjectMeta<NetworkPolicy>>(client, namespace),
             owned(),
             w.network_policies,
             own_metadata_only,
         ))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(store = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(%e, "reconcile error"),
-            }
-        })
-        .await;
 }
 
 /// A Redis pod's changes (scheduled, crashing, ready) as a reconcile of its store, found by its labels.

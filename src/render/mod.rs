@@ -9,6 +9,7 @@ pub mod network_policy;
 pub mod processor;
 pub mod redis;
 pub mod simulator;
+mod validation;
 
 use std::collections::BTreeMap;
 
@@ -21,11 +22,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Engine, GrafanaMode, MAX_NAME_LEN, PopUpStore, PopUpStoreSpec, SecretKeyRef};
+pub use validation::{SpecError, SpecErrors, validate};
+
+use crate::crd::{Engine, GrafanaMode, PopUpStoreSpec, SecretKeyRef};
 
 /// Default images, pinned so a store renders the same objects tomorrow as today.
 pub mod images {
@@ -117,20 +120,6 @@ impl Names {
     }
 }
 
-/// A spec value the operator cannot use, with the field's path and what to do about it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct SpecError {
-    pub field: String,
-    pub message: String,
-}
-
-impl SpecError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
-        Self { field: field.to_string(), message: message.into() }
-    }
-}
-
 /// Where the Redis password comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PasswordSource {
@@ -174,122 +163,6 @@ impl ValidatedStore {
     }
 }
 
-/// Every problem of a spec at once, each naming its field and the fix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct SpecErrors {
-    pub errors: Vec<SpecError>,
-}
-
-impl SpecErrors {
-    /// The fields named, in order.
-    pub fn fields(&self) -> Vec<&str> {
-        self.errors.iter().map(|e| e.field.as_str()).collect()
-    }
-}
-
-/// Checks the spec (what a file given to `render` never had checked, or what the CRD schema cannot)
-/// and resolves defaults. Reports every problem, not only the first: the native checks below, then the
-/// CRD's CEL rules evaluated here too, so the operator refuses what the API server would.
-pub fn validate(store: &PopUpStore) -> Result<ValidatedStore, SpecErrors> {
-    let mut errors = Vec::new();
-    let mut fail = |field: &str, message: String| errors.push(SpecError::new(field, message));
-    let name = store.metadata.name.clone().unwrap_or_default();
-    if name.is_empty() {
-        fail("metadata.name", "is required".into());
-    } else if name.len() > MAX_NAME_LEN {
-        fail(
-            "metadata.name",
-            format!(
-                "must be at most {MAX_NAME_LEN} characters (child objects add suffixes such as -simulator-<hash>); got {} characters",
-                name.len()
-            ),
-        );
-    }
-    let spec = &store.spec;
-    if spec.stock < 0 {
-        fail("spec.stock", format!("must be 0 or more, got {}", spec.stock));
-    }
-    let p = &spec.processing;
-    for (field, value, min, max) in [
-        ("spec.processing.batchSize", p.batch_size, 1, 10_000),
-        ("spec.processing.metricsIntervalSeconds", p.metrics_interval_seconds, 1, 3600),
-        ("spec.processing.replicas", p.replicas, 1, 16),
-    ] {
-        if !(min..=max).contains(&value) {
-            fail(field, format!("must be between {min} and {max}, got {value}"));
-        }
-    }
-    if spec.simulator.rate_per_second == Some(0) {
-        fail("spec.simulator.ratePerSecond", "must be at least 1; omit it for random arrivals".into());
-    }
-    if spec.redis.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
-        fail("spec.redis.image", "must not be empty; omit it to use the engine's default image".into());
-    }
-    if spec.grafana.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
-        fail("spec.grafana.image", "must not be empty; omit it to use the default image".into());
-    }
-    if let Some(storage) = &spec.redis.storage
-        && !is_positive_quantity(&storage.size)
-    {
-        fail(
-            "spec.redis.storage.size",
-            format!("must be a positive Kubernetes quantity such as 1Gi, got {:?}", storage.size),
-        );
-    }
-    if spec.grafana.effective_mode() == GrafanaMode::Sidecar {
-        let sc = &spec.grafana.sidecar;
-        for (field, key) in [
-            ("spec.grafana.sidecar.datasourceLabel", &sc.datasource_label),
-            ("spec.grafana.sidecar.dashboardLabel", &sc.dashboard_label),
-        ] {
-            if !is_label_key(key) {
-                fail(field, format!("{key:?} is not a valid label key (e.g. grafana_dashboard)"));
-            }
-        }
-    }
-    if let Some(r) = &spec.redis.password_secret_ref {
-        if r.name.is_empty() {
-            fail("spec.redis.passwordSecretRef.name", "must name a Secret in the store's namespace".into());
-        }
-        if r.key.is_empty() {
-            fail("spec.redis.passwordSecretRef.key", "must name a key of the Secret (default: password)".into());
-        }
-    }
-    // The CRD's CEL rules (quantities, names, images, labels): one source of truth with admission.
-    if let Err(cel) = PopUpStore::validate_cel(store) {
-        for e in cel.iter() {
-            let field = if e.field_path.is_empty() { "metadata.name" } else { e.field_path.as_str() };
-            if !errors.iter().any(|x| x.field == field) {
-                let message =
-                    e.message.strip_prefix(field).map(|m| m.trim_start_matches([':', ' '])).unwrap_or(&e.message);
-                errors.push(SpecError::new(field, message));
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(SpecErrors { errors });
-    }
-    let names = Names::new(&name);
-    let password = match &spec.redis.password_secret_ref {
-        Some(r) => PasswordSource::UserSecret(r.clone()),
-        None => PasswordSource::Generated { secret: names.redis_secret() },
-    };
-    Ok(ValidatedStore {
-        names,
-        namespace: store.namespace().unwrap_or_else(|| "default".into()),
-        owner: store.metadata.uid.as_ref().and_then(|_| store.controller_owner_ref(&())).map(|mut o| {
-            // Foreground deletion of the store waits for its children (needs update on popupstores/finalizers).
-            o.block_owner_deletion = Some(true);
-            o
-        }),
-        spec: spec.clone(),
-        redis_image: spec.redis.image.clone().unwrap_or_else(|| default_redis_image(spec.engine).to_string()),
-        grafana_image: spec.grafana.image.clone().unwrap_or_else(|| images::GRAFANA.to_string()),
-        password,
-    })
-}
-
 /// The image a store uses when `spec.redis.image` is not set.
 pub fn default_redis_image(engine: Engine) -> &'static str {
     match engine {
@@ -297,29 +170,6 @@ pub fn default_redis_image(engine: Engine) -> &'static str {
         Engine::Triggers => images::TRIGGERS,
         Engine::Native => images::NATIVE,
     }
-}
-
-/// A label key without prefix: 1–63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends; an optional
-/// `dns.prefix/` before it.
-fn is_label_key(key: &str) -> bool {
-    let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && alnum(name.chars().next())
-        && alnum(name.chars().last())
-}
-
-/// Accepts the quantity forms a volume size takes (`512Mi`, `1Gi`, `1.5G`, `1000000`), positive only.
-fn is_positive_quantity(s: &str) -> bool {
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let valid_number = !number.is_empty()
-        && number.chars().filter(|c| *c == '.').count() <= 1
-        && number.parse::<f64>().map(|v| v > 0.0).unwrap_or(false);
-    const SUFFIXES: &[&str] = &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
-    valid_number && SUFFIXES.contains(&suffix)
 }
 
 /// Values the builders need that do not come from the spec: they are read from the cluster (or
@@ -818,16 +668,6 @@ pub(crate) mod tests {
             })
         });
         validate(&ok).unwrap();
-    }
-
-    #[test]
-    fn quantities() {
-        for ok in ["1Gi", "512Mi", "1.5G", "1000000", "10k"] {
-            assert!(is_positive_quantity(ok), "{ok}");
-        }
-        for bad in ["", "0", "Gi", "1GB", "-1Gi", "1..5Gi", "lots"] {
-            assert!(!is_positive_quantity(bad), "{bad}");
-        }
     }
 
     #[test]

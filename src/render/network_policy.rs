@@ -14,7 +14,8 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{BuildInputs, GRAFANA_PORT, REDIS_PORT, ValidatedStore, child_meta, grafana, is_label_key, redis};
+use super::validation::is_label_key;
+use super::{BuildInputs, GRAFANA_PORT, REDIS_PORT, ValidatedStore, child_meta, grafana, redis};
 use crate::crd::GrafanaMode;
 
 /// The label the API server puts on every namespace, with the namespace's name (Kubernetes ≥ 1.21).
