@@ -443,6 +443,9 @@ async fn a_users_whole_path_on_a_real_node() {
         "image.pullPolicy=Never",
         "--set",
         "logFormat=text",
+        "--set",
+        // The controller says which store it reconciled (step 4).
+        "logLevel=info\\,popup_operator::controller=debug",
         "--wait",
         "--timeout",
         "3m",
@@ -598,14 +601,22 @@ async fn a_users_whole_path_on_a_real_node() {
             .ok_or_else(|| "none yet".to_string())
     })
     .await;
-    // Every store reconciled at least once by the new pod (its own metrics say so).
-    let ip = new_pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("operator pod IP");
+    // Every store reconciled to the end by the new pod: its log (the chart's logLevel, set at install) has a
+    // "reconciled" line naming each store's namespace.
     wait_for("the new operator to finish a reconcile of each store", Duration::from_secs(120), || async {
-        let metrics = http_get(&ip, 8080, "/metrics").await?;
-        let done = metric(&metrics, "popup_operator_reconcile_duration_seconds_count").unwrap_or(0.0);
-        if done >= 3.0 { Ok(()) } else { Err(format!("{done} reconciles done")) }
+        let logs = cluster.kubectl(&["logs", "--namespace", OPERATOR_NAMESPACE, &new_pod.name_any()]);
+        let missing: Vec<&str> = ["node-triggers", "node-native", "node-gears"]
+            .into_iter()
+            .filter(|ns| !logs.lines().any(|l| l.contains("reconciled") && l.contains(ns)))
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(format!("no reconcile finished yet in {missing:?}")) }
     })
     .await;
+    // Its metrics count them too (a reconcile is counted before its "reconciled" line is logged).
+    let ip = new_pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("operator pod IP");
+    let metrics = http_get(&ip, 8080, "/metrics").await.expect("the operator's /metrics");
+    let done = metric(&metrics, "popup_operator_reconcile_duration_seconds_count").unwrap_or(0.0);
+    assert!(done >= 3.0, "{done} reconciles counted after three stores were reconciled");
     let after = operator_writes(&client).await;
     assert_eq!(before, after, "the new operator pod wrote to children that had not changed");
 
