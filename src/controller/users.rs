@@ -22,6 +22,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::{Context, RedisTarget, cache, existing_or_new_password, new_password, publish_event};
@@ -42,8 +43,13 @@ pub const ROTATION_GRACE: Duration = Duration::from_secs(120);
 /// the hashes Redis is to accept: the current one, plus those still on their way out according to the
 /// ACL Secret. `admin_password` is `None` while the user's password Secret is missing.
 pub(super) async fn read(ctx: &Context, store: &ValidatedStore, admin_password: Option<&str>) -> Result<Credentials> {
-    let acl_secret =
-        cache::get_or_read(&ctx.cache.secrets, &ctx.client, &store.namespace, &store.names.redis_acl()).await?;
+    let (ns, name) = (&store.namespace, store.names.redis_acl());
+    let mut acl_secret = cache::get_or_read(&ctx.cache.secrets, &ctx.client, ns, &name).await?;
+    // A rotation the cache still shows may have been ended by our own last write, which its watch has
+    // not delivered yet: reading it again keeps a retired password from being accepted once more.
+    if acl_secret.as_ref().is_some_and(|s| s.annotations().contains_key(RETIRING_SINCE_ANNOTATION)) {
+        acl_secret = apply::get(&ctx.client, ns, &name).await?;
+    }
     let text = |key: &str| {
         acl_secret
             .as_ref()
