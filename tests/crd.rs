@@ -173,6 +173,7 @@ fn render_reports_a_bad_field_by_name() {
         .arg(&file)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spec.processing.batchSize"), "{err}");
