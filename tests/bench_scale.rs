@@ -5,10 +5,13 @@
 //! A real control plane, the real `popup-operator run` binary as a child process with the chart's
 //! cluster-wide RBAC (a ServiceAccount token, so the audit log counts its requests), and
 //! `POPUP_BENCH_STORES` stores (default 1000) created at once. It prints: the time until every child
-//! of every store exists, API requests per store while converging, requests and writes per store in a
-//! quiet minute afterwards, and the operator's resident memory. There is no kubelet, so pods never
-//! run and the stores stay not-ready (waiting for Redis), which is the busier steady state: a ready
-//! store is requeued less often.
+//! of every store exists, API requests per store while converging (by verb and resource), the CPU used
+//! by the control plane and the operator, requests and writes in a quiet minute afterwards, and the
+//! operator's resident memory. There is no kubelet, so pods never run and the stores stay not-ready
+//! (waiting for Redis), which is the busier steady state: a ready store is requeued less often.
+//!
+//! `POPUP_BENCH_BINARY`: another build of the operator (e.g. the musl one the image ships);
+//! `POPUP_BENCH_LOG`: its `RUST_LOG` (default `warn`). Its log is kept in `$TMPDIR/popup-bench-operator.log`.
 
 mod support;
 
