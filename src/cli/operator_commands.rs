@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::controller::{self, Config, Context, WatchScope, redis::LiveRedis};
+use crate::render;
 use crate::render::network_policy::{DEFAULT_OPERATOR_POD_SELECTOR, OperatorPods};
-use crate::render::{self, BuildInputs, PasswordSource};
 use crate::telemetry::{self, Health, LogFormat};
 
 /// `run`
@@ -150,24 +150,16 @@ pub fn render_file(args: &RenderArgs) -> Result<(), String> {
             "note: no --operator-namespace: the Redis NetworkPolicy lets in only the store's pods; the operator installed by the chart passes e.g. --operator-namespace popup-system --operator-pod-selector app.kubernetes.io/name=popup-operator,app.kubernetes.io/instance=popup"
         );
     }
+    let config = Config {
+        operator_image: args.self_image.clone(),
+        redis_address_template: None,
+        operator_pods,
+        rotation_grace: controller::users::ROTATION_GRACE,
+    };
     let mut out = String::new();
     for v in validated {
-        // A user's password Secret is not read here: its user (default) stays off in the rendered ACL file
-        // until the operator, which reads the Secret, applies it.
-        let admin = match v.password {
-            PasswordSource::Generated { .. } => Some(controller::new_password()),
-            PasswordSource::UserSecret(_) => None,
-        };
-        let inputs = BuildInputs {
-            credentials: controller::users::generated(&v, admin.as_deref()),
-            redis_password: admin,
-            grafana_admin_password: controller::new_password(),
-            operator_image: args.self_image.clone(),
-            operator_pods: operator_pods.clone(),
-            scripts: controller::sale_bridge::script_files(&v),
-        };
         // Written so that kubectl's YAML 1.1 reader sees the same values (`yes` stays a string).
-        out.push_str(&crate::yaml::documents(&render::build_children(&v, &inputs).to_values()));
+        out.push_str(&crate::yaml::documents(&controller::render_offline(&config, &v).to_values()));
     }
     print!("{out}");
     Ok(())

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use crate::apply::Result;
 use crate::apply::{self, Child, Seen};
 
-/// Selects the operator's own children (`Controller::owns` of each kind).
+/// Selects the operator's own children (the `owns_stream` watch of each kind).
 pub const OWNED: &str = "app.kubernetes.io/managed-by=popup-operator";
 /// Selects the Redis pods of every store (their StatefulSet's pod template labels).
 pub const REDIS_PODS: &str = "app.kubernetes.io/managed-by=popup-operator,app.kubernetes.io/component=redis";

@@ -49,6 +49,22 @@ pub(super) async fn dereference(ctx: &Context, store: &PopUpStore, validated: &V
     Ok(Inputs { redis_password, grafana_admin_password, credentials })
 }
 
+/// What `render` uses instead of a cluster: new passwords everywhere. A user's password Secret is not
+/// read, so its user (`default`) stays off in the rendered ACL file until the operator, which reads the
+/// Secret, applies it.
+pub(super) fn offline(validated: &ValidatedStore) -> Inputs {
+    let admin = match validated.password {
+        PasswordSource::Generated { .. } => Some(new_password()),
+        PasswordSource::UserSecret(_) => None,
+    };
+    let managed_grafana = validated.spec.grafana.effective_mode() == GrafanaMode::Managed;
+    Inputs {
+        credentials: users::generated(validated, admin.as_deref()),
+        redis_password: RedisPassword { value: admin, regenerated: false, problem: None },
+        grafana_admin_password: if managed_grafana { new_password() } else { String::new() },
+    }
+}
+
 async fn read_redis_password(ctx: &Context, store: &ValidatedStore) -> Result<RedisPassword> {
     let r = match &store.password {
         PasswordSource::Generated { secret } => {

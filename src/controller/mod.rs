@@ -153,6 +153,12 @@ async fn reconcile_store(store: &PopUpStore, ctx: &Context) -> Result<Action> {
     }))
 }
 
+/// The children of a store as `render` prints them without a cluster: the build stage of a reconcile,
+/// with new passwords where a reconcile would read them ([`dereference`]'s offline counterpart).
+pub fn render_offline(config: &Config, validated: &ValidatedStore) -> render::Children {
+    build::build(config, validated, &dereference::offline(validated)).0
+}
+
 async fn publish_event(ctx: &Context, store: &PopUpStore, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,

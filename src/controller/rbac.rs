@@ -65,7 +65,7 @@ pub const RULES: &[PolicyRuleSpec] = &[
         api_group: "networking.k8s.io",
         resources: &["networkpolicies"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "each store's NetworkPolicies are watched (Controller::owns), server-side applied before its pods, and deleted when spec.networkPolicy.enabled turns false or Grafana goes (controller::prune)",
+        why: "each store's NetworkPolicies are watched (Controller::owns_stream), server-side applied before its pods, and deleted when spec.networkPolicy.enabled turns false or Grafana goes (controller::prune)",
     },
     PolicyRuleSpec {
         api_group: "events.k8s.io",
