@@ -14,4 +14,21 @@ REDIS_STACK_SERVER="${REDIS_STACK_SERVER:-$(bash hack/install-redis-stack.sh | t
 POPUP_CONTROL_PLANE_BIN="${POPUP_CONTROL_PLANE_BIN:-$(bash hack/control-plane.sh | tail -n 1)}"
 export HELM REDIS_STACK_SERVER POPUP_CONTROL_PLANE_BIN
 
-cargo test --locked "$@"
+# Prebuilt real runtimes (test fixtures beside the repository, never in it): RedisGears 1 for the gears
+# engine's tiers. Without it those tiers run on the CPython emulation only, and say so here.
+shared="$(cd "$root/.." && pwd)/shared"
+if [ -z "${POPUP_REDISGEARS1:-}" ] && [ -f "$shared/redisgears1/redisgears1.tar.xz" ]; then
+  export POPUP_REDISGEARS1="$shared/redisgears1"
+fi
+runtimes() {
+  if [ -n "${POPUP_REDISGEARS1:-}" ]; then
+    echo "real RedisGears 1: $POPUP_REDISGEARS1"
+  else
+    echo "WARNING: no real RedisGears 1 (POPUP_REDISGEARS1 unset, no $shared/redisgears1): the gears engine was tested on the CPython emulation only"
+  fi
+}
+runtimes
+status=0
+cargo test --locked "$@" || status=$?
+runtimes
+exit $status

@@ -1,6 +1,7 @@
 //! The order rules of docs/engines.md ("Deciding an order") under hostile input, as one table of
 //! cases run against every engine on a real redis-stack-server: triggers (RedisGears 2), native
-//! (our worker) and gears (the RedisGears 1 scripts under the CPython shim). Then a seeded random
+//! (our worker) and gears (the RedisGears 1 scripts: on real RedisGears 1 when `$POPUP_REDISGEARS1`
+//! names the runtime, else under the CPython emulation on redis-stack). Then a seeded random
 //! stream of orders per engine, judged against a model of the same rules.
 //!
 //! Every case asserts what a flash sale promises: never more completed than the stock, `product`
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
-use redis_server::{ChildGuard, RedisServer, start_gears_shim};
+use redis_server::{Gears, GearsRuntime, RedisServer};
 
 fn settings() -> ProcessingSettings {
     ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) }
@@ -33,7 +34,8 @@ struct Engine {
     server: RedisServer,
     conn: MultiplexedConnection,
     stop: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
-    _shim: Option<ChildGuard>,
+    /// gears: where its engine runs (the emulation's process lives here).
+    gears: Option<GearsRuntime>,
     /// Native without a running worker: each case's orders are all queued first and then decided
     /// by this worker's one script call (several batches in one call, a customer named twice in
     /// one call, customers found at the head of their queue and elsewhere).
@@ -42,9 +44,14 @@ struct Engine {
 
 impl Engine {
     async fn start(kind: EngineKind) -> Engine {
+        if kind == EngineKind::Gears {
+            let Gears { server, runtime } = Gears::start(&settings()).await;
+            let conn = server.conn().await;
+            return Engine { kind, server, conn, stop: None, gears: Some(runtime), one_call: None };
+        }
         let server = RedisServer::start();
         let mut conn = server.conn().await;
-        let (mut stop, mut shim) = (None, None);
+        let mut stop = None;
         match kind {
             EngineKind::Triggers => {
                 load_scripts(&mut conn, kind, &settings()).await.unwrap();
@@ -60,9 +67,9 @@ impl Engine {
                 });
                 stop = Some((tx, handle));
             }
-            EngineKind::Gears => shim = Some(start_gears_shim(&server, &settings())),
+            EngineKind::Gears => unreachable!("started above"),
         }
-        Engine { kind, server, conn, stop, _shim: shim, one_call: None }
+        Engine { kind, server, conn, stop, gears: None, one_call: None }
     }
 
     /// The native engine deciding each case in one script call (see [`Engine::one_call`]).
@@ -70,7 +77,7 @@ impl Engine {
         let server = RedisServer::start();
         let conn = server.conn().await;
         let worker = Worker::new(server.manager().await, WorkerConfig::new("one-call", settings()));
-        Engine { kind: EngineKind::Native, server, conn, stop: None, _shim: None, one_call: Some(worker) }
+        Engine { kind: EngineKind::Native, server, conn, stop: None, gears: None, one_call: Some(worker) }
     }
 
     async fn stop(mut self) {
@@ -80,8 +87,13 @@ impl Engine {
         }
     }
 
+    /// The gears emulation's log, or the real RedisGears 1's (in Redis' log).
     fn shim_log(&self) -> String {
-        std::fs::read_to_string(self.server.dir.join("shim.log")).unwrap_or_default()
+        let file = match self.gears {
+            Some(GearsRuntime::Emulated(_)) => "shim.log".to_string(),
+            _ => format!("redis-{}.log", self.server.port),
+        };
+        std::fs::read_to_string(self.server.dir.join(file)).unwrap_or_default()
     }
 }
 
@@ -391,10 +403,10 @@ async fn run_case(engine: &mut Engine, case: &Case) {
     }
 }
 
-/// What `sale --engine <kind>` reports. RedisGears 1 itself is not here (the shim plays it), so for
-/// gears only the engine-independent checks apply.
+/// What `sale --engine <kind>` reports. Under the emulation there is no RedisGears 1 to ask (no
+/// RG.* commands), so only the engine-independent checks apply.
 async fn health(engine: &mut Engine) -> (bool, String) {
-    if engine.kind == EngineKind::Gears {
+    if matches!(engine.gears, Some(GearsRuntime::Emulated(_))) {
         let problems = sale::sale_problems(&mut engine.conn).await.unwrap();
         (problems.is_empty(), problems.join("; "))
     } else {

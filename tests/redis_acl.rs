@@ -14,7 +14,7 @@ mod acl_users;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use acl_users::{Users, acl_log, refused, refused_by_acl};
+use acl_users::{Users, acl_log, is_noperm, refused, refused_by_acl};
 use popup_operator::crd::Engine;
 use popup_operator::render::acl::Role;
 use popup_operator::sale::{self, EngineKind, ProcessingSettings, read_sale};
@@ -114,12 +114,17 @@ async fn refused_admin_commands(conn: &mut MultiplexedConnection) {
         &["CLIENT", "LIST"],
         &["CLIENT", "KILL", "TYPE", "normal"],
         &["SHUTDOWN", "NOSAVE"],
-        &["TFUNCTION", "LIST"],
         &["GET", "someone:else"],
         &["SET", "someone:else", "1"],
         &["DEL", "someone:else"],
     ] {
         refused_by_acl(conn, args).await;
+    }
+    // The engines' module commands: refused by the ACL where the module is loaded, unknown where not
+    // (TFUNCTION on Redis 6.2 with RedisGears 1, RG.* on redis-stack).
+    for args in [&["TFUNCTION", "LIST"][..], &["RG.PYEXECUTE", "GB().run()"], &["RG.UNREGISTER", "x"]] {
+        let e = refused(conn, args).await;
+        assert!(is_noperm(&e) || e.contains("unknown command"), "{args:?}: {e}");
     }
 }
 
@@ -225,16 +230,35 @@ async fn a_triggers_sale_needs_only_the_simulator_user() {
 #[tokio::test]
 async fn the_gears_scripts_need_only_the_simulator_user() {
     let users = Users::new(Engine::Gears);
-    let server = users.start_server();
-    let mut admin = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) };
-    // RedisGears 1 runs a registration as the user who registered it: the operator.
-    let operator_url =
-        format!("redis://{}:{}@127.0.0.1:{}", Role::Operator.user(), users.password(Role::Operator), server.port);
-    let _shim = redis_server::start_gears_shim_at(&server, &operator_url, &settings);
+    // RedisGears 1 runs a registration as the user who registered it: the operator. On the real
+    // runtime the operator's user loads the scripts as in a store; under the emulation the shim logs
+    // in as that user.
+    let (server, _shim) = match redis_server::redisgears1() {
+        Some(_) => {
+            let server = RedisServer::start_gears1(&["--aclfile", &users.write_acl_file()]);
+            let mut operator = users.conn(&server, Role::Operator).await;
+            sale::load_scripts(&mut operator, EngineKind::Gears, &settings).await.unwrap();
+            (server, None)
+        }
+        None => {
+            eprintln!("NOTE: the gears scripts ran on the CPython emulation only: POPUP_REDISGEARS1 is unset");
+            let server = users.start_server();
+            let operator_url = format!(
+                "redis://{}:{}@127.0.0.1:{}",
+                Role::Operator.user(),
+                users.password(Role::Operator),
+                server.port
+            );
+            let shim = redis_server::start_gears_shim_at(&server, &operator_url, &settings);
+            (server, Some(shim))
+        }
+    };
+    let mut admin = users.conn(&server, Role::Operator).await;
     let summary = simulate(&users, &server, 25, 40);
     assert_eq!(summary["allProcessed"], true, "{summary}");
     assert_exact_end(&mut admin, 25, 40).await;
+    wait_for_samples(&mut admin, "ts:enqueue:queue:customers").await;
     assert_eq!(acl_log(&mut admin).await, Vec::<(String, String, String)>::new());
     let mut s = users.conn(&server, Role::Simulator).await;
     refused_admin_commands(&mut s).await;

@@ -2,15 +2,16 @@
 //! sold-out and duplicate rules), registered with `RG.PYEXECUTE <code> ID <id> UPGRADE` and
 //! checked with `RG.DUMPREGISTRATIONS`.
 //!
-//! RedisGears 1 only exists in the `redislabs/redismod` image, which cannot run here: the scripts'
-//! logic is tested under CPython with `tests/gears_shim`, and the RG.* protocol handling against
-//! recorded reply shapes (unit tests below).
+//! What RedisGears 1.2 does and the design rests on (seen on the real runtime, docs/engines.md):
+//! every StreamReader on a stream reads through one consumer group (`__gears_consumer_group__`)
+//! shared by all registrations, so `popup-complete` must be the only StreamReader that matches
+//! `queue:orders`; the queue metrics count entries with a KeysReader instead of reading streams.
 
 use redis::Value;
 
 use super::{
-    EngineError, EngineHealth, EngineKind, LoadOutcome, ProcessingSettings, RedisConn, Result, field, script_hash,
-    value_i64, value_items, value_pairs, value_str,
+    EngineError, EngineHealth, EngineKind, LoadOutcome, ProcessingSettings, QUEUE_ORDERS, RedisConn, Result,
+    SAMPLE_CLOCK, field, script_hash, value_i64, value_items, value_pairs, value_str,
 };
 
 /// Session id of the order-completion script.
@@ -21,9 +22,20 @@ pub const ID_TIMESERIES: &str = "popup-timeseries";
 pub const FLUSH_MS: u64 = 500;
 /// MODULE LIST name of RedisGears 1.
 pub const MODULE_NAME: &str = "rg";
+/// The consumer group every RedisGears 1 StreamReader reads a stream through.
+pub const CONSUMER_GROUP: &str = "__gears_consumer_group__";
 
 const COMPLETE_TEMPLATE: &str = include_str!("assets/gears_complete.py");
 const TIMESERIES_TEMPLATE: &str = include_str!("assets/gears_timeseries.py");
+
+/// What a registration reads, as RG.DUMPREGISTRATIONS shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A StreamReader on the streams `prefix` matches, firing on `batch` entries or after `duration_ms`.
+    Stream { prefix: &'static str, batch: u64, duration_ms: u64 },
+    /// A KeysReader running synchronously on `event` for the keys `prefix` matches.
+    Keys { prefix: &'static str, event: &'static str },
+}
 
 /// One script to register: session id, code, and the registration description that identifies
 /// this exact code (`<id> sha=<hash>`; it shows up as `desc` in RG.DUMPREGISTRATIONS).
@@ -32,10 +44,8 @@ pub struct GearsScript {
     pub id: &'static str,
     pub desc: String,
     pub code: String,
-    /// Expected StreamReader arguments, compared with the registration's `args`.
-    pub prefix: &'static str,
-    pub batch: u64,
-    pub duration_ms: u64,
+    /// The registrations the code makes, each compared with what RedisGears reports.
+    pub triggers: Vec<Trigger>,
 }
 
 fn render(id: &'static str, template: &str, settings: &ProcessingSettings) -> (String, String) {
@@ -51,18 +61,21 @@ pub fn scripts(settings: &ProcessingSettings) -> [GearsScript; 2] {
         id: ID_COMPLETE,
         desc,
         code,
-        prefix: "queue:orders",
-        batch: u64::from(settings.batch()),
-        duration_ms: FLUSH_MS,
+        triggers: vec![Trigger::Stream {
+            prefix: QUEUE_ORDERS,
+            batch: u64::from(settings.batch()),
+            duration_ms: FLUSH_MS,
+        }],
     };
     let (code, desc) = render(ID_TIMESERIES, TIMESERIES_TEMPLATE, settings);
     let timeseries = GearsScript {
         id: ID_TIMESERIES,
         desc,
         code,
-        prefix: "queue:*",
-        batch: 10000,
-        duration_ms: settings.interval_ms(),
+        triggers: vec![
+            Trigger::Keys { prefix: "queue:*", event: "xadd" },
+            Trigger::Keys { prefix: SAMPLE_CLOCK, event: "expired" },
+        ],
     };
     [complete, timeseries]
 }
@@ -79,11 +92,16 @@ pub struct Registration {
     pub last_error: Option<String>,
     pub num_triggered: i64,
     pub num_failures: i64,
-    /// StreamReader args: the stream prefix (`stream`), `batchSize`, `durationMS`, `trimStream`.
+    /// The key pattern: a StreamReader's `stream`, a KeysReader's `regex` (a trailing `*` makes it
+    /// a prefix, otherwise it is the whole key name).
     pub prefix: Option<String>,
+    /// StreamReader args: `batchSize`, `durationMS`, `trimStream`.
     pub batch_size: Option<i64>,
     pub duration_ms: Option<i64>,
     pub trim_stream: Option<bool>,
+    /// KeysReader args: `eventTypes`, and the registration's `mode` (`sync`, `async`, `async_local`).
+    pub event_types: Vec<String>,
+    pub mode: Option<String>,
 }
 
 impl Registration {
@@ -91,6 +109,39 @@ impl Registration {
     pub fn belongs_to(&self, id: &str) -> bool {
         self.session.as_deref() == Some(id)
             || self.desc.as_deref().is_some_and(|d| d == id || d.starts_with(&format!("{id} ")))
+    }
+
+    /// Does RedisGears run this registration on `key`? (Its rule: a pattern ending in `*` is a
+    /// prefix, any other the whole name.)
+    pub fn matches(&self, key: &str) -> bool {
+        self.prefix.as_deref().is_some_and(|p| match p.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == p,
+        })
+    }
+
+    /// Is this registration `trigger`, with its arguments?
+    fn is(&self, trigger: &Trigger) -> bool {
+        self.reads_like(trigger)
+            && match trigger {
+                Trigger::Stream { batch, duration_ms, .. } => {
+                    self.batch_size.is_none_or(|b| b as u64 == *batch)
+                        && self.duration_ms.is_none_or(|d| d as u64 == *duration_ms)
+                }
+                Trigger::Keys { .. } => self.mode.as_deref().is_none_or(|m| m == "sync"),
+            }
+    }
+
+    /// The same reader on the same keys as `trigger`, whatever its settings.
+    fn reads_like(&self, trigger: &Trigger) -> bool {
+        match trigger {
+            Trigger::Stream { prefix, .. } => self.reader == "StreamReader" && self.prefix.as_deref() == Some(*prefix),
+            Trigger::Keys { prefix, event } => {
+                self.reader == "KeysReader"
+                    && self.prefix.as_deref() == Some(*prefix)
+                    && self.event_types.iter().any(|e| e.eq_ignore_ascii_case(event))
+            }
+        }
     }
 }
 
@@ -142,15 +193,21 @@ pub fn parse_dump_registrations(reply: &Value) -> Result<Vec<Registration>> {
                 ..Registration::default()
             };
             if let Some(data) = field(&pairs, "RegistrationData").and_then(value_pairs) {
+                reg.mode = field(&data, "mode").and_then(value_str);
                 reg.status = field(&data, "status").and_then(value_str);
-                reg.last_error = field(&data, "lastError").and_then(value_str);
+                // 1.2 replies an empty string (RESP2 nil on some builds) when there is no error.
+                reg.last_error = field(&data, "lastError").and_then(value_str).filter(|e| !e.is_empty());
                 reg.num_triggered = field(&data, "numTriggered").and_then(value_i64).unwrap_or(0);
                 reg.num_failures = field(&data, "numFailures").and_then(value_i64).unwrap_or(0);
                 if let Some(args) = field(&data, "args").and_then(value_pairs) {
-                    reg.prefix = field(&args, "stream").or_else(|| field(&args, "prefix")).and_then(value_str);
+                    reg.prefix = ["stream", "regex", "prefix"].iter().find_map(|k| field(&args, k).and_then(value_str));
                     reg.batch_size = field(&args, "batchSize").and_then(value_i64);
                     reg.duration_ms = field(&args, "durationMS").and_then(value_i64);
                     reg.trim_stream = field(&args, "trimStream").and_then(flag);
+                    reg.event_types = field(&args, "eventTypes")
+                        .and_then(value_items)
+                        .map(|events| events.iter().filter_map(value_str).collect())
+                        .unwrap_or_default();
                 }
             }
             Ok(reg)
@@ -161,7 +218,7 @@ pub fn parse_dump_registrations(reply: &Value) -> Result<Vec<Registration>> {
 /// What to do about one script, given the current registrations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Exactly one registration with our description and arguments.
+    /// Exactly the script's registrations, with our description and arguments.
     Keep,
     /// None there.
     Load,
@@ -170,69 +227,81 @@ pub enum Plan {
     Reload { reason: String, stale: Vec<String> },
 }
 
+/// StreamReaders that are none of our scripts but read `queue:orders`: the seed's scripts, or
+/// anybody's. They share the completion reader's consumer group and would take orders from it.
+fn foreign_order_readers(regs: &[Registration]) -> Vec<&Registration> {
+    regs.iter()
+        .filter(|r| {
+            r.reader == "StreamReader"
+                && r.matches(QUEUE_ORDERS)
+                && !r.belongs_to(ID_COMPLETE)
+                && !r.belongs_to(ID_TIMESERIES)
+        })
+        .collect()
+}
+
 /// Decide, from RG.DUMPREGISTRATIONS, whether `script` needs (re)loading.
 pub fn plan(script: &GearsScript, regs: &[Registration]) -> Plan {
     let ours: Vec<&Registration> = regs.iter().filter(|r| r.belongs_to(script.id)).collect();
-    // Registrations of the seed scripts (no ID/desc) on the same prefix would process orders twice.
-    let foreign: Vec<&Registration> = regs
-        .iter()
-        .filter(|r| {
-            !r.belongs_to(script.id)
-                && r.desc.is_none()
-                && r.session.as_deref().is_none_or(|s| !s.starts_with("popup-"))
-                && r.reader == "StreamReader"
-                && r.prefix.as_deref() == Some(script.prefix)
-        })
-        .collect();
-    // Duplicates inside our session are removed by UPGRADE; registrations of ours that are not in
-    // the session (e.g. registered without ID) must be unregistered by hand.
+    // Another reader of queue:orders is removed with the completion script's plan.
+    let foreign = if script.id == ID_COMPLETE { foreign_order_readers(regs) } else { Vec::new() };
+    // Registrations replaced by UPGRADE are those of our session; registrations of ours that are
+    // not in the session (e.g. registered without ID) must be unregistered by hand.
     let mut stale: Vec<String> =
         ours.iter().filter(|r| r.session.as_deref() != Some(script.id)).map(|r| r.id.clone()).collect();
     stale.extend(foreign.iter().map(|r| r.id.clone()));
-    match ours.as_slice() {
-        [] if foreign.is_empty() => Plan::Load,
-        [] => Plan::Reload {
+    if !foreign.is_empty() {
+        return Plan::Reload {
             reason: format!(
-                "{} other StreamReader registration(s) on {} (the seed scripts?) are removed",
+                "{} other StreamReader registration(s) reading {QUEUE_ORDERS} (the seed scripts?) are removed: they \
+                 share RedisGears' consumer group with {} and take orders from it",
                 foreign.len(),
-                script.prefix
+                script.id
             ),
             stale,
-        },
-        [one] if foreign.is_empty() => {
-            if one.desc.as_deref() != Some(script.desc.as_str()) {
-                Plan::Reload {
-                    reason: format!(
-                        "{} has other code or settings ({} instead of {})",
-                        script.id,
-                        one.desc.as_deref().unwrap_or("no description"),
-                        script.desc
-                    ),
-                    stale,
-                }
-            } else if one.batch_size.is_some_and(|b| b as u64 != script.batch)
-                || (script.duration_ms > 0 && one.duration_ms.is_some_and(|d| d as u64 != script.duration_ms))
-            {
-                Plan::Reload {
-                    reason: format!(
-                        "{} runs with batch {:?}/duration {:?} ms, wanted {}/{}",
-                        script.id, one.batch_size, one.duration_ms, script.batch, script.duration_ms
-                    ),
-                    stale,
-                }
-            } else {
-                Plan::Keep
-            }
-        }
-        many => Plan::Reload {
+        };
+    }
+    if ours.is_empty() {
+        return Plan::Load;
+    }
+    if let Some(other) = ours.iter().find(|r| r.desc.as_deref() != Some(script.desc.as_str())) {
+        return Plan::Reload {
             reason: format!(
-                "{} is registered {} times{}",
+                "{} has other code or settings ({} instead of {})",
                 script.id,
-                many.len(),
-                if foreign.is_empty() { "" } else { " next to other StreamReaders on its prefix" }
+                other.desc.as_deref().unwrap_or("no description"),
+                script.desc
             ),
             stale,
-        },
+        };
+    }
+    let each_once = ours.len() == script.triggers.len()
+        && script.triggers.iter().all(|t| ours.iter().filter(|r| r.is(t)).count() == 1);
+    if each_once {
+        Plan::Keep
+    } else {
+        Plan::Reload {
+            reason: format!(
+                "{} has {} registration(s) that are not its {} ({})",
+                script.id,
+                ours.len(),
+                script.triggers.len(),
+                ours.iter().map(|r| describe(r)).collect::<Vec<_>>().join(", ")
+            ),
+            stale,
+        }
+    }
+}
+
+fn describe(r: &Registration) -> String {
+    match r.reader.as_str() {
+        "StreamReader" => format!(
+            "StreamReader {} batch {:?} duration {:?} ms",
+            r.prefix.as_deref().unwrap_or("?"),
+            r.batch_size,
+            r.duration_ms
+        ),
+        other => format!("{other} {} on {}", r.prefix.as_deref().unwrap_or("?"), r.event_types.join("/")),
     }
 }
 
@@ -250,13 +319,29 @@ pub(crate) const MODULE: super::RequiredModule = super::RequiredModule {
     fix: "run the redislabs/redismod image (the only one with RedisGears 1), or set engine triggers (redis-stack) or native (redis-stack, Redis 8)",
 };
 
+async fn register(conn: &mut impl RedisConn, addr: &str, script: &GearsScript) -> Result<()> {
+    let _: Value = redis::cmd("RG.PYEXECUTE")
+        .arg(&script.code)
+        .arg("ID")
+        .arg(script.id)
+        .arg("UPGRADE")
+        .query_async(conn)
+        .await
+        .map_err(|e| EngineError::ScriptLoad {
+            engine: EngineKind::Gears,
+            addr: addr.to_string(),
+            detail: format!("RG.PYEXECUTE ... ID {} UPGRADE: {e}", script.id),
+        })?;
+    Ok(())
+}
+
 pub(crate) async fn load(conn: &mut impl RedisConn, addr: &str, settings: &ProcessingSettings) -> Result<LoadOutcome> {
     let regs = dump(conn).await?;
     let mut loaded = 0;
     let mut reasons = Vec::new();
-    for script in scripts(settings) {
-        let plan = plan(&script, &regs);
-        let stale = match plan {
+    let [complete, timeseries] = scripts(settings);
+    for script in [&complete, &timeseries] {
+        let stale = match plan(script, &regs) {
             Plan::Keep => continue,
             Plan::Load => {
                 loaded += 1;
@@ -274,19 +359,30 @@ pub(crate) async fn load(conn: &mut impl RedisConn, addr: &str, settings: &Proce
                 .await
                 .map_err(|e| EngineError::command(format!("RG.UNREGISTER {id}"), e))?;
         }
-        let _: Value = redis::cmd("RG.PYEXECUTE")
-            .arg(&script.code)
-            .arg("ID")
-            .arg(script.id)
-            .arg("UPGRADE")
-            .query_async(conn)
-            .await
-            .map_err(|e| EngineError::ScriptLoad {
-                engine: EngineKind::Gears,
-                addr: addr.to_string(),
-                detail: format!("RG.PYEXECUTE ... ID {} UPGRADE: {e}", script.id),
-            })?;
+        register(conn, addr, script).await?;
     }
+    // Orders another reader took from the shared group (the seed's or an older version's metrics
+    // reader, now removed) are still in queue:orders but behind the group's position: the
+    // completion reader would never see them. The group goes back, and a fresh registration reads
+    // them (a registration reads its streams when it starts).
+    let stranded = rewind_stranded_orders(conn).await?;
+    if stranded > 0 {
+        register(conn, addr, &complete).await?;
+        reasons.push(format!(
+            "{stranded} order(s) in {QUEUE_ORDERS} had been read by another registration and never decided; \
+             {ID_COMPLETE} reads them again"
+        ));
+    }
+    // The metrics script's clock, for a Redis where no entry has arrived yet (it re-arms itself).
+    let _: Value = redis::cmd("SET")
+        .arg(SAMPLE_CLOCK)
+        .arg(0)
+        .arg("PX")
+        .arg(settings.interval_ms())
+        .arg("NX")
+        .query_async(conn)
+        .await
+        .map_err(|e| EngineError::command(format!("SET {SAMPLE_CLOCK} … NX"), e))?;
     Ok(if !reasons.is_empty() {
         LoadOutcome::Reloaded { reason: reasons.join("; ") }
     } else if loaded > 0 {
@@ -296,26 +392,91 @@ pub(crate) async fn load(conn: &mut impl RedisConn, addr: &str, settings: &Proce
     })
 }
 
-/// Health from a registration list (pure, for tests).
+/// When orders were taken from the completion reader (see [`stranded_orders`]), set the consumer
+/// group back to the start of `queue:orders`, so that the next reader of the group reads every
+/// order still there; returns how many were stranded. Deciding is idempotent: orders in flight that
+/// are read twice are decided once (the second step finds them gone).
+pub async fn rewind_stranded_orders(conn: &mut impl RedisConn) -> Result<usize> {
+    let stranded = stranded_orders(conn).await?;
+    if stranded > 0 {
+        let _: Value = redis::cmd("XGROUP")
+            .arg("SETID")
+            .arg(QUEUE_ORDERS)
+            .arg(CONSUMER_GROUP)
+            .arg("0")
+            .query_async(conn)
+            .await
+            .map_err(|e| EngineError::command(format!("XGROUP SETID {QUEUE_ORDERS} {CONSUMER_GROUP} 0"), e))?;
+    }
+    Ok(stranded)
+}
+
+/// Orders in `queue:orders` the shared consumer group has delivered (at or before its
+/// `last-delivered-id`) but that are not pending there: read and acknowledged by some registration
+/// without being decided (a decided order leaves the stream). Read in one script, so an execution
+/// between the reads cannot make an order in flight look stranded.
+async fn stranded_orders(conn: &mut impl RedisConn) -> Result<usize> {
+    let (delivered, pending): (usize, usize) = redis::Script::new(STRANDED_LUA)
+        .key(QUEUE_ORDERS)
+        .arg(CONSUMER_GROUP)
+        .invoke_async(conn)
+        .await
+        .map_err(|e| EngineError::command("EVAL (orders behind the consumer group)", e))?;
+    Ok(delivered.saturating_sub(pending))
+}
+
+/// Returns {entries at or before the group's last-delivered-id (at most pending + 1 of them),
+/// entries pending in the group}.
+const STRANDED_LUA: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, 0} end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then
+    local pending = tonumber(info['pending'])
+    local delivered = redis.call('XRANGE', KEYS[1], '-', info['last-delivered-id'], 'COUNT', pending + 1)
+    return {#delivered, pending}
+  end
+end
+return {0, 0}
+"#;
+
+/// Health from a registration list (pure, for tests). Settings do not matter here (a registration
+/// with other settings is `load`'s business): what it reads does.
 pub fn health_from(regs: &[Registration]) -> EngineHealth {
     let mut parts = Vec::new();
     let mut problems = Vec::new();
-    for id in [ID_COMPLETE, ID_TIMESERIES] {
-        let ours: Vec<&Registration> = regs.iter().filter(|r| r.belongs_to(id)).collect();
-        match ours.as_slice() {
-            [] => problems.push(format!("{id} is not registered")),
-            [one] => {
-                parts.push(format!("{id}:{}", one.id));
-                if one.status.as_deref().is_some_and(|s| s != "OK" && s != "RUNNING") {
-                    problems.push(format!(
-                        "{id} status {} (last error: {})",
-                        one.status.as_deref().unwrap_or("?"),
-                        one.last_error.as_deref().unwrap_or("none")
-                    ));
-                }
-            }
-            many => problems.push(format!("{id} is registered {} times", many.len())),
+    for script in scripts(&ProcessingSettings::default()) {
+        let ours: Vec<&Registration> = regs.iter().filter(|r| r.belongs_to(script.id)).collect();
+        let id = script.id;
+        if ours.is_empty() {
+            problems.push(format!("{id} is not registered"));
+            continue;
         }
+        for trigger in &script.triggers {
+            match ours.iter().filter(|r| r.reads_like(trigger)).collect::<Vec<_>>().as_slice() {
+                [] => problems.push(format!("{id} lacks its registration {trigger:?}")),
+                [one] => {
+                    parts.push(format!("{id}:{}", one.id));
+                    if one.status.as_deref().is_some_and(|s| s != "OK" && s != "RUNNING") {
+                        problems.push(format!(
+                            "{id} status {} (last error: {})",
+                            one.status.as_deref().unwrap_or("?"),
+                            one.last_error.as_deref().unwrap_or("none")
+                        ));
+                    }
+                }
+                many => problems.push(format!("{id} is registered {} times", many.len())),
+            }
+        }
+    }
+    for r in foreign_order_readers(regs) {
+        problems.push(format!(
+            "registration {} ({}) also reads {QUEUE_ORDERS} and takes orders from {ID_COMPLETE}",
+            r.id,
+            describe(r)
+        ));
     }
     let healthy = problems.is_empty();
     EngineHealth {
@@ -347,7 +508,47 @@ mod tests {
         ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(5) }
     }
 
-    /// One registration as RedisGears 1.2 prints it (RESP2), with our description and session.
+    fn stats(mode: &str) -> Vec<Value> {
+        vec![
+            bulk("mode"),
+            bulk(mode),
+            bulk("numTriggered"),
+            Value::Int(12),
+            bulk("numSuccess"),
+            Value::Int(12),
+            bulk("numFailures"),
+            Value::Int(0),
+            bulk("numAborted"),
+            Value::Int(0),
+            bulk("lastRunDurationMS"),
+            Value::Int(0),
+            bulk("totalRunDurationMS"),
+            Value::Int(3),
+            bulk("avgRunDurationMS"),
+            bulk("0.25"),
+        ]
+    }
+
+    /// One registration as RedisGears 1.2.13 prints it (RESP2, the shape seen on the real runtime).
+    fn registration(id: &str, reader: &str, desc: Option<&str>, session: &str, data: Vec<Value>) -> Value {
+        Value::Array(vec![
+            bulk("id"),
+            bulk(id),
+            bulk("reader"),
+            bulk(reader),
+            bulk("desc"),
+            desc.map(bulk).unwrap_or(Value::Nil),
+            bulk("RegistrationData"),
+            Value::Array(data),
+            bulk("PD"),
+            bulk(&format!(
+                "{{'sessionName':'{session}', 'sessionDescription':'null', 'refCount': 1, 'linkedTo': primary, 'dead': false, 'isInstallationNeeded':0, 'registrationsList':['{id}'], 'depsList':[]}}"
+            )),
+            bulk("ExecutionThreadPool"),
+            bulk("DefaultPool"),
+        ])
+    }
+
     fn recorded_registration(
         id: &str,
         desc: Option<&str>,
@@ -356,96 +557,87 @@ mod tests {
         batch: i64,
         duration: i64,
     ) -> Value {
-        Value::Array(vec![
-            bulk("id"),
-            bulk(id),
-            bulk("reader"),
-            bulk("StreamReader"),
-            bulk("desc"),
-            desc.map(bulk).unwrap_or(Value::Nil),
-            bulk("RegistrationData"),
+        let mut data = stats("async");
+        data.extend([
+            bulk("lastEstimatedLagMS"),
+            Value::Int(1),
+            bulk("avgEstimatedLagMS"),
+            bulk("1.0"),
+            bulk("lastError"),
+            Value::Nil,
+            bulk("args"),
             Value::Array(vec![
-                bulk("mode"),
-                bulk("async"),
-                bulk("numTriggered"),
-                Value::Int(12),
-                bulk("numSuccess"),
-                Value::Int(12),
-                bulk("numFailures"),
+                bulk("batchSize"),
+                Value::Int(batch),
+                bulk("durationMS"),
+                Value::Int(duration),
+                bulk("stream"),
+                bulk(prefix),
+                bulk("trimStream"),
                 Value::Int(0),
-                bulk("numAborted"),
-                Value::Int(0),
-                bulk("lastRunDurationMS"),
-                Value::Int(0),
-                bulk("totalRunDurationMS"),
-                Value::Int(3),
-                bulk("avgRunDurationMS"),
-                bulk("0.25"),
-                bulk("lastEstimatedLagMS"),
+                bulk("onFailedPolicy"),
+                bulk("retry"),
+                bulk("retryInterval"),
                 Value::Int(1),
-                bulk("avgEstimatedLagMS"),
-                bulk("1.0"),
-                bulk("lastError"),
-                Value::Nil,
-                bulk("args"),
-                Value::Array(vec![
-                    bulk("batchSize"),
-                    Value::Int(batch),
-                    bulk("durationMS"),
-                    Value::Int(duration),
-                    bulk("stream"),
-                    bulk(prefix),
-                    bulk("trimStream"),
-                    Value::Int(1),
-                    bulk("onFailedPolicy"),
-                    bulk("continue"),
-                    bulk("retryInterval"),
-                    Value::Int(5000),
-                ]),
-                bulk("status"),
-                bulk("OK"),
             ]),
-            bulk("PD"),
-            bulk(&format!(
-                "{{'sessionName':'{session}', 'sessionDescription':'null', 'refCount': 1, 'linked': 'primary', 'ts': 'false', 'isInstallationNeeded':0, 'registrationsList':['{id}'], 'depsList':[]}}"
-            )),
-            bulk("ExecutionThreadPool"),
-            bulk("DefaultPool"),
-        ])
+            bulk("status"),
+            bulk("OK"),
+        ]);
+        registration(id, "StreamReader", desc, session, data)
+    }
+
+    /// A KeysReader as 1.2.13 prints it: no status, `regex`, `eventTypes` a list, nil key types.
+    fn recorded_keys_registration(id: &str, desc: &str, session: &str, regex: &str, event: &str) -> Value {
+        let mut data = stats("sync");
+        data.extend([
+            bulk("lastError"),
+            Value::Nil,
+            bulk("args"),
+            Value::Array(vec![
+                bulk("regex"),
+                bulk(regex),
+                bulk("eventTypes"),
+                Value::Array(vec![bulk(event)]),
+                bulk("keyTypes"),
+                Value::Nil,
+                bulk("hookCommands"),
+                Value::Nil,
+            ]),
+        ]);
+        registration(id, "KeysReader", Some(desc), session, data)
+    }
+
+    /// Both scripts as `load` registers them.
+    fn loaded(settings: &ProcessingSettings) -> Vec<Value> {
+        let [complete, ts] = scripts(settings);
+        let batch = i64::from(settings.batch());
+        vec![
+            recorded_registration("r-1", Some(&complete.desc), ID_COMPLETE, QUEUE_ORDERS, batch, FLUSH_MS as i64),
+            recorded_keys_registration("r-3", &ts.desc, ID_TIMESERIES, "queue:*", "xadd"),
+            recorded_keys_registration("r-4", &ts.desc, ID_TIMESERIES, SAMPLE_CLOCK, "expired"),
+        ]
     }
 
     #[test]
     fn parses_recorded_dump_registrations() {
         let [complete, ts] = scripts(&settings());
-        let reply = Value::Array(vec![
-            recorded_registration(
-                "0000000000000000000000000000000000000000-1",
-                Some(&complete.desc),
-                ID_COMPLETE,
-                "queue:orders",
-                3,
-                500,
-            ),
-            recorded_registration(
-                "0000000000000000000000000000000000000000-3",
-                Some(&ts.desc),
-                ID_TIMESERIES,
-                "queue:*",
-                10000,
-                5000,
-            ),
-        ]);
-        let regs = parse_dump_registrations(&reply).unwrap();
-        assert_eq!(regs.len(), 2);
+        let regs = parse_dump_registrations(&Value::Array(loaded(&settings()))).unwrap();
+        assert_eq!(regs.len(), 3);
         assert_eq!(regs[0].session.as_deref(), Some(ID_COMPLETE));
         assert_eq!(regs[0].prefix.as_deref(), Some("queue:orders"));
         assert_eq!(regs[0].batch_size, Some(3));
-        assert_eq!(regs[0].trim_stream, Some(true));
+        assert_eq!(regs[0].trim_stream, Some(false));
         assert_eq!(regs[0].num_triggered, 12);
-        assert_eq!(regs[1].duration_ms, Some(5000));
+        assert_eq!(regs[1].reader, "KeysReader");
+        assert_eq!(regs[1].prefix.as_deref(), Some("queue:*"));
+        assert_eq!(regs[1].event_types, vec!["xadd".to_string()]);
+        assert_eq!(regs[1].mode.as_deref(), Some("sync"));
+        assert_eq!(regs[1].last_error, None);
         assert_eq!(plan(&complete, &regs), Plan::Keep);
         assert_eq!(plan(&ts, &regs), Plan::Keep);
-        assert!(health_from(&regs).healthy);
+        let health = health_from(&regs);
+        assert!(health.healthy, "{health:?}");
+        assert_eq!(health.parts.len(), 3);
     }
 
     #[test]
@@ -479,7 +671,7 @@ mod tests {
         assert_eq!(regs[0].status.as_deref(), Some("ABORTED"));
         assert_eq!(regs[0].last_error.as_deref(), Some("Traceback ..."));
         assert_eq!(regs[0].trim_stream, Some(true));
-        // A seed registration on queue:orders would double-process: reload and unregister it.
+        // A seed registration on queue:orders would take orders: reload and unregister it.
         let [complete, _] = scripts(&settings());
         match plan(&complete, &regs) {
             Plan::Reload { stale, .. } => {
@@ -488,6 +680,49 @@ mod tests {
             other => panic!("unexpected plan {other:?}"),
         }
         assert!(!health_from(&regs).healthy);
+    }
+
+    #[test]
+    fn any_other_stream_reader_of_the_orders_is_removed() {
+        // The seed's timeseries.py (`queue:*`, no ID) and a registration of anybody's with a
+        // description: both read queue:orders through the shared group.
+        let mut regs = loaded(&settings());
+        regs.push(recorded_registration("seed-ts", None, "0000-5", "queue:*", 10000, 5000));
+        regs.push(recorded_registration("mine", Some("my reader"), "0000-8", "queue:or*", 1, 0));
+        // ...but not a reader of other streams.
+        regs.push(recorded_registration("other", Some("x"), "0000-9", "queue:customers", 1, 0));
+        let regs = parse_dump_registrations(&Value::Array(regs)).unwrap();
+        let [complete, ts] = scripts(&settings());
+        match plan(&complete, &regs) {
+            Plan::Reload { reason, stale } => {
+                assert_eq!(stale, vec!["seed-ts".to_string(), "mine".to_string()]);
+                assert!(reason.contains("take orders"), "{reason}");
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
+        assert_eq!(plan(&ts, &regs), Plan::Keep);
+        let health = health_from(&regs);
+        assert!(!health.healthy && health.summary.contains("seed-ts"), "{health:?}");
+    }
+
+    #[test]
+    fn the_metrics_reader_of_older_versions_is_replaced() {
+        // Before: popup-timeseries was a StreamReader on queue:* in the same session.
+        let [complete, ts] = scripts(&settings());
+        let old = parse_dump_registrations(&Value::Array(vec![
+            recorded_registration("r-1", Some(&complete.desc), ID_COMPLETE, QUEUE_ORDERS, 3, 500),
+            recorded_registration("r-2", Some("popup-timeseries sha=0ld"), ID_TIMESERIES, "queue:*", 10000, 500),
+        ]))
+        .unwrap();
+        assert_eq!(plan(&complete, &old), Plan::Keep);
+        assert!(matches!(plan(&ts, &old), Plan::Reload { ref stale, .. } if stale.is_empty()));
+        assert!(!health_from(&old).healthy);
+        // Same description but a missing clock: reload.
+        let mut partial = loaded(&settings());
+        partial.pop();
+        let partial = parse_dump_registrations(&Value::Array(partial)).unwrap();
+        assert!(matches!(plan(&ts, &partial), Plan::Reload { .. }));
+        assert!(!health_from(&partial).healthy);
     }
 
     #[test]
@@ -514,13 +749,22 @@ mod tests {
         ]))
         .unwrap();
         match plan(&complete, &twice) {
-            Plan::Reload { reason, stale } => {
-                assert!(reason.contains("2 times"), "{reason}");
-                assert_eq!(stale, vec!["x-2".to_string()]);
-            }
+            Plan::Reload { stale, .. } => assert_eq!(stale, vec!["x-2".to_string()]),
             other => panic!("unexpected plan {other:?}"),
         }
         assert!(!health_from(&twice).healthy);
+    }
+
+    #[test]
+    fn patterns_match_as_redisgears_matches_them() {
+        let reg = |p: &str| Registration { prefix: Some(p.into()), ..Registration::default() };
+        assert!(reg("queue:*").matches("queue:orders"));
+        assert!(reg("*").matches("queue:orders"));
+        assert!(reg("queue:orders").matches("queue:orders"));
+        assert!(!reg("queue:orders").matches("queue:orders2"));
+        assert!(reg("queue:orders*").matches("queue:orders2"));
+        // not a glob: `?` and `[` are literal characters
+        assert!(!reg("queue:order?").matches("queue:orders"));
     }
 
     #[test]
@@ -534,9 +778,9 @@ mod tests {
     fn scripts_carry_settings_and_description() {
         let [complete, ts] =
             scripts(&ProcessingSettings { batch_size: 5, metrics_interval: Duration::from_millis(2500) });
-        assert!(complete.code.contains("batch=5, duration=500, trimStream=True"));
+        assert!(complete.code.contains("batch=5, duration=500, trimStream=False"));
         assert!(complete.code.contains(&format!("desc='{}'", complete.desc)));
-        assert!(ts.code.contains("duration=2500"));
+        assert!(ts.code.contains("INTERVAL_MS = 2500"));
         assert!(!complete.code.contains("__") || complete.code.contains("__gears"));
         assert!(!ts.code.contains("__DESC__"));
         assert_ne!(complete.desc, scripts(&settings())[0].desc);

@@ -55,10 +55,16 @@ pub const ENGINE_ERROR: &str = "popup:engine:error";
 pub const ENGINE_ERROR_TTL: Duration = Duration::from_secs(300);
 /// An order waiting longer than this means the engine is not deciding orders.
 pub const STALLED_AFTER: Duration = Duration::from_secs(30);
-/// Timestamp (ms, interval boundary) of the last TimeSeries sample written by native/triggers.
+/// Timestamp (ms, interval boundary) of the last TimeSeries sample written by any engine.
 pub const SAMPLE_LAST: &str = "popup:ts:last";
 /// Hash stream -> `entries-added` at the last sample, to compute `ts:enqueue:*` deltas.
 pub const SAMPLE_ADDED: &str = "popup:ts:added";
+/// gears engine: entries added to each queue since the last sample (hash; Redis 6.2 has no
+/// `entries-added` to ask instead).
+pub const SAMPLE_COUNTS: &str = "popup:ts:count";
+/// gears engine: a key that expires at the next sample boundary and so wakes the metrics script
+/// when no entry arrives.
+pub const SAMPLE_CLOCK: &str = "popup:ts:clock";
 /// Heartbeat key prefix of native workers: `popup:worker:<consumer>` with a TTL.
 pub const WORKER_HEARTBEAT_PREFIX: &str = "popup:worker:";
 /// Rejection reasons.

@@ -1,34 +1,42 @@
 #!/usr/bin/env python3
-"""A CPython stand-in for the parts of the RedisGears 1 Python API that popup-operator's gears
-scripts use, so their logic can run against a real Redis (redis-stack) where RedisGears 1 itself
-cannot be had.
+"""A CPython emulation of the parts of RedisGears 1.2 that popup-operator's gears scripts use, so
+their logic runs against a real Redis (redis-stack) where RedisGears 1 itself is not at hand. Where
+the real runtime is (../shared/redisgears1), tests/gears_runtime.rs runs the same scenarios on both
+and compares the outcomes.
 
     python3 gears_shim.py --redis redis://127.0.0.1:6379 complete.py timeseries.py
 
-Each script is executed with `GearsBuilder`, `execute`, `atomic` and `log` in its globals, as
-inside RedisGears. `execute(...)` forwards the command to the real Redis through redis-py (replies
-decoded to str/int/list like RedisGears does). `GearsBuilder('StreamReader').register(...)`
-records a registration; the shim then runs every registration as RedisGears 1's StreamReader
-would:
+Each script is executed with `GearsBuilder`/`GB`, `execute`, `atomic` and `log` in its globals, as
+inside RedisGears. `execute(...)` forwards the command to the real Redis (replies as RedisGears 1
+hands them over: `str` for UTF-8, `bytearray` otherwise). The readers behave as RedisGears 1.2.13
+does (src/readers/streams_reader.c and keys_reader.c of that tag, and what was seen on it):
 
-* every stream whose name matches `prefix` (a glob) is read through a consumer group of its own
-  (one group per registration), from the first entry; new entries are read as they arrive
-  into an in-memory buffer (pending in the group until executed);
-* an execution fires when `batch` entries are buffered, or when `duration` ms (if > 0) have
-  passed since the previous execution and at least one entry is buffered; one execution takes
-  at most `batch` entries of one stream;
-* records are `{'key': stream, 'id': entry id, 'value': {field: value}}`, passed through the
-  builder's steps (`map`, `foreach`, `filter`, `countby`);
-* after a successful execution the entries are XACKed and, with `trimStream=True`, deleted.
+StreamReader `register(prefix, batch, duration, trimStream, onFailedPolicy, onFailedRetryInterval)`:
+* a pattern ending in `*` is a prefix, any other the whole key name (not a glob);
+* every registration reads a stream through the one consumer group `__gears_consumer_group__`
+  (consumer `__gears_client__`), created at `0`: two registrations on a stream split its entries;
+* per stream it keeps its own count of unread entries: the stream's XLEN when it first meets the
+  stream (at registration, or the first XADD), plus one per XADD it is told of;
+* it reads (XREADGROUP ... COUNT batch '>') only when it fires: when the count reaches `batch`, or
+  `duration` ms after an XADD left it below; entries deleted before that are never seen. When it
+  first meets a stream it reads the group's pending entries first ('0'), as after a restart;
+* after a successful execution it XACKs the ids, lowers its count by their number and, with
+  `trimStream`, runs `XTRIM <stream> MAXLEN <count>`: a count below the real number of unread
+  entries (another reader took some; deleted pending entries) cuts undecided entries, as there;
+* a failed execution (a step raised) is kept as the last error; with `retry` nothing is acked and
+  every stream is read again from its pending entries after the retry interval; with `continue`
+  the batch is acked (and trimmed) as if processed.
 
-Differences from the real thing (documented in docs/engines.md): executions are serial in one
-Python thread and `atomic()` does not block other Redis clients (the shim is the only processor,
-the other clients only XADD). A step that raises fails its execution as in RedisGears 1 (logged,
-kept as the registration's last error, retried with onFailedPolicy='retry').
+KeysReader `register(prefix, eventTypes, readValue=False, mode='sync')`: the steps run on
+`{'key': key, 'event': event}` for each keyspace event of those types on a matching key.
+
+Differences, which no test relies on: events reach the shim through keyspace notifications (it
+sets `notify-keyspace-events`), so a 'sync' registration runs just after its command instead of
+inside it; executions run one at a time in one Python thread and `atomic()` does not block other
+clients (the shim is the only process that decides orders; the others only add entries).
 """
 
 import argparse
-import fnmatch
 import signal
 import sys
 import time
@@ -36,9 +44,13 @@ import traceback
 
 import redis
 
+GROUP = "__gears_consumer_group__"
+CONSUMER = "__gears_client__"
+
 _conn = None
 _exec_conn = None  # for execute(): plain RESP replies, without redis-py's per-command reshaping
-_registrations = []
+_stream_readers = []
+_keys_readers = []
 _stop = False
 
 
@@ -52,8 +64,7 @@ def _as_gears(v):
     if isinstance(v, (list, tuple)):
         return [_as_gears(x) for x in v]
     if isinstance(v, dict):
-        # RedisGears 1 runs on Redis 6.2 and sees RESP2: a map (XINFO STREAM, ...) is a flat list
-        # of keys and values. Newer redis-py may hand over a dict even without RESP3.
+        # RedisGears 1 runs on Redis 6.2 and sees RESP2: a map (XINFO STREAM, ...) is a flat list.
         return [_as_gears(x) for kv in v.items() for x in kv]
     return v
 
@@ -78,10 +89,17 @@ class atomic:
         return False
 
 
+def matches(pattern, key):
+    """RedisGears 1's key match: a trailing `*` makes a prefix, otherwise the whole name."""
+    if pattern.endswith("*"):
+        return key.startswith(pattern[:-1])
+    return key == pattern
+
+
 class GearsBuilder:
     def __init__(self, reader="KeysReader", defaultArg="*", desc=None):
-        if reader != "StreamReader":
-            raise NotImplementedError(f"gears shim supports StreamReader only, not {reader}")
+        if reader not in ("StreamReader", "KeysReader"):
+            raise NotImplementedError(f"gears shim supports StreamReader and KeysReader, not {reader}")
         self.reader = reader
         self.desc = desc
         self.steps = []
@@ -103,11 +121,15 @@ class GearsBuilder:
         return self
 
     def register(self, prefix="*", batch=1, duration=0, trimStream=True, onFailedPolicy="continue",
-                 onFailedRetryInterval=1, **_ignored):
-        r = Registration(len(_registrations), self, prefix, int(batch), int(duration), bool(trimStream))
-        r.on_failed = onFailedPolicy
-        r.retry_interval = float(onFailedRetryInterval)
-        _registrations.append(r)
+                 onFailedRetryInterval=1, eventTypes=None, mode="async", readValue=True, **_ignored):
+        if self.reader == "StreamReader":
+            r = StreamReader(self, prefix, int(batch), int(duration), bool(trimStream))
+            r.on_failed = onFailedPolicy
+            r.retry_interval = float(onFailedRetryInterval)
+            _stream_readers.append(r)
+            r.start()
+        else:
+            _keys_readers.append(KeysReader(self, prefix, [e.lower() for e in (eventTypes or [])], mode))
         return "OK"
 
     def run(self, *_a, **_k):
@@ -115,98 +137,6 @@ class GearsBuilder:
 
 
 GB = GearsBuilder
-
-
-class Registration:
-    def __init__(self, index, builder, prefix, batch, duration, trim):
-        self.group = f"__gears_shim_{index}__"
-        self.builder = builder
-        self.prefix = prefix
-        self.batch = max(1, batch)
-        self.duration = duration
-        self.trim = trim
-        self.last_fire = {}
-        self.buffer = {}
-        self.executions = 0
-        self.failures = 0
-        self.last_error = None
-        self.retry_at = 0.0
-        self.on_failed = "continue"
-        self.retry_interval = 1.0
-
-    def streams(self):
-        found = []
-        for key in _conn.scan_iter(match=self.prefix, _type="stream", count=1000):
-            key = key.decode("utf-8", "replace")
-            if fnmatch.fnmatchcase(key, self.prefix):
-                found.append(key)
-        return found
-
-    def ensure_group(self, stream):
-        try:
-            _conn.xgroup_create(stream, self.group, id="0")
-        except redis.ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
-
-    def read_new(self, stream):
-        """Move newly added entries into the in-memory buffer (RedisGears 1 reads on arrival)."""
-        try:
-            reply = _conn.xreadgroup(self.group, "shim", {stream: ">"}, count=10000)
-        except redis.ResponseError as e:
-            if "NOGROUP" in str(e):  # the stream was deleted and created again
-                self.ensure_group(stream)
-                return
-            raise
-        buf = self.buffer.setdefault(stream, [])
-        for _s, items in reply:
-            buf.extend((eid.decode(), fields) for eid, fields in items if fields is not None)
-
-    def execute_batch(self, stream, entries):
-        """Run one execution. A step that raises fails the execution, as in RedisGears 1: the error
-        is logged and kept as `last_error`; with onFailedPolicy 'retry' the same entries run again
-        after the retry interval (nothing acknowledged or trimmed), with 'continue' they are
-        acknowledged and trimmed as if processed."""
-        records = [{"key": stream, "id": eid, "value": {_as_gears(k): _as_gears(v) for k, v in fields.items()}}
-                   for eid, fields in entries]
-        try:
-            run_steps(self.builder.steps, records)
-        except Exception as e:
-            self.failures += 1
-            self.last_error = str(e)
-            log(f"execution of {self.builder.desc} failed: {e!r}", "warning")
-            if self.on_failed == "retry":
-                self.retry_at = time.monotonic() + self.retry_interval
-                return False
-        ids = [eid for eid, _ in entries]
-        _conn.xack(stream, self.group, *ids)
-        if self.trim:
-            _conn.xdel(stream, *ids)
-        self.executions += 1
-        return True
-
-    def poll(self):
-        """Read new entries, run the executions that are due; return the records processed."""
-        done = 0
-        now = time.monotonic()
-        for stream in self.streams():
-            self.ensure_group(stream)
-            self.read_new(stream)
-            buf = self.buffer.get(stream, [])
-            last = self.last_fire.setdefault(stream, now)
-            timed_out = self.duration > 0 and (now - last) * 1000 >= self.duration
-            if now < self.retry_at:
-                continue
-            while buf and (len(buf) >= self.batch or timed_out):
-                chunk = buf[: self.batch]
-                if not self.execute_batch(stream, chunk):
-                    break  # retried later, in order
-                buf[:] = buf[self.batch:]
-                self.last_fire[stream] = now
-                done += len(chunk)
-            if timed_out:
-                self.last_fire[stream] = now
-        return done
 
 
 def run_steps(steps, records):
@@ -227,39 +157,193 @@ def run_steps(steps, records):
     return records
 
 
+class KeysReader:
+    def __init__(self, builder, prefix, events, mode):
+        self.builder, self.prefix, self.events, self.mode = builder, prefix, events, mode
+        self.executions = 0
+        self.last_error = None
+
+    def on_event(self, event, key):
+        if event not in self.events or not matches(self.prefix, key):
+            return
+        try:
+            run_steps(self.builder.steps, [{"key": key, "event": event}])
+            self.executions += 1
+        except Exception as e:
+            self.last_error = str(e)
+            log(f"execution of {self.builder.desc} on {event} {key} failed: {e!r}", "warning")
+
+
+class StreamState:
+    """What RedisGears keeps per stream and registration (SingleStreamReaderCtx)."""
+
+    def __init__(self, unread):
+        self.unread = unread  # pendingMessages: its own count, not the stream's
+        self.fire_at = None  # the duration timer
+        self.read_pending = True  # the first execution reads the group's pending entries
+
+
+class StreamReader:
+    def __init__(self, builder, prefix, batch, duration, trim):
+        self.builder, self.prefix, self.batch, self.duration, self.trim = builder, prefix, batch, duration, trim
+        self.on_failed = "continue"
+        self.retry_interval = 1.0
+        self.retry_at = None
+        self.streams = {}
+        self.executions = 0
+        self.failures = 0
+        self.last_error = None
+
+    def start(self):
+        """At registration (and after a failure under `retry`): meet every matching stream anew."""
+        self.streams = {}
+        for key in _conn.scan_iter(match="*", _type="stream", count=1000):
+            key = key.decode("utf-8", "replace")
+            if matches(self.prefix, key):
+                self.meet(key)
+
+    def meet(self, stream):
+        state = self.streams[stream] = StreamState(_conn.xlen(stream))
+        self.fire(stream, state)
+        return state
+
+    def on_xadd(self, stream):
+        if not matches(self.prefix, stream) or self.retry_at is not None:
+            return
+        state = self.streams.get(stream)
+        if state is None:
+            self.meet(stream)
+            return
+        state.unread += 1
+        if state.unread >= self.batch:
+            self.fire(stream, state)
+        elif state.fire_at is None and self.duration > 0:
+            state.fire_at = time.monotonic() + self.duration / 1000.0
+
+    def due(self, now):
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            self.start()
+            return
+        for stream, state in list(self.streams.items()):
+            if state.fire_at is not None and now >= state.fire_at:
+                self.fire(stream, state)
+
+    def next_deadline(self):
+        times = [s.fire_at for s in self.streams.values() if s.fire_at is not None]
+        if self.retry_at is not None:
+            times.append(self.retry_at)
+        return min(times) if times else None
+
+    def read(self, stream, state):
+        args = ["XREADGROUP", "GROUP", GROUP, CONSUMER]
+        if not state.read_pending:
+            args += ["COUNT", self.batch]
+        args += ["STREAMS", stream, "0" if state.read_pending else ">"]
+        try:
+            reply = _conn.execute_command(*args)
+        except redis.ResponseError:
+            try:  # no group (yet, or the stream was created again): create it at 0 and retry
+                _conn.xgroup_create(stream, GROUP, id="0")
+            except redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+            reply = _conn.execute_command(*args)
+        entries = []
+        for _s, items in reply or []:
+            entries.extend((eid.decode(), fields) for eid, fields in items)
+        return entries
+
+    def fire(self, stream, state):
+        """One execution on `stream`, then the next one if RedisGears would trigger it."""
+        while True:
+            state.fire_at = None
+            was_pending = state.read_pending
+            entries = self.read(stream, state)
+            state.read_pending = False
+            if not self.execute(stream, state, entries):
+                return
+            if state.unread <= 0 or (not entries and not was_pending):
+                state.unread = 0  # at the end of the stream
+                return
+            if state.unread < self.batch:
+                if self.duration > 0:
+                    state.fire_at = time.monotonic() + self.duration / 1000.0
+                return
+
+    def execute(self, stream, state, entries):
+        records = [{"key": stream, "id": eid,
+                    "value": {_as_gears(k): _as_gears(v) for k, v in (fields or {}).items()}}
+                   for eid, fields in entries]
+        try:
+            run_steps(self.builder.steps, records)
+        except Exception as e:
+            self.failures += 1
+            self.last_error = str(e)
+            log(f"execution of {self.builder.desc} failed: {e!r}", "warning")
+            if self.on_failed == "retry":
+                # forget every stream; after the interval read each again from its pending entries
+                self.streams = {}
+                self.retry_at = time.monotonic() + self.retry_interval
+                return False
+        if entries:
+            ids = [eid for eid, _ in entries]
+            state.unread = max(0, state.unread - len(ids))
+            _conn.xack(stream, GROUP, *ids)
+            if self.trim:
+                _conn.execute_command("XTRIM", stream, "MAXLEN", state.unread)
+            self.executions += 1
+        return True
+
+
+def dispatch(message):
+    if message is None or message.get("type") not in ("pmessage", "message"):
+        return
+    event = message["channel"].decode().rsplit(":", 1)[-1].lower()
+    key = message["data"].decode("utf-8", "replace")
+    for r in _keys_readers:
+        r.on_event(event, key)
+    if event == "xadd":
+        for r in _stream_readers:
+            r.on_xadd(key)
+
+
 def main():
     global _conn, _exec_conn
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--redis", required=True, help="redis:// URL of the real Redis")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="stop after this long")
-    ap.add_argument("--poll-ms", type=float, default=5.0, help="idle poll interval")
     ap.add_argument("scripts", nargs="+", help="RedisGears Python scripts to register")
     args = ap.parse_args()
 
-    # Raw replies: execute() turns them into what RedisGears 1 hands to scripts (see _as_gears).
     _conn = redis.Redis.from_url(args.redis, decode_responses=False)
     _exec_conn = redis.Redis.from_url(args.redis, decode_responses=False)
     _exec_conn.response_callbacks = {}
     _conn.ping()
+    # The shim learns of XADDs and expiries as RedisGears does, from keyspace events: E (keyevent
+    # channels), t (streams), x (expired).
+    flags = set(_conn.config_get("notify-keyspace-events").get(b"notify-keyspace-events", b"").decode())
+    _conn.config_set("notify-keyspace-events", "".join(sorted(flags | set("Etx"))))
+    pubsub = _conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("__keyevent@*__:xadd", "__keyevent@*__:expired")
+
     for path in args.scripts:
-        before = len(_registrations)
         with open(path, encoding="utf-8") as fh:
             code = fh.read()
-        env = {
-            "__name__": "__gears__",
-            "GearsBuilder": GearsBuilder,
-            "GB": GB,
-            "execute": execute,
-            "atomic": atomic,
-            "log": log,
-        }
+        before = len(_stream_readers) + len(_keys_readers)
+        env = {"__name__": "__gears__", "GearsBuilder": GearsBuilder, "GB": GB, "execute": execute,
+               "atomic": atomic, "log": log}
         exec(compile(code, path, "exec"), env)
-        if len(_registrations) != before + 1:
-            log(f"{path} registered {len(_registrations) - before} readers, expected 1", "warning")
+        made = len(_stream_readers) + len(_keys_readers) - before
+        if made == 0:
+            log(f"{path} registered nothing", "warning")
             return 2
-        r = _registrations[-1]
-        log(f"registered {path}: desc={r.builder.desc!r} prefix={r.prefix} batch={r.batch} "
-            f"duration={r.duration} trimStream={r.trim}")
+        log(f"registered {path}: {made} registration(s)")
+    for r in _stream_readers:
+        log(f"StreamReader desc={r.builder.desc!r} prefix={r.prefix} batch={r.batch} duration={r.duration} "
+            f"trimStream={r.trim}")
+    for r in _keys_readers:
+        log(f"KeysReader desc={r.builder.desc!r} prefix={r.prefix} events={r.events} mode={r.mode}")
     print("READY", flush=True)
 
     def stop(*_a):
@@ -271,16 +355,19 @@ def main():
     deadline = time.monotonic() + args.max_seconds
     while not _stop and time.monotonic() < deadline:
         try:
-            busy = sum(r.poll() for r in _registrations)
+            now = time.monotonic()
+            for r in _stream_readers:
+                r.due(now)
+            waits = [d for d in (r.next_deadline() for r in _stream_readers) if d is not None]
+            timeout = max(0.0, min(waits) - time.monotonic()) if waits else 0.05
+            dispatch(pubsub.get_message(timeout=min(timeout, 0.05)))
         except redis.ConnectionError as e:
             log(f"connection lost: {e}", "warning")
             return 3
         except Exception:  # the shim itself failed (steps' errors are handled per execution)
             traceback.print_exc()
             return 1
-        if busy == 0:
-            time.sleep(args.poll_ms / 1000.0)
-    log("executions: " + ", ".join(f"{r.builder.desc}={r.executions}" for r in _registrations))
+    log("executions: " + ", ".join(f"{r.builder.desc}={r.executions}" for r in _stream_readers + _keys_readers))
     return 0
 
 

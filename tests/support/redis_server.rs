@@ -1,4 +1,5 @@
-//! A real redis-stack-server (Redis 7.4 + TimeSeries + RedisGears 2) per test, killed on drop.
+//! A real redis-stack-server (Redis 7.4 + TimeSeries + RedisGears 2) per test, killed on drop, or the
+//! real RedisGears 1 runtime (Redis 6.2 + RedisGears 1.2 + TimeSeries, `$POPUP_REDISGEARS1`) when given.
 //! Shared by the integration tests that need Redis (`#[path = "support/redis_server.rs"] mod …`).
 #![allow(dead_code)]
 
@@ -56,6 +57,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub dir: PathBuf,
     extra: Vec<String>,
+    /// The unpacked RedisGears 1 runtime this server runs, instead of redis-stack.
+    gears1: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -66,10 +69,36 @@ impl RedisServer {
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("popup-engines-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s =
-            RedisServer { port: free_port(), child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = RedisServer {
+            port: free_port(),
+            child: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            gears1: None,
+        };
         s.spawn(true);
         s
+    }
+
+    /// Redis 6.2 with the real RedisGears 1.2 and RedisTimeSeries, loaded as the redismod image loads
+    /// them. Panics when `$POPUP_REDISGEARS1` names no runtime: ask [`redisgears1`] first.
+    pub fn start_gears1(extra: &[&str]) -> RedisServer {
+        let root = redisgears1().expect("POPUP_REDISGEARS1 names no RedisGears 1 runtime");
+        let dir = std::env::temp_dir().join(format!("popup-gears1-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedisServer {
+            port: free_port(),
+            child: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            gears1: Some(root),
+        };
+        s.spawn(true);
+        s
+    }
+
+    pub fn is_gears1(&self) -> bool {
+        self.gears1.is_some()
     }
 
     /// Like [`RedisServer::start_with`] on a port chosen before (an operator already told where Redis
@@ -77,7 +106,8 @@ impl RedisServer {
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("popup-engines-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s =
+            RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect(), gears1: None };
         s.spawn(false);
         s
     }
@@ -99,12 +129,26 @@ impl RedisServer {
     }
 
     fn try_spawn(&mut self) -> Result<(), PortTaken> {
-        let server = find_server();
+        let server = match &self.gears1 {
+            Some(root) => root.join("bin/redis-server"),
+            None => find_server(),
+        };
         let bin = server.parent().unwrap();
         let lib = bin.parent().unwrap().join("lib");
         let direct = bin.join("redis-server");
         let mut cmd;
-        if direct.exists() && lib.join("redistimeseries.so").exists() && lib.join("redisgears.so").exists() {
+        if let Some(root) = &self.gears1 {
+            // The redismod image's load line (RedisGears with its Python plugin, then TimeSeries).
+            cmd = Command::new(&server);
+            cmd.arg("--loadmodule")
+                .arg(root.join("redisgears.so"))
+                .arg("Plugin")
+                .arg(root.join("gears_python/gears_python.so"))
+                .arg("PythonInstallationDir")
+                .arg(root);
+            cmd.arg("--loadmodule").arg(root.join("redistimeseries.so"));
+            cmd.args(["--save", ""]);
+        } else if direct.exists() && lib.join("redistimeseries.so").exists() && lib.join("redisgears.so").exists() {
             cmd = Command::new(direct);
             cmd.arg("--loadmodule").arg(lib.join("redistimeseries.so"));
             cmd.arg("--loadmodule")
@@ -143,12 +187,14 @@ impl RedisServer {
                     return Err(PortTaken);
                 }
                 panic!(
-                    "redis-stack-server exited at start ({status}); missing libssl1.1? run `bash hack/install-redis-stack.sh`\n{text}"
+                    "{} exited at start ({status}); missing libssl1.1? run `bash hack/install-redis-stack.sh`\n{text}",
+                    server.display()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-stack-server did not get ready on port {} within 20s:\n{text}",
+                "{} did not get ready on port {} within 20s:\n{text}",
+                server.display(),
                 self.port
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -243,6 +289,111 @@ impl Drop for ChildGuard {
     }
 }
 
+// ---- the real RedisGears 1 runtime, when given ---------------------------------------------------------
+
+/// The real RedisGears 1 runtime, unpacked, when `$POPUP_REDISGEARS1` names one: a folder with
+/// `bin/redis-server` (unpacked), a folder with `redisgears1.tar.xz` (../shared/redisgears1), or the
+/// tarball. A tarball is unpacked once into `${POPUP_CACHE:-~/.cache/popup-operator}/redisgears1/`.
+/// `None` when the variable is unset or empty: the gears tests then run on the CPython emulation.
+pub fn redisgears1() -> Option<PathBuf> {
+    let given = PathBuf::from(std::env::var_os("POPUP_REDISGEARS1").filter(|v| !v.is_empty())?);
+    if given.join("bin/redis-server").exists() {
+        return Some(given);
+    }
+    let tarball = if given.is_dir() { given.join("redisgears1.tar.xz") } else { given.clone() };
+    assert!(
+        tarball.is_file(),
+        "POPUP_REDISGEARS1={} holds neither bin/redis-server nor redisgears1.tar.xz",
+        given.display()
+    );
+    let meta = tarball.metadata().unwrap();
+    let mtime = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let cache = std::env::var("POPUP_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/popup-operator")
+    });
+    let dest = cache.join("redisgears1").join(format!("{}-{mtime}", meta.len()));
+    let root = dest.join("redisgears1");
+    if !root.join("bin/redis-server").exists() {
+        // Unpack beside it and rename into place: tests in other processes may do the same at once.
+        let tmp = dest.with_extension(format!("unpacking-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let status = Command::new("tar").arg("-xJf").arg(&tarball).arg("-C").arg(&tmp).status().unwrap();
+        assert!(status.success(), "cannot unpack {}", tarball.display());
+        if std::fs::rename(&tmp, &dest).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+    }
+    assert!(root.join("bin/redis-server").exists(), "{} lacks bin/redis-server", root.display());
+    Some(root)
+}
+
+/// Where a gears test's engine runs.
+pub enum GearsRuntime {
+    /// Real RedisGears 1 in the server, the scripts registered by `load_scripts` as in production.
+    Real,
+    /// redis-stack with the scripts under the CPython emulation.
+    Emulated(ChildGuard),
+}
+
+/// The gears engine on its own Redis: the real runtime when `$POPUP_REDISGEARS1` gives one, else the
+/// emulation (and the test says so on stderr).
+pub struct Gears {
+    pub server: RedisServer,
+    pub runtime: GearsRuntime,
+}
+
+impl Gears {
+    pub async fn start(settings: &popup_operator::sale::ProcessingSettings) -> Gears {
+        match Gears::real(settings, &[]).await {
+            Some(g) => g,
+            None => {
+                eprintln!(
+                    "NOTE: the gears engine ran on the CPython emulation only: POPUP_REDISGEARS1 is unset \
+                     (point it at ../shared/redisgears1 to run it on real RedisGears 1)"
+                );
+                Gears::emulated(settings, &[])
+            }
+        }
+    }
+
+    /// On real RedisGears 1 (`None` when no runtime is given), the scripts loaded.
+    pub async fn real(settings: &popup_operator::sale::ProcessingSettings, extra: &[&str]) -> Option<Gears> {
+        redisgears1()?;
+        let server = RedisServer::start_gears1(extra);
+        let mut conn = server.conn().await;
+        let outcome = popup_operator::sale::load_scripts(&mut conn, popup_operator::sale::EngineKind::Gears, settings)
+            .await
+            .unwrap();
+        assert_eq!(outcome, popup_operator::sale::LoadOutcome::Loaded);
+        Some(Gears { server, runtime: GearsRuntime::Real })
+    }
+
+    /// On redis-stack under the CPython emulation.
+    pub fn emulated(settings: &popup_operator::sale::ProcessingSettings, extra: &[&str]) -> Gears {
+        let server = RedisServer::start_with(extra);
+        let shim = start_gears_shim(&server, settings);
+        Gears { server, runtime: GearsRuntime::Emulated(shim) }
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self.runtime, GearsRuntime::Real)
+    }
+
+    /// Which runtime, for messages.
+    pub fn name(&self) -> &'static str {
+        if self.is_real() { "real RedisGears 1" } else { "the CPython emulation" }
+    }
+
+    /// The emulation's log, or Redis' own (RedisGears 1 logs there), for failure messages.
+    pub fn log(&self) -> String {
+        let path = match self.runtime {
+            GearsRuntime::Real => self.server.dir.join(format!("redis-{}.log", self.server.port)),
+            GearsRuntime::Emulated(_) => self.server.dir.join("shim.log"),
+        };
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
 /// The gears engine's scripts, exactly as `load_scripts` would send them, running under the
 /// CPython shim (`tests/gears_shim/gears_shim.py`) against `server`; returns once the shim has
 /// registered them. Its log is `<server dir>/shim.log`.
@@ -257,16 +408,22 @@ pub fn start_gears_shim_at(
     url: &str,
     settings: &popup_operator::sale::ProcessingSettings,
 ) -> ChildGuard {
+    let scripts: Vec<(String, String)> =
+        popup_operator::sale::gears::scripts(settings).into_iter().map(|s| (s.id.to_string(), s.code)).collect();
+    start_shim_with(server, url, &scripts)
+}
+
+/// The CPython emulation running `scripts` (name, code) against `url`; returns once they are registered.
+pub fn start_shim_with(server: &RedisServer, url: &str, scripts: &[(String, String)]) -> ChildGuard {
     let py = Command::new("python3").args(["-c", "import redis"]).status();
     assert!(
         matches!(py, Ok(s) if s.success()),
         "python3 with the `redis` package is needed for the gears shim; run `bash hack/install-redis-stack.sh`"
     );
-    let scripts = popup_operator::sale::gears::scripts(settings);
     let mut paths = Vec::new();
-    for script in &scripts {
-        let path = server.dir.join(format!("{}.py", script.id));
-        std::fs::write(&path, &script.code).unwrap();
+    for (name, code) in scripts {
+        let path = server.dir.join(format!("{name}.py"));
+        std::fs::write(&path, code).unwrap();
         paths.push(path);
     }
     let log_path = server.dir.join("shim.log");
@@ -276,7 +433,7 @@ pub fn start_gears_shim_at(
             .args(["--redis", url, "--max-seconds", "120"])
             .args(&paths)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log_path).unwrap())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap())
             .spawn()
             .unwrap(),
     ));

@@ -5,7 +5,9 @@
 # fail on anything the order contains. The script reads the order entry itself (XRANGE), so it judges
 # exactly the fields stored in Redis, and an order no longer in queue:orders was already decided.
 # Unlike the seed (batch=3 only), the reader also fires after __FLUSH_MS__ ms, so the last orders of a
-# sale are processed even when fewer than a batch are waiting.
+# sale are processed even when fewer than a batch are waiting. This must be the only StreamReader
+# whose prefix matches queue:orders: RedisGears 1 reads a stream through one consumer group shared by
+# every registration on it, so a second reader would take orders away from this one.
 # settings: batch=__BATCH__
 import re
 
@@ -156,8 +158,11 @@ def complete(x):
 
 
 # Stream Reader for Orders queue. A failed batch is retried (every second) rather than skipped: with
-# the default policy ('continue') RedisGears would trim the batch's orders undecided.
+# the default policy ('continue') RedisGears would acknowledge the batch's orders undecided.
+# trimStream=False: each decided order leaves queue:orders inside its own atomic step above. RedisGears'
+# own trimming is "XTRIM MAXLEN <the entries it believes unread>", a count that falls short after a
+# restart with pending entries (and with a second reader on the stream), and then cuts undecided orders.
 gb = GearsBuilder('StreamReader', desc='__DESC__')
 gb.map(complete)
-gb.register(prefix='queue:orders', batch=__BATCH__, duration=__FLUSH_MS__, trimStream=True,
+gb.register(prefix='queue:orders', batch=__BATCH__, duration=__FLUSH_MS__, trimStream=False,
             onFailedPolicy='retry', onFailedRetryInterval=1)
