@@ -27,6 +27,8 @@ pub const PLUGIN: &str = "redis-datasource@2.2.0";
 /// The startup probe allows 10 s × 60 = 10 minutes for the plugin download before the pod is restarted.
 pub const STARTUP_PROBE_PERIOD: i32 = 10;
 pub const STARTUP_PROBE_FAILURES: i32 = 60;
+/// Grafana's admin user; the operator logs in as it to check the dashboard (GrafanaReady).
+pub const ADMIN_USER: &str = "admin";
 /// Key of the admin password in `<store>-grafana`.
 pub const ADMIN_PASSWORD_KEY: &str = "admin-password";
 /// The dashboard shipped with the operator; [`dashboard_json`] gives each store its own copy.
@@ -98,7 +100,7 @@ pub fn admin_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Secret {
         metadata: child_meta(store, store.names.grafana(), COMPONENT),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([
-            ("admin-user".to_string(), ByteString(b"admin".to_vec())),
+            ("admin-user".to_string(), ByteString(ADMIN_USER.as_bytes().to_vec())),
             (ADMIN_PASSWORD_KEY.to_string(), ByteString(inputs.grafana_admin_password.clone().into_bytes())),
         ])),
         ..Default::default()
@@ -200,7 +202,7 @@ fn env(name: &str, value: &str) -> EnvVar {
 pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
     let env = vec![
         env("GF_PLUGINS_PREINSTALL_SYNC", PLUGIN),
-        env("GF_SECURITY_ADMIN_USER", "admin"),
+        env("GF_SECURITY_ADMIN_USER", ADMIN_USER),
         EnvVar {
             name: "GF_SECURITY_ADMIN_PASSWORD".into(),
             value_from: Some(EnvVarSource {
