@@ -22,7 +22,7 @@ use super::{
 pub const COMPONENT: &str = "grafana";
 /// uid/gid of the `grafana` user in the official image.
 pub const GRAFANA_UID: i64 = 472;
-/// The Redis datasource plugin, installed before provisioning runs (Grafana ≥ 11.5).
+/// The Redis datasource plugin, installed before provisioning runs (`GF_PLUGINS_PREINSTALL_SYNC`, Grafana ≥ 12.1).
 pub const PLUGIN: &str = "redis-datasource@2.2.0";
 /// The startup probe allows 10 s × 60 = 10 minutes for the plugin download before the pod is restarted.
 pub const STARTUP_PROBE_PERIOD: i32 = 10;
