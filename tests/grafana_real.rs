@@ -25,6 +25,7 @@ mod redis_server;
 mod acl_users;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -249,6 +250,8 @@ impl Grafana {
             let port = free_port();
             let log = std::fs::File::create(dir.join("server.log")).unwrap();
             let child = Command::new(home.join("bin/grafana-server"))
+                // Its own process group, with the plugin's process it starts: stopped together.
+                .process_group(0)
                 .arg("--homepath")
                 .arg(home)
                 .current_dir(home)
@@ -311,17 +314,18 @@ impl Grafana {
         }
     }
 
-    /// TERM first, so that Grafana stops its plugin's process; KILL after 10 s.
+    /// TERM first, so that Grafana stops its plugin's process; after it exited (or 10 s), KILL to its
+    /// process group, which takes the plugin's process too if Grafana left it behind.
     fn stop(&mut self) {
         if let Some(mut child) = self.process.0.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let pid = child.id() as libc::pid_t;
+            // SAFETY: plain syscalls on a process (group) this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
                 std::thread::sleep(Duration::from_millis(50));
             }
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = child.kill();
             let _ = child.wait();
         }
