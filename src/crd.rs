@@ -334,7 +334,7 @@ pub struct GrafanaSpec {
     #[serde(default)]
     pub mode: GrafanaMode,
 
-    /// Grafana image (11.5 or newer, for `GF_PLUGINS_PREINSTALL_SYNC`); managed mode. Default a pinned 12.x release.
+    /// Grafana image (12.1 or newer, for `GF_PLUGINS_PREINSTALL_SYNC`); managed mode. Default a pinned 12.x release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     #[x_kube(validation = image_rule("spec.grafana.image", "omit it to use the default image"))]

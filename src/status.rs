@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Endpoints, PopUpStoreStatus, SaleStatus};
 
+pub mod grafana;
 pub mod workload;
 
 pub const REDIS_READY: &str = "RedisReady";
@@ -45,6 +46,14 @@ pub mod reason {
     pub const AVAILABLE: &str = "Available";
     pub const UNAVAILABLE: &str = "Unavailable";
     pub const SIDECAR: &str = "Sidecar";
+    // GrafanaReady, from Grafana's own answers once its pod is available (`grafana::check`).
+    pub const GRAFANA_UNREACHABLE: &str = "GrafanaUnreachable";
+    pub const GRAFANA_AUTH_FAILED: &str = "GrafanaAuthFailed";
+    pub const PLUGIN_NOT_LOADED: &str = "PluginNotLoaded";
+    pub const DATASOURCE_MISSING: &str = "DatasourceMissing";
+    pub const DATASOURCE_UNHEALTHY: &str = "DatasourceUnhealthy";
+    pub const DASHBOARD_MISSING: &str = "DashboardMissing";
+    pub const GRAFANA_ERROR: &str = "GrafanaError";
     // GrafanaReady, SimulationComplete.
     pub const DISABLED: &str = "Disabled";
     // SimulationComplete (`workload::Simulation`; also `RUNNING`).

@@ -14,9 +14,12 @@ use http_body_util::BodyExt;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget};
+use popup_operator::controller::{
+    self, Config, Context, GrafanaGateway, GrafanaTarget, RedisGateway, RedisProblem, RedisTarget,
+};
 use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, ProcessingSpec, SaleStatus, SecretKeyRef};
 use popup_operator::render::acl::{AclUser, password_hash};
+use popup_operator::status::grafana::{Answers, Reply, Round};
 use popup_operator::status::{self, reason};
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
@@ -186,9 +189,39 @@ impl RedisGateway for FakeRedis {
     }
 }
 
+/// Stands in for a managed Grafana: answers every round with `round`, and keeps what it was asked.
+struct FakeGrafana {
+    round: Mutex<Round>,
+    targets: Mutex<Vec<GrafanaTarget>>,
+}
+
+fn healthy_grafana() -> Answers {
+    Answers {
+        plugin: Reply::new(200, r#"{"id":"redis-datasource","info":{"version":"2.2.0"}}"#),
+        health: Reply::new(200, r#"{"status":"OK","message":"Data Source is working as expected."}"#),
+        datasource: None,
+        dashboard: Reply::new(200, r#"{"dashboard":{"title":"Pop-up Store sales/shop"}}"#),
+    }
+}
+
+impl Default for FakeGrafana {
+    fn default() -> Self {
+        Self { round: Mutex::new(Round::Answered(healthy_grafana())), targets: Mutex::default() }
+    }
+}
+
+impl GrafanaGateway for FakeGrafana {
+    fn round<'a>(&'a self, target: &'a GrafanaTarget) -> BoxFuture<'a, Round> {
+        self.targets.lock().unwrap().push(target.clone());
+        let r = self.round.lock().unwrap().clone();
+        Box::pin(async move { r })
+    }
+}
+
 struct Harness {
     api: Arc<FakeApi>,
     redis: Arc<FakeRedis>,
+    grafana: Arc<FakeGrafana>,
     ctx: Arc<Context>,
 }
 
@@ -209,9 +242,11 @@ impl Harness {
             redis_address_template: redis_address.map(String::from),
             operator_pods: None,
             rotation_grace: Duration::from_secs(120),
+            grafana_address_template: None,
         };
-        let ctx = Arc::new(Context::new(client, redis.clone(), Health::default(), config));
-        Self { api, redis, ctx }
+        let grafana = Arc::new(FakeGrafana::default());
+        let ctx = Arc::new(Context::new(client, redis.clone(), grafana.clone(), Health::default(), config));
+        Self { api, redis, grafana, ctx }
     }
 
     fn create_store(&self, edit: impl FnOnce(&mut PopUpStoreSpec)) {
@@ -470,6 +505,59 @@ async fn native_engine_gets_a_processor_and_waits_for_it() {
     assert_eq!(h.condition(status::PROCESSOR_READY).0, "True");
     assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), reason::DISABLED.into()));
     assert_eq!(h.condition(status::READY).0, "True");
+}
+
+#[tokio::test]
+async fn grafana_ready_comes_from_grafana_itself_asked_at_most_once_a_minute() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    assert!(h.grafana.targets.lock().unwrap().is_empty(), "no pod available yet: nothing to ask");
+    assert_eq!(h.condition(status::GRAFANA_READY), ("False".into(), reason::UNAVAILABLE.into()));
+    // The pod is available but Grafana runs without the plugin.
+    *h.grafana.round.lock().unwrap() = Round::Answered(Answers {
+        plugin: Reply::new(404, r#"{"message":"Plugin not found, no installed plugin with that id"}"#),
+        ..healthy_grafana()
+    });
+    h.pods_become_ready();
+    h.reconcile().await;
+    assert_eq!(h.condition(status::GRAFANA_READY), ("False".into(), reason::PLUGIN_NOT_LOADED.into()));
+    assert_eq!(h.condition(status::READY).0, "False");
+    let asked = h.grafana.targets.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    // As its admin, at the Service's address, about this store's datasource and dashboard.
+    let admin = h.api.get("/api/v1/namespaces/sales/secrets/shop-grafana").unwrap();
+    let password = String::from_utf8(base64_decode(
+        admin["data"][popup_operator::render::grafana::ADMIN_PASSWORD_KEY].as_str().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        (asked[0].url.as_str(), asked[0].user.as_str(), asked[0].password.as_str()),
+        ("http://shop-grafana.sales.svc:3000", "admin", password.as_str())
+    );
+    assert!(asked[0].datasource_uid.starts_with("popup-redis-") && asked[0].dashboard_uid.starts_with("popup-store-"));
+    // Another reconcile right away (e.g. the sale's refresh) does not ask again.
+    h.reconcile().await;
+    assert_eq!(h.grafana.targets.lock().unwrap().len(), 1);
+    // A new rollout of Grafana (here: its generation moves) is asked at once; now it is fine.
+    *h.grafana.round.lock().unwrap() = Round::Answered(healthy_grafana());
+    h.api.edit("/apis/apps/v1/namespaces/sales/deployments/shop-grafana", |o| o["metadata"]["generation"] = json!(2));
+    h.reconcile().await;
+    assert_eq!(h.grafana.targets.lock().unwrap().len(), 2);
+    assert_eq!(h.condition(status::GRAFANA_READY), ("True".into(), reason::AVAILABLE.into()));
+    assert_eq!(h.condition(status::READY).0, "True");
+    // While fine, the next reconciles reuse that answer: a broken Grafana is seen within the minute.
+    *h.grafana.round.lock().unwrap() = Round::Unreachable("connection refused".into());
+    for _ in 0..3 {
+        h.reconcile().await;
+    }
+    assert_eq!(h.grafana.targets.lock().unwrap().len(), 2);
+    assert_eq!(h.condition(status::GRAFANA_READY).0, "True");
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }
 
 #[tokio::test]

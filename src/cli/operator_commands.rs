@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::controller::{self, Config, Context, WatchScope, redis::LiveRedis};
+use crate::controller::{self, Config, Context, WatchScope, grafana::LiveGrafana, redis::LiveRedis};
 use crate::render;
 use crate::render::network_policy::{DEFAULT_OPERATOR_POD_SELECTOR, OperatorPods};
 use crate::telemetry::{self, Health, LogFormat};
@@ -30,6 +30,11 @@ pub struct RunArgs {
     /// Default: the Redis Service's cluster DNS name, {service}.{namespace}.svc:6379.
     #[arg(long, env = "POPUP_REDIS_ADDRESS")]
     redis_address: Option<String>,
+    /// How the operator reaches each store's managed Grafana to check it (GrafanaReady), as a template
+    /// with {name}, {namespace} and {service} (e.g. 127.0.0.1:3000 with a port-forward).
+    /// Default: the Grafana Service's cluster DNS name, {service}.{namespace}.svc:3000.
+    #[arg(long, env = "POPUP_GRAFANA_ADDRESS")]
+    grafana_address: Option<String>,
     /// After a Redis password changes, how long the previous one stays valid when the operator cannot
     /// see who uses it (the admin password, a sidecar-mode Grafana), in seconds (0–86400).
     #[arg(long, env = "POPUP_ROTATION_GRACE_SECONDS", default_value_t = 120,
@@ -106,8 +111,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         redis_address_template: args.redis_address,
         operator_pods,
         rotation_grace: std::time::Duration::from_secs(args.rotation_grace_seconds),
+        grafana_address_template: args.grafana_address,
     };
-    let ctx = Context::new(client, Arc::new(LiveRedis::default()), health, config);
+    let ctx = Context::new(client, Arc::new(LiveRedis::default()), Arc::new(LiveGrafana::default()), health, config);
     let result = controller::run(ctx, scope).await.map_err(|e| e.to_string());
     server.abort();
     result
@@ -155,6 +161,7 @@ pub fn render_file(args: &RenderArgs) -> Result<(), String> {
         redis_address_template: None,
         operator_pods,
         rotation_grace: controller::users::ROTATION_GRACE,
+        grafana_address_template: None,
     };
     let mut out = String::new();
     for v in validated {

@@ -10,6 +10,7 @@ mod build;
 pub mod cache;
 mod dereference;
 mod error;
+pub mod grafana;
 pub mod next_action;
 mod observe;
 pub mod rbac;
@@ -40,6 +41,7 @@ use cache::{Cache, no_managed_fields, own_metadata_only};
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
 pub use error::{ApiError, Error, Result, Stage, StartupError};
+pub use grafana::{GrafanaGateway, GrafanaTarget};
 pub use redis::{RedisGateway, RedisProblem, RedisTarget};
 
 /// Operator-wide settings (from flags).
@@ -55,6 +57,9 @@ pub struct Config {
     /// How long a rotated Redis password whose users the operator cannot see (the admin's, a sidecar-mode
     /// Grafana's) stays valid next to the new one.
     pub rotation_grace: Duration,
+    /// How the operator reaches a managed Grafana (`host:port`). `None`: the Grafana Service's cluster DNS
+    /// name. Otherwise a template like `redis_address_template`.
+    pub grafana_address_template: Option<String>,
 }
 
 impl Config {
@@ -67,12 +72,28 @@ impl Config {
                 .replace("{service}", &store.names.redis()),
         }
     }
+
+    /// `http://host:port` of the store's managed Grafana, as the operator reaches it.
+    pub fn grafana_url(&self, store: &ValidatedStore) -> String {
+        let address = match &self.grafana_address_template {
+            None => format!("{}.{}.svc:{}", store.names.grafana(), store.namespace, render::GRAFANA_PORT),
+            Some(t) => t
+                .replace("{name}", &store.names.store)
+                .replace("{namespace}", &store.namespace)
+                .replace("{service}", &store.names.grafana()),
+        };
+        format!("http://{address}")
+    }
 }
 
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub redis: Arc<dyn RedisGateway>,
+    /// Managed Grafanas, asked whether the dashboard works (GrafanaReady).
+    pub grafana: Arc<dyn GrafanaGateway>,
+    /// When each store's Grafana was last asked, so that it is asked at most once a minute while fine.
+    pub grafana_rounds: Arc<grafana::Rounds>,
     pub recorder: Recorder,
     pub health: Health,
     pub config: Config,
@@ -83,9 +104,24 @@ pub struct Context {
 impl Context {
     /// A context whose cache stays empty (every read goes to the API server) until [`run`] gives each
     /// controller one fed by its watches.
-    pub fn new(client: Client, redis: Arc<dyn RedisGateway>, health: Health, config: Config) -> Self {
+    pub fn new(
+        client: Client,
+        redis: Arc<dyn RedisGateway>,
+        grafana: Arc<dyn GrafanaGateway>,
+        health: Health,
+        config: Config,
+    ) -> Self {
         let reporter = Reporter { controller: "popup-operator".into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, redis, health, config, cache: Cache::empty() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            redis,
+            grafana,
+            grafana_rounds: Arc::default(),
+            health,
+            config,
+            cache: Cache::empty(),
+        }
     }
 }
 

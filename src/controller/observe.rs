@@ -3,6 +3,7 @@
 //! place), and the rotations of Redis passwords waiting for their consumers.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -12,11 +13,12 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::apply_children::Applied;
 use super::dereference::Inputs;
-use super::{Context, RedisTarget, cache, users};
+use super::{Context, GrafanaTarget, RedisTarget, cache, users};
 use crate::apply;
 use crate::apply::Result;
 use crate::crd::{Endpoints, Engine, GrafanaMode, PopUpStore, SaleStatus};
 use crate::render::{self, ValidatedStore};
+use crate::status;
 use crate::status::workload::{Simulation, deployment_check, redis_check, redis_ready, sidecar_check};
 use crate::status::{Check, Observations, reason};
 
@@ -48,7 +50,7 @@ pub(super) async fn observe(
         (None, _) => redis_check(&sts, redis_pod(ctx, validated).await.as_ref(), validated.engine()),
     };
     let (scripts, sale) = scripts_and_sale(ctx, validated, target, &redis).await;
-    let (grafana, processor) = components(validated, &deployments);
+    let (grafana, processor) = components(ctx, validated, inputs, &deployments).await;
     // A failing engine has its scripts in place: the sale (and its Job) goes on while the status says why.
     let scripts_in_place = scripts.ok || scripts.reason == reason::ENGINE_FAILING;
     let simulation = simulator(ctx, store, validated, simulator_job, scripts_in_place).await?;
@@ -112,16 +114,53 @@ async fn scripts_and_sale(
 }
 
 /// GrafanaReady (`None`: no Grafana) and ProcessorReady (`None`: not the native engine).
-fn components(validated: &ValidatedStore, deployments: &[Deployment]) -> (Option<Check>, Option<Check>) {
+async fn components(
+    ctx: &Context,
+    validated: &ValidatedStore,
+    inputs: &Inputs,
+    deployments: &[Deployment],
+) -> (Option<Check>, Option<Check>) {
     let find = |name: String| deployments.iter().find(|d| d.name_any() == name);
     let grafana = match validated.spec.grafana.effective_mode() {
-        GrafanaMode::Managed => Some(deployment_check(find(validated.names.grafana()), "Grafana")),
+        GrafanaMode::Managed => Some(managed_grafana(ctx, validated, inputs, find(validated.names.grafana())).await),
         GrafanaMode::Sidecar => Some(sidecar_check(validated)),
         GrafanaMode::None => None,
     };
     let processor = (validated.engine() == Engine::Native)
         .then(|| deployment_check(find(validated.names.processor()), "processor"));
     (grafana, processor)
+}
+
+/// A managed Grafana: its Deployment, and once that is available, Grafana's own answers (plugin,
+/// datasource health, dashboard). HTTP to Grafana, not to the API server; asked at most once a minute
+/// per store while the answers are fine (`grafana::Rounds`), again at once after a rollout.
+async fn managed_grafana(
+    ctx: &Context,
+    validated: &ValidatedStore,
+    inputs: &Inputs,
+    deployment: Option<&Deployment>,
+) -> Check {
+    let store = format!("{}/{}", validated.namespace, validated.names.store);
+    let available = deployment_check(deployment, "Grafana");
+    let Some(deployment) = deployment.filter(|_| available.ok) else {
+        ctx.grafana_rounds.forget(&store);
+        return available;
+    };
+    let rollout = format!("{}/{}", deployment.uid().unwrap_or_default(), deployment.metadata.generation.unwrap_or(0));
+    if let Some(check) = ctx.grafana_rounds.remembered(&store, &rollout, Instant::now()) {
+        return check;
+    }
+    let target = GrafanaTarget {
+        url: ctx.config.grafana_url(validated),
+        user: render::grafana::ADMIN_USER.into(),
+        password: inputs.grafana_admin_password.clone(),
+        datasource_uid: render::grafana::datasource_uid(validated),
+        dashboard_uid: render::grafana::dashboard_uid(validated),
+    };
+    let check = status::grafana::check(validated, &target.url, &ctx.grafana.round(&target).await);
+    tracing::debug!(store = %validated.names.store, namespace = %validated.namespace, ok = check.ok, reason = %check.reason, "asked Grafana");
+    ctx.grafana_rounds.remember(&store, &rollout, Instant::now(), check.clone());
+    check
 }
 
 /// Creates the simulator Job once the scripts are loaded, removes Jobs of older settings, reports progress.

@@ -22,11 +22,13 @@ use super::{
 pub const COMPONENT: &str = "grafana";
 /// uid/gid of the `grafana` user in the official image.
 pub const GRAFANA_UID: i64 = 472;
-/// The Redis datasource plugin, installed before provisioning runs (Grafana ≥ 11.5).
+/// The Redis datasource plugin, installed before provisioning runs (`GF_PLUGINS_PREINSTALL_SYNC`, Grafana ≥ 12.1).
 pub const PLUGIN: &str = "redis-datasource@2.2.0";
 /// The startup probe allows 10 s × 60 = 10 minutes for the plugin download before the pod is restarted.
 pub const STARTUP_PROBE_PERIOD: i32 = 10;
 pub const STARTUP_PROBE_FAILURES: i32 = 60;
+/// Grafana's admin user; the operator logs in as it to check the dashboard (GrafanaReady).
+pub const ADMIN_USER: &str = "admin";
 /// Key of the admin password in `<store>-grafana`.
 pub const ADMIN_PASSWORD_KEY: &str = "admin-password";
 /// The dashboard shipped with the operator; [`dashboard_json`] gives each store its own copy.
@@ -98,7 +100,7 @@ pub fn admin_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Secret {
         metadata: child_meta(store, store.names.grafana(), COMPONENT),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([
-            ("admin-user".to_string(), ByteString(b"admin".to_vec())),
+            ("admin-user".to_string(), ByteString(ADMIN_USER.as_bytes().to_vec())),
             (ADMIN_PASSWORD_KEY.to_string(), ByteString(inputs.grafana_admin_password.clone().into_bytes())),
         ])),
         ..Default::default()
@@ -200,7 +202,7 @@ fn env(name: &str, value: &str) -> EnvVar {
 pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
     let env = vec![
         env("GF_PLUGINS_PREINSTALL_SYNC", PLUGIN),
-        env("GF_SECURITY_ADMIN_USER", "admin"),
+        env("GF_SECURITY_ADMIN_USER", ADMIN_USER),
         EnvVar {
             name: "GF_SECURITY_ADMIN_PASSWORD".into(),
             value_from: Some(EnvVarSource {
@@ -496,5 +498,87 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The name Grafana gives each line. The plugin names a TS.RANGE frame after the target's `legend`
+    /// and its value field after the target's `value`; without `value` the field has no name and Grafana
+    /// calls the line "Value". Grafana shows the field's name, prefixed by the frame's when a panel has
+    /// frames of different names; an expression's line is called after its refId unless a
+    /// `displayName` override names it. (tests/grafana_real.rs checks the same names on a real Grafana.)
+    #[test]
+    fn every_line_of_the_dashboard_is_named() {
+        let d: serde_json::Value = serde_json::from_str(DASHBOARD_JSON).unwrap();
+        for p in d["panels"].as_array().unwrap().iter().filter(|p| p["type"] == "timeseries") {
+            let title = p["title"].as_str().unwrap();
+            let targets = p["targets"].as_array().unwrap();
+            let series: Vec<&serde_json::Value> = targets.iter().filter(|t| t["type"] == "timeSeries").collect();
+            for t in &series {
+                let value = t["value"].as_str().unwrap_or_default();
+                assert!(!value.is_empty() && value != "Value", "{title}: target {} names no value", t["refId"]);
+                assert!(!t["legend"].as_str().unwrap_or_default().is_empty(), "{title}: no legend");
+            }
+            let visible: Vec<&serde_json::Value> =
+                targets.iter().filter(|t| !t["hide"].as_bool().unwrap_or(false)).collect();
+            for t in &visible {
+                if t["datasource"]["type"] == "__expr__" {
+                    let named = p["fieldConfig"]["overrides"].as_array().unwrap().iter().any(|o| {
+                        o["matcher"] == json!({"id": "byFrameRefID", "options": t["refId"]})
+                            && o["properties"].as_array().unwrap().iter().any(|p| p["id"] == "displayName")
+                    });
+                    assert!(named, "{title}: the expression {} would be called {0}", t["refId"]);
+                }
+            }
+            // One line: the frame's name is not shown, so the value says it all, and says the legend.
+            // Several: the frames' names differ, so each line reads "<legend> <value>".
+            if visible.len() == 1 && series.len() == 1 {
+                assert_eq!(series[0]["value"], series[0]["legend"], "{title}");
+            }
+            let legends: std::collections::BTreeSet<&str> =
+                visible.iter().filter_map(|t| t["legend"].as_str()).collect();
+            assert_eq!(legends.len(), visible.iter().filter(|t| t["type"] == "timeSeries").count(), "{title}");
+        }
+    }
+
+    /// A sale can be shorter than a panel's bucket: one bucket is one point, which a line without points
+    /// does not draw. Panels with minute buckets therefore draw their points.
+    #[test]
+    fn a_sale_shorter_than_a_bucket_still_shows() {
+        let d: serde_json::Value = serde_json::from_str(DASHBOARD_JSON).unwrap();
+        let mut checked = 0;
+        for p in d["panels"].as_array().unwrap().iter().filter(|p| p["type"] == "timeseries") {
+            let custom = &p["fieldConfig"]["defaults"]["custom"];
+            let bucket = p["targets"].as_array().unwrap().iter().filter_map(|t| t["bucket"].as_u64()).max().unwrap();
+            if custom["drawStyle"] == "line" && bucket >= 60_000 {
+                assert_eq!(custom["showPoints"], "always", "{}", p["title"]);
+                assert!(custom["pointSize"].as_u64().unwrap() >= 5, "{}", p["title"]);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1, "Throughput");
+    }
+
+    /// The original demo's dashboard (2020) had eight panels; each is still here with its query.
+    #[test]
+    fn the_original_demos_eight_panels_are_all_there() {
+        let d: serde_json::Value = serde_json::from_str(DASHBOARD_JSON).unwrap();
+        let panels = d["panels"].as_array().unwrap();
+        let original = [
+            ("stat", "Product Available", "get", "product"),
+            ("stat", "Customers Ordering", "xlen", "queue:customers"),
+            ("stat", "Orders Processing", "xlen", "queue:orders"),
+            ("stat", "Orders Completed", "xlen", "queue:complete"),
+            ("timeseries", "Customers Overflow", "ts.range", "ts:enqueue:queue:customers"),
+            ("timeseries", "Customers Ordering", "ts.range", "ts:len:queue:customers"),
+            // The original called it "In Queue", under an "Orders" row.
+            ("timeseries", "Orders In Queue", "ts.range", "ts:len:queue:orders"),
+            ("timeseries", "Completed Flow", "ts.range", "ts:enqueue:queue:complete"),
+        ];
+        for (kind, title, command, key) in original {
+            let p = panels.iter().find(|p| p["type"] == kind && p["title"] == title);
+            let p = p.unwrap_or_else(|| panic!("the original's {kind} {title:?} is missing"));
+            let t = &p["targets"][0];
+            assert_eq!((t["command"].as_str(), t["keyName"].as_str()), (Some(command), Some(key)), "{title}");
+        }
+        assert_eq!(panels.iter().filter(|p| p["type"] != "row").count(), 8 + 5, "the original's 8 and our 5");
     }
 }

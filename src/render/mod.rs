@@ -39,7 +39,7 @@ pub mod images {
     pub const TRIGGERS: &str = "redis/redis-stack-server:7.4.0-v0";
     /// Redis 8 ships TimeSeries built in; no Gears, so the `native` processor does the work.
     pub const NATIVE: &str = "redis:8.2.3";
-    /// Grafana ≥ 11.5 understands `GF_PLUGINS_PREINSTALL_SYNC`.
+    /// Grafana ≥ 12.1 understands `GF_PLUGINS_PREINSTALL_SYNC` (docs/dashboard.md, "Which Grafana").
     pub const GRAFANA: &str = "grafana/grafana:12.3.1";
     /// The operator's own image, used for the simulator Job and the native processor.
     pub const OPERATOR: &str = concat!("ghcr.io/popup-operator/popup-operator:", env!("CARGO_PKG_VERSION"));

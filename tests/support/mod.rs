@@ -28,8 +28,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use popup_operator::controller::{self, Config, Context, RedisGateway, RedisProblem, RedisTarget, WatchScope};
+use popup_operator::controller::{
+    self, Config, Context, GrafanaGateway, GrafanaTarget, RedisGateway, RedisProblem, RedisTarget, WatchScope,
+};
 use popup_operator::crd::{Engine, ProcessingSpec, SaleStatus};
+use popup_operator::status::grafana::{Answers, Reply, Round};
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OnceCell};
@@ -402,8 +405,10 @@ impl Operator {
             operator_pods: Some(operator_pods()),
             // Short, so that tests see an old admin password go.
             rotation_grace: Duration::from_secs(3),
+            grafana_address_template: None,
         };
-        let ctx = Context::new(client, redis, health.clone(), config);
+        // No Grafana runs here: its Deployment's readiness is played, and so are its answers.
+        let ctx = Context::new(client, redis, Arc::new(FakeGrafana::default()), health.clone(), config);
         let task = tokio::spawn(async move { controller::run(ctx, scope).await.map_err(|e| e.to_string()) });
         Operator { task: Some(task), health }
     }
@@ -499,6 +504,37 @@ impl RedisGateway for FakeRedis {
     fn read_sale<'a>(&'a self, _target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
         let sale = self.sale.lock().unwrap().clone();
         Box::pin(async move { Ok(sale) })
+    }
+}
+
+/// Stands in for a managed Grafana: answers every round as a healthy Grafana does (or as told).
+pub struct FakeGrafana {
+    pub round: Mutex<Round>,
+    pub calls: AtomicUsize,
+}
+
+impl FakeGrafana {
+    pub fn healthy() -> Round {
+        Round::Answered(Answers {
+            plugin: Reply::new(200, r#"{"id":"redis-datasource","info":{"version":"2.2.0"}}"#),
+            health: Reply::new(200, r#"{"status":"OK","message":"Data Source is working as expected."}"#),
+            datasource: None,
+            dashboard: Reply::new(200, r#"{"dashboard":{"title":"Pop-up Store"}}"#),
+        })
+    }
+}
+
+impl Default for FakeGrafana {
+    fn default() -> Self {
+        Self { round: Mutex::new(Self::healthy()), calls: AtomicUsize::new(0) }
+    }
+}
+
+impl GrafanaGateway for FakeGrafana {
+    fn round<'a>(&'a self, _target: &'a GrafanaTarget) -> BoxFuture<'a, Round> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let round = self.round.lock().unwrap().clone();
+        Box::pin(async move { round })
     }
 }
 
