@@ -102,12 +102,31 @@ fn now_ms() -> i64 {
 
 #[tokio::test]
 async fn every_panel_shows_the_sale_from_real_redis() {
+    every_panel_shows_the_sale(Engine::Triggers).await;
+}
+
+/// The store's default engine and the original demo's pair: RedisGears 1 feeding the dashboard, on the
+/// real runtime when `$POPUP_REDISGEARS1` gives it.
+#[tokio::test]
+async fn every_panel_shows_a_gears_sale_from_real_redisgears_1() {
+    if redis_server::redisgears1().is_none() {
+        eprintln!("SKIPPED: POPUP_REDISGEARS1 is unset: the dashboard over a gears sale needs real RedisGears 1");
+        return;
+    }
+    every_panel_shows_the_sale(Engine::Gears).await;
+}
+
+async fn every_panel_shows_the_sale(engine: Engine) {
     // The store's users, as its Redis pod loads them; each part logs in as its own user.
-    let users = Users::new(Engine::Triggers);
-    let server = users.start_server();
+    let users = Users::new(engine);
+    let server = match engine {
+        Engine::Gears => redis_server::RedisServer::start_gears1(&["--aclfile", &users.write_acl_file()]),
+        _ => users.start_server(),
+    };
     let mut conn = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(1) };
-    sale::load_scripts(&mut conn, EngineKind::Triggers, &settings).await.unwrap();
+    let kind = EngineKind::from(engine);
+    sale::load_scripts(&mut conn, kind, &settings).await.unwrap();
 
     // 60 customers over ~3 s for 50 units: several samples, a sell-out and some rejections.
     let config = SimulatorConfig {
@@ -131,9 +150,23 @@ async fn every_panel_shows_the_sale_from_real_redis() {
     .await
     .unwrap();
     assert!(summary.all_processed, "{summary:?}");
-    // One more interval so the last lengths are sampled (the triggers engine samples on stream activity).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    sale::sample_if_due(&mut conn, &settings).await.unwrap();
+    // A sample after the last decision, so the last lengths are in the series: the triggers engine samples
+    // on stream activity and the native sampler fills the gap; gears wakes itself at the next boundary.
+    let ended = now_ms();
+    if kind == EngineKind::Gears {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let last: Option<i64> = redis::cmd("GET").arg(sale::SAMPLE_LAST).query_async(&mut conn).await.unwrap();
+            if last.is_some_and(|b| b > ended) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "gears wrote no sample after the sale (last {last:?})");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    } else {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        sale::sample_if_due(&mut conn, &settings).await.unwrap();
+    }
     let sale = sale::read_sale(&mut conn).await.unwrap();
     assert_eq!((sale.completed, sale.rejected, sale.product), (50, 10, Some(0)));
 
