@@ -137,6 +137,7 @@ async fn assert_contract(conn: &mut MultiplexedConnection, stock: i64, customers
             sale::SAMPLE_ADDED,
             sale::SAMPLE_COUNTS,
             sale::SAMPLE_CLOCK,
+            sale::GEARS_SWEEP,
             sale::ENGINE_ERROR,
         ]
         .contains(&k)

@@ -10,8 +10,8 @@
 use redis::Value;
 
 use super::{
-    EngineError, EngineHealth, EngineKind, LoadOutcome, ProcessingSettings, QUEUE_ORDERS, RedisConn, Result,
-    SAMPLE_CLOCK, field, script_hash, value_i64, value_items, value_pairs, value_str,
+    EngineError, EngineHealth, EngineKind, GEARS_SWEEP, LoadOutcome, ProcessingSettings, QUEUE_ORDERS, RedisConn,
+    Result, SAMPLE_CLOCK, field, script_hash, value_i64, value_items, value_pairs, value_str,
 };
 
 /// Session id of the order-completion script.
@@ -20,6 +20,10 @@ pub const ID_COMPLETE: &str = "popup-complete";
 pub const ID_TIMESERIES: &str = "popup-timeseries";
 /// The completion reader also fires after this long, so a partial last batch is processed.
 pub const FLUSH_MS: u64 = 500;
+/// How often the completion script sweeps `queue:orders` for orders its reader missed, and how old
+/// an order must be for the sweep to decide it (the reader's own flush comes well before).
+pub const SWEEP_EVERY_MS: u64 = 1000;
+pub const SWEEP_AFTER_MS: u64 = 4 * FLUSH_MS;
 /// MODULE LIST name of RedisGears 1.
 pub const MODULE_NAME: &str = "rg";
 /// The consumer group every RedisGears 1 StreamReader reads a stream through.
@@ -49,7 +53,14 @@ pub struct GearsScript {
 }
 
 fn render(id: &'static str, template: &str, settings: &ProcessingSettings) -> (String, String) {
-    let text = settings.fill(template, &[("__FLUSH_MS__", FLUSH_MS.to_string())]);
+    let text = settings.fill(
+        template,
+        &[
+            ("__FLUSH_MS__", FLUSH_MS.to_string()),
+            ("__SWEEP_EVERY_MS__", SWEEP_EVERY_MS.to_string()),
+            ("__SWEEP_AFTER_MS__", SWEEP_AFTER_MS.to_string()),
+        ],
+    );
     let desc = format!("{id} sha={}", script_hash(&text));
     (text.replace("__DESC__", &desc), desc)
 }
@@ -61,11 +72,10 @@ pub fn scripts(settings: &ProcessingSettings) -> [GearsScript; 2] {
         id: ID_COMPLETE,
         desc,
         code,
-        triggers: vec![Trigger::Stream {
-            prefix: QUEUE_ORDERS,
-            batch: u64::from(settings.batch()),
-            duration_ms: FLUSH_MS,
-        }],
+        triggers: vec![
+            Trigger::Stream { prefix: QUEUE_ORDERS, batch: u64::from(settings.batch()), duration_ms: FLUSH_MS },
+            Trigger::Keys { prefix: GEARS_SWEEP, event: "expired" },
+        ],
     };
     let (code, desc) = render(ID_TIMESERIES, TIMESERIES_TEMPLATE, settings);
     let timeseries = GearsScript {
@@ -373,16 +383,18 @@ pub(crate) async fn load(conn: &mut impl RedisConn, addr: &str, settings: &Proce
              {ID_COMPLETE} reads them again"
         ));
     }
-    // The metrics script's clock, for a Redis where no entry has arrived yet (it re-arms itself).
-    let _: Value = redis::cmd("SET")
-        .arg(SAMPLE_CLOCK)
-        .arg(0)
-        .arg("PX")
-        .arg(settings.interval_ms())
-        .arg("NX")
-        .query_async(conn)
-        .await
-        .map_err(|e| EngineError::command(format!("SET {SAMPLE_CLOCK} … NX"), e))?;
+    // The scripts' clocks, for a Redis where no entry has arrived yet (they re-arm themselves).
+    for (clock, every) in [(SAMPLE_CLOCK, settings.interval_ms()), (GEARS_SWEEP, SWEEP_EVERY_MS)] {
+        let _: Value = redis::cmd("SET")
+            .arg(clock)
+            .arg(0)
+            .arg("PX")
+            .arg(every)
+            .arg("NX")
+            .query_async(conn)
+            .await
+            .map_err(|e| EngineError::command(format!("SET {clock} … NX"), e))?;
+    }
     Ok(if !reasons.is_empty() {
         LoadOutcome::Reloaded { reason: reasons.join("; ") }
     } else if loaded > 0 {
@@ -613,6 +625,7 @@ mod tests {
         let batch = i64::from(settings.batch());
         vec![
             recorded_registration("r-1", Some(&complete.desc), ID_COMPLETE, QUEUE_ORDERS, batch, FLUSH_MS as i64),
+            recorded_keys_registration("r-2", &complete.desc, ID_COMPLETE, GEARS_SWEEP, "expired"),
             recorded_keys_registration("r-3", &ts.desc, ID_TIMESERIES, "queue:*", "xadd"),
             recorded_keys_registration("r-4", &ts.desc, ID_TIMESERIES, SAMPLE_CLOCK, "expired"),
         ]
@@ -622,22 +635,22 @@ mod tests {
     fn parses_recorded_dump_registrations() {
         let [complete, ts] = scripts(&settings());
         let regs = parse_dump_registrations(&Value::Array(loaded(&settings()))).unwrap();
-        assert_eq!(regs.len(), 3);
+        assert_eq!(regs.len(), 4);
         assert_eq!(regs[0].session.as_deref(), Some(ID_COMPLETE));
         assert_eq!(regs[0].prefix.as_deref(), Some("queue:orders"));
         assert_eq!(regs[0].batch_size, Some(3));
         assert_eq!(regs[0].trim_stream, Some(false));
         assert_eq!(regs[0].num_triggered, 12);
-        assert_eq!(regs[1].reader, "KeysReader");
-        assert_eq!(regs[1].prefix.as_deref(), Some("queue:*"));
-        assert_eq!(regs[1].event_types, vec!["xadd".to_string()]);
-        assert_eq!(regs[1].mode.as_deref(), Some("sync"));
-        assert_eq!(regs[1].last_error, None);
+        assert_eq!(regs[2].reader, "KeysReader");
+        assert_eq!(regs[2].prefix.as_deref(), Some("queue:*"));
+        assert_eq!(regs[2].event_types, vec!["xadd".to_string()]);
+        assert_eq!(regs[2].mode.as_deref(), Some("sync"));
+        assert_eq!(regs[2].last_error, None);
         assert_eq!(plan(&complete, &regs), Plan::Keep);
         assert_eq!(plan(&ts, &regs), Plan::Keep);
         let health = health_from(&regs);
         assert!(health.healthy, "{health:?}");
-        assert_eq!(health.parts.len(), 3);
+        assert_eq!(health.parts.len(), 4);
     }
 
     #[test]
@@ -711,6 +724,7 @@ mod tests {
         let [complete, ts] = scripts(&settings());
         let old = parse_dump_registrations(&Value::Array(vec![
             recorded_registration("r-1", Some(&complete.desc), ID_COMPLETE, QUEUE_ORDERS, 3, 500),
+            recorded_keys_registration("r-5", &complete.desc, ID_COMPLETE, GEARS_SWEEP, "expired"),
             recorded_registration("r-2", Some("popup-timeseries sha=0ld"), ID_TIMESERIES, "queue:*", 10000, 500),
         ]))
         .unwrap();

@@ -65,6 +65,8 @@ pub const SAMPLE_COUNTS: &str = "popup:ts:count";
 /// gears engine: a key that expires at the next sample boundary and so wakes the metrics script
 /// when no entry arrives.
 pub const SAMPLE_CLOCK: &str = "popup:ts:clock";
+/// gears engine: a key that expires every second and so wakes the sweep of orders the reader missed.
+pub const GEARS_SWEEP: &str = "popup:gears:sweep";
 /// Heartbeat key prefix of native workers: `popup:worker:<consumer>` with a TTL.
 pub const WORKER_HEARTBEAT_PREFIX: &str = "popup:worker:";
 /// Rejection reasons.

@@ -17,6 +17,9 @@ ORDERS = 'queue:orders'
 COMPLETE = 'queue:complete'
 REJECTED = 'queue:rejected'
 ENGINE_ERROR = 'popup:engine:error'
+SWEEP = 'popup:gears:sweep'
+SWEEP_EVERY_MS = __SWEEP_EVERY_MS__
+SWEEP_AFTER_MS = __SWEEP_AFTER_MS__
 U64 = '18446744073709551615'
 I64 = '9223372036854775807'
 DIGITS = re.compile(r'^[1-9][0-9]*\Z')
@@ -143,9 +146,7 @@ def decide(order):
     return outcome
 
 
-# Complete order
-def complete(x):
-    order = text(x['id'])
+def decide_recorded(order):
     with atomic():
         try:
             decide(order)
@@ -154,7 +155,28 @@ def complete(x):
             # RedisGears record the failure (lastError) too.
             execute('SET', ENGINE_ERROR, 'gears: order %s: %s' % (order, e), 'PX', '__ERROR_TTL_MS__')
             raise
+
+
+# Complete order
+def complete(x):
+    decide_recorded(text(x['id']))
+    # Keep the sweep below going (also after `simulate --reset` deleted its key).
+    execute('SET', SWEEP, 1, 'PX', SWEEP_EVERY_MS, 'NX')
     return x
+
+
+# The reader decides an order only when RedisGears reads it, and RedisGears reads when its own count of
+# unread entries says so. That count falls short when a delivered entry was deleted before it was
+# acknowledged (an execution cut by a restart: the order was decided, the acknowledgement lost), and
+# then the last orders of a sale stay unread. So every SWEEP_EVERY_MS (a key that expires wakes it),
+# orders older than SWEEP_AFTER_MS still in queue:orders are decided here. Deciding is idempotent: an
+# order the reader decides meanwhile is found gone.
+def sweep(x):
+    execute('SET', SWEEP, 1, 'PX', SWEEP_EVERY_MS)
+    t = execute('TIME')
+    oldest_due = int(t[0]) * 1000 + int(t[1]) // 1000 - SWEEP_AFTER_MS
+    for entry in execute('XRANGE', ORDERS, '-', str(oldest_due), 'COUNT', 100) or []:
+        decide_recorded(text(entry[0]))
 
 
 # Stream Reader for Orders queue. A failed batch is retried (every second) rather than skipped: with
@@ -166,3 +188,5 @@ gb = GearsBuilder('StreamReader', desc='__DESC__')
 gb.map(complete)
 gb.register(prefix='queue:orders', batch=__BATCH__, duration=__FLUSH_MS__, trimStream=False,
             onFailedPolicy='retry', onFailedRetryInterval=1)
+GB('KeysReader', desc='__DESC__').foreach(sweep).register(
+    prefix=SWEEP, eventTypes=['expired'], readValue=False, mode='sync')
