@@ -32,8 +32,9 @@ KeysReader `register(prefix, eventTypes, readValue=False, mode='sync')`: the ste
 
 Differences, which no test relies on: events reach the shim through keyspace notifications (it
 sets `notify-keyspace-events`), so a 'sync' registration runs just after its command instead of
-inside it; executions run one at a time in one Python thread and `atomic()` does not block other
-clients (the shim is the only process that decides orders; the others only add entries).
+inside it; executions run one at a time in one Python thread; `atomic()` is all or nothing (its
+writes go as one MULTI/EXEC) but does not hold other clients back between its reads (the shim is the
+only process that decides orders; the others only add entries).
 """
 
 import argparse
@@ -69,10 +70,25 @@ def _as_gears(v):
     return v
 
 
+# Commands that write: inside `with atomic():` the first of them and everything after it is held back
+# and sent as one MULTI/EXEC when the block ends (see `atomic`).
+_WRITES = {"DECR", "DECRBY", "INCR", "INCRBY", "SET", "DEL", "XADD", "XDEL", "XTRIM", "HSET", "HDEL", "HINCRBY",
+           "TS.ADD", "PEXPIRE", "EXPIRE"}
+_atomic_depth = 0
+_held = None  # the block's commands from its first write on
+
+
 def execute(*args):
     """RedisGears' execute(): run a command on the (real) Redis; a Redis error raises."""
-    reply = _exec_conn.execute_command(*[str(a) if not isinstance(a, (str, bytes)) else a for a in args])
-    return _as_gears(reply)
+    global _held
+    args = [str(a) if not isinstance(a, (str, bytes)) else a for a in args]
+    name = args[0].upper() if isinstance(args[0], str) else args[0].decode().upper()
+    if _atomic_depth and (_held is not None or name in _WRITES):
+        if _held is None:
+            _held = []
+        _held.append(args)
+        return None  # no script here uses a write's reply
+    return _as_gears(_exec_conn.execute_command(*args))
 
 
 def log(msg, level="notice"):
@@ -80,12 +96,28 @@ def log(msg, level="notice"):
 
 
 class atomic:
-    """`with atomic():` — in RedisGears 1 this holds the Redis lock for the block."""
+    """`with atomic():` — in RedisGears 1 the block holds the Redis lock: all of it happens or, when
+    Redis dies, none of it (its writes reach the AOF as one MULTI/EXEC). Here the block's writes (from
+    the first write on; a read after a write would raise) go to Redis as one MULTI/EXEC at its end, so
+    a block is all or nothing also when the emulation is killed. Other clients are not held back
+    between the block's reads; in the tests they only add entries."""
 
     def __enter__(self):
+        global _atomic_depth
+        _atomic_depth += 1
         return self
 
     def __exit__(self, *exc):
+        global _atomic_depth, _held
+        _atomic_depth -= 1
+        if _atomic_depth == 0 and _held is not None:
+            held, _held = _held, None
+            if any((a[0].upper() if isinstance(a[0], str) else a[0].decode().upper()) not in _WRITES for a in held):
+                raise RuntimeError(f"gears shim: a read after a write inside atomic(): {held}")
+            pipe = _exec_conn.pipeline(transaction=True)
+            for args in held:
+                pipe.execute_command(*args)
+            pipe.execute()
         return False
 
 
