@@ -49,6 +49,31 @@ fn runtimes() -> Vec<Runtime> {
     }
 }
 
+/// `scenario` on every runtime at hand; each must end with `expected`, so the emulation and the real
+/// runtime end alike.
+async fn on_each_runtime<T, F, Fut>(scenario: F, expected: T)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: Fn(Runtime) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for runtime in runtimes() {
+        assert_eq!(scenario(runtime).await, expected, "{runtime:?}");
+    }
+}
+
+/// A sale's exact end: `stock` sold, the rest rejected, nothing left, nothing twice.
+fn sold_out(stock: u64, customers: u64) -> Outcome {
+    Outcome {
+        completed: stock,
+        rejected: customers - stock,
+        product: Some(0),
+        orders_left: 0,
+        customers_left: 0,
+        decided_twice: 0,
+    }
+}
+
 /// A Redis with the given gears scripts registered (name = session id, code).
 struct Engine {
     runtime: Runtime,
@@ -223,24 +248,8 @@ async fn a_sale(runtime: Runtime) -> (Outcome, Vec<u64>) {
 
 #[tokio::test]
 async fn a_sale_ends_alike_on_both_runtimes() {
-    let mut results = Vec::new();
-    for runtime in runtimes() {
-        let (o, counted) = a_sale(runtime).await;
-        let exact = Outcome {
-            completed: 25,
-            rejected: 15,
-            product: Some(0),
-            orders_left: 0,
-            customers_left: 0,
-            decided_twice: 0,
-        };
-        assert_eq!(o, exact, "{runtime:?}");
-        assert_eq!(counted, vec![40, 40, 25, 15], "{runtime:?}: entries counted in ts:enqueue:<queue>");
-        results.push((o, counted));
-    }
-    if let [emulated, real] = results.as_slice() {
-        assert_eq!(emulated, real, "the emulation and real RedisGears 1 end the same sale differently");
-    }
+    // Every entry counted in ts:enqueue:<queue>: customers, orders, completed, rejected.
+    on_each_runtime(a_sale, (sold_out(25, 40), vec![40, 40, 25, 15])).await;
 }
 
 // ---- a second reader on the orders ---------------------------------------------------------------------------
@@ -334,39 +343,11 @@ async fn a_second_reader(runtime: Runtime) -> (Outcome, Outcome) {
 
 #[tokio::test]
 async fn a_second_stream_reader_takes_an_order_and_loading_over_it_decides_it() {
-    let mut results = Vec::new();
-    for runtime in runtimes() {
-        let (stranded, after) = a_second_reader(runtime).await;
-        // Taken: still in queue:orders, never decided, the customer still waiting.
-        assert_eq!(
-            stranded,
-            Outcome {
-                completed: 0,
-                rejected: 0,
-                product: Some(5),
-                orders_left: 1,
-                customers_left: 1,
-                decided_twice: 0
-            },
-            "{runtime:?}"
-        );
-        assert_eq!(
-            after,
-            Outcome {
-                completed: 1,
-                rejected: 0,
-                product: Some(4),
-                orders_left: 0,
-                customers_left: 0,
-                decided_twice: 0
-            },
-            "{runtime:?}"
-        );
-        results.push((stranded, after));
-    }
-    if let [emulated, real] = results.as_slice() {
-        assert_eq!(emulated, real);
-    }
+    // Taken: still in queue:orders, never decided, the customer still waiting. Then decided.
+    let taken =
+        Outcome { completed: 0, rejected: 0, product: Some(5), orders_left: 1, customers_left: 1, decided_twice: 0 };
+    let decided = Outcome { completed: 1, product: Some(4), orders_left: 0, customers_left: 0, ..taken };
+    on_each_runtime(a_second_reader, (taken, decided)).await;
 }
 
 // ---- Redis killed mid-sale, restarted from its AOF ---------------------------------------------------------------
@@ -402,26 +383,7 @@ async fn a_restart(runtime: Runtime) -> Outcome {
 
 #[tokio::test]
 async fn a_restart_from_the_aof_mid_sale_loses_and_repeats_nothing() {
-    let mut results = Vec::new();
-    for runtime in runtimes() {
-        let o = a_restart(runtime).await;
-        assert_eq!(
-            o,
-            Outcome {
-                completed: 150,
-                rejected: 50,
-                product: Some(0),
-                orders_left: 0,
-                customers_left: 0,
-                decided_twice: 0
-            },
-            "{runtime:?}"
-        );
-        results.push(o);
-    }
-    if let [emulated, real] = results.as_slice() {
-        assert_eq!(emulated, real);
-    }
+    on_each_runtime(a_restart, sold_out(150, 200)).await;
 }
 
 // ---- the scripts replaced mid-sale -----------------------------------------------------------------------------
@@ -461,24 +423,5 @@ async fn an_upgrade(runtime: Runtime) -> Outcome {
 
 #[tokio::test]
 async fn scripts_loaded_again_mid_sale_lose_and_repeat_nothing() {
-    let mut results = Vec::new();
-    for runtime in runtimes() {
-        let o = an_upgrade(runtime).await;
-        assert_eq!(
-            o,
-            Outcome {
-                completed: 150,
-                rejected: 50,
-                product: Some(0),
-                orders_left: 0,
-                customers_left: 0,
-                decided_twice: 0
-            },
-            "{runtime:?}"
-        );
-        results.push(o);
-    }
-    if let [emulated, real] = results.as_slice() {
-        assert_eq!(emulated, real);
-    }
+    on_each_runtime(an_upgrade, sold_out(150, 200)).await;
 }
