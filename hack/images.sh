@@ -335,10 +335,12 @@ EOF
 # ---- the real runtimes (fixtures outside the repository) ---------------------------------------------------
 # runtime VAR NAME PROGRAM: the unpacked runtime NAME (redisgears1, grafana8) on stdout, or nothing when
 # there is none. VAR names a folder with bin/PROGRAM (unpacked), a folder with NAME.tar.xz, or the
-# tarball; unset, ../shared/NAME next to the checkout. A tarball is unpacked once into
-# $CACHE/NAME/<size>-<mtime>/ (the same place the tests unpack it to). VAR naming nothing usable fails.
+# tarball; unset, ../shared/NAME next to the checkout; set but empty, none (to build without it on a
+# machine that has it). A tarball is unpacked once into $CACHE/NAME/<size>-<mtime>/ (the same place the
+# tests unpack it to). VAR naming nothing usable fails.
 runtime() {
   local var="$1" name="$2" program="$3" given explicit=1
+  if [ -n "${!var+set}" ] && [ -z "${!var}" ]; then return 0; fi
   given="${!var:-}"
   if [ -z "$given" ]; then given="$ROOT/../shared/$name"; explicit=""; fi
   if [ -x "$given/bin/$program" ]; then (cd "$given" && pwd); return 0; fi
@@ -550,7 +552,7 @@ for spec in redismod:POPUP_REDISGEARS1:redisgears1:redis-server grafana:POPUP_GR
   elif [ -n "$ONLY" ]; then
     die "--only $key: no $name runtime (set $var, or put it at ../shared/$name next to the checkout)"
   else
-    log "NOTE: no $name runtime ($var unset, no ../shared/$name next to the checkout): popup.local/$key not built"
+    log "NOTE: no $name runtime ($var empty, or unset and no ../shared/$name next to the checkout): popup.local/$key not built"
     rm -f "$OUT/$key.tar" "$OUT/$key.tar.stamp" "$OUT/$key.ref"
   fi
 done
