@@ -7,6 +7,13 @@
 //! deleted, the processor's Redis password rotated); the exact end of each sale read from Redis itself; the operator pod replaced without a single
 //! write to unchanged children; every store deleted and garbage-collected; `helm uninstall`.
 //!
+//! The gears store (the default engine) runs on `popup.local/redismod` (real RedisGears 1) with a managed
+//! Grafana on `popup.local/grafana` when `hack/images.sh` could build them from the real runtimes
+//! (`POPUP_REDISGEARS1`, `POPUP_GRAFANA8`, or `../shared`): it sells out exactly, its Grafana pod is
+//! Ready, GrafanaReady is True from Grafana's answers, and the dashboard is screenshot through a
+//! port-forward. Without them it only checks the crash report on an image without RedisGears 1, and
+//! prints a WARNING saying so.
+//!
 //! Needs root (containerd, a bridge, iptables). `POPUP_NODE_TESTS=skip` skips it loudly, for a machine
 //! where that is impossible; CI never sets it.
 
