@@ -57,6 +57,8 @@ use serde_json::{Value as Json, json};
 /// `grafana8.tar.xz` of the real-Grafana runtime, or `None` (the caller says it skipped).
 fn runtime_tarball() -> Option<PathBuf> {
     let (path, explicit) = match std::env::var_os("POPUP_GRAFANA8") {
+        // Set but empty: no runtime, even where ../shared has one (as for POPUP_REDISGEARS1).
+        Some(p) if p.is_empty() => return None,
         Some(p) => (PathBuf::from(p), true),
         None => (Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/grafana8"), false),
     };
