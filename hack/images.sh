@@ -6,7 +6,8 @@
 #   bash hack/images.sh import --address SOCK --only pause     # just these (comma-separated keys)
 #   bash hack/images.sh pause-ref                      # the pause image's name, without building
 #
-# Options: --only KEYS (operator, redis-stack, redis, pause; default all), --namespace NS for import
+# Options: --only KEYS (operator, redis-stack, redis, redismod, grafana, pause; default all: redismod and
+# grafana only when their runtimes are here, see below), --namespace NS for import
 # (default k8s.io, the CRI's namespace, so kubelet pods find the images with imagePullPolicy
 # IfNotPresent or Never).
 #
@@ -30,17 +31,29 @@
 #       standing in for Redis 8 (TimeSeries built in) for `engine: native`.
 #   popup.local/pause:1.0                             hack/images/pause.c, static, user 65535.
 #
+# Two more from the real runtimes that live outside the repository (fixtures, never copied into it),
+# built only when they are here: POPUP_REDISGEARS1 / POPUP_GRAFANA8 (a runtime's folder or tarball, as
+# for the tests), else ../shared/redisgears1 and ../shared/grafana8 next to the checkout. Without one,
+# the image is skipped with a NOTE on stderr and left out of images.env.
+#   popup.local/redismod:<redis version>-gears<RedisGears version>   Redis 6.2 + RedisGears 1.2 (Python)
+#       + RedisTimeSeries laid out like redislabs/redismod for the gears StatefulSet (build_redismod says
+#       which paths, and why five redismod modules are placeholders), with the ldd closure (libssl3 ...).
+#   popup.local/grafana:<grafana version>-redis-datasource-<version>  Grafana with the Redis datasource
+#       plugin preinstalled outside /var/lib/grafana and allowed unsigned by its own grafana.ini, runnable
+#       by the operator's Grafana pod (uid 472, read-only root, emptyDirs; see build_grafana).
+#
 # Output in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/images/: one <key>.tar (OCI archive) per image,
-# and images.env with POPUP_OPERATOR_IMAGE, POPUP_REDIS_STACK_IMAGE, POPUP_REDIS_IMAGE and
-# POPUP_PAUSE_IMAGE. Idempotent: the cargo build is incremental, layers are cached by the sha256 of
+# and images.env with POPUP_OPERATOR_IMAGE, POPUP_REDIS_STACK_IMAGE, POPUP_REDIS_IMAGE,
+# POPUP_PAUSE_IMAGE and, when built, POPUP_REDISMOD_IMAGE and POPUP_GRAFANA_IMAGE. Idempotent: the cargo build is incremental, layers are cached by the sha256 of
 # their files, and an archive is rewritten only when its manifest changed. Logs go to stderr.
 #
 # Needs (installed when missing, as root on Debian): musl-tools (musl-gcc, for C in the operator's
 # dependencies and for pause), busybox-static, the rustup target x86_64-unknown-linux-musl, python3;
-# `ctr` (Debian containerd) for import. amd64 only, like the redis-stack wheel.
+# `ctr` (Debian containerd) for import; gcc (the placeholder modules of redismod). amd64 only, like the
+# redis-stack wheel.
 #
 # Environment: POPUP_CACHE (cache root), CARGO_TARGET_DIR (default $HOME/.cache/popup-operator/target),
-# PYTHON (default python3).
+# PYTHON (default python3), POPUP_REDISGEARS1, POPUP_GRAFANA8 (the runtimes, above).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,13 +65,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/popup-operator/target}
 PYTHON="${PYTHON:-python3}"
 RUST_TARGET=x86_64-unknown-linux-musl
 PAUSE_REF=popup.local/pause:1.0
-ALL_KEYS=(operator redis-stack redis pause)
+ALL_KEYS=(operator redis-stack redis redismod grafana pause)
 # The usual PATH; the Redis images put /opt/redis-stack/bin in front of it, as upstream does.
 STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "[images] $*" >&2; }
 die() { echo "[images] ERROR: $*" >&2; exit 1; }
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -196,6 +209,49 @@ EOF
   archive operator "popup.local/popup-operator:$version-$digest" "$st/entries" "$st/config.json"
 }
 
+# ---- pieces of the glibc images -----------------------------------------------------------------------
+# Debian's busybox-static: one static binary for sh, grep and the rest (probes run sh + grep).
+BUSYBOX=""
+find_busybox() {
+  [ -z "$BUSYBOX" ] || return 0
+  for b in /bin/busybox /usr/bin/busybox; do
+    if [ -x "$b" ] && is_static "$b"; then BUSYBOX="$b"; return 0; fi
+  done
+  apt_install busybox-static
+  BUSYBOX=/bin/busybox
+  is_static "$BUSYBOX" || die "$BUSYBOX is not static even after installing busybox-static"
+}
+
+busybox_entries() { # entries: /bin/busybox and every applet as a link to it
+  find_busybox
+  e_file bin/busybox 0755 0 0 "$BUSYBOX"
+  # linuxrc is busybox's initrd init, not wanted in /.
+  "$BUSYBOX" --list-full | while read -r applet; do
+    case "$applet" in bin/busybox | linuxrc) ;; *) e_link "$applet" /bin/busybox ;; esac
+  done
+}
+
+closure_entries() { # closure_entries ELF...: entries for the dynamic libraries they need (ldd)
+  # At the paths the loader resolved them to here (its default search path covers /lib/x86_64-linux-gnu,
+  # so no ld.so.cache is needed).
+  local elf line lib path seen=" "
+  for elf in "$@"; do
+    while read -r line; do
+      case "$line" in
+        *"not found"*) die "$elf needs ${line%% *}, which is not installed here" ;;
+        *"=> /"*) path="${line#*=> }"; path="${path%% (*}" ;;
+        /*) path="${line%% (*}" ;;
+        *) continue ;;
+      esac
+      [[ "$seen" == *" $path "* ]] && continue
+      seen="$seen$path "
+      lib="$(readlink -f "$path")"
+      [ -f "$lib" ] || die "$path (needed by $elf) does not resolve to a file"
+      e_file "${path#/}" 0755 0 0 "$lib"
+    done < <(ldd "$elf")
+  done
+}
+
 # ---- the Redis root filesystem, shared by redis-stack and redis -------------------------------------------
 REDIS_VERSION=""
 redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
@@ -205,17 +261,6 @@ redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
   stack="$(cd "$(dirname "$server")/.." && pwd)"
   REDIS_VERSION="$("$stack/bin/redis-server" --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')"
   [ -n "$REDIS_VERSION" ] || die "cannot read the version of $stack/bin/redis-server"
-  # Debian's busybox-static: one static binary for sh, grep and the rest (the probes run sh + grep).
-  local busybox=""
-  for b in /bin/busybox /usr/bin/busybox; do
-    if [ -x "$b" ] && is_static "$b"; then busybox="$b"; break; fi
-  done
-  if [ -z "$busybox" ]; then
-    apt_install busybox-static
-    busybox=/bin/busybox
-    is_static "$busybox" || die "$busybox is not static even after installing busybox-static"
-  fi
-
   local st="$STAGE/redis"
   mkdir -p "$st"
   printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'redis:x:999:999::/home/redis:/sbin/nologin' \
@@ -241,30 +286,8 @@ redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
     e_file entrypoint.sh 0755 0 0 "$HERE/images/redis-stack-entrypoint.sh"
     e_file usr/local/bin/docker-entrypoint.sh 0755 0 0 "$HERE/images/redis-entrypoint.sh"
 
-    e_file bin/busybox 0755 0 0 "$busybox"
-    # Every applet as a link (sh, grep, id, ps, ...); linuxrc is busybox's initrd init, not wanted in /.
-    "$busybox" --list-full | while read -r applet; do
-      case "$applet" in bin/busybox | linuxrc) ;; *) e_link "$applet" /bin/busybox ;; esac
-    done
-
-    # The dynamic libraries, at the paths the loader resolved them to here (its default search path
-    # covers /lib/x86_64-linux-gnu, so no ld.so.cache is needed).
-    local line lib path seen=" "
-    for elf in "${elfs[@]}"; do
-      while read -r line; do
-        case "$line" in
-          *"not found"*) die "$elf needs ${line%% *}, which is not installed here" ;;
-          *"=> /"*) path="${line#*=> }"; path="${path%% (*}" ;;
-          /*) path="${line%% (*}" ;;
-          *) continue ;;
-        esac
-        [[ "$seen" == *" $path "* ]] && continue
-        seen="$seen$path "
-        lib="$(readlink -f "$path")"
-        [ -f "$lib" ] || die "$path (needed by $elf) does not resolve to a file"
-        e_file "${path#/}" 0755 0 0 "$lib"
-      done < <(ldd "$elf")
-    done
+    busybox_entries
+    closure_entries "${elfs[@]}"
 
     e_file etc/passwd 0644 0 0 "$st/passwd"
     e_file etc/group 0644 0 0 "$st/group"
@@ -309,6 +332,192 @@ EOF
   archive redis "popup.local/redis:$REDIS_VERSION-timeseries" "$st/entries" "$st/redis-config.json"
 }
 
+# ---- the real runtimes (fixtures outside the repository) ---------------------------------------------------
+# runtime VAR NAME PROGRAM: the unpacked runtime NAME (redisgears1, grafana8) on stdout, or nothing when
+# there is none. VAR names a folder with bin/PROGRAM (unpacked), a folder with NAME.tar.xz, or the
+# tarball; unset, ../shared/NAME next to the checkout; set but empty, none (to build without it on a
+# machine that has it). A tarball is unpacked once into $CACHE/NAME/<size>-<mtime>/ (the same place the
+# tests unpack it to). VAR naming nothing usable fails.
+runtime() {
+  local var="$1" name="$2" program="$3" given explicit=1
+  if [ -n "${!var+set}" ] && [ -z "${!var}" ]; then return 0; fi
+  given="${!var:-}"
+  if [ -z "$given" ]; then given="$ROOT/../shared/$name"; explicit=""; fi
+  if [ -x "$given/bin/$program" ]; then (cd "$given" && pwd); return 0; fi
+  local tarball="$given"
+  [ -d "$given" ] && tarball="$given/$name.tar.xz"
+  if [ ! -f "$tarball" ]; then
+    [ -z "$explicit" ] || die "$var=$given holds neither bin/$program nor $name.tar.xz"
+    return 0
+  fi
+  local dest
+  dest="$CACHE/$name/$(stat -c '%s-%Y' "$tarball")"
+  if [ ! -x "$dest/$name/bin/$program" ]; then
+    log "unpacking $tarball into $dest"
+    local tmp="$dest.unpacking-$$"
+    rm -rf "$tmp" && mkdir -p "$tmp" && tar -xJf "$tarball" -C "$tmp" || die "cannot unpack $tarball"
+    mv -T "$tmp" "$dest" 2>/dev/null || rm -rf "$tmp"
+  fi
+  [ -x "$dest/$name/bin/$program" ] || die "$tarball has no $name/bin/$program"
+  echo "$dest/$name"
+}
+
+# tree_entries SRC DEST [SKIP_GLOB]: every directory, file and link under SRC, at DEST in the image,
+# owned by root with the modes they have here; paths matching SKIP_GLOB (relative to SRC) left out.
+tree_entries() {
+  local src="$1" dest="$2" skip="${3:-}" kind rel extra
+  while IFS=$'\t' read -r kind rel extra; do
+    # shellcheck disable=SC2053 # the glob is meant
+    if [ -n "$skip" ] && [[ "$rel" == $skip ]]; then continue; fi
+    case "$kind" in
+      d) e_dir "$dest/$rel" "0$extra" 0 0 ;;
+      f) e_file "$dest/$rel" "0$extra" 0 0 "$src/$rel" ;;
+      l) e_link "$dest/$rel" "$extra" ;;
+    esac
+  done < <(cd "$src" && find . -mindepth 1 \( -type d -printf 'd\t%P\t%m\n' \) -o \( -type f -printf 'f\t%P\t%m\n' \) \
+    -o \( -type l -printf 'l\t%P\t%l\n' \))
+}
+
+# ---- redismod: Redis 6.2 + RedisGears 1.2 (Python) + RedisTimeSeries, laid out like redislabs/redismod -------
+# The modules at the paths the gears StatefulSet loads them from (src/render/redis.rs, REDISMOD_MODULES):
+# /usr/lib/redis/modules/*.so, the Python plugin at /var/opt/redislabs/modules/rg/plugin/gears_python.so
+# and its python3_<version>/ beside it in /var/opt/redislabs/modules/rg, where the plugin looks by
+# default. redismod has five more modules the pop-up store never calls (RedisAI, RediSearch, RedisGraph,
+# RedisJSON, RedisBloom); the runtime has none of them, so their paths hold placeholder modules
+# (hack/images/placeholder-module.c: loads, registers nothing, named placeholder-<module> in MODULE
+# LIST), which lets the operator's unchanged redismod load line start. Entrypoint redis-server, /data,
+# uid 999, as in redismod (which derives from the official redis:6.2 image).
+REDISMOD_PLACEHOLDERS=(redisai:ai redisearch:search redisgraph:graph rejson:json redisbloom:bloom)
+build_redismod() { # RUNTIME
+  local rt="$1" st="$STAGE/redismod"
+  mkdir -p "$st"
+  local version python rg
+  version="$("$rt/bin/redis-server" --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')"
+  [ -n "$version" ] || die "cannot read the version of $rt/bin/redis-server"
+  python="$(cd "$rt" && ls -d python3_* 2>/dev/null | head -n 1)"
+  [ -n "$python" ] || die "$rt has no python3_<version>/ for the Python plugin"
+  rg="${python#python3_}"
+  for pair in "${REDISMOD_PLACEHOLDERS[@]}"; do
+    # -nostdlib: it calls nothing but what Redis hands it, so it needs no library at all.
+    gcc -shared -fPIC -O2 -s -nostdlib -Wall -Wextra -DNAME="\"placeholder-${pair#*:}\"" \
+      -o "$st/${pair%%:*}.so.new" "$HERE/images/placeholder-module.c" || die "compiling placeholder-module.c failed"
+    mv "$st/${pair%%:*}.so.new" "$st/${pair%%:*}.so"
+  done
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'redis:x:999:999::/home/redis:/sbin/nologin' \
+    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
+  printf '%s\n' 'root:x:0:' 'redis:x:999:' 'nogroup:x:65534:' >"$st/group"
+
+  local modules=usr/lib/redis/modules rgdir=var/opt/redislabs/modules/rg
+  # Every ELF of the runtime but tkinter's (the runtime's Python keeps _tkinter, which needs X11 and Tk;
+  # nothing imports it in Redis).
+  local elfs=()
+  while read -r f; do elfs+=("$f"); done < <(find "$rt" -type f \( -name '*.so' -o -name '*.so.*' -o -path '*/bin/*' \) \
+    ! -name '_tkinter*' -exec sh -c 'head -c 4 "$1" | grep -q ELF' _ {} \; -print)
+  {
+    e_file usr/local/bin/redis-server 0755 0 0 "$rt/bin/redis-server"
+    e_file usr/local/bin/redis-cli 0755 0 0 "$rt/bin/redis-cli"
+    for alias in redis-sentinel redis-check-aof redis-check-rdb; do e_link "usr/local/bin/$alias" redis-server; done
+    e_file "$modules/redisgears.so" 0755 0 0 "$rt/redisgears.so"
+    e_file "$modules/redistimeseries.so" 0755 0 0 "$rt/redistimeseries.so"
+    for pair in "${REDISMOD_PLACEHOLDERS[@]}"; do e_file "$modules/${pair%%:*}.so" 0755 0 0 "$st/${pair%%:*}.so"; done
+    e_file "$rgdir/plugin/gears_python.so" 0755 0 0 "$rt/gears_python/gears_python.so"
+    tree_entries "$rt/$python" "$rgdir/$python" '*_tkinter*'
+    busybox_entries
+    closure_entries "${elfs[@]}"
+    e_file etc/passwd 0644 0 0 "$st/passwd"
+    e_file etc/group 0644 0 0 "$st/group"
+    e_dir data 0755 999 999
+    e_dir home/redis 0755 999 999
+    e_dir root 0700 0 0
+    e_dir tmp 1777 0 0
+  } >"$st/entries"
+  grep -q $'^file\tlib64/ld-linux-x86-64.so.2\t' "$st/entries" || die "the dynamic loader is missing from the closure"
+  # The image's own command loads the two real modules (run without arguments it is a working RedisGears
+  # 1 server); the operator passes its own arguments, which replace it, as with redismod.
+  cat >"$st/config.json" <<EOF
+{
+  "User": "999:999",
+  "Env": ["PATH=$STD_PATH"],
+  "Entrypoint": ["redis-server"],
+  "Cmd": ["--loadmodule", "/$modules/redistimeseries.so",
+          "--loadmodule", "/$modules/redisgears.so", "Plugin", "/$rgdir/plugin/gears_python.so"],
+  "WorkingDir": "/data",
+  "ExposedPorts": {"6379/tcp": {}},
+  "Labels": {"org.opencontainers.image.title": "Redis $version + RedisGears $rg (Python) + RedisTimeSeries, laid out like redislabs/redismod (popup.local, from the redisgears1 runtime)"}
+}
+EOF
+  archive redismod "popup.local/redismod:$version-gears$rg" "$st/entries" "$st/config.json"
+}
+
+# ---- grafana: Grafana with the Redis datasource plugin preinstalled ------------------------------------------
+# Laid out like grafana/grafana (home /usr/share/grafana, config /etc/grafana/grafana.ini, data
+# /var/lib/grafana, logs /var/log/grafana, provisioning /etc/grafana/provisioning, uid 472 gid 0), with
+# one difference that matters: the plugins folder is /usr/share/grafana/plugins-preinstalled, outside
+# /var/lib/grafana, because the operator's Grafana pod mounts an emptyDir over /var/lib/grafana (the
+# upstream default plugins folder) and the root filesystem is read-only. The image's own grafana.ini
+# allows the plugin unsigned (this build of it is). Grafana 8.3 ignores GF_PLUGINS_PREINSTALL_SYNC, the
+# pod's way of installing it on 12.x, so nothing is downloaded.
+GRAFANA_HOME=usr/share/grafana
+GRAFANA_PLUGINS=usr/share/grafana/plugins-preinstalled
+build_grafana() { # RUNTIME
+  local rt="$1" st="$STAGE/grafana"
+  mkdir -p "$st"
+  local version plugin
+  version="$("$rt/bin/grafana-server" -v | sed -n 's/^Version \([^ ]*\).*/\1/p')"
+  [ -n "$version" ] || die "cannot read the version of $rt/bin/grafana-server"
+  plugin="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["info"]["version"])' \
+    "$rt/plugins/redis-datasource/plugin.json")" || die "cannot read the redis-datasource plugin's version"
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'grafana:x:472:0::/home/grafana:/sbin/nologin' \
+    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
+  printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$st/group"
+  cat >"$st/grafana.ini" <<EOF
+# popup.local/grafana (hack/images.sh): what this image changes from Grafana's defaults.ini.
+[paths]
+# Outside /var/lib/grafana, which the operator's pod mounts an emptyDir over.
+plugins = /$GRAFANA_PLUGINS
+
+[plugins]
+# The redis-datasource build in this image is not signed.
+allow_loading_unsigned_plugins = redis-datasource
+
+[log]
+mode = console
+EOF
+  {
+    e_file "$GRAFANA_HOME/bin/grafana-server" 0755 0 0 "$rt/bin/grafana-server"
+    tree_entries "$rt/conf" "$GRAFANA_HOME/conf"
+    tree_entries "$rt/public" "$GRAFANA_HOME/public"
+    tree_entries "$rt/plugins" "$GRAFANA_PLUGINS"
+    e_file etc/grafana/grafana.ini 0644 0 0 "$st/grafana.ini"
+    e_dir etc/grafana/provisioning 0755 472 0
+    e_dir var/lib/grafana 0775 472 0
+    e_dir var/log/grafana 0775 472 0
+    e_dir home/grafana 0755 472 0
+    busybox_entries
+    closure_entries "$rt/bin/grafana-server"
+    e_file etc/passwd 0644 0 0 "$st/passwd"
+    e_file etc/group 0644 0 0 "$st/group"
+    e_dir root 0700 0 0
+    e_dir tmp 1777 0 0
+  } >"$st/entries"
+  # The paths as the upstream image's environment gives them (an env variable beats grafana.ini), with
+  # the plugins folder moved; the entrypoint is the server itself (upstream's /run.sh passes the same).
+  cat >"$st/config.json" <<EOF
+{
+  "User": "472:0",
+  "Env": ["PATH=/$GRAFANA_HOME/bin:$STD_PATH", "GF_PATHS_CONFIG=/etc/grafana/grafana.ini",
+          "GF_PATHS_DATA=/var/lib/grafana", "GF_PATHS_HOME=/$GRAFANA_HOME", "GF_PATHS_LOGS=/var/log/grafana",
+          "GF_PATHS_PLUGINS=/$GRAFANA_PLUGINS", "GF_PATHS_PROVISIONING=/etc/grafana/provisioning"],
+  "Entrypoint": ["/$GRAFANA_HOME/bin/grafana-server", "--homepath=/$GRAFANA_HOME", "--config=/etc/grafana/grafana.ini",
+                 "--packaging=docker"],
+  "WorkingDir": "/$GRAFANA_HOME",
+  "ExposedPorts": {"3000/tcp": {}},
+  "Labels": {"org.opencontainers.image.title": "Grafana $version with redis-datasource $plugin preinstalled (popup.local, from the grafana8 runtime)"}
+}
+EOF
+  archive grafana "popup.local/grafana:$version-redis-datasource-$plugin" "$st/entries" "$st/config.json"
+}
+
 # ---- pause ----------------------------------------------------------------------------------------------
 build_pause() {
   command -v musl-gcc >/dev/null || apt_install musl-tools
@@ -328,13 +537,32 @@ started=$SECONDS
 want operator && build_operator
 want redis-stack && build_redis_stack
 want redis && build_redis
+# The two images from the real runtimes, when they are here: asked for by name (--only) they must be;
+# otherwise their absence is said and their archives from earlier runs are dropped, so that images.env
+# never names an image this machine can no longer build.
+BUILT=()
+for k in "${KEYS[@]}"; do case "$k" in redismod | grafana) ;; *) BUILT+=("$k") ;; esac; done
+for spec in redismod:POPUP_REDISGEARS1:redisgears1:redis-server grafana:POPUP_GRAFANA8:grafana8:grafana-server; do
+  IFS=: read -r key var name program <<<"$spec"
+  want "$key" || continue
+  rt="$(runtime "$var" "$name" "$program")"
+  if [ -n "$rt" ]; then
+    "build_$key" "$rt"
+    BUILT+=("$key")
+  elif [ -n "$ONLY" ]; then
+    die "--only $key: no $name runtime (set $var, or put it at ../shared/$name next to the checkout)"
+  else
+    log "NOTE: no $name runtime ($var empty, or unset and no ../shared/$name next to the checkout): popup.local/$key not built"
+    rm -f "$OUT/$key.tar" "$OUT/$key.tar.stamp" "$OUT/$key.ref"
+  fi
+done
 want pause && build_pause
 
 # images.env names every image whose archive is in the cache (after --only, the others from earlier runs).
 env_file="$OUT/images.env"
 {
   for pair in operator:POPUP_OPERATOR_IMAGE redis-stack:POPUP_REDIS_STACK_IMAGE redis:POPUP_REDIS_IMAGE \
-    pause:POPUP_PAUSE_IMAGE; do
+    redismod:POPUP_REDISMOD_IMAGE grafana:POPUP_GRAFANA_IMAGE pause:POPUP_PAUSE_IMAGE; do
     key="${pair%%:*}"
     if [ -f "$OUT/$key.tar" ] && [ -f "$OUT/$key.ref" ]; then echo "${pair#*:}=$(cat "$OUT/$key.ref")"; fi
   done
@@ -355,14 +583,14 @@ if [ -z "$ONLY" ] && [ -d "$OUT/blobs/sha256" ]; then
   done
 fi
 
-for key in "${KEYS[@]}"; do
+for key in "${BUILT[@]}"; do
   log "$(cat "$OUT/$key.ref")  $(du -h "$OUT/$key.tar" | cut -f1)  $OUT/$key.tar"
 done
 log "built in $((SECONDS - started))s"
 
 # ---- import -------------------------------------------------------------------------------------------
 if [ "$CMD" = import ]; then
-  for key in "${KEYS[@]}"; do
+  for key in "${BUILT[@]}"; do
     ref="$(cat "$OUT/$key.ref")"
     log "importing $ref into $ADDRESS (namespace $NAMESPACE)"
     # The archive names the image in full (io.containerd.image.name), which ctr uses as it is; the

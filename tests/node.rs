@@ -7,8 +7,18 @@
 //! deleted, the processor's Redis password rotated); the exact end of each sale read from Redis itself; the operator pod replaced without a single
 //! write to unchanged children; every store deleted and garbage-collected; `helm uninstall`.
 //!
+//! The gears store (the default engine) runs on `popup.local/redismod` (real RedisGears 1) with a managed
+//! Grafana on `popup.local/grafana` when `hack/images.sh` could build them from the real runtimes
+//! (`POPUP_REDISGEARS1`, `POPUP_GRAFANA8`, or `../shared`): it sells out exactly, its Grafana pod is
+//! Ready, GrafanaReady is True from Grafana's answers, and the dashboard is screenshot through a
+//! port-forward. Without them it only checks the crash report on an image without RedisGears 1, and
+//! prints a WARNING saying so.
+//!
 //! Needs root (containerd, a bridge, iptables). `POPUP_NODE_TESTS=skip` skips it loudly, for a machine
 //! where that is impossible; CI never sets it.
+
+#[path = "support/dashboard_page.rs"]
+mod dashboard_page;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -24,7 +34,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
-use popup_operator::status;
+use popup_operator::{render, status};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -410,6 +420,116 @@ async fn assert_exact_end(client: &Client, ns: &str, store: &str) {
     assert_eq!(cols.get(4).copied(), Some(STOCK.to_string().as_str()), "kubectl get popupstores: {table}");
 }
 
+/// The gears store on the real runtimes' images: the default engine sells out exactly in its pod; with
+/// `grafana`, the managed Grafana pod is Ready, GrafanaReady is True from Grafana's own answers (the
+/// operator pod asks Grafana's Service), and the dashboard, reached through `kubectl port-forward`,
+/// renders in headless Chromium with every panel and legend and no panel error.
+async fn gears_sale(cluster: &LocalCluster, client: &Client, grafana: bool) {
+    let ns = "node-gears";
+    assert_exact_end(client, ns, "shop").await;
+    step("gears: exact end of the sale on RedisGears 1 in a pod");
+    if !grafana {
+        return;
+    }
+
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let grafana_pod = wait_for("the Grafana pod to be Ready", Duration::from_secs(300), || async {
+        let lp = ListParams::default().labels("app.kubernetes.io/instance=shop,app.kubernetes.io/component=grafana");
+        let list = pods.list(&lp).await.map_err(|e| e.to_string())?;
+        list.items.into_iter().find(pod_ready).ok_or_else(|| "no Ready Grafana pod".to_string())
+    })
+    .await;
+    let stores = Api::<PopUpStore>::namespaced(client.clone(), ns);
+    let message = wait_for("GrafanaReady=True from Grafana's answers", Duration::from_secs(300), || async {
+        let s = stores.get("shop").await.map_err(|e| e.to_string())?;
+        match condition(&s, status::GRAFANA_READY) {
+            Some((st, reason, message)) if st == "True" && reason == status::reason::AVAILABLE => Ok(message),
+            _ => Err(conditions_text(&s)),
+        }
+    })
+    .await;
+    step(&format!("gears: Grafana pod {} Ready; GrafanaReady: {message}", grafana_pod.name_any()));
+
+    let Some(browser) = dashboard_page::chromium() else {
+        eprintln!(
+            "SKIPPED: the gears store's dashboard screenshot: no chromium on PATH (apt-get install -y chromium) \
+             nor POPUP_CHROMIUM"
+        );
+        return;
+    };
+    let dashboards = Api::<ConfigMap>::namespaced(client.clone(), ns).get("shop-grafana-dashboards").await.unwrap();
+    let text = dashboards.data.as_ref().and_then(|d| d.get(render::grafana::DASHBOARD_FILE)).cloned();
+    let dashboard: Value = serde_json::from_str(&text.expect("the dashboards ConfigMap's file")).unwrap();
+    let forward = PortForward::start(cluster, ns, "svc/shop-grafana", 3000);
+    let url = format!(
+        "http://127.0.0.1:{}/d/{}?orgId=1&from=now-5m&to=now&kiosk",
+        forward.port,
+        dashboard["uid"].as_str().expect("the dashboard's uid")
+    );
+    let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-gears-dashboard.png");
+    step(&format!("gears: rendering {url} in headless Chromium"));
+    let shot = png.clone();
+    tokio::task::spawn_blocking(move || dashboard_page::render_dashboard(&browser, &url, &dashboard, &shot))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    drop(forward);
+    step(&format!("gears: the dashboard shows every panel and legend, no panel error; screenshot {}", png.display()));
+}
+
+/// `kubectl port-forward` to a local port of its choosing, stopped when dropped.
+struct PortForward {
+    child: Child,
+    port: u16,
+}
+
+impl PortForward {
+    fn start(cluster: &LocalCluster, ns: &str, target: &str, remote: u16) -> PortForward {
+        let mut child = Command::new(cluster.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["port-forward", "--namespace", ns, "--address", "127.0.0.1", target, &format!(":{remote}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run kubectl port-forward");
+        // Its first line: "Forwarding from 127.0.0.1:PORT -> REMOTE". Read on a thread, with a deadline.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep reading so that kubectl never blocks on a full pipe ("Handling connection for ...").
+            for _ in lines {}
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30));
+        let port = first
+            .as_ref()
+            .ok()
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.as_ref().ok())
+            .and_then(|l| l.strip_prefix("Forwarding from 127.0.0.1:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok());
+        match port {
+            Some(port) => PortForward { child, port },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kubectl port-forward {target} gave no local port: {first:?}");
+            }
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_whole_path_on_a_real_node() {
     if std::env::var("POPUP_NODE_TESTS").as_deref() == Ok("skip") {
@@ -494,7 +614,38 @@ async fn a_users_whole_path_on_a_real_node() {
         json!({"image": cluster.image("POPUP_REDIS_IMAGE")}),
         json!({"processing": {"replicas": 2}}),
     );
-    let gears = store_manifest("shop", "gears", json!({"image": cluster.image("POPUP_REDIS_IMAGE")}), json!({}));
+    // The gears store: on the images of the real runtimes (RedisGears 1 laid out like redismod, Grafana with
+    // the plugin) when hack/images.sh could build them, else on an image without RedisGears 1.
+    let redismod = cluster.images.get("POPUP_REDISMOD_IMAGE");
+    let grafana = cluster.images.get("POPUP_GRAFANA_IMAGE").filter(|_| redismod.is_some());
+    let gears = match (redismod, grafana) {
+        (Some(redismod), Some(grafana)) => {
+            step(&format!("gears store: {redismod} with a managed Grafana on {grafana}"));
+            store_manifest(
+                "shop",
+                "gears",
+                json!({"image": redismod}),
+                json!({"grafana": {"mode": "managed", "image": grafana}}),
+            )
+        }
+        (Some(redismod), None) => {
+            eprintln!(
+                "WARNING: no Grafana runtime image (hack/images.sh builds popup.local/grafana only with \
+                 POPUP_GRAFANA8 or ../shared/grafana8 next to the checkout): the gears store sells out on {redismod} \
+                 without a Grafana pod; GrafanaReady and the dashboard were not checked"
+            );
+            store_manifest("shop", "gears", json!({"image": redismod}), json!({}))
+        }
+        (None, _) => {
+            eprintln!(
+                "WARNING: no RedisGears 1 runtime image (hack/images.sh builds popup.local/redismod, and \
+                 popup.local/grafana, only with POPUP_REDISGEARS1 and POPUP_GRAFANA8, or ../shared/redisgears1 and \
+                 ../shared/grafana8 next to the checkout): the gears store only shows its crash report on an image \
+                 without RedisGears 1; no gears sale and no Grafana pod ran"
+            );
+            store_manifest("shop", "gears", json!({"image": cluster.image("POPUP_REDIS_IMAGE")}), json!({}))
+        }
+    };
     for (ns, store) in [("node-triggers", &triggers), ("node-native", &native), ("node-gears", &gears)] {
         Api::<PopUpStore>::namespaced(client.clone(), ns).create(&PostParams::default(), store).await.unwrap();
     }
@@ -570,7 +721,11 @@ async fn a_users_whole_path_on_a_real_node() {
         .await;
         step("native: exact end after a processor pod was deleted and its password rotated; Redis never restarted");
     };
-    let gears_refusal = async {
+    let gears_check = async {
+        if redismod.is_some() {
+            gears_sale(cluster, &client, grafana.is_some()).await;
+            return;
+        }
         let stores = Api::<PopUpStore>::namespaced(client.clone(), "node-gears");
         let message = wait_for("the gears store to name what its image lacks", Duration::from_secs(180), || async {
             let s = stores.get("shop").await.map_err(|e| e.to_string())?;
@@ -584,7 +739,7 @@ async fn a_users_whole_path_on_a_real_node() {
         .await;
         step(&format!("gears: {message}"));
     };
-    tokio::join!(redis_crash, processor_deletion, gears_refusal);
+    tokio::join!(redis_crash, processor_deletion, gears_check);
 
     // ---- 4. a new operator pod writes nothing to unchanged children -------------------------------------------
     step("replacing the operator pod");
