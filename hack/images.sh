@@ -397,6 +397,7 @@ build_redismod() { # RUNTIME
   python="$(cd "$rt" && ls -d python3_* 2>/dev/null | head -n 1)"
   [ -n "$python" ] || die "$rt has no python3_<version>/ for the Python plugin"
   rg="${python#python3_}"
+  command -v gcc >/dev/null || apt_install gcc
   for pair in "${REDISMOD_PLACEHOLDERS[@]}"; do
     # -nostdlib: it calls nothing but what Redis hands it, so it needs no library at all.
     gcc -shared -fPIC -O2 -s -nostdlib -Wall -Wextra -DNAME="\"placeholder-${pair#*:}\"" \
