@@ -67,32 +67,22 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("popup-engines-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedisServer {
-            port: free_port(),
-            child: None,
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            gears1: None,
-        };
-        s.spawn(true);
-        s
+        Self::start_fresh("popup-engines", extra, None)
     }
 
     /// Redis 6.2 with the real RedisGears 1.2 and RedisTimeSeries, loaded as the redismod image loads
     /// them. Panics when `$POPUP_REDISGEARS1` names no runtime: ask [`redisgears1`] first.
     pub fn start_gears1(extra: &[&str]) -> RedisServer {
         let root = redisgears1().expect("POPUP_REDISGEARS1 names no RedisGears 1 runtime");
-        let dir = std::env::temp_dir().join(format!("popup-gears1-{}-{}", std::process::id(), free_port()));
+        Self::start_fresh("popup-gears1", extra, Some(root))
+    }
+
+    /// A new server in a new directory `<tmp>/<name>-<pid>-<n>` on a free port.
+    fn start_fresh(name: &str, extra: &[&str], gears1: Option<PathBuf>) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("{name}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedisServer {
-            port: free_port(),
-            child: None,
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            gears1: Some(root),
-        };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = RedisServer { port: free_port(), child: None, dir, extra, gears1 };
         s.spawn(true);
         s
     }
