@@ -149,6 +149,17 @@ e_dir() { printf 'dir\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4"; }          # PATH 
 e_file() { printf 'file\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5"; } # PATH MODE UID GID SRC
 e_link() { printf 'link\t%s\t%s\n' "$1" "$2"; }                             # PATH TARGET
 
+# The Redis images' users and folders: redis (999) owns /data, as in the official images ($st: the
+# image's staging folder with its passwd and group).
+redis_user_entries() {
+  e_file etc/passwd 0644 0 0 "$st/passwd"
+  e_file etc/group 0644 0 0 "$st/group"
+  e_dir data 0755 999 999
+  e_dir home/redis 0755 999 999
+  e_dir root 0700 0 0
+  e_dir tmp 1777 0 0
+}
+
 # ---- popup-operator -----------------------------------------------------------------------------------
 build_operator() {
   command -v musl-gcc >/dev/null || apt_install musl-tools
@@ -289,12 +300,7 @@ redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
     busybox_entries
     closure_entries "${elfs[@]}"
 
-    e_file etc/passwd 0644 0 0 "$st/passwd"
-    e_file etc/group 0644 0 0 "$st/group"
-    e_dir data 0755 999 999
-    e_dir home/redis 0755 999 999
-    e_dir root 0700 0 0
-    e_dir tmp 1777 0 0
+    redis_user_entries
   } >"$st/entries"
   grep -q $'^file\tlib64/ld-linux-x86-64.so.2\t' "$st/entries" || die "the dynamic loader is missing from the closure"
 }
@@ -425,12 +431,7 @@ build_redismod() { # RUNTIME
     tree_entries "$rt/$python" "$rgdir/$python" '*_tkinter*'
     busybox_entries
     closure_entries "${elfs[@]}"
-    e_file etc/passwd 0644 0 0 "$st/passwd"
-    e_file etc/group 0644 0 0 "$st/group"
-    e_dir data 0755 999 999
-    e_dir home/redis 0755 999 999
-    e_dir root 0700 0 0
-    e_dir tmp 1777 0 0
+    redis_user_entries
   } >"$st/entries"
   grep -q $'^file\tlib64/ld-linux-x86-64.so.2\t' "$st/entries" || die "the dynamic loader is missing from the closure"
   # The image's own command loads the two real modules (run without arguments it is a working RedisGears
