@@ -145,6 +145,14 @@ pub struct PopUpStoreSpec {
     #[schemars(range(min = 0, max = 1_000_000_000))]
     pub stock: i64,
 
+    /// The sale's run. Raise it (any other value) to start a fresh sale: the operator deletes the
+    /// sale's keys, sets `product` to the stock and starts a new simulator Job. The way to a new sale
+    /// after a lost one (condition `SaleIntact` False, reason `SaleLost`); changing the stock or a
+    /// simulator setting starts a fresh sale too. Default 0.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
+    pub sale_run: u32,
+
     /// How orders are processed: `gears` (RedisGears 1 Python, redismod image), `triggers` (RedisGears 2
     /// JavaScript, redis-stack-server 7.4) or `native` (the operator's own processor, any Redis with
     /// TimeSeries such as Redis 8). Cannot change after creation.
@@ -557,6 +565,26 @@ pub struct PopUpStoreStatus {
     /// Name of the current simulator Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulator_job: Option<String>,
+
+    /// The sale the operator started in Redis (as its marker there, `popup:sale`, records it). Kept
+    /// while Redis no longer holds it, so that the loss is reported until a fresh sale starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_sale: Option<StartedSale>,
+}
+
+/// A sale the operator started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedSale {
+    /// The sale's id: a hash of the settings that define it (`stock`, `saleRun`, the simulator's),
+    /// also the suffix of its simulator Job's name.
+    pub id: String,
+    /// Random, new at each start: tells a Redis that holds an earlier start of the same id apart.
+    pub nonce: String,
+    /// Units put on sale.
+    pub stock: i64,
+    /// When (RFC 3339).
+    pub started_at: String,
 }
 
 /// In-cluster addresses of the store's services, plus how to reach Grafana from a workstation.

@@ -5,15 +5,18 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{Endpoints, PopUpStoreStatus, SaleStatus};
+use crate::crd::{Endpoints, PopUpStoreStatus, SaleStatus, StartedSale};
 
 pub mod grafana;
+pub mod sale;
 pub mod workload;
 
 pub const REDIS_READY: &str = "RedisReady";
 pub const SCRIPTS_LOADED: &str = "ScriptsLoaded";
 pub const GRAFANA_READY: &str = "GrafanaReady";
 pub const PROCESSOR_READY: &str = "ProcessorReady";
+/// Redis holds the sale the operator started (`sale`).
+pub const SALE_INTACT: &str = "SaleIntact";
 pub const SIMULATION_COMPLETE: &str = "SimulationComplete";
 pub const READY: &str = "Ready";
 
@@ -54,10 +57,14 @@ pub mod reason {
     pub const DATASOURCE_UNHEALTHY: &str = "DatasourceUnhealthy";
     pub const DASHBOARD_MISSING: &str = "DashboardMissing";
     pub const GRAFANA_ERROR: &str = "GrafanaError";
-    // GrafanaReady, SimulationComplete.
+    // SaleIntact (`sale`; also `WAITING_FOR_REDIS`, `DISABLED`).
+    pub const INTACT: &str = super::sale::INTACT;
+    pub const SALE_LOST: &str = super::sale::SALE_LOST;
+    // GrafanaReady, SaleIntact, SimulationComplete.
     pub const DISABLED: &str = "Disabled";
     // SimulationComplete (`workload::Simulation`; also `RUNNING`).
     pub const WAITING_FOR_SCRIPTS: &str = "WaitingForScripts";
+    pub const WAITING_FOR_SALE: &str = "WaitingForSale";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
     // Ready.
@@ -66,8 +73,16 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
 
     /// Reasons of a condition that is merely on its way (or off by choice): not worth a Warning Event.
-    pub const PROGRESS: &[&str] =
-        &[STARTING, UNAVAILABLE, WAITING_FOR_REDIS, WAITING_FOR_SCRIPTS, RUNNING, DISABLED, COMPONENTS_NOT_READY];
+    pub const PROGRESS: &[&str] = &[
+        STARTING,
+        UNAVAILABLE,
+        WAITING_FOR_REDIS,
+        WAITING_FOR_SCRIPTS,
+        WAITING_FOR_SALE,
+        RUNNING,
+        DISABLED,
+        COMPONENTS_NOT_READY,
+    ];
 
     /// Whether a False condition with this reason is progress rather than a problem.
     pub fn is_progress(reason: &str) -> bool {
@@ -102,8 +117,12 @@ pub struct Observations {
     pub grafana: Option<Check>,
     /// `None` unless the engine is `native`.
     pub processor: Option<Check>,
+    /// SaleIntact.
+    pub sale_intact: Check,
     pub simulation: Check,
     pub sale: Option<SaleStatus>,
+    /// The sale the operator started (kept while Redis no longer holds it).
+    pub started_sale: Option<StartedSale>,
     pub endpoints: Endpoints,
     pub simulator_job: Option<String>,
 }
@@ -121,6 +140,7 @@ pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestam
     if let Some(p) = &obs.processor {
         checks.push((PROCESSOR_READY, p.clone()));
     }
+    checks.push((SALE_INTACT, obs.sale_intact.clone()));
     checks.push((SIMULATION_COMPLETE, obs.simulation.clone()));
 
     // The store is Ready when the sale can run and be watched; the simulation's progress is not part of it.
@@ -130,7 +150,8 @@ pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestam
         .map(|(t, c)| format!("{t}: {}", c.message))
         .collect();
     let ready = if blocking.is_empty() {
-        Check::ok(reason::ALL_COMPONENTS_READY, "Redis, scripts and dashboard are up; the sale is live")
+        let sale = if obs.sale_intact.reason == reason::INTACT { "; Redis holds the sale" } else { "" };
+        Check::ok(reason::ALL_COMPONENTS_READY, format!("Redis, scripts and dashboard are up{sale}"))
     } else {
         Check::not(reason::COMPONENTS_NOT_READY, blocking.join("; "))
     };
@@ -143,6 +164,7 @@ pub fn compute(old: Option<&PopUpStoreStatus>, obs: &Observations, now: Timestam
         endpoints: Some(obs.endpoints.clone()),
         sale: obs.sale.clone().or_else(|| old.and_then(|o| o.sale.clone())),
         simulator_job: obs.simulator_job.clone(),
+        started_sale: obs.started_sale.clone(),
     }
 }
 
@@ -223,8 +245,10 @@ mod tests {
             scripts: Check::ok(reason::LOADED, "scripts loaded"),
             grafana: Some(Check::ok(reason::AVAILABLE, "grafana is ready")),
             processor: None,
+            sale_intact: Check::ok(reason::INTACT, "Redis holds sale abc"),
             simulation: Check::not(reason::RUNNING, "simulator running"),
             sale: Some(SaleStatus { available: Some(7), completed: 3, ..Default::default() }),
+            started_sale: None,
             endpoints: Endpoints { redis: "r:6379".into(), ..Default::default() },
             simulator_job: Some("shop-simulator-abc".into()),
         }
@@ -271,6 +295,17 @@ mod tests {
         let types: Vec<_> = changes.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [REDIS_READY, READY]);
         assert!(transitions(Some(&flipped), &flipped).is_empty());
+    }
+
+    #[test]
+    fn a_lost_sale_is_not_ready() {
+        let mut o = obs();
+        o.sale_intact = Check::not(reason::SALE_LOST, "Redis no longer holds sale abc");
+        let s = compute(None, &o, t(0));
+        let ready = find(Some(&s), READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::COMPONENTS_NOT_READY));
+        assert!(ready.message.contains("SaleIntact: Redis no longer holds sale abc"), "{}", ready.message);
+        assert!(!reason::is_progress(reason::SALE_LOST), "a lost sale is worth a Warning");
     }
 
     #[test]

@@ -169,7 +169,10 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     let s = bring_up(&env, "demo", true).await;
     let st = s.status.clone().unwrap();
     let sale = st.sale.clone().expect("sale numbers in the status");
-    assert_eq!((sale.available, sale.completed), (Some(9412), 588), "{sale:?}");
+    // The operator started the sale before its Job: the stock, nothing decided yet.
+    assert_eq!((sale.available, sale.completed), (Some(10000), 0), "{sale:?}");
+    assert_eq!(st.started_sale.as_ref().map(|s| s.stock), Some(10000));
+    assert_eq!(condition(&s, status::SALE_INTACT).unwrap().status, "True");
     assert_eq!(condition(&s, status::SCRIPTS_LOADED).unwrap().status, "True");
     assert_eq!(condition(&s, status::GRAFANA_READY).unwrap().status, "True");
     let endpoints = st.endpoints.clone().expect("endpoints");
@@ -561,11 +564,15 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     let job = env.api::<Job>().get(&third).await.unwrap();
     let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
     let pair = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let started = store(&env, "shop").await.unwrap().status.and_then(|s| s.started_sale);
+    let started = started.expect("the operator started the new sale");
+    assert_eq!(started.stock, 500, "the new sale has the new stock");
     assert_eq!(
-        (pair("--stock").as_deref(), pair("--rate").as_deref()),
-        (Some("500"), Some("50")),
-        "the newest Job carries the new stock and rate: {args:?}"
+        (pair("--join-sale"), pair("--rate").as_deref()),
+        (Some(started.id.clone()), Some("50")),
+        "the newest Job joins the new sale at the new rate: {args:?}"
     );
+    assert_eq!(third, format!("shop-simulator-{}", started.id));
 
     // Grafana disabled -> enabled: its objects appear and GrafanaReady follows its pods.
     patch_store(&env, "shop", json!({"spec": {"grafana": {"enabled": true}}})).await;

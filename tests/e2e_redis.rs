@@ -246,13 +246,16 @@ async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exa
         password("shop-redis-grafana").await,
     );
     let mut first_processor = processor(&server, &processor_1, "processor-1");
-    // The simulator Job's run, as its pod would run it (the test's kubelet does not run Jobs).
-    let (stock_arg, customers_arg) = (stock.to_string(), customers.to_string());
+    // The simulator Job's run, as its pod would run it (the test's kubelet does not run Jobs): it joins
+    // the sale the operator started, whose stock the operator set.
+    let sale_started =
+        stores.get("shop").await.unwrap().status.and_then(|s| s.started_sale).expect("the sale was started");
+    assert_eq!(sale_started.stock, stock as i64);
+    let customers_arg = customers.to_string();
     let simulate_args = [
         "simulate",
-        "--reset",
-        "--stock",
-        &stock_arg,
+        "--join-sale",
+        &sale_started.id,
         "--customers",
         &customers_arg,
         "--rate",

@@ -39,6 +39,7 @@ fn fast_sale(stock: i64, customers: u64) -> SimulatorConfig {
         max_order_delay: Duration::from_millis(40),
         rate: None,
         reset: true,
+        join: None,
         wait_complete: Some(Duration::from_secs(20)),
         max_duration: Some(Duration::from_secs(30)),
     }

@@ -214,6 +214,7 @@ fn sale_config(stock: i64, customers: u64) -> SimulatorConfig {
         rate: None,
         // RedisGears' consumer group lives on queue:orders (and the emulation's, likewise)
         reset: false,
+        join: None,
         wait_complete: Some(Duration::from_secs(30)),
         max_duration: Some(Duration::from_secs(30)),
     }

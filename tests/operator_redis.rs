@@ -57,7 +57,7 @@ async fn scripts_load_once_and_the_sale_is_read_with_the_password() {
     };
     let summary = simulator::run(&mut conn, &config, |_| {}).await.unwrap();
     assert!(summary.all_processed, "{summary:?}");
-    let sale = g.read_sale(&t).await.unwrap();
+    let (sale, _) = g.read_sale(&t).await.unwrap();
     assert_eq!(sale.available, Some(0), "30 customers for 20 units: sold out");
     assert_eq!(sale.completed, 20);
     assert_eq!(sale.rejected, 10);
@@ -154,7 +154,7 @@ async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
     add_bogus_order(&mut conn).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let sale = g.read_sale(&t).await.unwrap();
+        let (sale, _) = g.read_sale(&t).await.unwrap();
         if (sale.rejected, sale.orders_queued) == (2, 0) {
             break;
         }

@@ -19,6 +19,7 @@ use popup_operator::controller::{
 };
 use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, ProcessingSpec, SaleStatus, SecretKeyRef};
 use popup_operator::render::acl::{AclUser, password_hash};
+use popup_operator::sale::marker::SaleMarker;
 use popup_operator::status::grafana::{Answers, Reply, Round};
 use popup_operator::status::{self, reason};
 use popup_operator::telemetry::Health;
@@ -149,6 +150,8 @@ struct FakeRedis {
     /// What `ensure_users` answers, and the users of each call.
     users_result: Mutex<Result<Vec<String>, RedisProblem>>,
     users: Mutex<Vec<Vec<AclUser>>>,
+    /// The sale's marker, as `start_sale` wrote it (or a test put it, to stand for Redis' data).
+    marker: Mutex<Option<SaleMarker>>,
 }
 
 impl Default for FakeRedis {
@@ -159,6 +162,7 @@ impl Default for FakeRedis {
             calls: Mutex::default(),
             users_result: Mutex::new(Ok(Vec::new())),
             users: Mutex::default(),
+            marker: Mutex::default(),
         }
     }
 }
@@ -174,9 +178,37 @@ impl RedisGateway for FakeRedis {
         let r = self.scripts.lock().unwrap().clone();
         Box::pin(async move { r })
     }
-    fn read_sale<'a>(&'a self, _t: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
-        let s = self.sale.lock().unwrap().clone();
+    fn read_sale<'a>(
+        &'a self,
+        _t: &'a RedisTarget,
+    ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>> {
+        let s = (self.sale.lock().unwrap().clone(), self.marker.lock().unwrap().clone());
         Box::pin(async move { Ok(s) })
+    }
+    fn start_sale<'a>(
+        &'a self,
+        _t: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>> {
+        let m = SaleMarker { id: id.into(), nonce: format!("n{}", id.len()), stock, started_at_ms: 1_800_000_000_000 };
+        *self.marker.lock().unwrap() = Some(m.clone());
+        // What the start's transaction leaves: the stock, nothing queued or decided.
+        *self.sale.lock().unwrap() = SaleStatus { available: Some(stock), ..Default::default() };
+        Box::pin(async move { Ok(m) })
+    }
+    fn adopt_sale<'a>(
+        &'a self,
+        t: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>> {
+        Box::pin(async move {
+            if self.marker.lock().unwrap().is_some() {
+                return Ok(None);
+            }
+            self.start_sale(t, id, stock).await.map(Some)
+        })
     }
     fn ensure_users<'a>(
         &'a self,
@@ -353,7 +385,17 @@ async fn ready_store_loads_scripts_starts_the_simulator_then_goes_quiet() {
     let target = h.redis.calls.lock().unwrap()[0].clone();
     assert_eq!(target.address, "127.0.0.1:16379", "the documented address override is used");
     assert!(!target.password.is_empty());
-    assert_eq!(h.store().status.unwrap().sale.unwrap().available, Some(10));
+    // The operator started the sale (stock 10000, the default) before the Job: what it left is shown.
+    assert_eq!(h.store().status.unwrap().sale.unwrap().available, Some(10000));
+    assert_eq!(h.condition(status::SALE_INTACT), ("True".into(), reason::INTACT.into()));
+    let started = h.store().status.unwrap().started_sale.unwrap();
+    assert_eq!(started.stock, 10000);
+    assert!(
+        w[0].ends_with(&started.id)
+            || h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/")[0]
+                .ends_with(&format!("shop-simulator-{}", started.id)),
+        "the Job is named after its sale"
+    );
     assert_eq!(
         h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap()["data"]["password"],
         password,
@@ -418,6 +460,110 @@ async fn changed_simulator_settings_replace_the_job() {
     assert_ne!(after, jobs);
     assert!(w.iter().any(|l| l.starts_with("DELETE") && l.ends_with(jobs[0].rsplit('/').next().unwrap())), "{w:?}");
     assert_eq!(h.store().status.unwrap().observed_generation, Some(2));
+}
+
+/// A ready store whose sale runs: (the sale's id, the Job's path).
+async fn selling(h: &Harness) -> (String, String) {
+    h.create_store(|_| {});
+    h.reconcile().await;
+    h.pods_become_ready();
+    h.reconcile().await;
+    let id = h.store().status.unwrap().started_sale.unwrap().id;
+    let job = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/")[0].clone();
+    h.api.take_log();
+    (id, job)
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_the_sale_is_reported_and_never_restocked() {
+    let h = Harness::new(None);
+    let (id, job) = selling(&h).await;
+    // Redis came back empty: no marker, no product.
+    *h.redis.marker.lock().unwrap() = None;
+    *h.redis.sale.lock().unwrap() = SaleStatus::default();
+    h.reconcile().await;
+    let log = h.api.take_log();
+    assert_eq!(h.condition(status::SALE_INTACT), ("False".into(), reason::SALE_LOST.into()));
+    assert_eq!(h.condition(status::READY), ("False".into(), reason::COMPONENTS_NOT_READY.into()));
+    let s = h.store();
+    let lost = status::find(s.status.as_ref(), status::SALE_INTACT).unwrap();
+    assert!(lost.message.contains(&format!("Redis no longer holds sale {id}")), "{}", lost.message);
+    assert!(lost.message.contains(r#"'{"spec":{"saleRun":1}}'"#), "{}", lost.message);
+    assert_eq!(s.status.as_ref().unwrap().started_sale.as_ref().unwrap().id, id, "the lost sale stays named");
+    assert!(h.redis.marker.lock().unwrap().is_none(), "not restocked: units sold could be sold twice");
+    let published = log.iter().filter(|(_, p)| p.contains("/events")).count();
+    assert!(published >= 2, "SaleIntactFalse and ReadyFalse are published (new or as a series): {log:?}");
+    assert!(writes(&log).iter().all(|w| !w.contains("/jobs")), "no new Job for a lost sale: {:?}", writes(&log));
+
+    // The Job fails on it; the status quotes why, read from its pod once.
+    h.api.edit(&job, |o| o["status"] = json!({"failed": 1}));
+    let name = job.rsplit('/').next().unwrap().to_string();
+    let said = format!("Redis at shop-redis.sales.svc:6379 no longer holds sale {id}: stopped sending");
+    h.api.put(
+        &format!("/api/v1/namespaces/sales/pods/{name}-x"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-x"), "namespace": "sales", "labels": {"job-name": name}},
+               "status": {"containerStatuses": [{"name": "simulator", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                          "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": said}}}]}}),
+    );
+    h.reconcile().await;
+    let s = h.store();
+    let sim = status::find(s.status.as_ref(), status::SIMULATION_COMPLETE).unwrap();
+    assert_eq!(sim.reason, reason::FAILED);
+    assert!(sim.message.contains(&said), "{}", sim.message);
+    h.api.take_log();
+    h.reconcile().await;
+    let log = h.api.take_log();
+    assert!(log.iter().all(|(_, p)| !p.contains("/pods")), "the cause is read once: {log:?}");
+    assert_eq!(writes(&log), Vec::<String>::new());
+
+    // A fresh sale on request: a new id, started, a new Job, the old one gone.
+    h.api.edit(STORE_PATH, |o| {
+        o["spec"]["saleRun"] = json!(1);
+        o["metadata"]["generation"] = json!(2);
+    });
+    h.reconcile().await;
+    let fresh = h.store().status.unwrap().started_sale.unwrap();
+    assert_ne!(fresh.id, id);
+    assert_eq!(h.redis.marker.lock().unwrap().as_ref().map(|m| m.id.clone()), Some(fresh.id.clone()));
+    assert_eq!(h.condition(status::SALE_INTACT), ("True".into(), reason::INTACT.into()));
+    assert_eq!(h.condition(status::READY).0, "True");
+    let jobs = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/");
+    assert_eq!(jobs, [format!("/apis/batch/v1/namespaces/sales/jobs/shop-simulator-{}", fresh.id)]);
+}
+
+#[tokio::test]
+async fn a_redis_holding_another_sale_is_not_this_one() {
+    let h = Harness::new(None);
+    let (id, _) = selling(&h).await;
+    let other = SaleMarker { id: id.clone(), nonce: "restored".into(), stock: 5, started_at_ms: 1_700_000_000_000 };
+    *h.redis.marker.lock().unwrap() = Some(other);
+    h.reconcile().await;
+    assert_eq!(h.condition(status::SALE_INTACT), ("False".into(), reason::SALE_LOST.into()));
+    let s = h.store();
+    let lost = status::find(s.status.as_ref(), status::SALE_INTACT).unwrap();
+    assert!(
+        lost.message.contains(&format!("it holds sale {id} (started 2023-11-14T22:13:20Z) instead")),
+        "{}",
+        lost.message
+    );
+}
+
+#[tokio::test]
+async fn a_sale_of_an_earlier_operator_is_adopted_not_restarted() {
+    let h = Harness::new(None);
+    h.create_store(|_| {});
+    h.reconcile().await;
+    h.pods_become_ready();
+    // What an operator without markers left: its Job in the status, a sale in Redis, no marker.
+    let validated = popup_operator::render::validate(&h.store()).unwrap();
+    let id = popup_operator::render::simulator::settings_hash(&validated);
+    h.api.edit(STORE_PATH, |o| o["status"] = json!({"simulatorJob": format!("shop-simulator-{id}")}));
+    h.redis.sale.lock().unwrap().completed = 300;
+    h.reconcile().await;
+    let marker = h.redis.marker.lock().unwrap().clone().expect("marked");
+    assert_eq!(marker.id, id);
+    assert_eq!(h.store().status.unwrap().sale.unwrap().completed, 300, "the sale was not reset");
+    assert_eq!(h.condition(status::SALE_INTACT), ("True".into(), reason::INTACT.into()));
 }
 
 #[tokio::test]

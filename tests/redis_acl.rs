@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use acl_users::{Users, acl_log, is_noperm, refused, refused_by_acl};
 use popup_operator::crd::Engine;
 use popup_operator::render::acl::Role;
+use popup_operator::sale::marker;
 use popup_operator::sale::{self, EngineKind, ProcessingSettings, read_sale};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -44,14 +45,21 @@ fn log_of(server: &RedisServer, name: &str) -> String {
     std::fs::read_to_string(server.dir.join(format!("{name}.log"))).unwrap_or_default()
 }
 
-/// The simulator Job's command (`simulate --reset`), waiting until every order is decided; its summary.
-fn simulate(users: &Users, server: &RedisServer, stock: u64, customers: u64) -> serde_json::Value {
-    let (stock, customers) = (stock.to_string(), customers.to_string());
+/// The operator starts the sale (as its own user), then the simulator Job's command joins it
+/// (`simulate --join-sale`), waiting until every order is decided; its summary.
+async fn simulate(
+    users: &Users,
+    server: &RedisServer,
+    operator: &mut MultiplexedConnection,
+    stock: u64,
+    customers: u64,
+) -> serde_json::Value {
+    marker::start(operator, "acl-sale", stock as i64).await.unwrap();
+    let customers = customers.to_string();
     let args = [
         "simulate",
-        "--reset",
-        "--stock",
-        &stock,
+        "--join-sale",
+        "acl-sale",
         "--customers",
         &customers,
         "--max-arrival-millis",
@@ -140,7 +148,7 @@ async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_
     // The processor pod's command, as the processor user.
     let args = ["process", "--batch-size", "3", "--metrics-interval-seconds", "0.2", "--consumer", "processor-0"];
     let processor = ChildGuard(Some(command(&users, &server, Role::Processor, "processor", &args).spawn().unwrap()));
-    let summary = simulate(&users, &server, 40, 60);
+    let summary = simulate(&users, &server, &mut admin, 40, 60).await;
     assert_eq!(summary["allProcessed"], true, "{summary}");
     assert_exact_end(&mut admin, 40, 60).await;
     wait_for_samples(&mut admin, "ts:len:queue:orders").await;
@@ -214,7 +222,7 @@ async fn a_triggers_sale_needs_only_the_simulator_user() {
     let mut admin = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) };
     sale::load_scripts(&mut admin, EngineKind::Triggers, &settings).await.unwrap();
-    let summary = simulate(&users, &server, 30, 45);
+    let summary = simulate(&users, &server, &mut admin, 30, 45).await;
     assert_eq!(summary["allProcessed"], true, "{summary}");
     assert_exact_end(&mut admin, 30, 45).await;
     wait_for_samples(&mut admin, "ts:enqueue:queue:customers").await;
@@ -255,7 +263,7 @@ async fn the_gears_scripts_need_only_the_simulator_user() {
         }
     };
     let mut admin = users.conn(&server, Role::Operator).await;
-    let summary = simulate(&users, &server, 25, 40);
+    let summary = simulate(&users, &server, &mut admin, 25, 40).await;
     assert_eq!(summary["allProcessed"], true, "{summary}");
     assert_exact_end(&mut admin, 25, 40).await;
     wait_for_samples(&mut admin, "ts:enqueue:queue:customers").await;

@@ -256,8 +256,8 @@ async fn send_batch(
 ) -> redis::RedisResult<Option<String>> {
     let script = redis::Script::new(simulator::SEND_BATCH_LUA);
     let mut inv = script.prepare_invoke();
-    inv.key("queue:customers").key("queue:orders").key("popup:simulator:test").key("product");
-    inv.arg(number).arg(simulator::WINDOW).arg(60_000).arg(first).arg(customers);
+    inv.key("queue:customers").key("queue:orders").key("popup:simulator:test");
+    inv.arg(number).arg(simulator::WINDOW).arg(60_000).arg(first).arg(customers).arg("product");
     for (n, customer) in orders {
         inv.arg(*n).arg(customer);
     }

@@ -69,8 +69,26 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { message, code }) => {
             eprintln!("error: {message}");
+            write_termination_message(&message);
             ExitCode::from(code)
         }
+    }
+}
+
+/// Where Kubernetes reads a container's last words (the default `terminationMessagePath`).
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// In a Kubernetes container, why the command failed goes to the termination log too: the operator
+/// quotes it in the store's status (a simulator Job's SimulationComplete). Elsewhere the file does not
+/// exist and nothing is written.
+fn write_termination_message(message: &str) {
+    if std::path::Path::new(TERMINATION_LOG).exists() {
+        // Kubernetes keeps at most 4096 bytes of it.
+        let mut end = message.len().min(4000);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = std::fs::write(TERMINATION_LOG, &message[..end]);
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::simulate_view::SimulateView;
 use super::watch_view::WatchView;
+use crate::sale::marker;
 use crate::sale::native::{self, Worker, WorkerConfig};
 use crate::sale::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
 use crate::sale::watch::{SaleWatcher, follow};
@@ -202,6 +203,11 @@ pub struct SimulateArgs {
     /// Delete the sale's keys first (queues, product, ts:*, popup:*).
     #[arg(long)]
     pub reset: bool,
+    /// Join the sale the operator started with this id (a store's `status.startedSale.id`) instead of
+    /// setting one up: the stock is the sale's, nothing is reset, and customers are sent only while
+    /// Redis holds that sale. What the store's simulator Job runs.
+    #[arg(long, value_name = "SALE_ID", conflicts_with_all = ["reset", "stock"])]
+    pub join_sale: Option<String>,
     /// Afterwards wait up to N seconds (0–86400) until every order sent was completed or rejected
     /// (exit code 3 if not).
     #[arg(long, value_parser = wait_seconds, allow_negative_numbers = true)]
@@ -300,18 +306,27 @@ pub async fn run_process(args: ProcessArgs) -> Result<()> {
 }
 
 pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
-    let cfg = SimulatorConfig {
+    let mut cfg = SimulatorConfig {
         stock: args.stock,
         customers: args.customers,
         max_arrival: Duration::from_millis(args.max_arrival_millis),
         max_order_delay: Duration::from_millis(args.max_order_delay_millis),
         rate: args.rate,
         reset: args.reset,
+        join: args.join_sale.clone(),
         wait_complete: args.wait_complete.map(Duration::from_secs),
         max_duration: args.max_seconds.map(Duration::from_secs),
     };
     let resilience = Resilience { retry_for: Duration::from_secs(args.reconnect_seconds) };
     let addr = connection_info(&args.redis.url, args.redis.password.as_deref())?.1;
+    if let Some(id) = &args.join_sale {
+        // The stock is the sale's: read it for the progress bar (the run checks the marker again).
+        let (mut conn, _) = connect(&args.redis.url, args.redis.password.as_deref()).await?;
+        cfg.stock = marker::joined_stock(&mut conn, id)
+            .await?
+            .ok_or_else(|| EngineError::Other(simulator::no_sale(&addr, id)))?;
+        eprintln!("joining sale {id}");
+    }
     eprintln!(
         "simulating on {addr}: stock {}, customers {}",
         cfg.stock,

@@ -102,7 +102,7 @@ mod tests {
             Simulation::Disabled,
             Simulation::WaitingForScripts,
             Simulation::Succeeded { job: "j".into() },
-            Simulation::Failed { job: "j".into() },
+            Simulation::Failed { job: "j".into(), cause: "exit code 1".into() },
         ] {
             assert_eq!(next_action(&settled(&sim)), Action::requeue(IDLE_REQUEUE), "{sim:?}");
         }

@@ -16,10 +16,12 @@ use super::dereference::Inputs;
 use super::{Context, GrafanaTarget, RedisTarget, cache, users};
 use crate::apply;
 use crate::apply::Result;
+use crate::crd::StartedSale;
 use crate::crd::{Endpoints, Engine, GrafanaMode, PopUpStore, SaleStatus};
 use crate::render::{self, ValidatedStore};
 use crate::status;
-use crate::status::workload::{Simulation, deployment_check, redis_check, redis_ready, sidecar_check};
+use crate::status::sale::{Legacy, SaleStep, WantedSale};
+use crate::status::workload::{Simulation, deployment_check, failure_cause, redis_check, redis_ready, sidecar_check};
 use crate::status::{Check, Observations, reason};
 
 /// Everything observed, as the status stage and the next action need it.
@@ -49,11 +51,18 @@ pub(super) async fn observe(
         (None, _) if redis_ready(&sts) => redis_check(&sts, None, validated.engine()),
         (None, _) => redis_check(&sts, redis_pod(ctx, validated).await.as_ref(), validated.engine()),
     };
-    let (scripts, sale) = scripts_and_sale(ctx, validated, target, &redis).await;
+    let (scripts, sale) = scripts_and_sale(ctx, store, validated, target, &redis).await;
     let (grafana, processor) = components(ctx, validated, inputs, &deployments).await;
     // A failing engine has its scripts in place: the sale (and its Job) goes on while the status says why.
     let scripts_in_place = scripts.ok || scripts.reason == reason::ENGINE_FAILING;
-    let simulation = simulator(ctx, store, validated, simulator_job, scripts_in_place).await?;
+    let waiting = if !scripts_in_place {
+        Some(Simulation::WaitingForScripts)
+    } else if !sale.intact.ok {
+        Some(Simulation::WaitingForSale)
+    } else {
+        None
+    };
+    let simulation = simulator(ctx, store, validated, simulator_job, waiting).await?;
     let consumers = users::Consumers { deployments: &deployments, simulator_job: simulation.job() };
     let rotating =
         redis.ok && users::finish_rotations(ctx, store, validated, target, &inputs.credentials, consumers).await?;
@@ -65,8 +74,10 @@ pub(super) async fn observe(
         scripts,
         grafana,
         processor,
+        sale_intact: sale.intact,
         simulation: simulation.check(&validated.namespace),
-        sale,
+        sale: sale.numbers,
+        started_sale: sale.started,
         endpoints: endpoints(validated),
         simulator_job: simulation.job().map(str::to_string),
     };
@@ -89,28 +100,117 @@ async fn redis_pod(ctx: &Context, store: &ValidatedStore) -> Option<Pod> {
     }
 }
 
-/// ScriptsLoaded (loading them if needed) and the sale numbers, once Redis is usable.
+/// What the store's Redis holds of its sale.
+struct SaleObserved {
+    /// The numbers for `status.sale` (`None`: not read).
+    numbers: Option<SaleStatus>,
+    /// SaleIntact.
+    intact: Check,
+    /// For `status.startedSale`.
+    started: Option<StartedSale>,
+}
+
+/// ScriptsLoaded (loading them if needed) and the sale, once Redis is usable: its numbers, and whether
+/// Redis holds the sale the operator started (starting it when the store asks for a new one).
 async fn scripts_and_sale(
     ctx: &Context,
+    store: &PopUpStore,
     validated: &ValidatedStore,
     target: &RedisTarget,
     redis: &Check,
-) -> (Check, Option<SaleStatus>) {
+) -> (Check, SaleObserved) {
+    let recorded = store.status.as_ref().and_then(|s| s.started_sale.clone());
+    let wanted = validated
+        .spec
+        .simulator
+        .enabled
+        .then(|| WantedSale { id: render::simulator::settings_hash(validated), stock: validated.spec.stock });
     if !redis.ok {
-        return (Check::not(reason::WAITING_FOR_REDIS, "scripts are loaded once Redis is ready"), None);
+        let intact = match wanted {
+            None => sale_off(),
+            Some(_) => Check::not(reason::WAITING_FOR_REDIS, "the sale is looked at once Redis is ready"),
+        };
+        let scripts = Check::not(reason::WAITING_FOR_REDIS, "scripts are loaded once Redis is ready");
+        return (scripts, SaleObserved { numbers: None, intact, started: recorded });
     }
     let scripts = match ctx.redis.ensure_scripts(target, validated.engine(), &validated.spec.processing).await {
         Ok(message) => Check::ok(reason::LOADED, message),
         Err(p) => Check::not(p.reason, p.message),
     };
-    let sale = match ctx.redis.read_sale(target).await {
-        Ok(sale) => Some(sale),
+    let (numbers, held) = match ctx.redis.read_sale(target).await {
+        Ok(read) => read,
         Err(p) => {
             tracing::debug!(store = %validated.names.store, reason = p.reason, "sale not readable: {}", p.message);
-            None
+            let intact = match wanted {
+                None => sale_off(),
+                Some(_) => Check::not(p.reason, format!("cannot read which sale Redis holds: {}", p.message)),
+            };
+            return (scripts, SaleObserved { numbers: None, intact, started: recorded });
         }
     };
-    (scripts, sale)
+    let legacy = Legacy {
+        job_of_wanted_sale: wanted.as_ref().is_some_and(|w| {
+            store.status.as_ref().and_then(|s| s.simulator_job.as_deref())
+                == Some(validated.names.simulator_job(&w.id).as_str())
+        }),
+        product_exists: numbers.available.is_some(),
+    };
+    let observed = match status::sale::plan(wanted.as_ref(), recorded.as_ref(), held.as_ref(), legacy) {
+        SaleStep::Off => SaleObserved { numbers: Some(numbers), intact: sale_off(), started: None },
+        SaleStep::Intact(s) | SaleStep::Record(s) => {
+            SaleObserved { numbers: Some(numbers), intact: status::sale::intact(&s), started: Some(s) }
+        }
+        SaleStep::Lost { started, held } => SaleObserved {
+            numbers: Some(numbers),
+            intact: status::sale::lost(
+                &started,
+                held.as_ref(),
+                &validated.namespace,
+                &validated.names.store,
+                validated.spec.sale_run,
+            ),
+            started: Some(started),
+        },
+        SaleStep::Start(w) => match ctx.redis.start_sale(target, &w.id, w.stock).await {
+            Ok(m) => {
+                tracing::info!(store = %validated.names.store, namespace = %validated.namespace, sale = %m.id, stock = m.stock, "started the sale");
+                let started = StartedSale::from(&m);
+                // What the transaction left: the stock, nothing queued or decided yet.
+                let numbers = SaleStatus { available: Some(m.stock), ..Default::default() };
+                SaleObserved { numbers: Some(numbers), intact: status::sale::intact(&started), started: Some(started) }
+            }
+            Err(p) => SaleObserved {
+                numbers: Some(numbers),
+                intact: Check::not(p.reason, format!("could not start sale {}: {}", w.id, p.message)),
+                started: recorded,
+            },
+        },
+        SaleStep::Adopt(w) => match ctx.redis.adopt_sale(target, &w.id, w.stock).await {
+            Ok(Some(m)) => {
+                let started = StartedSale::from(&m);
+                SaleObserved { numbers: Some(numbers), intact: status::sale::intact(&started), started: Some(started) }
+            }
+            // Somebody wrote a marker meanwhile: the next look decides.
+            Ok(None) => SaleObserved {
+                numbers: Some(numbers),
+                intact: Check::not(reason::WAITING_FOR_REDIS, "a sale marker appeared in Redis; looking again"),
+                started: recorded,
+            },
+            Err(p) => SaleObserved {
+                numbers: Some(numbers),
+                intact: Check::not(p.reason, format!("could not mark sale {}: {}", w.id, p.message)),
+                started: recorded,
+            },
+        },
+    };
+    (scripts, observed)
+}
+
+fn sale_off() -> Check {
+    Check::ok(
+        reason::DISABLED,
+        "the simulator is off (spec.simulator.enabled: false): the operator starts no sale and the one in Redis is yours",
+    )
 }
 
 /// GrafanaReady (`None`: no Grafana) and ProcessorReady (`None`: not the native engine).
@@ -163,17 +263,30 @@ async fn managed_grafana(
     check
 }
 
-/// Creates the simulator Job once the scripts are loaded, removes Jobs of older settings, reports progress.
+/// Creates the simulator Job once the scripts are loaded and its sale started (`waiting` says what it
+/// still waits for), removes Jobs of older settings, reports progress. A Job that ran for a sale Redis
+/// has lost is reported, never created again: it would only fail.
 async fn simulator(
     ctx: &Context,
     store: &PopUpStore,
     validated: &ValidatedStore,
     job: Option<Job>,
-    scripts_loaded: bool,
+    waiting: Option<Simulation>,
 ) -> Result<Simulation> {
     let Some(job) = job else { return Ok(Simulation::Disabled) };
-    if !scripts_loaded {
-        return Ok(Simulation::WaitingForScripts);
+    if let Some(waiting) = waiting {
+        if waiting != Simulation::WaitingForSale {
+            return Ok(waiting);
+        }
+        let live = match cache::seen(&ctx.cache.jobs, &job) {
+            apply::Seen::Live(live) => Some(Arc::unwrap_or_clone(live)),
+            apply::Seen::Absent => None,
+            apply::Seen::Unknown => apply::get::<Job>(&ctx.client, &validated.namespace, &job.name_any()).await?,
+        };
+        return Ok(match live {
+            Some(live) => job_outcome(ctx, store, validated, live.name_any(), &live).await,
+            None => waiting,
+        });
     }
     let name = job.name_any();
     let live = apply::create_if_missing(&ctx.client, cache::seen(&ctx.cache.jobs, &job), job).await?;
@@ -189,7 +302,36 @@ async fn simulator(
             tracing::info!(store = %validated.names.store, ?deleted, "removed simulator Jobs of previous settings");
         }
     }
-    Ok(Simulation::of_job(name, &live.status.unwrap_or_default()))
+    Ok(job_outcome(ctx, store, validated, name, &live).await)
+}
+
+/// The Job's progress; for a failed Job, its cause: from the status when it already names it (no
+/// request at rest), else from the Job's pod (its termination message or last log lines).
+async fn job_outcome(
+    ctx: &Context,
+    store: &PopUpStore,
+    validated: &ValidatedStore,
+    name: String,
+    job: &Job,
+) -> Simulation {
+    let status = job.status.clone().unwrap_or_default();
+    let outcome = Simulation::of_job(name, &status);
+    let Simulation::Failed { job: name, .. } = &outcome else { return outcome };
+    let known = status::find(store.status.as_ref(), status::SIMULATION_COMPLETE)
+        .filter(|c| c.reason == reason::FAILED && c.message.starts_with(&Simulation::failed_prefix(name)))
+        .map(|c| c.message.clone());
+    if let Some(cause) = known.and_then(|m| Simulation::cause_of_message(name, &m)) {
+        return Simulation::Failed { job: name.clone(), cause };
+    }
+    let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &validated.namespace);
+    let listed = pods.list(&kube::api::ListParams::default().labels(&format!("job-name={name}"))).await;
+    let pods = listed
+        .inspect_err(
+            |e| tracing::warn!(store = %validated.names.store, %e, "cannot read the simulator's pod (RBAC: list pods)"),
+        )
+        .map(|l| l.items)
+        .unwrap_or_default();
+    Simulation::Failed { job: name.clone(), cause: failure_cause(&status, &pods) }
 }
 
 /// Where the store's Redis and Grafana are, for the status.

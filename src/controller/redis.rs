@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 
 use crate::crd::{Engine, ProcessingSpec, SaleStatus};
 use crate::render::acl::AclUser;
+use crate::sale::marker::{self, SaleMarker};
 use crate::sale::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
 use crate::status::reason;
 
@@ -49,8 +50,29 @@ pub trait RedisGateway: Send + Sync {
         processing: &'a ProcessingSpec,
     ) -> BoxFuture<'a, Result<String, RedisProblem>>;
 
-    /// The sale numbers for the status.
-    fn read_sale<'a>(&'a self, target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>>;
+    /// The sale numbers for the status, and which sale Redis holds (its marker).
+    fn read_sale<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+    ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>>;
+
+    /// Starts sale `id` with `stock` units (`sale::marker::start`): the sale's keys deleted, the stock
+    /// set, the marker written, in one transaction.
+    fn start_sale<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>>;
+
+    /// Marks the sale Redis holds as sale `id` without touching it (`sale::marker::adopt`); `None` when
+    /// a marker was there already.
+    fn adopt_sale<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>>;
 
     /// Makes Redis' ACL users exactly `users` (`ACL SETUSER`, idempotent), logged in as the operator, or
     /// as the default user with `target.admin_password` when Redis refuses the operator's user. Returns
@@ -173,16 +195,43 @@ impl RedisGateway for LiveRedis {
         })
     }
 
-    fn read_sale<'a>(&'a self, target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
+    fn read_sale<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+    ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>> {
         Box::pin(async move {
-            let sale = self
+            let (sale, held) = self
                 .within("reading the sale", target, async {
                     let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
-                    sale::read_sale(&mut conn).await
+                    Ok((sale::read_sale(&mut conn).await?, marker::read(&mut conn).await?))
                 })
                 .await?;
-            Ok(SaleStatus::from(sale))
+            Ok((SaleStatus::from(sale), held))
         })
+    }
+
+    fn start_sale<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>> {
+        Box::pin(self.within("starting the sale", target, async move {
+            let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
+            marker::start(&mut conn, id, stock).await
+        }))
+    }
+
+    fn adopt_sale<'a>(
+        &'a self,
+        target: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>> {
+        Box::pin(self.within("marking the sale", target, async move {
+            let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
+            marker::adopt(&mut conn, id, stock).await
+        }))
     }
 }
 

@@ -71,33 +71,62 @@ const EVERYTHING: &[&str] = &["resetkeys", "~*", "resetchannels", "&*", "+@all"]
 const GRAFANA: &[&str] =
     &["resetkeys", "~product", "~queue:*", "~ts:*", "resetchannels", "-@all", "+ping", "+get", "+xlen", "+ts.range"];
 
-/// `simulate --reset` (src/sale/simulator.rs): `SCAN` + `DEL` of the sale's keys, `SET product`, customers and
-/// orders with `XADD` (or through its send-once script, which also keeps a per-run log hash
-/// `popup:simulator:<id>`: `HGET`, `EXISTS`, `HSET`, `HDEL`, `PEXPIRE`), the sale read with `GET` and
-/// `XLEN`. The connection library's `CLIENT SETINFO` is allowed so that the ACL log shows real refusals only.
+/// The simulator Job: `simulate --join-sale` (src/sale/simulator.rs) joins the sale the operator started:
+/// it reads the sale's join key (`GET popup:sale:<id>`) and the sale (`GET product`, `XLEN queue:*`),
+/// and writes customers and orders through its send-once script (`EVALSHA`), which checks the join key
+/// (`EXISTS`), `XADD`s to the two queues it feeds and keeps a per-run log hash `popup:simulator:<id>`
+/// (`HGET`, `HSET`, `HDEL`). The connection library's `CLIENT SETINFO` is allowed so that the ACL log
+/// shows real refusals only. It may not set the stock, delete or expire a key, or trim a stream: the
+/// operator starts and resets sales.
+///
+/// Redis 7 and later (triggers, native): read-only key permissions (`%R~`) for what it only reads, so
+/// every write is tied to the two queues it feeds and its own log.
 const SIMULATOR: &[&str] = &[
     "resetkeys",
-    "~product",
-    "~queue:*",
-    "~ts:*",
-    "~popup:*",
+    "%R~product",
+    "%R~queue:complete",
+    "%R~queue:rejected",
+    "%R~popup:sale:*",
+    "~queue:customers",
+    "~queue:orders",
+    "~popup:simulator:*",
     "resetchannels",
     "-@all",
     "+ping",
     "+client|setinfo",
-    "+scan",
-    "+del",
-    "+set",
     "+get",
     "+xlen",
-    "+xadd",
+    "+exists",
     "+evalsha",
     "+script|load",
-    "+exists",
+    "+xadd",
     "+hget",
     "+hset",
     "+hdel",
-    "+pexpire",
+];
+
+/// The same commands on Redis 6.2 (the gears engine's redismod), which has no read-only key
+/// permissions: its key patterns hold for every command it may run (docs/security.md says what that
+/// leaves).
+const SIMULATOR_REDIS6: &[&str] = &[
+    "resetkeys",
+    "~product",
+    "~queue:*",
+    "~popup:sale:*",
+    "~popup:simulator:*",
+    "resetchannels",
+    "-@all",
+    "+ping",
+    "+client|setinfo",
+    "+get",
+    "+xlen",
+    "+exists",
+    "+evalsha",
+    "+script|load",
+    "+xadd",
+    "+hget",
+    "+hset",
+    "+hdel",
 ];
 
 /// `process` (src/sale/native.rs): `MODULE LIST` at start, the decision script (native_apply.lua) and
@@ -154,11 +183,13 @@ impl Role {
         }
     }
 
-    /// What the user may run, on which keys (the `ACL SETUSER` rules after the password part).
-    pub fn rules(self) -> &'static [&'static str] {
+    /// What the user may run, on which keys (the `ACL SETUSER` rules after the password part), on the
+    /// Redis of `engine`.
+    pub fn rules(self, engine: Engine) -> &'static [&'static str] {
         match self {
             Role::Admin | Role::Operator => EVERYTHING,
             Role::Grafana => GRAFANA,
+            Role::Simulator if engine == Engine::Gears => SIMULATOR_REDIS6,
             Role::Simulator => SIMULATOR,
             Role::Processor => PROCESSOR,
             Role::Probe => PROBE,
@@ -244,10 +275,10 @@ pub struct AclUser {
 
 /// The users of `store` with the passwords of `creds`.
 pub fn users(store: &ValidatedStore, creds: &Credentials) -> Vec<AclUser> {
-    roles(store).into_iter().map(|role| user(role, creds)).collect()
+    roles(store).into_iter().map(|role| user(role, store.engine(), creds)).collect()
 }
 
-fn user(role: Role, creds: &Credentials) -> AclUser {
+fn user(role: Role, engine: Engine, creds: &Credentials) -> AclUser {
     let hashes = if role == Role::Probe { Vec::new() } else { creds.accepted.get(&role).cloned().unwrap_or_default() };
     let mut args: Vec<String> = Vec::new();
     if role == Role::Probe {
@@ -259,7 +290,7 @@ fn user(role: Role, creds: &Credentials) -> AclUser {
         args.extend(["on", "resetpass"].map(String::from));
         args.extend(hashes.iter().map(|h| format!("#{h}")));
     }
-    args.extend(role.rules().iter().map(|r| r.to_string()));
+    args.extend(role.rules(engine).iter().map(|r| r.to_string()));
     AclUser { name: role.user().into(), args, hashes }
 }
 
@@ -442,8 +473,9 @@ mod tests {
 
     #[test]
     fn only_admin_users_may_run_admin_commands() {
-        for role in [Role::Grafana, Role::Simulator, Role::Processor, Role::Probe] {
-            let rules = role.rules();
+        let roles = [Role::Grafana, Role::Simulator, Role::Processor, Role::Probe];
+        for (role, engine) in roles.into_iter().flat_map(|r| [Engine::Gears, Engine::Native].map(|e| (r, e))) {
+            let rules = role.rules(engine);
             assert!(rules.contains(&"-@all"), "{role:?} starts from nothing");
             for forbidden in [
                 "+@all",
@@ -458,11 +490,11 @@ mod tests {
                 "+debug",
                 "+shutdown",
             ] {
-                assert!(!rules.contains(&forbidden), "{role:?} has {forbidden}");
+                assert!(!rules.contains(&forbidden), "{role:?} on {engine:?} has {forbidden}");
             }
             assert!(rules.iter().all(|r| !r.starts_with("+@")), "{role:?}: commands, not categories");
         }
-        let grafana = Role::Grafana.rules();
+        let grafana = Role::Grafana.rules(Engine::Native);
         for write in ["+set", "+del", "+xadd", "+evalsha", "+script|load"] {
             assert!(!grafana.contains(&write), "grafana has {write}");
         }

@@ -1,7 +1,9 @@
 //! The simulator Job: `popup-operator simulate` against the store's Redis.
 //!
-//! Jobs are immutable, so the Job's name carries a hash of everything that shapes the simulation; a
-//! changed setting yields a new Job (the controller removes the old one).
+//! Jobs are immutable, so the Job's name carries a hash of everything that shapes the sale; a changed
+//! setting yields a new Job (the controller removes the old one). The same hash is the sale's id: the
+//! operator starts the sale under it (`sale::marker`) before the Job runs, and the Job joins it
+//! (`simulate --join-sale <id>`), so the Job neither resets Redis nor sets the stock.
 
 use std::collections::BTreeMap;
 
@@ -17,10 +19,10 @@ pub const COMPONENT: &str = "simulator";
 /// Annotation with the settings hash, also the suffix of the Job's name.
 pub const SETTINGS_HASH_ANNOTATION: &str = "popup.dev/simulator-settings";
 
-/// Short hash of the settings that define one simulation run.
+/// Short hash of the settings that define one sale: its id.
 pub fn settings_hash(store: &ValidatedStore) -> String {
     let s = &store.spec.simulator;
-    let input = json!({
+    let mut input = json!({
         "stock": store.spec.stock,
         "customers": s.customers,
         "maxArrivalMillis": s.max_arrival_millis,
@@ -28,6 +30,10 @@ pub fn settings_hash(store: &ValidatedStore) -> String {
         "ratePerSecond": s.rate_per_second,
         "resources": s.resources,
     });
+    // Run 0 hashes as before there were runs: a store made by an earlier operator keeps its sale's id.
+    if store.spec.sale_run != 0 {
+        input["saleRun"] = json!(store.spec.sale_run);
+    }
     sha256_hex(input.to_string().as_bytes())[..8].to_string()
 }
 
@@ -38,10 +44,9 @@ pub fn args(store: &ValidatedStore) -> Vec<String> {
         "simulate".to_string(),
         "--redis".into(),
         acl::url(store, Role::Simulator),
-        // Each Job is one run of the sale: it starts from a clean slate.
-        "--reset".into(),
-        "--stock".into(),
-        store.spec.stock.to_string(),
+        // The operator started the sale (stock, clean slate); the Job only plays the crowd.
+        "--join-sale".into(),
+        settings_hash(store),
         "--customers".into(),
         s.customers.to_string(),
         "--max-arrival-millis".into(),
@@ -70,13 +75,16 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
         ]),
         resources: Some(resources_or(&store.spec.simulator.resources, "50m", "32Mi", "128Mi")),
         security_context: Some(container_security(true)),
+        // `simulate` writes why it failed to the termination log; a crash leaves its last log lines.
+        // Either reaches the store's SimulationComplete condition.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
     Job {
         metadata: meta,
         spec: Some(JobSpec {
-            // A retried simulator would start the sale over (it sets `product` to the stock), so a failed
-            // run stays failed and is reported in the SimulationComplete condition instead.
+            // A retried run would play a second crowd into the same sale, so a failed run stays failed
+            // and is reported in the SimulationComplete condition instead.
             backoff_limit: Some(0),
             // The simulator's password when the Job was made: a Job cannot roll, so the operator keeps an
             // older password valid until the Jobs that started with it have finished.
@@ -114,9 +122,8 @@ mod tests {
                 "simulate",
                 "--redis",
                 "redis://popup-simulator@shop-redis.sales.svc:6379",
-                "--reset",
-                "--stock",
-                "10000",
+                "--join-sale",
+                &settings_hash(&build(Engine::Gears, |_| {}).0),
                 "--customers",
                 "0",
                 "--max-arrival-millis",
@@ -136,6 +143,7 @@ mod tests {
         assert_ne!(base, job_of(|s| s.stock = 5).metadata.name.unwrap());
         assert_ne!(base, job_of(|s| s.simulator.rate_per_second = Some(500)).metadata.name.unwrap());
         assert_ne!(base, job_of(|s| s.simulator.customers = 10).metadata.name.unwrap());
+        assert_ne!(base, job_of(|s| s.sale_run = 1).metadata.name.unwrap(), "a fresh sale");
         assert_eq!(base, job_of(|s| s.grafana.enabled = false).metadata.name.unwrap());
         assert_eq!(base, job_of(|s| s.processing.batch_size = 9).metadata.name.unwrap());
     }

@@ -15,6 +15,7 @@
 //! the operator (`crd`, `render`, `controller`, ...) or the command line (`cli`); they import this.
 
 pub mod gears;
+pub mod marker;
 pub mod native;
 pub mod scripts;
 pub mod simulator;

@@ -29,9 +29,9 @@ use redis::Value;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use super::marker;
 use super::{
-    EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUES, RedisConn, Result, SaleSnapshot,
-    WORKER_HEARTBEAT_PREFIX, connect_manager, read_sale, ts_enqueue_key, ts_len_key,
+    EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, RedisConn, Result, SaleSnapshot, connect_manager, read_sale,
 };
 
 /// How to run the sale.
@@ -49,6 +49,10 @@ pub struct SimulatorConfig {
     pub rate: Option<f64>,
     /// Delete the sale's keys (queues, product, ts:*, popup:*) before starting.
     pub reset: bool,
+    /// Join the sale the operator started with this id (its marker, `popup:sale`) instead of setting
+    /// up one: no reset, no `SET product` (the stock is the marker's), and customers are written only
+    /// while Redis holds that sale.
+    pub join: Option<String>,
     /// After sending, wait up to this long until every order sent was completed or rejected.
     pub wait_complete: Option<Duration>,
     /// Stop sending new customers after this long (safety net for `customers = 0`). A pending
@@ -65,6 +69,7 @@ impl Default for SimulatorConfig {
             max_order_delay: Duration::from_millis(1000),
             rate: None,
             reset: false,
+            join: None,
             wait_complete: None,
             max_duration: None,
         }
@@ -142,33 +147,10 @@ pub struct SimulationSummary {
     pub send_secs: f64,
 }
 
-/// Delete every key of the sale: `product`, the queues, their TimeSeries and every `popup:*` key
-/// (sampler state, recorded engine errors, …) except native workers' heartbeats, which belong to the
-/// running workers rather than to the sale.
+/// Delete every key of the sale (`marker::sale_keys`): what `--reset` does by hand. The operator
+/// starts its sales with `marker::start`, which also sets the stock and the marker, in one transaction.
 pub async fn reset(conn: &mut impl RedisConn) -> Result<()> {
-    let mut keys: Vec<String> = vec![PRODUCT.into()];
-    for q in QUEUES {
-        keys.push(q.into());
-        keys.push(ts_len_key(q));
-        keys.push(ts_enqueue_key(q));
-    }
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("popup:*")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .map_err(|e| EngineError::command("SCAN popup:* (reset)", e))?;
-        keys.extend(batch.into_iter().filter(|k| !k.starts_with(WORKER_HEARTBEAT_PREFIX)));
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let keys = super::marker::sale_keys(conn).await?;
     for chunk in keys.chunks(500) {
         let _: Value =
             redis::cmd("DEL").arg(chunk).query_async(conn).await.map_err(|e| EngineError::command("DEL (reset)", e))?;
@@ -192,7 +174,7 @@ pub async fn run<C: RedisConn + Clone + Sync + 'static>(
     cfg: &SimulatorConfig,
     progress: impl FnMut(&Progress),
 ) -> Result<SimulationSummary> {
-    let link = Link::new(conn.clone(), "Redis".into(), None, Arc::new(log_warning));
+    let link = Link::new(conn.clone(), "Redis".into(), None, cfg.join.clone(), Arc::new(log_warning));
     let summary = simulate(link, cfg, progress).await?;
     match summary.error {
         Some(e) => Err(EngineError::Other(e)),
@@ -218,7 +200,7 @@ pub async fn run_resilient(
     warn: Warn,
 ) -> Result<SimulationSummary> {
     let (conn, addr) = connect_manager(url, password).await?;
-    let link = Link::new(conn, addr, Some(resilience.retry_for), warn);
+    let link = Link::new(conn, addr, Some(resilience.retry_for), cfg.join.clone(), warn);
     simulate(link, cfg, progress).await
 }
 
@@ -260,9 +242,15 @@ const SENT_LOG_TTL_MS: u64 = 24 * 3600 * 1000;
 /// most `window` entries and the mark. A batch at or below the mark was written and
 /// acknowledged; a copy of it that reaches Redis late (sent on a connection the client already
 /// gave up) is refused instead of written again.
-/// KEYS: queue:customers, queue:orders, log hash, product.
-/// ARGV: batch number, window, log TTL (ms), first customer number, number of customers, then one
-/// (order number, customer entry id) pair per order.
+///
+/// Which sale: a run that joined the operator's sale writes only while its join key
+/// (`popup:sale:<id>`) exists, so it never writes into a Redis that lost the sale, nor into the next
+/// sale started after it; a run of its own (`--reset`, by hand) only while `product` exists.
+/// KEYS: queue:customers, queue:orders, log hash.
+/// ARGV: batch number, window, log TTL (ms; 0: none), first customer number, number of customers, the
+/// join key (joined) or `product`, then one (order number, customer entry id) pair per order. The
+/// sale's key is an argument, not a declared key: Redis 7 checks declared keys for writing, and the
+/// simulator's user may only read it.
 /// Returns the customers' entry ids, separated by spaces.
 pub const SEND_BATCH_LUA: &str = r"
 local log, batch = KEYS[3], ARGV[1]
@@ -272,13 +260,13 @@ local acked = tonumber(redis.call('HGET', log, 'acked') or '0')
 if tonumber(batch) <= acked then
   return redis.error_reply('ERR simulator batch ' .. batch .. ' was written and acknowledged already')
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then return false end
+if redis.call('EXISTS', ARGV[6]) == 0 then return false end
 local first, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ids = {}
 for i = 0, count - 1 do
   ids[i + 1] = redis.call('XADD', KEYS[1], '*', 'id', string.format('%d', first + i))
 end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'customer', ARGV[i + 1])
 end
 local reply = table.concat(ids, ' ')
@@ -290,7 +278,7 @@ if done > acked then
   redis.call('HDEL', log, unpack(gone))
   redis.call('HSET', log, 'acked', string.format('%d', done))
 end
-redis.call('PEXPIRE', log, ARGV[3])
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', log, ARGV[3]) end
 return reply
 ";
 
@@ -328,6 +316,8 @@ struct LinkShared {
     retry_for: Option<Duration>,
     /// Key of this run's log hash (resilient mode).
     sent_log: String,
+    /// The operator's sale this run joined (`SimulatorConfig::join`).
+    join: Option<String>,
     script: redis::Script,
     down: AtomicBool,
     reconnects: AtomicU64,
@@ -365,7 +355,7 @@ fn customer_ids(reply: &str, expected: u64) -> std::result::Result<Vec<String>, 
 }
 
 impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
-    fn new(conn: C, addr: String, retry_for: Option<Duration>, warn: Warn) -> Self {
+    fn new(conn: C, addr: String, retry_for: Option<Duration>, join: Option<String>, warn: Warn) -> Self {
         let run_id: u64 = rand::rng().random();
         Link {
             conn,
@@ -373,6 +363,7 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                 addr,
                 retry_for,
                 sent_log: format!("popup:simulator:{run_id:016x}"),
+                join,
                 script: redis::Script::new(SEND_BATCH_LUA),
                 down: AtomicBool::new(false),
                 reconnects: AtomicU64::new(0),
@@ -463,8 +454,11 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
             return Ok(Some(ids));
         }
         let mut inv = s.script.prepare_invoke();
-        inv.key(QUEUE_CUSTOMERS).key(QUEUE_ORDERS).key(&s.sent_log).key(PRODUCT);
-        inv.arg(batch.number).arg(WINDOW).arg(SENT_LOG_TTL_MS).arg(batch.first).arg(batch.customers);
+        let sale_key = s.join.as_deref().map_or_else(|| PRODUCT.to_string(), marker::join_key);
+        // A joined run's log goes with the sale (the next start deletes it): its user may not expire keys.
+        let ttl = if s.join.is_some() { 0 } else { SENT_LOG_TTL_MS };
+        inv.key(QUEUE_CUSTOMERS).key(QUEUE_ORDERS).key(&s.sent_log);
+        inv.arg(batch.number).arg(WINDOW).arg(ttl).arg(batch.first).arg(batch.customers).arg(sale_key);
         for (n, customer) in &batch.orders {
             inv.arg(*n).arg(customer);
         }
@@ -480,9 +474,10 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
         }
     }
 
-    /// Delete this run's log: every batch was acknowledged, nothing will be retried.
+    /// Delete this run's log: every batch was acknowledged, nothing will be retried. A joined run
+    /// leaves it to the next start of a sale (its user may not delete keys).
     async fn drop_log(&self) {
-        if self.resilient() {
+        if self.resilient() && self.shared.join.is_none() {
             let mut c = self.conn.clone();
             let _: redis::RedisResult<Value> = redis::cmd("DEL").arg(&self.shared.sent_log).query_async(&mut c).await;
         }
@@ -498,12 +493,39 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
     }
 
     fn lost_sale(&self) -> String {
-        format!(
-            "Redis at {} came back without the `product` key: it restarted without persistence (or the sale \
-             was reset) and the sale's stock, queues and results are gone; stopped sending",
-            self.shared.addr
-        )
+        match &self.shared.join {
+            Some(id) => format!(
+                "Redis at {} no longer holds sale {id}: it restarted without its data, or another sale was \
+                 started; this sale's stock, queues and results are gone from it; stopped sending",
+                self.shared.addr
+            ),
+            None => format!(
+                "Redis at {} came back without the `product` key: it restarted without persistence (or the \
+                 sale was reset) and the sale's stock, queues and results are gone; stopped sending",
+                self.shared.addr
+            ),
+        }
     }
+
+    /// The stock of the operator's sale `id`, read from its marker; an error naming what Redis holds
+    /// instead when it is not there.
+    async fn joined_stock(&self, id: &str) -> Result<i64> {
+        let held = self
+            .retrying("reading the sale", |mut c| async move {
+                marker::joined_stock(&mut c, id).await.map_err(|e| as_redis_error("reading the sale", e))
+            })
+            .await?;
+        held.ok_or_else(|| EngineError::Other(no_sale(&self.shared.addr, id)))
+    }
+}
+
+/// Why a run cannot join sale `id`.
+pub fn no_sale(addr: &str, id: &str) -> String {
+    format!(
+        "Redis at {addr} does not hold sale {id} (no {} key): it lost its data, a newer sale was started, or \
+         the sale was never started; nothing was sent",
+        marker::join_key(id)
+    )
 }
 
 // ---- the schedule ------------------------------------------------------------------------------------
@@ -715,18 +737,29 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
     cfg: &SimulatorConfig,
     mut progress: impl FnMut(&Progress),
 ) -> Result<SimulationSummary> {
-    if cfg.reset {
-        link.retrying("reset", |mut c| async move { reset(&mut c).await.map_err(|e| as_redis_error("reset", e)) })
-            .await?;
-    }
+    let stock = match &cfg.join {
+        Some(id) => link.joined_stock(id).await?,
+        None => {
+            if cfg.reset {
+                link.retrying(
+                    "reset",
+                    |mut c| async move { reset(&mut c).await.map_err(|e| as_redis_error("reset", e)) },
+                )
+                .await?;
+            }
+            cfg.stock
+        }
+    };
     let (base_completed, base_rejected, _) = link.decided().await?;
-    let _: Value = link.cmd("SET product", redis::cmd("SET").arg(PRODUCT).arg(cfg.stock).clone()).await?;
+    if cfg.join.is_none() {
+        let _: Value = link.cmd("SET product", redis::cmd("SET").arg(PRODUCT).arg(stock).clone()).await?;
+    }
 
     let start = tokio::time::Instant::now();
     let started = start.into_std();
     let mut arrivals = Arrivals::new(cfg, start);
     // no stock, no sale: nobody is sent
-    let mut arriving = cfg.stock > 0;
+    let mut arriving = stock > 0;
     let mut arrivals_ended = (!arriving).then_some(started);
     let mut last_customer_write = started;
     let max_delay_ms = cfg.max_order_delay.as_millis() as u64;
@@ -933,7 +966,7 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
     }
     let (completed, rejected, product_left) = if lost { (last.0, last.1, None) } else { last };
     Ok(SimulationSummary {
-        stock: cfg.stock,
+        stock,
         customers,
         orders: orders_sent,
         orders_not_sent: customers.saturating_sub(orders_sent),

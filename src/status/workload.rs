@@ -2,12 +2,13 @@
 //! simulator Job say, as conditions (pure; the controller's observe stage reads the objects).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::JobStatus;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::Check;
 use super::reason::{
     AVAILABLE, CONTAINER_ERROR, DISABLED, FAILED, IMAGE_UNAVAILABLE, REDIS_CRASHING, RUNNING, SIDECAR, STARTING,
-    SUCCEEDED, UNAVAILABLE, UNSCHEDULABLE, WAITING_FOR_SCRIPTS,
+    SUCCEEDED, UNAVAILABLE, UNSCHEDULABLE, WAITING_FOR_SALE, WAITING_FOR_SCRIPTS,
 };
 use crate::crd::Engine;
 use crate::render::{self, ValidatedStore};
@@ -143,6 +144,8 @@ pub enum Simulation {
     Disabled,
     /// The Job is created once the scripts are in place.
     WaitingForScripts,
+    /// The Job is created once its sale is started (not while Redis has lost it).
+    WaitingForSale,
     Running {
         job: String,
     },
@@ -151,16 +154,19 @@ pub enum Simulation {
     },
     Failed {
         job: String,
+        /// Why, in a sentence (`failure_cause`).
+        cause: String,
     },
 }
 
 impl Simulation {
-    /// From the live Job's status.
-    pub fn of_job(job: String, status: &k8s_openapi::api::batch::v1::JobStatus) -> Self {
+    /// From the live Job's status. A failure's cause is the Job's own until the pod's is read
+    /// (`failure_cause`).
+    pub fn of_job(job: String, status: &JobStatus) -> Self {
         if status.succeeded.unwrap_or(0) > 0 {
             Simulation::Succeeded { job }
         } else if status.failed.unwrap_or(0) > 0 {
-            Simulation::Failed { job }
+            Simulation::Failed { cause: failure_cause(status, &[]), job }
         } else {
             Simulation::Running { job }
         }
@@ -169,8 +175,8 @@ impl Simulation {
     /// The simulator Job's name, once there is one.
     pub fn job(&self) -> Option<&str> {
         match self {
-            Simulation::Disabled | Simulation::WaitingForScripts => None,
-            Simulation::Running { job } | Simulation::Succeeded { job } | Simulation::Failed { job } => Some(job),
+            Simulation::Disabled | Simulation::WaitingForScripts | Simulation::WaitingForSale => None,
+            Simulation::Running { job } | Simulation::Succeeded { job } | Simulation::Failed { job, .. } => Some(job),
         }
     }
 
@@ -181,12 +187,66 @@ impl Simulation {
             Simulation::WaitingForScripts => {
                 Check::not(WAITING_FOR_SCRIPTS, "the simulator starts once the scripts are loaded")
             }
-            Simulation::Succeeded { job } => Check::ok(SUCCEEDED, format!("simulator Job {job} finished")),
-            Simulation::Failed { job } => {
-                Check::not(FAILED, format!("simulator Job {job} failed; see kubectl -n {namespace} logs job/{job}"))
+            Simulation::WaitingForSale => {
+                Check::not(WAITING_FOR_SALE, "the simulator starts once its sale is started (see SaleIntact)")
             }
+            Simulation::Succeeded { job } => Check::ok(SUCCEEDED, format!("simulator Job {job} finished")),
+            Simulation::Failed { job, cause } => Check::not(
+                FAILED,
+                format!("{}: {cause} (logs: kubectl -n {namespace} logs job/{job})", Self::failed_prefix(job)),
+            ),
             Simulation::Running { job } => Check::not(RUNNING, format!("simulator Job {job} is running")),
         }
+    }
+
+    /// How the SimulationComplete message of a failed `job` begins.
+    pub fn failed_prefix(job: &str) -> String {
+        format!("simulator Job {job} failed")
+    }
+
+    /// The cause a SimulationComplete message of `check` holds (to reuse it without reading the pod again).
+    pub fn cause_of_message(job: &str, message: &str) -> Option<String> {
+        let rest = message.strip_prefix(&Self::failed_prefix(job))?.strip_prefix(": ")?;
+        Some(rest.rsplit_once(" (logs: kubectl").map_or(rest, |(cause, _)| cause).to_string())
+    }
+}
+
+/// Why a simulator Job failed, in a sentence: its container's termination message (what `simulate`
+/// wrote when it gave up, or the last log lines of a crash: `FallbackToLogsOnError`), the container's
+/// reason and exit code (OOMKilled, …), else the Job's own Failed condition (a deadline, a pod
+/// that was deleted).
+pub fn failure_cause(status: &JobStatus, pods: &[Pod]) -> String {
+    let terminated = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter_map(|c| {
+            let now = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+            now.or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+        })
+        .find(|t| t.exit_code != 0);
+    if let Some(t) = terminated {
+        let how = match t.reason.as_deref() {
+            Some("OOMKilled") => {
+                format!("killed for using more memory than its limit (OOMKilled, exit code {})", t.exit_code)
+            }
+            Some(r) if r != "Error" => format!("{r}, exit code {}", t.exit_code),
+            _ => format!("exit code {}", t.exit_code),
+        };
+        return match t.message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+            Some(m) => format!("{} ({how})", last_lines(m)),
+            None => how,
+        };
+    }
+    let condition = status.conditions.iter().flatten().find(|c| c.type_ == "Failed" && c.status == "True");
+    match condition {
+        Some(c) => match (c.reason.as_deref(), c.message.as_deref()) {
+            (Some(r), Some(m)) => format!("{r}: {m}"),
+            (Some(r), None) => r.to_string(),
+            (None, Some(m)) => m.to_string(),
+            (None, None) => "the Job says it failed without a reason".into(),
+        },
+        None => "its pod is gone, and the Job names no cause".into(),
     }
 }
 
@@ -337,9 +397,51 @@ mod tests {
         let c = s.check("sales");
         assert_eq!((c.ok, c.reason.as_str()), (false, FAILED));
         assert!(c.message.contains("kubectl -n sales logs job/shop-simulator-abc"), "{}", c.message);
+        assert_eq!(Simulation::WaitingForSale.check("sales").reason, WAITING_FOR_SALE);
         assert_eq!(s.job(), Some("shop-simulator-abc"));
         assert_eq!(Simulation::Disabled.job(), None);
         assert_eq!(Simulation::Disabled.check("sales").reason, DISABLED);
         assert_eq!(Simulation::WaitingForScripts.check("sales").reason, WAITING_FOR_SCRIPTS);
+    }
+
+    fn failed_pod(reason: &str, exit_code: i32, message: Option<&str>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "status": {"containerStatuses": [{
+                "name": "simulator", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}}
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_simulation_names_its_cause() {
+        let job = "shop-simulator-abc";
+        let failed = JobStatus { failed: Some(1), ..Default::default() };
+        let said = "Error: Redis at shop-redis:6379 no longer holds sale abc: it restarted without its data";
+        let cause = failure_cause(&failed, &[failed_pod("Error", 1, Some(said))]);
+        assert_eq!(cause, format!("{said} (exit code 1)"));
+        let s = Simulation::Failed { job: job.into(), cause: cause.clone() };
+        let c = s.check("sales");
+        assert_eq!(c.message, format!("simulator Job {job} failed: {cause} (logs: kubectl -n sales logs job/{job})"));
+        assert_eq!(Simulation::cause_of_message(job, &c.message), Some(cause), "read back without the pod");
+        assert_eq!(Simulation::cause_of_message("other", &c.message), None);
+
+        let oom = failure_cause(&failed, &[failed_pod("OOMKilled", 137, None)]);
+        assert_eq!(oom, "killed for using more memory than its limit (OOMKilled, exit code 137)");
+
+        let deadline = JobStatus {
+            failed: Some(1),
+            conditions: Some(vec![k8s_openapi::api::batch::v1::JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some("DeadlineExceeded".into()),
+                message: Some("Job was active longer than specified deadline".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(failure_cause(&deadline, &[]), "DeadlineExceeded: Job was active longer than specified deadline");
+        assert_eq!(failure_cause(&failed, &[]), "its pod is gone, and the Job names no cause");
     }
 }

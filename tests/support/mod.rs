@@ -32,6 +32,7 @@ use popup_operator::controller::{
     self, Config, Context, GrafanaGateway, GrafanaTarget, RedisGateway, RedisProblem, RedisTarget, WatchScope,
 };
 use popup_operator::crd::{Engine, ProcessingSpec, SaleStatus};
+use popup_operator::sale::marker::SaleMarker;
 use popup_operator::status::grafana::{Answers, Reply, Round};
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
@@ -460,6 +461,8 @@ pub struct FakeRedis {
     pub release: Notify,
     pub calls: AtomicUsize,
     pub targets: Mutex<Vec<RedisTarget>>,
+    /// The sale's marker, as `start_sale` wrote it (or a test put it, to stand for Redis' data).
+    pub marker: Mutex<Option<SaleMarker>>,
 }
 
 impl Default for FakeRedis {
@@ -478,6 +481,7 @@ impl Default for FakeRedis {
             release: Notify::new(),
             calls: AtomicUsize::new(0),
             targets: Mutex::default(),
+            marker: Mutex::default(),
         }
     }
 }
@@ -501,9 +505,37 @@ impl RedisGateway for FakeRedis {
         })
     }
 
-    fn read_sale<'a>(&'a self, _target: &'a RedisTarget) -> BoxFuture<'a, Result<SaleStatus, RedisProblem>> {
-        let sale = self.sale.lock().unwrap().clone();
-        Box::pin(async move { Ok(sale) })
+    fn read_sale<'a>(
+        &'a self,
+        _t: &'a RedisTarget,
+    ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>> {
+        let s = (self.sale.lock().unwrap().clone(), self.marker.lock().unwrap().clone());
+        Box::pin(async move { Ok(s) })
+    }
+    fn start_sale<'a>(
+        &'a self,
+        _t: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>> {
+        let m = SaleMarker { id: id.into(), nonce: format!("n{}", id.len()), stock, started_at_ms: 1_800_000_000_000 };
+        *self.marker.lock().unwrap() = Some(m.clone());
+        // What the start's transaction leaves: the stock, nothing queued or decided.
+        *self.sale.lock().unwrap() = SaleStatus { available: Some(stock), ..Default::default() };
+        Box::pin(async move { Ok(m) })
+    }
+    fn adopt_sale<'a>(
+        &'a self,
+        t: &'a RedisTarget,
+        id: &'a str,
+        stock: i64,
+    ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>> {
+        Box::pin(async move {
+            if self.marker.lock().unwrap().is_some() {
+                return Ok(None);
+            }
+            self.start_sale(t, id, stock).await.map(Some)
+        })
     }
 }
 
