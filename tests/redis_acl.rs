@@ -186,11 +186,23 @@ async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_
     refused_in_script(&mut p, "return redis.call('SET', 'someone:else', '1')").await;
     refused_in_script(&mut p, "return redis.call('DEL', 'queue:orders')").await;
 
-    // The simulator: no deciding of orders, no writing of results or metrics.
+    // The simulator: no deciding of orders, no writing of results or metrics, and none of the ways to
+    // cheat the sale found against its earlier rules (issue 19): the stock, a second unit for one
+    // customer, a frozen dashboard, a stalled engine, the operator's marker.
     let mut s = users.conn(&server, Role::Simulator).await;
     refused_admin_commands(&mut s).await;
     for args in [
-        &["DECR", "product"][..],
+        &["SET", "product", "1000"][..],
+        &["DEL", "queue:customers"],
+        &["XADD", "queue:complete", "*", "id", "1", "customer", "1-1"],
+        &["XADD", "queue:rejected", "*", "id", "1"],
+        &["SET", "popup:ts:last", "9999999999999999"],
+        &["HSET", "queue:complete", "a", "b"],
+        &["HSET", "popup:sale", "id", "forged"],
+        &["SET", "popup:sale:acl-sale", "1000"],
+        &["PEXPIRE", "product", "1"],
+        &["SCAN", "0"],
+        &["DECR", "product"],
         &["DECRBY", "product", "1"],
         &["XDEL", "queue:orders", "0-1"],
         &["XTRIM", "queue:orders", "MAXLEN", "0"],
@@ -202,6 +214,8 @@ async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_
         refused_by_acl(&mut s, args).await;
     }
     refused_in_script(&mut s, "return redis.call('DECRBY', 'product', 1)").await;
+    refused_in_script(&mut s, "return redis.call('SET', 'product', '1000')").await;
+    refused_in_script(&mut s, "return redis.call('XADD', 'queue:complete', '*', 'id', '1')").await;
     refused_in_script(&mut s, "return redis.call('FLUSHALL')").await;
 
     // The probe may only PING; without logging in, nothing at all.
