@@ -64,7 +64,6 @@ impl Users {
     pub fn password(&self, role: Role) -> String {
         match role {
             Role::Admin => ADMIN_PASSWORD.into(),
-            Role::Probe => acl::PROBE_PASSWORD.into(),
             other => self.creds.password(other).into(),
         }
     }
