@@ -141,7 +141,11 @@ fn parse(what: &str, (status, body): (u16, String)) -> Json {
 // ---- a store, rendered ---------------------------------------------------------------------------
 
 /// A store's children as the operator renders them, with the users' passwords of `users`.
+/// The store with `spec.grafana.anonymousViewers: true`: the browser opens the dashboard without logging
+/// in (the API calls log in as the admin either way).
 fn render_store(users: &Users) -> Children {
+    let mut store = users.store.clone();
+    store.spec.grafana.anonymous_viewers = true;
     let inputs = BuildInputs {
         redis_password: Some(acl_users::ADMIN_PASSWORD.into()),
         grafana_admin_password: "grafana-admin-password-for-tests".into(),
@@ -150,7 +154,7 @@ fn render_store(users: &Users) -> Children {
         operator_pods: None,
         scripts: BTreeMap::new(),
     };
-    render::build_children(&users.store, &inputs)
+    render::build_children(&store, &inputs)
 }
 
 fn config_map_data(children: &Children, name: &str) -> BTreeMap<String, String> {
