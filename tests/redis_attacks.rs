@@ -758,6 +758,42 @@ async fn redis_usec(admin: &mut MultiplexedConnection, command: &str) -> u64 {
     stats.split(',').find_map(|kv| kv.strip_prefix("usec=")).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+// ---- the mechanism: the operator loads, components call ------------------------------------------------
+
+/// `sale::functions` on Redis 7 (a Functions library) and on Redis 6.2 (the script cache, when the
+/// RedisGears 1 runtime is given): loaded once, already there the second time, back after a flush; a
+/// caller gets the script's reply, or `ScriptMissing` before it is loaded.
+#[tokio::test]
+async fn the_operators_scripts_are_functions_on_redis_7_and_cached_scripts_on_6_2() {
+    use popup_operator::sale::functions::{self, Caller, ServerScript};
+    use popup_operator::sale::{EngineError, LoadOutcome};
+    const ECHO: ServerScript = ServerScript { name: "popup_test_echo", body: "return KEYS[1] .. ':' .. ARGV[1]" };
+    let mut servers = vec![RedisServer::start()];
+    if redis_server::redisgears1().is_some() {
+        servers.push(RedisServer::start_gears1(&[]));
+    }
+    for server in &servers {
+        let mut op = server.conn().await;
+        let caller = Caller::new();
+        let missing = caller.call::<String, _>(&mut op, &ECHO, &["k"], &["a"]).await.unwrap_err();
+        assert!(matches!(missing, EngineError::ScriptMissing { name: "popup_test_echo", .. }), "{missing:?}");
+        assert_eq!(functions::ensure(&mut op, &[ECHO]).await.unwrap(), LoadOutcome::Loaded);
+        assert_eq!(functions::ensure(&mut op, &[ECHO]).await.unwrap(), LoadOutcome::AlreadyLoaded);
+        let reply: String = caller.call(&mut op, &ECHO, &["k"], &["a"]).await.unwrap();
+        assert_eq!(reply, "k:a", "gears1: {}", server.is_gears1());
+        // A fresh caller finds the way again (FCALL, or EVALSHA once FCALL is unknown).
+        let reply: String = Caller::new().call(&mut op, &ECHO, &["k"], &[7]).await.unwrap();
+        assert_eq!(reply, "k:7");
+        let flush: &[&str] = if server.is_gears1() { &["SCRIPT", "FLUSH"] } else { &["FUNCTION", "FLUSH"] };
+        let _: () = cmd(&mut op, flush).await;
+        let gone = caller.call::<String, _>(&mut op, &ECHO, &["k"], &["a"]).await.unwrap_err();
+        assert!(matches!(gone, EngineError::ScriptMissing { .. }), "{gone:?}");
+        assert_eq!(functions::ensure(&mut op, &[ECHO]).await.unwrap(), LoadOutcome::Loaded);
+        let reply: String = caller.call(&mut op, &ECHO, &["k"], &["b"]).await.unwrap();
+        assert_eq!(reply, "k:b");
+    }
+}
+
 // ---- SIMULATOR USER ---------------------------------------------------------------------------------------
 //
 // The simulator's attacks go here once its send-batch script is the operator's (`sale::functions`):

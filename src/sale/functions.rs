@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use redis::{FromRedisValue, Value};
+use redis::{FromRedisValue, ToRedisArgs, Value};
 
 use super::{EngineError, EngineKind, LoadOutcome, RedisConn, Result, native, value_items, value_pairs, value_str};
 
@@ -193,13 +193,14 @@ impl Caller {
     }
 
     /// `FCALL <name> <keys…> <args…>` (or `EVALSHA`). A script that is not loaded is
-    /// [`EngineError::ScriptMissing`]; any other failure [`EngineError::Command`] naming the script.
-    pub async fn call<T: FromRedisValue>(
+    /// [`EngineError::ScriptMissing`]; any other failure [`EngineError::Command`] naming the script,
+    /// with Redis' error as its `source`.
+    pub async fn call<T: FromRedisValue, A: ToRedisArgs>(
         &self,
         conn: &mut impl RedisConn,
         script: &ServerScript,
         keys: &[&str],
-        args: &[String],
+        args: &[A],
     ) -> Result<T> {
         let mode = self.mode.load(Ordering::Relaxed);
         if mode != SCRIPT_CACHE {
