@@ -352,6 +352,13 @@ pub struct GrafanaSpec {
     #[serde(default)]
     pub service_type: ServiceType,
 
+    /// Let anyone who reaches Grafana see the dashboard without logging in, as an anonymous Viewer
+    /// (managed mode). A Viewer can send any query through the datasource, so anyone could then run
+    /// expensive reads on the store's Redis. Default false: log in as `admin` (password in the Secret
+    /// `<store>-grafana`).
+    #[serde(default)]
+    pub anonymous_viewers: bool,
+
     /// Compute resources of the Grafana container. Default: requests 50m CPU / 128Mi memory, limit 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(
@@ -376,6 +383,7 @@ impl Default for GrafanaSpec {
             mode: GrafanaMode::default(),
             image: None,
             service_type: ServiceType::default(),
+            anonymous_viewers: false,
             resources: None,
             sidecar: SidecarSpec::default(),
         }

@@ -245,6 +245,8 @@ async fn native_case(
     let before = reset(conn).await;
     let fill = prefill(conn, orders).await;
     eprintln!("  queued {orders} orders in {:.2} s", fill.as_secs_f64());
+    // As the operator does before the processor runs: load its functions.
+    sale::load_scripts(conn, EngineKind::Native, &ProcessingSettings::default()).await.unwrap();
     let start = Instant::now();
     let running: Vec<ChildGuard> =
         (0..workers).map(|i| spawn_worker(&server.url(), batch, &format!("bench-{batch}-{i}"), &server.dir)).collect();

@@ -128,13 +128,14 @@ async fn every_panel_shows_the_sale(engine: Engine) {
     let kind = EngineKind::from(engine);
     sale::load_scripts(&mut conn, kind, &settings).await.unwrap();
 
-    // 60 customers over ~3 s for 50 units: several samples, a sell-out and some rejections.
+    // 60 customers over ~3 s for 50 units: several samples, a sell-out and some rejections. The operator
+    // starts the sale, the simulator joins it.
+    sale::marker::start(&mut conn, "dashboard", 50).await.unwrap();
     let config = SimulatorConfig {
-        stock: 50,
         customers: 60,
         rate: Some(20.0),
         max_order_delay: Duration::from_millis(200),
-        reset: true,
+        join: Some("dashboard".into()),
         wait_complete: Some(Duration::from_secs(30)),
         ..Default::default()
     };

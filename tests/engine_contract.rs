@@ -57,6 +57,8 @@ impl Engine {
                 load_scripts(&mut conn, kind, &settings()).await.unwrap();
             }
             EngineKind::Native => {
+                // As the operator does before the processor runs: load its functions.
+                load_scripts(&mut conn, kind, &settings()).await.unwrap();
                 let (tx, rx) = watch::channel(false);
                 let mut cfg = WorkerConfig::new("contract", settings());
                 cfg.block = Duration::from_millis(100);
@@ -75,7 +77,8 @@ impl Engine {
     /// The native engine deciding each case in one script call (see [`Engine::one_call`]).
     async fn native_one_call() -> Engine {
         let server = RedisServer::start();
-        let conn = server.conn().await;
+        let mut conn = server.conn().await;
+        load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
         let worker = Worker::new(server.manager().await, WorkerConfig::new("one-call", settings()));
         Engine { kind: EngineKind::Native, server, conn, stop: None, gears: None, one_call: Some(worker) }
     }

@@ -261,7 +261,9 @@ fn spawn_worker(
 
 /// Queue `customers` customers and an order for each (in arrival order) with no engine running,
 /// as fast as Redis takes them; `product` = `stock`.
+/// Also loads the native engine's functions, as the operator does before the processor runs.
 async fn prefill(conn: &mut MultiplexedConnection, stock: i64, customers: u64) {
+    load_scripts(conn, EngineKind::Native, &settings()).await.unwrap();
     let _: () = redis::cmd("SET").arg(sale::PRODUCT).arg(stock).query_async(conn).await.unwrap();
     let mut ids: Vec<String> = Vec::new();
     for first in (0..customers).step_by(1000) {
@@ -284,6 +286,8 @@ async fn prefill(conn: &mut MultiplexedConnection, stock: i64, customers: u64) {
 async fn native_engine_keeps_the_contract_with_several_workers() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
+    // The operator loads the processor's functions: once, then they are there.
+    assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::Loaded);
     assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
     let (tx, rx) = watch::channel(false);
     let mut workers = Vec::new();
@@ -424,6 +428,7 @@ async fn wait_some_decided(conn: &mut MultiplexedConnection, n: u64, what: &str)
 async fn two_process_workers_one_sigkilled_mid_sale_keep_the_contract() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
+    load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
     let mut victim = spawn_process(&server, "victim");
     let survivor = spawn_process(&server, "survivor");
     let (stock, customers) = (60, 120);
@@ -632,9 +637,10 @@ async fn simulate_with_wrong_password_names_auth() {
 #[tokio::test]
 async fn native_worker_survives_a_redis_restart() {
     let mut server = RedisServer::start();
+    let mut conn = server.conn().await;
+    load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
     let (tx, rx) = watch::channel(false);
     let w = spawn_worker(server.manager().await, worker_cfg("survivor"), rx);
-    let mut conn = server.conn().await;
     simulate(&mut conn, &fast_sale(5, 8)).await;
     // The orders are decided in Redis before the worker has read the script's reply; a restart in
     // between would lose that reply (and the count). Wait until the worker's heartbeat reports
@@ -654,6 +660,10 @@ async fn native_worker_survives_a_redis_restart() {
     // A new, empty server process: the group is gone, the worker reconnects and recreates it.
     server.restart();
     let mut conn = server.conn().await;
+    // The restart lost the functions too (no persistence here): the worker waits for them, as it does
+    // until the operator's next reconcile loads them again, and carries on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::Loaded);
     simulate(&mut conn, &fast_sale(10, 15)).await;
     assert_contract(&mut conn, 10, 15, 0).await;
     tx.send(true).unwrap();

@@ -141,7 +141,11 @@ fn parse(what: &str, (status, body): (u16, String)) -> Json {
 // ---- a store, rendered ---------------------------------------------------------------------------
 
 /// A store's children as the operator renders them, with the users' passwords of `users`.
+/// The store with `spec.grafana.anonymousViewers: true`: the browser opens the dashboard without logging
+/// in (the API calls log in as the admin either way).
 fn render_store(users: &Users) -> Children {
+    let mut store = users.store.clone();
+    store.spec.grafana.anonymous_viewers = true;
     let inputs = BuildInputs {
         redis_password: Some(acl_users::ADMIN_PASSWORD.into()),
         grafana_admin_password: "grafana-admin-password-for-tests".into(),
@@ -150,7 +154,7 @@ fn render_store(users: &Users) -> Children {
         operator_pods: None,
         scripts: BTreeMap::new(),
     };
-    render::build_children(&users.store, &inputs)
+    render::build_children(&store, &inputs)
 }
 
 fn config_map_data(children: &Children, name: &str) -> BTreeMap<String, String> {
@@ -374,12 +378,13 @@ async fn run_sale(users: &Users, server: &RedisServer, stock: u64, customers: u6
     let mut conn = users.conn(server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(1) };
     sale::load_scripts(&mut conn, EngineKind::Triggers, &settings).await.unwrap();
+    // The operator starts the sale, the simulator joins it.
+    sale::marker::start(&mut conn, "grafana", stock as i64).await.unwrap();
     let config = SimulatorConfig {
-        stock: stock as i64,
         customers,
         rate: Some(rate),
         max_order_delay: Duration::from_millis(200),
-        reset: true,
+        join: Some("grafana".into()),
         wait_complete: Some(Duration::from_secs(60)),
         ..Default::default()
     };

@@ -209,7 +209,7 @@ async fn a_password_rotates_live_with_both_valid_during_the_switch() {
     let processor: Value =
         redis::cmd("ACL").arg("GETUSER").arg("popup-processor").query_async(&mut admin).await.unwrap();
     let text = format!("{processor:?}");
-    assert_eq!(text.matches("+decrby").count(), 1, "one selector each, not one per apply: {text}");
+    assert_eq!(text.matches("+decr").count(), 1, "one selector each, not one per apply: {text}");
 
     // The Grafana user's Secret gets a new password: both are accepted.
     let old = users.password(Role::Grafana);

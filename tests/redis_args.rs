@@ -201,6 +201,19 @@ async fn the_rendered_triggers_command_line_keeps_any_password_and_loads_the_mod
         assert_eq!(names, ["redisgears_2", "timeseries"], "{password:?}: the engine's modules, loaded");
         let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut conn).await.unwrap();
         assert_eq!(aof, ["appendonly", "yes"], "the rendered persistence setting arrived too");
+        // And the memory settings derived from the container's limit (512Mi by default).
+        for (name, value) in [
+            ("maxmemory", "375809638"),
+            ("maxmemory-policy", "noeviction"),
+            ("proto-max-bulk-len", "8388608"),
+            ("maxmemory-clients", "67108864"),
+        ] {
+            let got: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await.unwrap();
+            assert_eq!(got, [name, value], "{password:?}");
+        }
+        let limits: Vec<String> =
+            redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query_async(&mut conn).await.unwrap();
+        assert!(limits[1].starts_with("normal 33554432 16777216 10 "), "{limits:?}");
         // Every user of the file logs in with its own password.
         for role in [Role::Operator, Role::Grafana, Role::Simulator] {
             let auth: String = redis::cmd("AUTH")

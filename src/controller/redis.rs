@@ -108,7 +108,7 @@ pub fn reason_of(e: &EngineError) -> &'static str {
         }
         EngineError::Auth { .. } => reason::REDIS_AUTH_FAILED,
         EngineError::MissingModule { .. } => reason::MODULE_MISSING,
-        EngineError::ScriptLoad { .. } => reason::SCRIPT_LOAD_FAILED,
+        EngineError::ScriptLoad { .. } | EngineError::ScriptMissing { .. } => reason::SCRIPT_LOAD_FAILED,
         EngineError::Timeout { .. } => reason::REDIS_TIMEOUT,
         EngineError::Command { .. } | EngineError::Protocol { .. } | EngineError::Io(_) | EngineError::Other(_) => {
             reason::REDIS_ERROR
@@ -165,7 +165,7 @@ impl RedisGateway for LiveRedis {
             }
             Ok(match (kind, outcome) {
                 (EngineKind::Native, _) => {
-                    "RedisTimeSeries is loaded; the processor Deployment completes the orders".into()
+                    "RedisTimeSeries and the processor's functions are loaded; the processor Deployment completes the orders".into()
                 }
                 (_, LoadOutcome::AlreadyLoaded) => format!("{kind} scripts are loaded"),
                 (_, LoadOutcome::Loaded) => format!("{kind} scripts loaded"),
@@ -244,6 +244,11 @@ async fn set_users(conn: &mut impl sale::RedisConn, users: &[AclUser]) -> Result
     }
     for u in users {
         pipe.cmd("ACL").arg("SETUSER").arg(&u.name).arg(&u.args).ignore();
+    }
+    // Users no store has any more (the `nopass` probe user of earlier versions), from a Redis that
+    // started with an older ACL file.
+    for name in crate::render::acl::RETIRED_USERS {
+        pipe.cmd("ACL").arg("DELUSER").arg(*name).ignore();
     }
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
     let before: Vec<redis::Value> = pipe

@@ -93,7 +93,7 @@ pub fn plan(
     now: Timestamp,
 ) -> Credentials {
     let mut creds = Credentials { passwords, ..Default::default() };
-    for role in acl::roles(store).into_iter().filter(|r| *r != Role::Probe) {
+    for role in acl::roles(store) {
         let current = match role {
             Role::Admin => admin_password.map(password_hash),
             _ => creds.passwords.get(&role).map(|p| password_hash(p)),

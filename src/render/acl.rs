@@ -6,8 +6,10 @@
 //! | `popup-operator` | the operator: users, scripts, the sale in the status | everything |
 //! | `popup-grafana` | the dashboard's datasource | `GET`, `XLEN`, `TS.RANGE` on `product`, `queue:*`, `ts:*`; `PING` |
 //! | `popup-simulator` | the simulator Job | what `simulate --reset` writes and reads |
-//! | `popup-processor` | the native processor | what `process` and its scripts run |
-//! | `popup-probe` | the kubelet's probes | `PING`, without a password |
+//! | `popup-processor` | the native processor | `FCALL` of the operator's functions and what they run, each write on its keys |
+//!
+//! No user is `nopass`: the kubelet's probes log in as nobody (Redis' `NOAUTH` answer shows it is up,
+//! see `render::redis::PROBE_COMMAND`).
 //!
 //! Redis reads the users at start from an ACL file, rendered here into the Secret `<store>-redis-acl`
 //! and mounted into the Redis pod. The file holds SHA-256 hashes of the passwords (Redis' `#<hash>`
@@ -17,9 +19,12 @@
 //! that restarted before the kubelet refreshed the mounted file gets the current users back.
 //!
 //! Rules are command lists, not categories: a category grows with every Redis release. Commands run
-//! inside a script (`EVALSHA`) are checked against the same lists and key patterns. The users every
-//! engine has use only what Redis 6.2 (the gears engine's redismod) understands; the processor, which
-//! only the native engine (Redis 7 or later) has, uses selectors to tie each write to its keys.
+//! inside a script or function (`EVALSHA`, `FCALL`) are checked against the same lists and key patterns,
+//! as if the caller sent them: whatever a script a user may call writes, the user may write directly.
+//! Components load no code: the operator loads the scripts they call (`sale::functions`), so no
+//! component user has `EVAL`, `SCRIPT` or `FUNCTION`. The users every engine has use only what Redis 6.2
+//! (the gears engine's redismod) understands; the processor, which only the native engine (Redis 7 or
+//! later) has, uses selectors to tie each write to its keys.
 
 use std::collections::BTreeMap;
 
@@ -40,9 +45,9 @@ pub const ACL_DIR: &str = "/etc/redis/acl";
 /// Annotation of `<store>-redis-acl`: since when (RFC 3339) users' previous passwords are on their way
 /// out, as JSON `{"popup-processor": "2026-01-01T00:00:00Z"}`.
 pub const RETIRING_SINCE_ANNOTATION: &str = "popup.dev/retiring-since";
-/// The probe user's password on the probes' command line. The user has `nopass`: any password works,
-/// and it may only PING.
-pub const PROBE_PASSWORD: &str = "probe";
+/// Users of earlier versions that no store has any more: the operator deletes them from a running Redis
+/// (`popup-probe` was `nopass`, so anyone could log in as it).
+pub const RETIRED_USERS: &[&str] = &["popup-probe"];
 
 /// One Redis user of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,13 +59,10 @@ pub enum Role {
     Grafana,
     Simulator,
     Processor,
-    /// `popup-probe`: the Redis pod's readiness and liveness probes.
-    Probe,
 }
 
 /// Every role, in the order the ACL file lists them.
-pub const ROLES: [Role; 6] =
-    [Role::Admin, Role::Operator, Role::Grafana, Role::Simulator, Role::Processor, Role::Probe];
+pub const ROLES: [Role; 5] = [Role::Admin, Role::Operator, Role::Grafana, Role::Simulator, Role::Processor];
 
 /// Everything, on every key and channel: the two admin users.
 const EVERYTHING: &[&str] = &["resetkeys", "~*", "resetchannels", "&*", "+@all"];
@@ -73,7 +75,8 @@ const GRAFANA: &[&str] =
 
 /// The simulator Job: `simulate --join-sale` (src/sale/simulator.rs) joins the sale the operator started:
 /// it reads the sale's join key (`GET popup:sale:<id>`) and the sale (`GET product`, `XLEN queue:*`),
-/// and writes customers and orders through its send-once script (`EVALSHA`), which checks the join key
+/// and writes customers and orders through its send-once script, which the operator loaded (`FCALL`;
+/// `EVALSHA` on Redis 6.2: it cannot load code of its own). The script checks the join key
 /// (`EXISTS`), `XADD`s to the two queues it feeds and keeps a per-run log hash `popup:simulator:<id>`
 /// (`HGET`, `HSET`, `HDEL`). The connection library's `CLIENT SETINFO` is allowed so that the ACL log
 /// shows real refusals only. It may not set the stock, delete or expire a key, or trim a stream: the
@@ -97,8 +100,7 @@ const SIMULATOR: &[&str] = &[
     "+get",
     "+xlen",
     "+exists",
-    "+evalsha",
-    "+script|load",
+    "+fcall",
     "+xadd",
     "+hget",
     "+hset",
@@ -122,22 +124,26 @@ const SIMULATOR_REDIS6: &[&str] = &[
     "+xlen",
     "+exists",
     "+evalsha",
-    "+script|load",
     "+xadd",
     "+hget",
     "+hset",
     "+hdel",
 ];
 
-/// `process` (src/sale/native.rs): `MODULE LIST` at start, the decision script (native_apply.lua) and
-/// the sampler (sample.lua) with `EVALSHA`, `XREAD BLOCK` on the orders, its heartbeat and recorded
-/// failure; inside the scripts the stream, string, hash and `TS.ADD` commands they call.
+/// `process` (src/sale/native.rs): `MODULE LIST` at start, `XREAD BLOCK` on the orders, its heartbeat
+/// (`SET … PX`, `DEL` at exit) and recorded failure (`SET popup:engine:error`), and `FCALL` of the two
+/// functions the operator loads (`sale::functions`: `popup_decide` = native_apply.lua, `popup_sample` =
+/// sample.lua), whose commands are checked against these rules too: `TYPE`, `XRANGE`, `XINFO STREAM`,
+/// `GET`, `DECR`, `XADD`, `XDEL` (decide), `TIME`, `GET`/`SET` of its clock, `EXISTS`, `XLEN`,
+/// `HGET`/`HSET`, `TS.ADD` (sample).
 ///
 /// The processor only runs on the native engine's Redis (7 or later), so its rules use selectors: each
-/// write command only on the keys it writes (`DECRBY product`, `XADD` of results, `XDEL`/`XTRIM` of the
-/// queues taken from, `TS.ADD ts:*`, `SET`/`HSET`/`DEL` of its own `popup:` keys). The reads and
-/// `EVALSHA` (whose declared keys must all be allowed) are on the root. `clearselectors` first keeps a
-/// second `ACL SETUSER` from adding them twice.
+/// write command only on the keys it writes, and only the writes that cannot undo the sale wholesale:
+/// `DECR product` (one unit; not `DECRBY`, which also takes a negative amount, nor `SET`), `XADD` of
+/// results, `XDEL` of entries by id from the queues taken from (not `XTRIM`, which empties a queue at
+/// once), `TS.ADD ts:*`, `SET`/`DEL`/`HGET`/`HSET` of its own `popup:` keys. The reads and `FCALL`
+/// (whose declared keys must all be allowed) are on the root. `clearselectors` first keeps a second
+/// `ACL SETUSER` from adding them twice. What it can still do is in docs/security.md.
 const PROCESSOR: &[&str] = &[
     "resetkeys",
     "~product",
@@ -149,8 +155,7 @@ const PROCESSOR: &[&str] = &[
     "+ping",
     "+client|setinfo",
     "+module|list",
-    "+evalsha",
-    "+script|load",
+    "+fcall",
     "+time",
     "+xread",
     "+type",
@@ -160,15 +165,14 @@ const PROCESSOR: &[&str] = &[
     "+xinfo|stream",
     "+xlen",
     "clearselectors",
-    "(~product +decrby)",
+    "(~product +decr)",
     "(~queue:complete ~queue:rejected +xadd)",
-    "(~queue:orders ~queue:customers +xdel +xtrim)",
+    "(~queue:orders ~queue:customers +xdel)",
     "(~ts:* +ts.add)",
-    "(~popup:engine:error ~popup:worker:* ~popup:ts:* +set +get +del +hget +hset)",
+    "(~popup:engine:error ~popup:ts:last +set)",
+    "(~popup:worker:* +set +del)",
+    "(~popup:ts:added +hget +hset)",
 ];
-
-/// The probes only ask whether the server answers.
-const PROBE: &[&str] = &["resetkeys", "resetchannels", "-@all", "+ping"];
 
 impl Role {
     /// The Redis user name.
@@ -179,7 +183,6 @@ impl Role {
             Role::Grafana => "popup-grafana",
             Role::Simulator => "popup-simulator",
             Role::Processor => "popup-processor",
-            Role::Probe => "popup-probe",
         }
     }
 
@@ -192,7 +195,6 @@ impl Role {
             Role::Simulator if engine == Engine::Gears => SIMULATOR_REDIS6,
             Role::Simulator => SIMULATOR,
             Role::Processor => PROCESSOR,
-            Role::Probe => PROBE,
         }
     }
 
@@ -203,7 +205,7 @@ impl Role {
             Role::Grafana => Some(super::grafana::COMPONENT),
             Role::Simulator => Some(super::simulator::COMPONENT),
             Role::Processor => Some(super::processor::COMPONENT),
-            Role::Admin | Role::Operator | Role::Probe => None,
+            Role::Admin | Role::Operator => None,
         }
     }
 
@@ -212,7 +214,7 @@ impl Role {
     }
 }
 
-/// The users a store has: the admin, the operator and the probe always; the others with their component.
+/// The users a store has: the admin and the operator always; the others with their component.
 pub fn roles(store: &ValidatedStore) -> Vec<Role> {
     ROLES
         .into_iter()
@@ -220,7 +222,7 @@ pub fn roles(store: &ValidatedStore) -> Vec<Role> {
             Role::Grafana => store.spec.grafana.effective_mode() != GrafanaMode::None,
             Role::Simulator => store.spec.simulator.enabled,
             Role::Processor => store.engine() == Engine::Native,
-            Role::Admin | Role::Operator | Role::Probe => true,
+            Role::Admin | Role::Operator => true,
         })
         .collect()
 }
@@ -279,11 +281,9 @@ pub fn users(store: &ValidatedStore, creds: &Credentials) -> Vec<AclUser> {
 }
 
 fn user(role: Role, engine: Engine, creds: &Credentials) -> AclUser {
-    let hashes = if role == Role::Probe { Vec::new() } else { creds.accepted.get(&role).cloned().unwrap_or_default() };
+    let hashes = creds.accepted.get(&role).cloned().unwrap_or_default();
     let mut args: Vec<String> = Vec::new();
-    if role == Role::Probe {
-        args.extend(["on", "nopass"].map(String::from));
-    } else if hashes.is_empty() {
+    if hashes.is_empty() {
         // No password known (the admin's Secret is missing): nobody logs in as this user.
         args.extend(["off", "resetpass"].map(String::from));
     } else {
@@ -389,18 +389,15 @@ mod tests {
         };
         assert_eq!(
             users(Engine::Native, |_| {}),
-            ["default", "popup-operator", "popup-grafana", "popup-simulator", "popup-processor", "popup-probe"]
+            ["default", "popup-operator", "popup-grafana", "popup-simulator", "popup-processor"]
         );
-        assert_eq!(
-            users(Engine::Gears, |_| {}),
-            ["default", "popup-operator", "popup-grafana", "popup-simulator", "popup-probe"]
-        );
+        assert_eq!(users(Engine::Gears, |_| {}), ["default", "popup-operator", "popup-grafana", "popup-simulator"]);
         assert_eq!(
             users(Engine::Triggers, |s| {
                 s.grafana.enabled = false;
                 s.simulator.enabled = false;
             }),
-            ["default", "popup-operator", "popup-probe"]
+            ["default", "popup-operator"]
         );
     }
 
@@ -414,7 +411,7 @@ mod tests {
             assert!(file.contains(&format!("#{}", password_hash(password))), "{role:?}'s hash is missing");
         }
         let lines: Vec<&str> = file.lines().collect();
-        assert_eq!(lines.len(), 6);
+        assert_eq!(lines.len(), 5);
         assert!(lines[0].starts_with("user default on resetpass #"), "{}", lines[0]);
         assert!(lines[0].ends_with(" ~* resetchannels &* +@all"), "{}", lines[0]);
         assert!(lines[2].starts_with("user popup-grafana on resetpass #"), "{}", lines[2]);
@@ -423,17 +420,17 @@ mod tests {
             "{}",
             lines[2]
         );
-        assert_eq!(lines[5], "user popup-probe on nopass resetkeys resetchannels -@all +ping");
+        assert!(!file.contains("nopass"), "every user needs its password:\n{file}");
         for line in &lines {
             assert!(!line.contains("  ") && !line.contains('"') && !line.contains('\''), "{line}");
         }
-        assert!(lines[4].contains(" clearselectors (~product +decrby) "), "{}", lines[4]);
+        assert!(lines[4].contains(" +fcall "), "{}", lines[4]);
+        assert!(lines[4].contains(" clearselectors (~product +decr) "), "{}", lines[4]);
         // The Secret carries it; the parser reads the hashes back.
         let secret = c.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-redis-acl")).unwrap();
         let data = secret.data.as_ref().unwrap();
         let parsed = parse_acl_file(std::str::from_utf8(&data[ACL_FILE_KEY].0).unwrap());
         assert_eq!(parsed["popup-processor"], creds.accepted[&Role::Processor]);
-        assert!(parsed["popup-probe"].is_empty());
         assert_eq!(data[OPERATOR_PASSWORD_KEY].0, creds.password(Role::Operator).as_bytes());
     }
 
@@ -473,7 +470,7 @@ mod tests {
 
     #[test]
     fn only_admin_users_may_run_admin_commands() {
-        let roles = [Role::Grafana, Role::Simulator, Role::Processor, Role::Probe];
+        let roles = [Role::Grafana, Role::Simulator, Role::Processor];
         for (role, engine) in roles.into_iter().flat_map(|r| [Engine::Gears, Engine::Native].map(|e| (r, e))) {
             let rules = role.rules(engine);
             assert!(rules.contains(&"-@all"), "{role:?} starts from nothing");
@@ -485,6 +482,8 @@ mod tests {
                 "+flushdb",
                 "+config",
                 "+eval",
+                "+script",
+                "+function",
                 "+acl",
                 "+module",
                 "+debug",
@@ -494,6 +493,17 @@ mod tests {
             }
             assert!(rules.iter().all(|r| !r.starts_with("+@")), "{role:?}: commands, not categories");
         }
+        let processor = Role::Processor.rules(Engine::Native);
+        for code in ["+evalsha", "+script|load", "+function|load", "+script|kill"] {
+            assert!(!processor.contains(&code), "the processor has {code}: it could run code of its own");
+        }
+        for widening in ["+decrby", "+incrby", "+incr", "+set", "+xtrim", "+del"] {
+            assert!(
+                !processor.iter().any(|r| r.starts_with("(~product") && r.contains(widening)),
+                "the processor may raise or set the stock: {widening}"
+            );
+        }
+        assert!(!processor.iter().any(|r| r.contains("+xtrim")), "the processor may empty a queue");
         let grafana = Role::Grafana.rules(Engine::Native);
         for write in ["+set", "+del", "+xadd", "+evalsha", "+script|load"] {
             assert!(!grafana.contains(&write), "grafana has {write}");

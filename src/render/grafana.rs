@@ -197,7 +197,8 @@ fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
 }
 
-/// Grafana with the Redis plugin, the provisioned datasource and dashboard, anonymous Viewer access.
+/// Grafana with the Redis plugin, the provisioned datasource and dashboard; anonymous Viewer access only
+/// with `spec.grafana.anonymousViewers`.
 /// `checksum` covers everything the pod reads, so a change rolls it.
 pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
     let env = vec![
@@ -215,8 +216,9 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
             }),
             ..Default::default()
         },
-        // The original demo gave anonymous visitors Admin; here they may only look.
-        env("GF_AUTH_ANONYMOUS_ENABLED", "true"),
+        // The original demo gave anonymous visitors Admin; here they may only look, and only when the store
+        // asks for it: a Viewer can send any query through the datasource (docs/security.md).
+        env("GF_AUTH_ANONYMOUS_ENABLED", if store.spec.grafana.anonymous_viewers { "true" } else { "false" }),
         env("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"),
         env("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH", &format!("{DASHBOARDS_DIR}/{DASHBOARD_FILE}")),
         env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
@@ -331,6 +333,9 @@ mod tests {
         assert_eq!(g["image"], crate::render::images::GRAFANA);
         assert_eq!(env_value(&g, "GF_PLUGINS_PREINSTALL_SYNC")["value"], PLUGIN);
         assert_eq!(env_value(&g, "GF_AUTH_ANONYMOUS_ORG_ROLE")["value"], "Viewer");
+        assert_eq!(env_value(&g, "GF_AUTH_ANONYMOUS_ENABLED")["value"], "false", "anonymous access is opt-in");
+        let (_, c) = build(Engine::Gears, |s| s.grafana.anonymous_viewers = true);
+        assert_eq!(env_value(&grafana_container(&c), "GF_AUTH_ANONYMOUS_ENABLED")["value"], "true");
         assert_eq!(env_value(&g, "GF_SECURITY_ADMIN_PASSWORD")["valueFrom"]["secretKeyRef"]["name"], "shop-grafana");
         assert_eq!(env_value(&g, "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]["name"], "shop-redis-grafana");
         assert_eq!(g["readinessProbe"]["httpGet"]["path"], "/api/health");

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::acl::{ACL_DIR, ACL_FILE_KEY, PROBE_PASSWORD, Role};
+use super::acl::{ACL_DIR, ACL_FILE_KEY};
 use super::{
     BuildInputs, PASSWORD_KEY, PasswordSource, REDIS_PORT, ValidatedStore, child_meta, container_security, pod_labels,
     pod_selector, pod_template, resources_or, selector_labels,
@@ -117,10 +117,111 @@ pub fn acl_file_path() -> String {
     format!("{ACL_DIR}/{ACL_FILE_KEY}")
 }
 
+/// Entries per stream node in the native engine's Redis (Redis' default: 100).
+pub const STREAM_NODE_MAX_ENTRIES: u32 = 16;
+
+/// What Redis may use of its container's memory, derived from the container's memory limit (its request
+/// when no limit is set), so that a flood of data or of big requests gets errors, not a container killed
+/// for memory or an evicted sale key:
+///
+/// | setting | value | why |
+/// |---|---|---|
+/// | `maxmemory` | 70% of the limit | writes are refused (`OOM`) past it; the rest is for the AOF rewrite's fork, fragmentation and the modules |
+/// | `maxmemory-policy` | `noeviction` | never drop a key (the stock, an order) to make room |
+/// | `client-output-buffer-limit normal` | hard 1/16 of the limit, soft 1/32 for 10 s | a client that asks for replies and does not read them is disconnected (by default normal clients have no limit) |
+/// | `proto-max-bulk-len` | 1/64 of the limit, between 1 MiB and 512 MiB | no single argument bigger (the largest we send, a script library, is a few KiB) |
+/// | `client-query-buffer-limit` | 1/32 of the limit, at least 1 MiB | a client's unparsed input |
+/// | `maxmemory-clients` (Redis 7+: native, triggers) | 1/8 of the limit | all clients' buffers together; past it the biggest clients are disconnected |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    pub maxmemory: u64,
+    pub output_hard: u64,
+    pub output_soft: u64,
+    pub output_soft_seconds: u32,
+    pub max_bulk: u64,
+    pub query_buffer: u64,
+    pub clients: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl MemoryLimits {
+    /// The limits for a container limited to `container` bytes.
+    pub fn for_container(container: u64) -> MemoryLimits {
+        MemoryLimits {
+            maxmemory: (u128::from(container) * 7 / 10) as u64,
+            output_hard: (container / 16).max(MIB),
+            output_soft: (container / 32).max(MIB / 2),
+            output_soft_seconds: 10,
+            max_bulk: (container / 64).clamp(MIB, 512 * MIB),
+            query_buffer: (container / 32).max(MIB),
+            clients: (container / 8).max(MIB),
+        }
+    }
+
+    /// The server arguments; `clients` only where Redis knows `maxmemory-clients` (7.0 or later).
+    pub fn args(&self, redis7: bool) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--maxmemory".into(),
+            self.maxmemory.to_string(),
+            "--maxmemory-policy".into(),
+            "noeviction".into(),
+            // Separate arguments: Redis 6.2 takes a quoted "normal 1 2 3" as one word and refuses it.
+            "--client-output-buffer-limit".into(),
+            "normal".into(),
+            self.output_hard.to_string(),
+            self.output_soft.to_string(),
+            self.output_soft_seconds.to_string(),
+            "--proto-max-bulk-len".into(),
+            self.max_bulk.to_string(),
+            "--client-query-buffer-limit".into(),
+            self.query_buffer.to_string(),
+        ];
+        if redis7 {
+            args.extend(["--maxmemory-clients".into(), self.clients.to_string()]);
+        }
+        args
+    }
+}
+
+/// Bytes of a Kubernetes quantity (`512Mi`, `1Gi`, `1.5G`, `128974848`, `129e6`); `None` when unreadable.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let suffixes: [(&str, f64); 12] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, factor) = suffixes
+        .iter()
+        .find_map(|(s, f)| q.strip_suffix(s).map(|n| (n, *f)))
+        .or_else(|| q.strip_suffix('m').map(|n| (n, 1e-3)))
+        .unwrap_or((q, 1.0));
+    let value: f64 = number.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then_some((value * factor) as u64)
+}
+
+/// The Redis container's memory limit in bytes (its request when no limit is set), as rendered.
+pub fn container_memory(store: &ValidatedStore) -> Option<u64> {
+    let resources = resources_or(&store.spec.redis.resources, "100m", "128Mi", "512Mi");
+    let of = |m: &Option<BTreeMap<String, Quantity>>| m.as_ref()?.get("memory").and_then(|q| quantity_bytes(&q.0));
+    of(&resources.limits).or_else(|| of(&resources.requests)).filter(|b| *b > 0)
+}
+
 /// Redis server arguments for each image family. Persistence is on (AOF in `/data`) so a container
 /// restart keeps the sale. The users come from the ACL file (password hashes only, see `acl`), so no
-/// password is on the command line or in the environment.
-pub fn server_args(engine: Engine) -> Vec<String> {
+/// password is on the command line or in the environment. Memory: [`MemoryLimits`] of the container's
+/// memory (none when neither a limit nor a request is set).
+pub fn server_args(engine: Engine, memory: Option<u64>) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--port".into(),
         REDIS_PORT.to_string(),
@@ -131,6 +232,17 @@ pub fn server_args(engine: Engine) -> Vec<String> {
         "--aclfile".into(),
         acl_file_path(),
     ];
+    if let Some(bytes) = memory {
+        // redismod (gears) is Redis 6.2; redis-stack (triggers) and the native engine's images are 7 or later.
+        args.extend(MemoryLimits::for_container(bytes).args(engine != Engine::Gears));
+    }
+    if engine == Engine::Native {
+        // The processor removes the orders it decided by id (XDEL: its user may not trim a queue), and
+        // XDEL finds an entry by walking its stream node from the start: nodes of 16 entries instead of
+        // 100 keep a call of 510 orders about as fast as the trim was (docs/benchmarks.md), for about
+        // 14 more bytes per stream entry.
+        args.extend(["--stream-node-max-entries".into(), STREAM_NODE_MAX_ENTRIES.to_string()]);
+    }
     let modules = match engine {
         Engine::Gears => REDISMOD_MODULES,
         Engine::Triggers => REDIS_STACK_MODULES,
@@ -143,7 +255,12 @@ pub fn server_args(engine: Engine) -> Vec<String> {
     args
 }
 
-/// The Redis StatefulSet: one replica, its users from the ACL file, probes that log in as the probe user.
+/// The probes' command: Redis answers an unauthenticated `PING` with `NOAUTH` (every user has a password,
+/// and the default user too, or is off), which shows it is up and serving its port, without a user or a
+/// password for the probe (see docs/security.md, "Redis users"). A shell for the pipe only.
+pub const PROBE_COMMAND: &str = "redis-cli -p 6379 ping 2>&1 | grep -qE '^(PONG|NOAUTH)'";
+
+/// The Redis StatefulSet: one replica, its users from the ACL file, probes that need no user.
 /// Nothing in the pod template depends on a password, so a rotation never restarts Redis.
 pub fn statefulset(store: &ValidatedStore) -> StatefulSet {
     let engine = store.engine();
@@ -155,20 +272,9 @@ pub fn statefulset(store: &ValidatedStore) -> StatefulSet {
         // The official image's entrypoint runs redis-server with args that start with `--`, as "$@".
         Engine::Native => None,
     };
-    let args = Some(server_args(engine));
+    let args = Some(server_args(engine, container_memory(store)));
     let probe = |period: i32, failures: i32| Probe {
-        exec: Some(ExecAction {
-            // The probe user may only PING and has no password (`nopass` takes any); a shell for the pipe
-            // only, no secret passes through it.
-            command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                format!(
-                    "redis-cli -p {REDIS_PORT} --user {} --pass {PROBE_PASSWORD} --no-auth-warning ping | grep -q PONG",
-                    Role::Probe.user()
-                ),
-            ]),
-        }),
+        exec: Some(ExecAction { command: Some(vec!["sh".into(), "-c".into(), PROBE_COMMAND.into()]) }),
         initial_delay_seconds: Some(5),
         period_seconds: Some(period),
         timeout_seconds: Some(5),
@@ -307,7 +413,7 @@ mod tests {
         let c = container(Engine::Triggers, |_| {});
         assert_eq!(c["command"], json!([REDIS_STACK_SERVER]), "not the entrypoint script, which word-splits");
         let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
-        assert_eq!(args, server_args(Engine::Triggers));
+        assert_eq!(args, server_args(Engine::Triggers, Some(512 * MIB)));
         let modules: Vec<&str> = args.windows(2).filter(|w| w[0] == "--loadmodule").map(|w| w[1].as_str()).collect();
         assert_eq!(modules, ["/opt/redis-stack/lib/redistimeseries.so", "/opt/redis-stack/lib/redisgears.so"]);
         let gears = args.iter().position(|a| a.ends_with("redisgears.so")).unwrap();
@@ -343,17 +449,87 @@ mod tests {
     }
 
     #[test]
-    fn probes_log_in_as_the_probe_user() {
+    fn probes_need_no_user() {
+        assert!(PROBE_COMMAND.contains(&format!("-p {REDIS_PORT} ")));
         for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
             let c = container(engine, |_| {});
             for probe in ["readinessProbe", "livenessProbe"] {
                 let cmd = c[probe]["exec"]["command"][2].as_str().unwrap().to_string();
-                assert_eq!(
-                    cmd, "redis-cli -p 6379 --user popup-probe --pass probe --no-auth-warning ping | grep -q PONG",
-                    "{engine} {probe}"
-                );
+                assert_eq!(cmd, "redis-cli -p 6379 ping 2>&1 | grep -qE '^(PONG|NOAUTH)'", "{engine} {probe}");
+                assert!(!cmd.contains("--user") && !cmd.contains("--pass") && !cmd.contains("-a "), "{cmd}");
             }
         }
+    }
+
+    #[test]
+    fn quantities_read_as_kubernetes_writes_them() {
+        for (q, bytes) in [
+            ("512Mi", 512 * MIB),
+            ("1Gi", 1024 * MIB),
+            ("1.5Gi", 1536 * MIB),
+            ("128974848", 128_974_848),
+            ("129M", 129_000_000),
+            ("129e6", 129_000_000),
+            ("1k", 1000),
+            ("64Ki", 65_536),
+            ("1000m", 1),
+        ] {
+            assert_eq!(quantity_bytes(q), Some(bytes), "{q}");
+        }
+        for bad in ["", "lots", "-1Gi", "1Qi"] {
+            assert_eq!(quantity_bytes(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_limits_are_shares_of_the_container_limit() {
+        let m = MemoryLimits::for_container(512 * MIB);
+        assert_eq!(m.maxmemory, 375_809_638, "70%");
+        assert_eq!((m.output_hard, m.output_soft, m.output_soft_seconds), (32 * MIB, 16 * MIB, 10));
+        assert_eq!((m.max_bulk, m.query_buffer, m.clients), (8 * MIB, 16 * MIB, 64 * MIB));
+        // Small containers keep Redis' minimums; big ones stay under Redis' largest bulk.
+        let small = MemoryLimits::for_container(16 * MIB);
+        assert_eq!((small.max_bulk, small.query_buffer, small.output_hard), (MIB, MIB, MIB));
+        assert_eq!(MemoryLimits::for_container(1024 * 1024 * MIB).max_bulk, 512 * MIB);
+        // Everything Redis may hold at once stays under the limit: the data up to maxmemory (which counts the
+        // clients' buffers too) and what is not counted there (the fork, fragmentation) in the rest.
+        for limit in [128 * MIB, 512 * MIB, 4096 * MIB] {
+            let m = MemoryLimits::for_container(limit);
+            assert!(m.maxmemory < limit && m.clients < m.maxmemory && m.output_hard < m.clients, "{m:?}");
+            assert!(m.query_buffer >= m.max_bulk, "a whole bulk fits the query buffer: {m:?}");
+        }
+    }
+
+    #[test]
+    fn the_memory_settings_follow_the_container_limit() {
+        let arg = |args: &[String], name: &str| {
+            args.iter().position(|a| a == name).map(|i| args[i + 1..].iter().take(4).cloned().collect::<Vec<_>>())
+        };
+        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
+            let c = container(engine, |_| {});
+            let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+            assert_eq!(arg(&args, "--maxmemory").unwrap()[0], "375809638", "{engine}: 70% of the default 512Mi");
+            assert_eq!(arg(&args, "--maxmemory-policy").unwrap()[0], "noeviction");
+            assert_eq!(arg(&args, "--client-output-buffer-limit").unwrap(), ["normal", "33554432", "16777216", "10"]);
+            assert_eq!(arg(&args, "--maxmemory-clients").is_some(), engine != Engine::Gears, "{engine}: 7+ only");
+            let nodes = arg(&args, "--stream-node-max-entries").map(|v| v[0].clone());
+            assert_eq!(nodes.as_deref(), (engine == Engine::Native).then_some("16"), "{engine}");
+        }
+        let with = |limits: Option<&str>, requests: Option<&str>| {
+            let c = container(Engine::Native, |s| {
+                let map = |v: Option<&str>| v.map(|v| BTreeMap::from([("memory".to_string(), Quantity(v.into()))]));
+                s.redis.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                    limits: map(limits),
+                    requests: map(requests),
+                    ..Default::default()
+                });
+            });
+            let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+            arg(&args, "--maxmemory").map(|v| v[0].clone())
+        };
+        assert_eq!(with(Some("2Gi"), Some("1Gi")).as_deref(), Some("1503238553"), "70% of the limit");
+        assert_eq!(with(None, Some("1Gi")).as_deref(), Some("751619276"), "no limit: 70% of the request");
+        assert_eq!(with(None, None), None, "neither: Redis' defaults");
     }
 
     #[test]

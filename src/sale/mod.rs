@@ -14,6 +14,7 @@
 //! `simulator` (the load generator) and `watch` (following a sale as it happens). Nothing here imports
 //! the operator (`crd`, `render`, `controller`, ...) or the command line (`cli`); they import this.
 
+pub mod functions;
 pub mod gears;
 pub mod marker;
 pub mod native;
@@ -176,6 +177,18 @@ pub enum LoadOutcome {
     Reloaded { reason: String },
 }
 
+impl LoadOutcome {
+    /// Both parts of a load: reloaded when either was, loaded when either was, else already there.
+    pub fn and(self, other: LoadOutcome) -> LoadOutcome {
+        use LoadOutcome::*;
+        match (self, other) {
+            (Reloaded { reason }, _) | (_, Reloaded { reason }) => Reloaded { reason },
+            (Loaded, _) | (_, Loaded) => Loaded,
+            (AlreadyLoaded, AlreadyLoaded) => AlreadyLoaded,
+        }
+    }
+}
+
 /// The sale's numbers, as shown on the dashboard and in `PopUpStore.status`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -258,6 +271,11 @@ pub enum EngineError {
 
     #[error("{engine} engine: loading the scripts into Redis at {addr} failed: {detail}")]
     ScriptLoad { engine: EngineKind, addr: String, detail: String },
+
+    #[error(
+        "the script {name} is not loaded in Redis ({detail}): the operator loads it (again after a Redis restart that lost it) on its next reconcile; retrying until then"
+    )]
+    ScriptMissing { name: &'static str, detail: String },
 
     #[error("Redis command {command} failed: {source}")]
     Command {
@@ -534,7 +552,11 @@ pub(crate) async fn server_addr(conn: &mut impl RedisConn) -> String {
 ///   `ID popup-complete|popup-timeseries UPGRADE` is sent only for missing/different ones.
 /// - triggers: TFUNCTION LIST WITHCODE is compared with the library text; TFUNCTION LOAD REPLACE
 ///   only when missing/different.
-/// - native: only checks that RedisTimeSeries is loaded (the worker is a separate process).
+/// - native: the worker is a separate process; its scripts are loaded as below.
+///
+/// Then the scripts the engine's components call ([`functions::scripts_for`]) as Redis Functions
+/// (`FUNCTION LOAD REPLACE` when missing or different), or into the script cache on Redis 6.2: the
+/// components may only call them (see [`functions`]).
 pub async fn load_scripts(
     conn: &mut impl RedisConn,
     kind: EngineKind,
@@ -543,11 +565,18 @@ pub async fn load_scripts(
     let addr = server_addr(conn).await;
     let mods = module_list(conn).await?;
     require_modules(&addr, &mods, kind)?;
-    match kind {
-        EngineKind::Gears => gears::load(conn, &addr, settings).await,
-        EngineKind::Triggers => triggers::load(conn, &addr, settings).await,
-        EngineKind::Native => Ok(LoadOutcome::AlreadyLoaded),
-    }
+    let engine = match kind {
+        EngineKind::Gears => gears::load(conn, &addr, settings).await?,
+        EngineKind::Triggers => triggers::load(conn, &addr, settings).await?,
+        EngineKind::Native => LoadOutcome::AlreadyLoaded,
+    };
+    let scripts = functions::ensure(conn, functions::scripts_for(kind)).await.map_err(|e| match e {
+        EngineError::Command { command, source } => {
+            EngineError::ScriptLoad { engine: kind, addr: addr.clone(), detail: format!("{command}: {source}") }
+        }
+        other => other,
+    })?;
+    Ok(engine.and(scripts))
 }
 
 /// Read the sale's numbers (GET product, XLEN of the four queues) in one round trip.
@@ -649,16 +678,25 @@ pub fn is_canonical_i64(s: &str) -> bool {
 
 /// Write one TimeSeries sample per queue if an interval boundary has passed since the last sample
 /// (atomic: several callers in the same interval write once). Returns true when it wrote.
+///
+/// The sampler is the operator's function [`functions::SAMPLE`] (loaded by [`load_scripts`] for the
+/// native and triggers engines): without it, [`EngineError::ScriptMissing`].
 pub async fn sample_if_due(conn: &mut impl RedisConn, settings: &ProcessingSettings) -> Result<bool> {
-    let script = redis::Script::new(SAMPLE_LUA);
-    let mut inv = script.prepare_invoke();
-    inv.key(SAMPLE_LAST).key(SAMPLE_ADDED);
+    sample_with(&functions::Caller::new(), conn, settings).await
+}
+
+/// [`sample_if_due`] with a caller that remembers how this Redis runs scripts.
+pub async fn sample_with(
+    caller: &functions::Caller,
+    conn: &mut impl RedisConn,
+    settings: &ProcessingSettings,
+) -> Result<bool> {
+    let mut keys: Vec<String> = vec![SAMPLE_LAST.into(), SAMPLE_ADDED.into()];
     for q in QUEUES {
-        inv.key(q).key(ts_len_key(q)).key(ts_enqueue_key(q));
+        keys.extend([q.to_string(), ts_len_key(q), ts_enqueue_key(q)]);
     }
-    inv.arg(settings.interval_ms());
-    let wrote: i64 =
-        inv.invoke_async(conn).await.map_err(|e| EngineError::command("EVALSHA sample.lua (TS.ADD ts:*)", e))?;
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let wrote: i64 = caller.call(conn, &functions::SAMPLE, &keys, &[settings.interval_ms().to_string()]).await?;
     Ok(wrote == 1)
 }
 

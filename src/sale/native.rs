@@ -1,6 +1,7 @@
 //! `native` engine: our own worker (`popup-operator process`).
 //!
-//! - one atomic Lua script (`assets/native_apply.lua`) takes the oldest orders of `queue:orders`
+//! - one atomic Lua script (`assets/native_apply.lua`, the operator's function `popup_decide`, see
+//!   [`super::functions`]: the worker may only call it) takes the oldest orders of `queue:orders`
 //!   (up to [`ORDERS_PER_CALL`], in whole batches of `batchSize`), decides them and removes them,
 //!   so one round trip decides hundreds of orders and no order is ever held by a worker: nothing
 //!   to acknowledge, claim or redo when a worker dies, however many workers share the queue;
@@ -16,12 +17,13 @@ use redis::Value;
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
+use super::functions::{self, Caller};
 use super::{
     ENGINE_ERROR, ENGINE_ERROR_TTL, EngineError, EngineHealth, EngineKind, PRODUCT, ProcessingSettings, QUEUE_COMPLETE,
-    QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED, RedisConn, Result, WORKER_HEARTBEAT_PREFIX, sample_if_due,
+    QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_REJECTED, RedisConn, Result, WORKER_HEARTBEAT_PREFIX, sample_with,
 };
 
-/// The decision script.
+/// The decision script, loaded by the operator as [`functions::DECIDE`].
 pub const APPLY_LUA: &str = include_str!("assets/native_apply.lua");
 
 /// About how many orders one script call takes (rounded down to whole batches, at least one):
@@ -94,12 +96,12 @@ impl WorkerConfig {
 pub struct Worker {
     conn: ConnectionManager,
     cfg: WorkerConfig,
-    script: redis::Script,
+    caller: Caller,
 }
 
 impl Worker {
     pub fn new(conn: ConnectionManager, cfg: WorkerConfig) -> Self {
-        Worker { conn, cfg, script: redis::Script::new(APPLY_LUA) }
+        Worker { conn, cfg, caller: Caller::new() }
     }
 
     pub fn consumer(&self) -> &str {
@@ -108,18 +110,12 @@ impl Worker {
 
     /// One script call: take up to [`WorkerConfig::orders_per_call`] of the oldest orders, decide
     /// and remove them atomically. Returns what was decided (nothing when the queue is empty).
+    /// [`EngineError::ScriptMissing`] until the operator has loaded the function.
     pub async fn decide_waiting(&mut self) -> Result<BatchResult> {
-        let (completed, rejected): (u64, u64) = self
-            .script
-            .key(PRODUCT)
-            .key(QUEUE_CUSTOMERS)
-            .key(QUEUE_ORDERS)
-            .key(QUEUE_COMPLETE)
-            .key(QUEUE_REJECTED)
-            .arg(self.cfg.orders_per_call())
-            .invoke_async(&mut self.conn)
-            .await
-            .map_err(|e| EngineError::command("EVALSHA native_apply.lua", e))?;
+        let keys = [PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, QUEUE_COMPLETE, QUEUE_REJECTED];
+        let args = [self.cfg.orders_per_call().to_string()];
+        let (completed, rejected): (u64, u64) =
+            self.caller.call(&mut self.conn, &functions::DECIDE, &keys, &args).await?;
         Ok(BatchResult { completed, rejected })
     }
 
@@ -141,11 +137,15 @@ impl Worker {
     }
 
     /// Record a failed step where `sale` and the operator look (`popup:engine:error`, 5 min TTL).
-    /// Only errors Redis answered with count: a dropped connection is not the engine's fault.
+    /// Only errors Redis answered with count: a dropped connection is not the engine's fault, nor a
+    /// function the operator has not loaded yet (a stalled queue shows if it never does).
     async fn record_error(&mut self, e: &EngineError) {
         if let EngineError::Command { source, .. } = e
             && (source.is_io_error() || source.is_connection_dropped() || source.is_timeout())
         {
+            return;
+        }
+        if matches!(e, EngineError::ScriptMissing { .. }) {
             return;
         }
         let _: redis::RedisResult<Value> = redis::cmd("SET")
@@ -189,6 +189,7 @@ impl Worker {
         let full = u64::from(self.cfg.orders_per_call());
         let mut last_heartbeat: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
+        let mut waiting_for_functions = false;
         tracing::info!(consumer = %self.cfg.consumer, batch, per_call = full, "native worker started");
         while !*shutdown.borrow_and_update() {
             let step: Result<()> = async {
@@ -212,7 +213,23 @@ impl Worker {
             }
             .await;
             match step {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    if std::mem::take(&mut waiting_for_functions) {
+                        tracing::info!("the processor's functions are loaded; deciding orders again");
+                    }
+                }
+                Err(e @ EngineError::ScriptMissing { .. }) => {
+                    // Redis restarted without it: the operator loads it on its next reconcile. Wait,
+                    // checking once a second; the processor cannot load it itself.
+                    if !std::mem::replace(&mut waiting_for_functions, true) {
+                        tracing::warn!(error = %e, "waiting for the operator to load the processor's functions");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "worker step failed; retrying in {backoff:?}");
                     self.record_error(&e).await;
@@ -243,8 +260,9 @@ pub async fn sampler_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let interval = settings.interval_ms();
+    let caller = Caller::new();
     loop {
-        if let Err(e) = sample_if_due(&mut conn, &settings).await {
+        if let Err(e) = sample_with(&caller, &mut conn, &settings).await {
             tracing::warn!(error = %e, "TimeSeries sampling failed");
         }
         let now = std::time::SystemTime::now()

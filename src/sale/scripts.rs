@@ -27,6 +27,7 @@ pub fn files(kind: EngineKind, settings: &ProcessingSettings) -> BTreeMap<String
         }
         EngineKind::Native => {
             files.insert("native_apply.lua".into(), native::APPLY_LUA.into());
+            files.insert("sample.lua".into(), super::SAMPLE_LUA.into());
         }
     }
     files

@@ -29,10 +29,10 @@ use redis::Value;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use super::marker;
 use super::{
     EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, RedisConn, Result, SaleSnapshot, connect_manager, read_sale,
 };
+use super::{functions, marker};
 
 /// How to run the sale.
 #[derive(Debug, Clone, PartialEq)]
@@ -318,6 +318,9 @@ struct LinkShared {
     sent_log: String,
     /// The operator's sale this run joined (`SimulatorConfig::join`).
     join: Option<String>,
+    /// How a joined run calls the batch script the operator loaded (`functions::SEND_BATCH`); a run of
+    /// its own loads the script itself (`script`).
+    caller: functions::Caller,
     script: redis::Script,
     down: AtomicBool,
     reconnects: AtomicU64,
@@ -364,6 +367,7 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                 retry_for,
                 sent_log: format!("popup:simulator:{run_id:016x}"),
                 join,
+                caller: functions::Caller::new(),
                 script: redis::Script::new(SEND_BATCH_LUA),
                 down: AtomicBool::new(false),
                 reconnects: AtomicU64::new(0),
@@ -453,18 +457,42 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
             ids.truncate(batch.customers as usize);
             return Ok(Some(ids));
         }
-        let mut inv = s.script.prepare_invoke();
         let sale_key = s.join.as_deref().map_or_else(|| PRODUCT.to_string(), marker::join_key);
         // A joined run's log goes with the sale (the next start deletes it): its user may not expire keys.
         let ttl = if s.join.is_some() { 0 } else { SENT_LOG_TTL_MS };
-        inv.key(QUEUE_CUSTOMERS).key(QUEUE_ORDERS).key(&s.sent_log);
-        inv.arg(batch.number).arg(WINDOW).arg(ttl).arg(batch.first).arg(batch.customers).arg(sale_key);
+        let keys = [QUEUE_CUSTOMERS, QUEUE_ORDERS, s.sent_log.as_str()];
+        let mut args: Vec<String> = vec![
+            batch.number.to_string(),
+            WINDOW.to_string(),
+            ttl.to_string(),
+            batch.first.to_string(),
+            batch.customers.to_string(),
+            sale_key,
+        ];
         for (n, customer) in &batch.orders {
-            inv.arg(*n).arg(customer);
+            args.extend([n.to_string(), customer.clone()]);
         }
-        let inv = &inv;
+        let (keys, args) = (&keys, &args);
         let reply: Option<String> = self
-            .retrying("writing customers and orders", |mut c| async move { inv.invoke_async(&mut c).await })
+            .retrying("writing customers and orders", |mut c| async move {
+                if s.join.is_none() {
+                    let mut inv = s.script.prepare_invoke();
+                    for k in keys {
+                        inv.key(*k);
+                    }
+                    inv.arg(args);
+                    return inv.invoke_async(&mut c).await;
+                }
+                s.caller.call(&mut c, &functions::SEND_BATCH, keys, args).await.map_err(|e| match e {
+                    // Redis restarted and the operator has not loaded the script again yet: wait for it.
+                    EngineError::ScriptMissing { .. } => redis::RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+                        "the operator has not loaded the simulator's script yet",
+                        e.to_string(),
+                    )),
+                    other => as_redis_error("writing customers and orders", other),
+                })
+            })
             .await?;
         match reply {
             None => Ok(None),

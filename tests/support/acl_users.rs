@@ -41,7 +41,11 @@ impl Drop for Users {
 impl Users {
     /// New passwords for every user of a store of `engine`, the admin's being [`ADMIN_PASSWORD`].
     pub fn new(engine: Engine) -> Users {
-        let store = store(engine);
+        Users::with_store(store(engine))
+    }
+
+    /// New passwords for every user of `store`, the admin's being [`ADMIN_PASSWORD`].
+    pub fn with_store(store: ValidatedStore) -> Users {
         let creds = users::generated(&store, Some(ADMIN_PASSWORD));
         let dir = std::env::temp_dir().join(format!("popup-acl-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -64,7 +68,6 @@ impl Users {
     pub fn password(&self, role: Role) -> String {
         match role {
             Role::Admin => ADMIN_PASSWORD.into(),
-            Role::Probe => acl::PROBE_PASSWORD.into(),
             other => self.creds.password(other).into(),
         }
     }

@@ -81,8 +81,7 @@ local function never_arrived(id)
 end
 
 -- Orders mostly name the oldest waiting customers (they order in about the order they arrived):
--- read as many from the head of queue:customers, so those are found without a lookup each and
--- leave the queue by one trim.
+-- read as many from the head of queue:customers, so those are found without a lookup each.
 local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', #orders)
 local head_at, taken = {}, {}
 for i = 1, #head do head_at[head[i][1]] = i end
@@ -130,7 +129,9 @@ end
 -- The stock before any completion is recorded: if anything failed after it, the sale could
 -- undersell but never oversell. (Nothing can: the types are checked, the stock is an integer of at
 -- least `sold`, and once a script has written, Redis no longer refuses its writes for memory.)
-if sold > 0 then redis.call('DECRBY', KEYS[1], sold) end
+-- One DECR per unit: the processor's user may only take units one at a time (no DECRBY, which
+-- takes a negative amount as well, see docs/security.md).
+for _ = 1, sold do redis.call('DECR', KEYS[1]) end
 for i = 1, #orders do
   if reasons[i] then
     redis.call('XADD', KEYS[5], '*', 'order', orders[i][1], 'customer', customers[i], 'reason', reasons[i])
@@ -139,21 +140,20 @@ for i = 1, #orders do
   end
 end
 
--- Trimming a stream by its oldest n entries deletes whole listpack nodes at a time, far cheaper
--- than XDEL of each id. The orders taken are the oldest entries of queue:orders; of the head
--- customers taken, the leading run goes the same way and the others by id.
-local function trim_oldest(key, n)
-  if n > 0 then redis.call('XTRIM', key, 'MAXLEN', redis.call('XLEN', key) - n) end
+-- The orders taken and the head customers taken leave their queues by id (XDEL, up to 1000 ids a
+-- command): the processor's user may delete entries it names, not trim a queue (XTRIM MAXLEN 0
+-- would drop every waiting order at once).
+local function delete_ids(key, ids)
+  for first = 1, #ids, 1000 do
+    redis.call('XDEL', key, unpack(ids, first, math.min(first + 999, #ids)))
+  end
 end
-trim_oldest(KEYS[3], #orders)
-local run = 0
-while taken[run + 1] do run = run + 1 end
-trim_oldest(KEYS[2], run)
-local rest = {}
-for at = run + 1, #head do
-  if taken[at] then rest[#rest + 1] = head[at][1] end
+local order_ids = {}
+for i = 1, #orders do order_ids[i] = orders[i][1] end
+delete_ids(KEYS[3], order_ids)
+local customer_ids = {}
+for at = 1, #head do
+  if taken[at] then customer_ids[#customer_ids + 1] = head[at][1] end
 end
-for first = 1, #rest, 1000 do
-  redis.call('XDEL', KEYS[2], unpack(rest, first, math.min(first + 999, #rest)))
-end
+delete_ids(KEYS[2], customer_ids)
 return { sold, #orders - sold }
