@@ -694,3 +694,38 @@ async fn a_batch_whose_reply_was_lost_at_full_speed_is_not_sent_twice() {
     assert_eq!(assert_one_order_per_customer(&mut conn).await, 40_000);
     assert_no_write_log(&mut conn).await;
 }
+
+/// A simulator Job's pod can start before Redis is reachable from it (a NetworkPolicy engine admits a
+/// new pod's address a moment later; Redis may be restarting): its first connection is retried like
+/// any later one, and the run joins the operator's sale once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_connection_is_retried_until_redis_answers() {
+    let port = redis_server::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let child = simulate_at(&url, &["--join-sale", "late", "--customers", "20", "--reconnect-seconds", "30"]);
+    // Nothing listens yet; the simulator keeps trying.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server = RedisServer::start_on(port, &[]);
+    let mut conn = server.conn().await;
+    // What the operator does: its scripts, then the sale.
+    popup_operator::sale::functions::ensure(&mut conn, &[popup_operator::sale::functions::SEND_BATCH]).await.unwrap();
+    popup_operator::sale::marker::start(&mut conn, "late", 100).await.unwrap();
+    let run = parse(finish(child, Duration::from_secs(60)).await);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot reach Redis"), "it said it waited: {}", run.stderr);
+    assert_eq!(num(&run.summary, "customers"), 20, "{}", run.summary);
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 20);
+}
+
+/// A run for a sale Redis does not hold (lost, or replaced by a newer one) sends nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_for_a_sale_redis_does_not_hold_sends_nothing() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    popup_operator::sale::marker::start(&mut conn, "newer", 100).await.unwrap();
+    let out = finish(simulate(&server, &["--join-sale", "older", "--customers", "5"]), Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not hold sale older (no popup:sale:older key)"), "{stderr}");
+    assert_eq!(xlen(&mut conn, "queue:customers").await, 0);
+}

@@ -320,8 +320,12 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<()> {
     let resilience = Resilience { retry_for: Duration::from_secs(args.reconnect_seconds) };
     let addr = connection_info(&args.redis.url, args.redis.password.as_deref())?.1;
     if let Some(id) = &args.join_sale {
-        // The stock is the sale's: read it for the progress bar (the run checks the marker again).
-        let (mut conn, _) = connect(&args.redis.url, args.redis.password.as_deref()).await?;
+        // The stock is the sale's: read it for the progress bar (the run checks it again). Redis may not be
+        // reachable yet from a Job's new pod: wait for it as the run would.
+        let warn: simulator::Warn = std::sync::Arc::new(simulator::log_warning);
+        let (mut conn, _) =
+            simulator::first_connection(&args.redis.url, args.redis.password.as_deref(), resilience.retry_for, &warn)
+                .await?;
         cfg.stock = marker::joined_stock(&mut conn, id)
             .await?
             .ok_or_else(|| EngineError::Other(simulator::no_sale(&addr, id)))?;

@@ -199,9 +199,39 @@ pub async fn run_resilient(
     progress: impl FnMut(&Progress),
     warn: Warn,
 ) -> Result<SimulationSummary> {
-    let (conn, addr) = connect_manager(url, password).await?;
+    let (conn, addr) = first_connection(url, password, resilience.retry_for, &warn).await?;
     let link = Link::new(conn, addr, Some(resilience.retry_for), cfg.join.clone(), warn);
     simulate(link, cfg, progress).await
+}
+
+/// The first connection, retried like every later command for up to `retry_for` while Redis refuses
+/// or does not answer: a Job's pod may start before Redis is reachable from it (a NetworkPolicy engine
+/// admits a new pod's address a moment after it starts; Redis may be restarting). A wrong password or
+/// URL fails at once.
+pub async fn first_connection(
+    url: &str,
+    password: Option<&str>,
+    retry_for: Duration,
+    warn: &Warn,
+) -> Result<(redis::aio::ConnectionManager, String)> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut warned = false;
+    loop {
+        match connect_manager(url, password).await {
+            Err(EngineError::Connect { addr, source }) if started.elapsed() < retry_for => {
+                if !std::mem::replace(&mut warned, true) {
+                    warn(&format!(
+                        "cannot reach Redis at {addr} yet ({source}); retrying for up to {}s",
+                        retry_for.as_secs()
+                    ));
+                }
+                tokio::time::sleep(backoff.min(retry_for.saturating_sub(started.elapsed()))).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
 }
 
 // ---- batches ---------------------------------------------------------------------------------------
@@ -414,7 +444,16 @@ impl<C: RedisConn + Clone + Sync + 'static> Link<C> {
                     };
                     let since = *first_failure.get_or_insert_with(Instant::now);
                     if !s.down.swap(true, Ordering::Relaxed) {
-                        self.warn(&format!("lost Redis at {} ({e}); retrying for up to {}s", s.addr, limit.as_secs()));
+                        let what = if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain) {
+                            "waiting for"
+                        } else {
+                            "lost"
+                        };
+                        self.warn(&format!(
+                            "{what} Redis at {} ({e}); retrying for up to {}s",
+                            s.addr,
+                            limit.as_secs()
+                        ));
                     }
                     if since.elapsed() >= limit {
                         return Err(EngineError::Other(format!(
