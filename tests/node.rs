@@ -1,11 +1,15 @@
 //! The node tier: the user's whole path on a real single-node Kubernetes (`hack/local-cluster.sh`: kubelet,
-//! containerd, runc, CNI bridge, kube-proxy, CoreDNS) with the images `hack/images.sh` builds here.
+//! containerd, runc, CNI bridge, kube-proxy, CoreDNS, kube-router's firewall, local-path-provisioner) with the
+//! images `hack/images.sh` builds here.
 //!
 //! One scenario, in the order a user meets the product: `helm install` the chart with the local operator
-//! image; three stores (triggers, native, gears) whose Redis, processor and simulator pods really run;
-//! faults in the middle of the sales (the Redis server killed inside its container, a processor pod
-//! deleted, the processor's Redis password rotated); the exact end of each sale read from Redis itself; the operator pod replaced without a single
-//! write to unchanged children; every store deleted and garbage-collected; `helm uninstall`.
+//! image; four stores (triggers, native, gears, and a triggers store on a provisioned volume with its
+//! NetworkPolicies off) whose Redis, processor and simulator pods really run; faults in the middle of the
+//! sales (the Redis server killed inside its container, a processor pod deleted, the processor's Redis
+//! password rotated, the volume store's Redis pod deleted); the NetworkPolicies enforced by kube-router and
+//! proven with real connections from a pod in another namespace; the exact end of each sale read from Redis
+//! itself; the operator pod replaced without a single write to unchanged children; every store deleted and
+//! garbage-collected, the volume given back; `helm uninstall`.
 //!
 //! The gears store (the default engine) runs on `popup.local/redismod` (real RedisGears 1) with a managed
 //! Grafana on `popup.local/grafana` when `hack/images.sh` could build them from the real runtimes
