@@ -6,8 +6,8 @@
 #   bash hack/images.sh import --address SOCK --only pause     # just these (comma-separated keys)
 #   bash hack/images.sh pause-ref                      # the pause image's name, without building
 #
-# Options: --only KEYS (operator, redis-stack, redis, redismod, grafana, pause; default all: redismod and
-# grafana only when their runtimes are here, see below), --namespace NS for import
+# Options: --only KEYS (operator, redis-stack, redis, redismod, grafana, busybox, local-path, pause; default
+# all: redismod and grafana only when their runtimes are here, see below), --namespace NS for import
 # (default k8s.io, the CRI's namespace, so kubelet pods find the images with imagePullPolicy
 # IfNotPresent or Never).
 #
@@ -30,6 +30,12 @@
 #       entrypoint behaviour (arguments starting with `-` go to redis-server) plus TimeSeries loaded,
 #       standing in for Redis 8 (TimeSeries built in) for `engine: native`.
 #   popup.local/pause:1.0                             hack/images/pause.c, static, user 65535.
+#   popup.local/busybox:<busybox version>             Debian's busybox-static (/bin/busybox and every applet
+#       linked to it): the local-path provisioner's helper pods (they run its setup/teardown scripts with sh)
+#       and the node tier's network probe (nc). Runs as root unless the pod says otherwise, as upstream's.
+#   popup.local/local-path-provisioner:v<version>     the static local-path-provisioner that
+#       hack/cluster-addons.sh builds from its Go module, at /usr/bin/local-path-provisioner (upstream's path),
+#       command local-path-provisioner; the local cluster's default StorageClass runs it in a pod.
 #
 # Two more from the real runtimes that live outside the repository (fixtures, never copied into it),
 # built only when they are here: POPUP_REDISGEARS1 / POPUP_GRAFANA8 (a runtime's folder or tarball, as
@@ -44,13 +50,14 @@
 #
 # Output in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/images/: one <key>.tar (OCI archive) per image,
 # and images.env with POPUP_OPERATOR_IMAGE, POPUP_REDIS_STACK_IMAGE, POPUP_REDIS_IMAGE,
-# POPUP_PAUSE_IMAGE and, when built, POPUP_REDISMOD_IMAGE and POPUP_GRAFANA_IMAGE. Idempotent: the cargo build is incremental, layers are cached by the sha256 of
+# POPUP_PAUSE_IMAGE, POPUP_BUSYBOX_IMAGE, POPUP_LOCAL_PATH_IMAGE and, when built, POPUP_REDISMOD_IMAGE and
+# POPUP_GRAFANA_IMAGE. Idempotent: the cargo build is incremental, layers are cached by the sha256 of
 # their files, and an archive is rewritten only when its manifest changed. Logs go to stderr.
 #
 # Needs (installed when missing, as root on Debian): musl-tools (musl-gcc, for C in the operator's
 # dependencies and for pause), busybox-static, the rustup target x86_64-unknown-linux-musl, python3;
-# `ctr` (Debian containerd) for import; gcc (the placeholder modules of redismod). amd64 only, like the
-# redis-stack wheel.
+# `ctr` (Debian containerd) for import; gcc (the placeholder modules of redismod); Go for the provisioner
+# (hack/cluster-addons.sh). amd64 only, like the redis-stack wheel.
 #
 # Environment: POPUP_CACHE (cache root), CARGO_TARGET_DIR (default $HOME/.cache/popup-operator/target),
 # PYTHON (default python3), POPUP_REDISGEARS1, POPUP_GRAFANA8 (the runtimes, above).
@@ -65,7 +72,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/popup-operator/target}
 PYTHON="${PYTHON:-python3}"
 RUST_TARGET=x86_64-unknown-linux-musl
 PAUSE_REF=popup.local/pause:1.0
-ALL_KEYS=(operator redis-stack redis redismod grafana pause)
+ALL_KEYS=(operator redis-stack redis redismod grafana busybox local-path pause)
 # The usual PATH; the Redis images put /opt/redis-stack/bin in front of it, as upstream does.
 STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -534,6 +541,55 @@ EOF
   archive pause "$PAUSE_REF" "$st/entries" "$st/config.json"
 }
 
+# ---- busybox: the provisioner's helper pods and the node tier's probe ------------------------------------------
+build_busybox() {
+  local st="$STAGE/busybox" version
+  mkdir -p "$st"
+  find_busybox
+  version="$("$BUSYBOX" 2>&1 | sed -n '1s/^BusyBox v\([0-9][0-9.]*\).*/\1/p')"
+  [ -n "$version" ] || die "cannot read the version of $BUSYBOX"
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
+  printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$st/group"
+  {
+    busybox_entries
+    e_file etc/passwd 0644 0 0 "$st/passwd"
+    e_file etc/group 0644 0 0 "$st/group"
+    e_dir root 0700 0 0
+    e_dir tmp 1777 0 0
+  } >"$st/entries"
+  cat >"$st/config.json" <<EOF
+{
+  "Env": ["PATH=$STD_PATH"],
+  "Cmd": ["sh"],
+  "Labels": {"org.opencontainers.image.title": "busybox $version (popup.local, from Debian's busybox-static)"}
+}
+EOF
+  archive busybox "popup.local/busybox:$version" "$st/entries" "$st/config.json"
+}
+
+# ---- local-path-provisioner: the default StorageClass's provisioner ----------------------------------------------
+build_local_path() {
+  local st="$STAGE/local-path" bin version
+  mkdir -p "$st"
+  bin="$(bash "$HERE/cluster-addons.sh" | tail -n 1)" || die "hack/cluster-addons.sh failed"
+  version="$(cd "$bin" && ls .built-local-path-provisioner-v* 2>/dev/null | sed -n 's/^\.built-local-path-provisioner-//p' | head -n 1)"
+  [ -n "$version" ] && [ -x "$bin/local-path-provisioner" ] || die "no local-path-provisioner in $bin"
+  is_static "$bin/local-path-provisioner" || die "$bin/local-path-provisioner is not statically linked"
+  cp "$bin/local-path-provisioner" "$st/local-path-provisioner.new" && mv "$st/local-path-provisioner.new" "$st/local-path-provisioner"
+  {
+    e_file usr/bin/local-path-provisioner 0755 0 0 "$st/local-path-provisioner"
+    e_dir tmp 1777 0 0
+  } >"$st/entries"
+  cat >"$st/config.json" <<EOF
+{
+  "Env": ["PATH=$STD_PATH"],
+  "Cmd": ["local-path-provisioner"],
+  "Labels": {"org.opencontainers.image.title": "local-path-provisioner $version (popup.local, built from its Go module)"}
+}
+EOF
+  archive local-path "popup.local/local-path-provisioner:$version" "$st/entries" "$st/config.json"
+}
+
 # ---- build ------------------------------------------------------------------------------------------------
 started=$SECONDS
 want operator && build_operator
@@ -558,13 +614,16 @@ for spec in redismod:POPUP_REDISGEARS1:redisgears1:redis-server grafana:POPUP_GR
     rm -f "$OUT/$key.tar" "$OUT/$key.tar.stamp" "$OUT/$key.ref"
   fi
 done
+want busybox && build_busybox
+want local-path && build_local_path
 want pause && build_pause
 
 # images.env names every image whose archive is in the cache (after --only, the others from earlier runs).
 env_file="$OUT/images.env"
 {
   for pair in operator:POPUP_OPERATOR_IMAGE redis-stack:POPUP_REDIS_STACK_IMAGE redis:POPUP_REDIS_IMAGE \
-    redismod:POPUP_REDISMOD_IMAGE grafana:POPUP_GRAFANA_IMAGE pause:POPUP_PAUSE_IMAGE; do
+    redismod:POPUP_REDISMOD_IMAGE grafana:POPUP_GRAFANA_IMAGE busybox:POPUP_BUSYBOX_IMAGE \
+    local-path:POPUP_LOCAL_PATH_IMAGE pause:POPUP_PAUSE_IMAGE; do
     key="${pair%%:*}"
     if [ -f "$OUT/$key.tar" ] && [ -f "$OUT/$key.ref" ]; then echo "${pair#*:}=$(cat "$OUT/$key.ref")"; fi
   done

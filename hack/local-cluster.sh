@@ -8,9 +8,16 @@
 #
 # What runs (every process started here, its PID in $DIR/pids/, its log in $DIR/logs/):
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy (iptables mode) and
-#   CoreDNS (serving cluster.local only), all built by hack/control-plane.sh from Go modules; containerd, runc,
-#   the CNI plugins, iptables and conntrack from Debian's packages (installed here when missing). Images come
-#   from hack/images.sh (built here, imported into this containerd; nothing is pulled).
+#   CoreDNS (serving cluster.local only), all built by hack/control-plane.sh from Go modules; kube-router as
+#   the NetworkPolicy engine beside the bridge CNI (its firewall only: no BGP router, no service proxy),
+#   built by hack/cluster-addons.sh; containerd, runc, the CNI plugins, iptables, ipset and conntrack from
+#   Debian's packages (installed here when missing). Images come from hack/images.sh (built here, imported
+#   into this containerd; nothing is pulled).
+#
+# Storage: local-path-provisioner (the provisioner kind ships; hack/cluster-addons.sh builds it, hack/images.sh
+#   makes its image and its helper pods' busybox image) runs as a Deployment in namespace local-path-storage
+#   and serves the default StorageClass `standard` (WaitForFirstConsumer, reclaim Delete, like kind's). Volumes
+#   are directories under $DIR/local-path, so `down` removes them with the rest.
 #
 # Network: all traffic stays on this machine. The node is a bridge this script creates ($BRIDGE, $NODE_IP on
 #   $POD_CIDR); the API server, the kubelet and CoreDNS listen on that address, everything else on 127.0.0.1.
@@ -18,9 +25,10 @@
 #   only on $NODE_IP. No masquerading towards other interfaces: pods reach the node and each other, nothing
 #   else.
 #
-# Why one per machine: kube-proxy and kubelet own machine-wide iptables chains (KUBE-*), so a second node on
-#   the same machine would fight over them. `up` refuses when another local cluster, or any KUBE-/CNI- chain
-#   it did not create, is present.
+# Why one per machine: kube-proxy, kubelet and kube-router own machine-wide iptables chains (KUBE-*) and
+#   kube-router its ipsets (KUBE-SRC-*, KUBE-DST-*), so a second node on the same machine would fight over
+#   them. `up` refuses when another local cluster, any KUBE-/CNI- chain or any such ipset it did not create is
+#   present.
 #
 # Root on Linux only. cgroup v1 or v2 with the cgroupfs driver (no systemd needed).
 #
@@ -98,6 +106,7 @@ install_packages() {
     || missing+=(containernetworking-plugins)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v conntrack >/dev/null || missing+=(conntrack)
+  command -v ipset >/dev/null || missing+=(ipset)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v openssl >/dev/null || missing+=(openssl)
   if ((${#missing[@]})); then
@@ -111,7 +120,13 @@ install_packages() {
 # ---- certificates and credentials ---------------------------------------------------------------------
 make_pki() {
   local p="$DIR/pki"
-  [[ -f "$p/.done" ]] && return 0
+  if [[ -f "$p/.done" ]]; then
+    # A state directory from before kube-router: its identity is added (a running API server reads it at
+    # its next start).
+    grep -q ',system:kube-router,' "$p/tokens.csv" \
+      || echo "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'),system:kube-router,kube-router" >> "$p/tokens.csv"
+    return 0
+  fi
   mkdir -p "$p"
   (
     cd "$p"
@@ -141,6 +156,7 @@ make_pki() {
       echo "$(tok),system:node:$NODE_NAME,node,system:nodes"
       echo "$(tok),system:kube-proxy,proxy"
       echo "$(tok),system:coredns,coredns"
+      echo "$(tok),system:kube-router,kube-router"
     } > tokens.csv
     chmod 600 tokens.csv ./*.key
   )
@@ -171,10 +187,18 @@ EOF
 }
 
 # ---- network ---------------------------------------------------------------------------------------------
-# Chains that kubelet, kube-proxy and the CNI bridge plugin create.
+# Chains that kubelet, kube-proxy, kube-router and the CNI bridge plugin create.
 our_chains() { # table
   { iptables -t "$1" -S 2>/dev/null; ip6tables -t "$1" -S 2>/dev/null; } \
     | awk '$1 == "-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) { print $2 }' | sort -u
+}
+
+# The ipsets kube-router's firewall makes: KUBE-SRC-/KUBE-DST- + 16 base32 characters per policy, TMP- + 16
+# for the moment of an atomic swap, each with an "inet6:" prefix in its IPv6 twin (IPv6 is off here).
+KUBE_ROUTER_SETS='^(inet6:)?(KUBE-SRC-|KUBE-DST-|TMP-)[A-Z2-7]{16}$'
+kube_router_sets() {
+  command -v ipset >/dev/null || return 0
+  ipset list -n 2>/dev/null | grep -E "$KUBE_ROUTER_SETS" | sort -u || true
 }
 
 setup_network() {
@@ -395,10 +419,183 @@ EOF
     || { tail -20 "$DIR/logs/coredns.log" >&2; die "CoreDNS is not ready"; }
 }
 
+# kube-router as a host process, its NetworkPolicy firewall only (--run-router=false: no BGP, no routes;
+# --run-service-proxy=false: kube-proxy keeps Services). It reads pods, namespaces and policies with its own
+# identity and turns them into iptables chains (KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*) and ipsets.
+start_kube_router() {
+  "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "popup-local:kube-router"}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces, nodes, services, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "popup-local:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "popup-local:kube-router"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}
+EOF
+  kubeconfig_for system:kube-router "$DIR/kube-router.kubeconfig"
+  # What `down` may remove: the kube-router ipsets that were not there before (none, `up` made sure).
+  [[ -f "$DIR/ipsets.before" ]] || kube_router_sets > "$DIR/ipsets.before"
+  # No health or metrics listener (they would bind every interface); no CNI config or pod egress
+  # masquerade (the router's jobs, which stay off).
+  start kube-router "$ADDONS/kube-router" --kubeconfig="$DIR/kube-router.kubeconfig" \
+    --hostname-override="$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
+    --enable-cni=false --enable-pod-egress=false --health-port=0 --metrics-port=0 \
+    --service-cluster-ip-range="$SERVICE_CIDR" --v=1
+  # Its top-level chains exist once the firewall controller has started.
+  wait_for "kube-router's firewall chains" 60 bash -c \
+    "iptables -t filter -S KUBE-ROUTER-FORWARD && iptables -t filter -S KUBE-NWPLCY-DEFAULT" \
+    || { tail -20 "$DIR/logs/kube-router.log" >&2; die "kube-router did not set up its firewall"; }
+}
+
+# local-path-provisioner in a pod, the default StorageClass. Its manifest follows upstream's
+# deploy/local-path-storage.yaml (namespace, ServiceAccount, RBAC, ConfigMap, Deployment, StorageClass) with
+# the local images, the volumes' root under $DIR and kind's class name.
+apply_storage() {
+  local provisioner busybox
+  provisioner="$(sed -n 's/^POPUP_LOCAL_PATH_IMAGE=//p' "$DIR/images.env")"
+  busybox="$(sed -n 's/^POPUP_BUSYBOX_IMAGE=//p' "$DIR/images.env")"
+  [[ -n "$provisioner" && -n "$busybox" ]] || die "images.env names no POPUP_LOCAL_PATH_IMAGE or POPUP_BUSYBOX_IMAGE"
+  mkdir -p "$DIR/local-path"
+  "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: local-path-storage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-provisioner-service-account, namespace: local-path-storage}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: local-path-provisioner-role, namespace: local-path-storage}
+rules:
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: local-path-provisioner-role}
+rules:
+- apiGroups: [""]
+  resources: [nodes, persistentvolumeclaims, configmaps, pods, pods/log]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [persistentvolumes]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [storage.k8s.io]
+  resources: [storageclasses]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: local-path-provisioner-bind, namespace: local-path-storage}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-path-provisioner-role}
+subjects:
+- {kind: ServiceAccount, name: local-path-provisioner-service-account, namespace: local-path-storage}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: local-path-provisioner-bind}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-path-provisioner-role}
+subjects:
+- {kind: ServiceAccount, name: local-path-provisioner-service-account, namespace: local-path-storage}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: local-path-storage}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$DIR/local-path"]}]}
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: helper-pod
+    spec:
+      priorityClassName: system-node-critical
+      containers:
+      - name: helper-pod
+        image: $busybox
+        imagePullPolicy: Never
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: local-path-provisioner, namespace: local-path-storage}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: local-path-provisioner}}
+  template:
+    metadata: {labels: {app: local-path-provisioner}}
+    spec:
+      serviceAccountName: local-path-provisioner-service-account
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: local-path-provisioner
+        image: $provisioner
+        imagePullPolicy: Never
+        command: [local-path-provisioner, --debug, start, --config, /etc/config/config.json]
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+        volumeMounts:
+        - {name: config-volume, mountPath: /etc/config/}
+        env:
+        - name: POD_NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        - {name: CONFIG_MOUNT_PATH, value: /etc/config/}
+      volumes:
+      - name: config-volume
+        configMap: {name: local-path-config}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+EOF
+}
+
+wait_for_storage() {
+  wait_for "the local-path provisioner to be available" 120 "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" \
+    -n local-path-storage wait --for=condition=Available --timeout=1s deployment/local-path-provisioner \
+    || { "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" -n local-path-storage describe pods >&2 || true
+         die "the local-path provisioner did not start"; }
+}
+
 # ---- commands --------------------------------------------------------------------------------------------
 cmd_up() {
   install_packages
   BIN="$(bash "$HERE/control-plane.sh" | tail -n 1)"
+  ADDONS="$(bash "$HERE/cluster-addons.sh" | tail -n 1)"
   # A marker whose directory is gone is left from a cluster that was removed by hand.
   if [[ -f "$MARKER" && ! -d "$(cat "$MARKER")" ]]; then rm -f "$MARKER"; fi
   if [[ -f "$MARKER" && "$(cat "$MARKER")" != "$DIR" ]]; then
@@ -408,6 +605,8 @@ cmd_up() {
     local foreign
     foreign="$( { our_chains filter; our_chains nat; our_chains mangle; } | sort -u | tr '\n' ' ')"
     [[ -z "$foreign" ]] || die "iptables already has Kubernetes/CNI chains ($foreign); another node seems to run on this machine"
+    foreign="$(kube_router_sets | tr '\n' ' ')"
+    [[ -z "$foreign" ]] || die "ipset already has kube-router's sets ($foreign); another node seems to run on this machine"
   fi
   mkdir -p "$DIR/pids" "$DIR/logs"
   # A `down` while this is still starting things (a test killed mid-way) stops this script first.
@@ -427,7 +626,11 @@ cmd_up() {
   bash "$HERE/images.sh" import --address "$DIR/containerd/containerd.sock" >/dev/null
   start_control_plane
   start_coredns
+  # Applied before the node is Ready, so that its pod starts as soon as the node can take it.
+  apply_storage
   start_node
+  start_kube_router
+  wait_for_storage
   log "up: node $NODE_NAME Ready at $NODE_IP; kubectl --kubeconfig $DIR/admin.kubeconfig get nodes"
   rm -f "$DIR/pids/up.pid"
   echo "$DIR/admin.kubeconfig"
@@ -459,7 +662,7 @@ cmd_down() {
     wait_for "the kubelet to stop every pod" 60 \
       bash -c "! ctr -a '$sock' -n k8s.io tasks ls 2>/dev/null | grep -q RUNNING" || true
   fi
-  for c in kube-proxy kubelet coredns kube-apiserver etcd; do stop "$c"; done
+  for c in kube-router kube-proxy kubelet coredns kube-apiserver etcd; do stop "$c"; done
   # ... and remove what is left in containerd by hand.
   if running containerd; then
     local t
@@ -505,6 +708,15 @@ cmd_down() {
       done
     done
   done
+  # kube-router's ipsets, once no rule uses them any more: the ones named like its own that were not there
+  # before it started.
+  if command -v ipset >/dev/null; then
+    local set
+    for set in $(kube_router_sets); do
+      grep -qxF -- "$set" "$DIR/ipsets.before" 2>/dev/null && continue
+      ipset destroy "$set" 2>/dev/null || log "could not destroy ipset $set"
+    done
+  fi
   if [[ -f "$DIR/run-containerd" ]]; then rm -rf /run/containerd; fi
   if [[ -f "$DIR/bridge" ]]; then ip link del "$BRIDGE" 2>/dev/null || true; rm -f "$DIR/bridge"; fi
   if [[ -f "$DIR/sysctl.saved" ]]; then
@@ -522,7 +734,7 @@ cmd_kubeconfig() {
 
 cmd_status() {
   local c
-  for c in containerd etcd kube-apiserver kube-controller-manager kube-scheduler coredns kubelet kube-proxy; do
+  for c in containerd etcd kube-apiserver kube-controller-manager kube-scheduler coredns kubelet kube-proxy kube-router; do
     if running "$c"; then echo "$c: running (pid $(cat "$(pidfile "$c")"))"; else echo "$c: stopped"; fi
   done
 }
