@@ -1123,7 +1123,22 @@ async fn a_users_whole_path_on_a_real_node() {
 
     // ---- 4. a new operator pod writes nothing to unchanged children -------------------------------------------
     step("replacing the operator pod");
-    let before = operator_writes(&client).await;
+    // The pod of the upgrade (step 3), once its writes have settled: two looks a second apart agree.
+    let operator_pod = wait_for("the one Ready operator pod", Duration::from_secs(120), || async {
+        let pods = operator_pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        match pods.as_slice() {
+            [one] if pod_ready(one) => Ok(one.clone()),
+            other => Err(format!("{} operator pods", other.len())),
+        }
+    })
+    .await;
+    let before = wait_for("the operator's writes to settle", Duration::from_secs(60), || async {
+        let first = operator_writes(&client).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let second = operator_writes(&client).await;
+        if first == second { Ok(second) } else { Err("still writing".to_string()) }
+    })
+    .await;
     operator_pods
         .delete(&operator_pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
         .await
