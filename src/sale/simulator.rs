@@ -199,7 +199,10 @@ pub async fn run_resilient(
     progress: impl FnMut(&Progress),
     warn: Warn,
 ) -> Result<SimulationSummary> {
-    let (conn, addr) = first_connection(url, password, resilience.retry_for, &warn).await?;
+    // A Job's pod may start before Redis is reachable from it; a person who typed a wrong address wants
+    // to hear it at once.
+    let first_wait = if cfg.join.is_some() { resilience.retry_for } else { Duration::ZERO };
+    let (conn, addr) = first_connection(url, password, first_wait, &warn).await?;
     let link = Link::new(conn, addr, Some(resilience.retry_for), cfg.join.clone(), warn);
     simulate(link, cfg, progress).await
 }
