@@ -535,6 +535,41 @@ async fn lost_sale_and_a_fresh_one_through_an_upgrade(cluster: &LocalCluster, cl
     assert_eq!(redis_restarts(client, ns).await, restarts_before, "the upgrade restarted Redis");
     assert_eq!(job_names().await, [format!("shop-simulator-{fresh}")], "no second simulator Job");
     step("native: the fresh sale ended exactly through the upgrade; Redis not restarted, one simulator Job");
+
+    // A third sale, lost in its middle: its running Job stops when Redis comes back without it, and the
+    // store quotes why, from the Job's pod (the simulator's termination message).
+    cluster.kubectl(&["-n", ns, "patch", "popupstore", "shop", "--type", "merge", "-p", r#"{"spec":{"saleRun":2}}"#]);
+    let third = wait_for("a third sale to start", Duration::from_secs(120), || async {
+        let s = stores.get("shop").await.map_err(|e| e.to_string())?;
+        match s.status.as_ref().and_then(|st| st.started_sale.clone()) {
+            Some(t) if t.id != fresh && t.id != lost_id => Ok(t.id),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_for_progress(client, ns, "shop", 5).await;
+    step(&format!("native: kubectl delete pod shop-redis-0 in the middle of sale {third}"));
+    cluster.kubectl(&["-n", ns, "delete", "pod", "shop-redis-0", "--wait=false"]);
+    let job = format!("shop-simulator-{third}");
+    let said = wait_for("SimulationComplete=False quoting the Job's cause", Duration::from_secs(180), || async {
+        let s = stores.get("shop").await.map_err(|e| e.to_string())?;
+        match (condition(&s, status::SIMULATION_COMPLETE), condition(&s, status::SALE_INTACT)) {
+            (Some((sim, reason, message)), Some((intact, lost, _)))
+                if sim == "False"
+                    && reason == status::reason::FAILED
+                    && intact == "False"
+                    && lost == status::reason::SALE_LOST =>
+            {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(said.starts_with(&format!("simulator Job {job} failed: ")), "{said}");
+    assert!(said.contains(&format!("no longer holds sale {third}")), "the simulator's own words: {said}");
+    assert!(said.contains("exit code 1"), "{said}");
+    step(&format!("native: {said}"));
 }
 
 /// The gears store on the real runtimes' images: the default engine sells out exactly in its pod; with
