@@ -462,15 +462,16 @@ async fn lost_sale_and_a_fresh_one_through_an_upgrade(cluster: &LocalCluster, cl
     .await;
     assert!(message.contains(&format!("Redis no longer holds sale {lost_id}")), "{message}");
     assert!(message.contains(r#"'{"spec":{"saleRun":1}}'"#), "the message names the way out: {message}");
+    // The Event follows the status write that made the condition False.
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
-    let warned = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("SaleIntactFalse"));
-    assert!(warned, "a Warning Event SaleIntactFalse");
+    wait_for("a Warning Event SaleIntactFalse", Duration::from_secs(60), || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        let warned = list
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("SaleIntactFalse"));
+        if warned { Ok(()) } else { Err(format!("{} events, none of them SaleIntactFalse", list.len())) }
+    })
+    .await;
     let mut con = redis_of(client, ns, "shop").await.unwrap();
     let product: Option<i64> = redis::cmd("GET").arg("product").query_async(&mut con).await.unwrap();
     assert_eq!(product, None, "the operator did not put the stock back by itself");
