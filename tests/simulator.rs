@@ -700,17 +700,19 @@ async fn a_batch_whose_reply_was_lost_at_full_speed_is_not_sent_twice() {
 /// any later one, and the run joins the operator's sale once Redis answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_connection_is_retried_until_redis_answers() {
+    // Redis with the operator's scripts and sale, not reachable yet at the address the simulator is given.
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    popup_operator::sale::functions::ensure(&mut conn, &[popup_operator::sale::functions::SEND_BATCH]).await.unwrap();
+    popup_operator::sale::marker::start(&mut conn, "late", 100).await.unwrap();
     let port = redis_server::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let child = simulate_at(&url, &["--join-sale", "late", "--customers", "20", "--reconnect-seconds", "30"]);
-    // Nothing listens yet; the simulator keeps trying.
+    // Nothing listens there yet; the simulator keeps trying. Then the address starts to lead to Redis.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let server = RedisServer::start_on(port, &[]);
-    let mut conn = server.conn().await;
-    // What the operator does: its scripts, then the sale.
-    popup_operator::sale::functions::ensure(&mut conn, &[popup_operator::sale::functions::SEND_BATCH]).await.unwrap();
-    popup_operator::sale::marker::start(&mut conn, "late", 100).await.unwrap();
+    let forward = forward(port, server.port).await;
     let run = parse(finish(child, Duration::from_secs(60)).await);
+    forward.abort();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("cannot reach Redis"), "it said it waited: {}", run.stderr);
     assert_eq!(num(&run.summary, "customers"), 20, "{}", run.summary);
@@ -728,4 +730,18 @@ async fn a_run_for_a_sale_redis_does_not_hold_sends_nothing() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("does not hold sale older (no popup:sale:older key)"), "{stderr}");
     assert_eq!(xlen(&mut conn, "queue:customers").await, 0);
+}
+
+/// Connections to `from` (on loopback) carried to `to`, until the task is aborted.
+async fn forward(from: u16, to: u16) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", from)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
 }
