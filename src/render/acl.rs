@@ -5,7 +5,7 @@
 //! | `default` | people and tools with the admin password (`<store>-redis` or `spec.redis.passwordSecretRef`) | everything |
 //! | `popup-operator` | the operator: users, scripts, the sale in the status | everything |
 //! | `popup-grafana` | the dashboard's datasource | `GET`, `XLEN`, `TS.RANGE` on `product`, `queue:*`, `ts:*`; `PING` |
-//! | `popup-simulator` | the simulator Job | what `simulate --reset` writes and reads |
+//! | `popup-simulator` | the simulator Job | what `simulate --join-sale` writes and reads: customers and orders, through the operator's script |
 //! | `popup-processor` | the native processor | `FCALL` of the operator's functions and what they run, each write on its keys |
 //!
 //! No user is `nopass`: the kubelet's probes log in as nobody (Redis' `NOAUTH` answer shows it is up,

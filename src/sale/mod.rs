@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 // ---- keys of the contract -----------------------------------------------------------------------
 
-/// String counter: units left. Set to the stock by the simulator.
+/// String counter: units left. Set to the stock when a sale starts (`marker::start`; `simulate --reset` by hand).
 pub const PRODUCT: &str = "product";
 /// Stream of arrived customers, field `id`. An entry is removed once the customer's order is decided.
 pub const QUEUE_CUSTOMERS: &str = "queue:customers";
