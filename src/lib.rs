@@ -9,16 +9,20 @@
 //!   come in as data); `apply` writes them with server-side apply; `status` turns observations into
 //!   conditions (pure); `controller` wires validate → build → apply → observe → status together and is
 //!   where the operator meets the sale (`controller::sale_bridge`); `telemetry` logs and serves metrics;
+//! - `dashboard`: the Grafana dashboard's panels (grafana/popup-store.json) and their queries, which
+//!   Grafana gets provisioned and the terminal dashboard draws (`cli::dashboard_view`);
 //! - `cli`: both halves' subcommands, their clap arguments and their output;
 //! - `yaml`: YAML output that every Kubernetes reader takes the same way (the CRD, `render`).
 //!
 //! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
-//! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale.
+//! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale;
+//! `dashboard` imports nothing of the crate (both `render` and `cli` use it).
 
 pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod dashboard;
 pub mod render;
 pub mod sale;
 pub mod status;

@@ -3,8 +3,10 @@
 //! operator's (`controller`, `render`, `crd`) or the sale's (`sale`); this module may import both.
 //!
 //! - [`operator_commands`]: `run`, `crd`, `render`;
-//! - [`sale_commands`]: `load`, `process`, `simulate`, `sale` (views: `simulate_view`, [`watch_view`]).
+//! - [`sale_commands`]: `load`, `process`, `simulate`, `sale` (views: `simulate_view`, [`watch_view`]),
+//!   `dashboard` ([`dashboard_view`]).
 
+pub mod dashboard_view;
 pub mod operator_commands;
 pub mod sale_commands;
 mod simulate_view;
@@ -17,7 +19,9 @@ use clap::{Parser, Subcommand};
 use crate::sale::EngineError;
 use crate::telemetry::{self, LogFormat};
 use operator_commands::{RenderArgs, RunArgs, render_file, run};
-use sale_commands::{LoadArgs, ProcessArgs, SaleArgs, SimulateArgs, run_load, run_process, run_sale, run_simulate};
+use sale_commands::{
+    DashboardArgs, LoadArgs, ProcessArgs, SaleArgs, SimulateArgs, run_load, run_process, run_sale, run_simulate,
+};
 
 /// Kubernetes operator that turns a PopUpStore resource into a live flash-sale demo:
 /// Redis with a processing engine, a Grafana dashboard and a load simulator.
@@ -47,6 +51,18 @@ enum Command {
     /// Print the sale's numbers, as the operator puts them into the status (--json for machines),
     /// or follow them live until the sale is over (--watch).
     Sale(SaleArgs),
+    /// Show the sale full screen: the store's Grafana dashboard, in the terminal.
+    ///
+    /// The same panels as Grafana, from the same queries on the same keys (GET product, XLEN queue:*,
+    /// TS.RANGE ts:*), redrawn live: stat tiles (Product Available or SOLD OUT, Percent Sold, Customers
+    /// Ordering, Orders Processing, Orders Completed, Orders Rejected) and charts over a time window
+    /// (Customers Overflow, Customers Ordering, Orders In Queue, Completed Flow, Throughput, Rejected
+    /// Flow, Backlog). The store's read-only Grafana user is enough. When Redis goes away the last
+    /// numbers stay on screen and it keeps retrying.
+    ///
+    /// Keys: ←/→ (or -/+) change the time window; q, Esc or Ctrl-C quit and give the terminal back.
+    /// Needs a terminal: elsewhere (a pipe, CI) use `sale --watch` or `sale --json`.
+    Dashboard(DashboardArgs),
 }
 
 /// Parses the command line, runs the subcommand, and turns its outcome into the exit code (after
@@ -64,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Process(args) => engine_main(run_process(args)),
         Command::Simulate(args) => engine_main(run_simulate(args)),
         Command::Sale(args) => engine_main(run_sale(args)),
+        Command::Dashboard(args) => dashboard_main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,7 +109,8 @@ fn write_termination_message(message: &str) {
     }
 }
 
-/// A failed command: what to print, and the exit code (3 = gave up waiting, 1 = anything else).
+/// A failed command: what to print, and the exit code (2 = cannot run here, 3 = gave up waiting,
+/// 1 = anything else).
 struct Failure {
     message: String,
     code: u8,
@@ -114,6 +132,15 @@ fn engine_main<F: std::future::Future<Output = Result<(), EngineError>>>(f: F) -
         code: if matches!(e, EngineError::Timeout { .. }) { 3 } else { 1 },
         message: e.to_string(),
     })
+}
+
+/// The dashboard's failures: no terminal is a usage error (exit code 2, like clap's), the rest 1.
+fn dashboard_main(args: DashboardArgs) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return Err(Failure { message: dashboard_view::not_a_terminal(), code: 2 });
+    }
+    tokio_main(dashboard_view::run(args)).map_err(Failure::from)
 }
 
 fn tokio_main<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {

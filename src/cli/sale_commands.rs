@@ -246,6 +246,29 @@ pub struct SaleArgs {
     pub interval_millis: u64,
 }
 
+/// The charts' time windows of `dashboard` (`--window`, and ←/→ while it runs).
+pub const WINDOWS: [(&str, i64); 5] =
+    [("1m", 60_000), ("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000), ("6h", 21_600_000)];
+
+fn window(s: &str) -> std::result::Result<usize, String> {
+    WINDOWS.iter().position(|(name, _)| *name == s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = WINDOWS.iter().map(|(n, _)| *n).collect();
+        format!("must be one of {}", names.join(", "))
+    })
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// How often to read Redis and redraw (ms, 10–60000).
+    #[arg(long, default_value_t = 500, value_parser = watch_interval, allow_negative_numbers = true)]
+    pub interval_millis: u64,
+    /// The charts' time window at start: 1m, 5m, 15m, 1h or 6h (←/→ change it while it runs).
+    #[arg(long = "window", default_value = "5m", value_parser = window)]
+    pub window: usize,
+}
+
 pub async fn run_load(args: LoadArgs) -> Result<()> {
     let settings = args.settings.settings()?;
     let (mut conn, addr) = args.redis.connect().await?;

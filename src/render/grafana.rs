@@ -32,7 +32,7 @@ pub const ADMIN_USER: &str = "admin";
 /// Key of the admin password in `<store>-grafana`.
 pub const ADMIN_PASSWORD_KEY: &str = "admin-password";
 /// The dashboard shipped with the operator; [`dashboard_json`] gives each store its own copy.
-pub const DASHBOARD_JSON: &str = include_str!("../../grafana/popup-store.json");
+pub const DASHBOARD_JSON: &str = crate::dashboard::panels::GRAFANA_DASHBOARD;
 pub const DASHBOARD_FILE: &str = "popup-store.json";
 const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards/popup";
 

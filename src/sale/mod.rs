@@ -341,6 +341,19 @@ pub fn redact(url: &str) -> String {
 /// [`EngineError::Connect`] / [`EngineError::Auth`]. Returns the connection and `host:port`.
 pub async fn connect(url: &str, password: Option<&str>) -> Result<(MultiplexedConnection, String)> {
     let (info, addr) = connection_info(url, password)?;
+    connect_to(url, info, addr).await
+}
+
+/// Like [`connect`], for a client that only reads (the terminal dashboard, e.g. as `popup-grafana`):
+/// without the library's `CLIENT SETINFO`, which such a user may not send and Redis would log as
+/// refused.
+pub async fn connect_reader(url: &str, password: Option<&str>) -> Result<(MultiplexedConnection, String)> {
+    let (info, addr) = connection_info(url, password)?;
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    connect_to(url, info.set_redis_settings(settings), addr).await
+}
+
+async fn connect_to(url: &str, info: redis::ConnectionInfo, addr: String) -> Result<(MultiplexedConnection, String)> {
     let client =
         redis::Client::open(info).map_err(|e| EngineError::InvalidUrl { url: redact(url), reason: e.to_string() })?;
     let config = redis::AsyncConnectionConfig::new()
