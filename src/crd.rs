@@ -509,6 +509,12 @@ pub struct SimulatorSpec {
     )]
     #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Hold the customers back: the operator starts the sale (stock set, queues empty) but creates the
+    /// simulator Job only once this is false again, so that a viewer can watch from the first
+    /// customer on (hack/demo.sh does this). A Job that already runs goes on. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
 }
 
 impl Default for SimulatorSpec {
@@ -520,6 +526,7 @@ impl Default for SimulatorSpec {
             max_order_delay_millis: default_max_order_delay(),
             rate_per_second: None,
             resources: None,
+            hold: false,
         }
     }
 }

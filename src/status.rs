@@ -65,6 +65,7 @@ pub mod reason {
     // SimulationComplete (`workload::Simulation`; also `RUNNING`).
     pub const WAITING_FOR_SCRIPTS: &str = "WaitingForScripts";
     pub const WAITING_FOR_SALE: &str = "WaitingForSale";
+    pub const HELD: &str = "Held";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
     // Ready.
@@ -79,6 +80,7 @@ pub mod reason {
         WAITING_FOR_REDIS,
         WAITING_FOR_SCRIPTS,
         WAITING_FOR_SALE,
+        HELD,
         RUNNING,
         DISABLED,
         COMPONENTS_NOT_READY,

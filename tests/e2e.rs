@@ -505,6 +505,36 @@ async fn invalid_stores_are_rejected_by_the_api_server_naming_the_field() {
     patch_store(&env, "fixed", json!({"spec": {"stock": 42}})).await;
 }
 
+/// `spec.simulator.hold`: the sale is started (stock set, Ready) and no Job is created until the
+/// hold is lifted; then one Job for that same sale, with no restock.
+#[tokio::test]
+async fn a_held_sale_starts_its_job_once_released() {
+    let (env, id) = setup("hold").await;
+    let redis = Arc::new(FakeRedis::default());
+    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let spec = json!({"grafana": {"enabled": false}, "stock": 300, "simulator": {"hold": true}});
+    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", spec)).unwrap()).await;
+    bring_up(&env, "shop", false).await;
+    let s = wait_condition(&env, "shop", status::SIMULATION_COMPLETE, "False", Some(reason::HELD)).await;
+    let st = s.status.clone().unwrap();
+    assert_eq!(condition(&s, status::READY).unwrap().status, "True", "a held store is Ready: {}", describe(&s));
+    assert_eq!(condition(&s, status::SALE_INTACT).unwrap().status, "True");
+    assert_eq!(st.sale.as_ref().and_then(|n| n.available), Some(300), "the stock is set before the customers come");
+    let sale = st.started_sale.clone().expect("the held sale is started");
+    assert!(st.simulator_job.is_none() && simulator_jobs(&env, "shop").await.is_empty(), "no Job while held");
+    let message = &condition(&s, status::SIMULATION_COMPLETE).unwrap().message;
+    assert!(message.contains(&format!("kubectl -n {} patch popupstore shop", env.ns)), "{message}");
+
+    patch_store(&env, "shop", json!({"spec": {"simulator": {"hold": false}}})).await;
+    let s = wait_condition(&env, "shop", status::SIMULATION_COMPLETE, "False", Some(reason::RUNNING)).await;
+    let job = support::store::the_only_job(&env, &s).await;
+    let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+    let joined = args.iter().position(|a| a == "--join-sale").map(|i| args[i + 1].clone());
+    assert_eq!(joined.as_deref(), Some(sale.id.as_str()), "the Job joins the held sale: {args:?}");
+    assert_eq!(s.status.unwrap().started_sale.map(|m| m.nonce), Some(sale.nonce), "the same sale, not a restock");
+    op.kill().await;
+}
+
 #[tokio::test]
 async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     let (env, id) = setup("update").await;

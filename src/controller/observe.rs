@@ -264,8 +264,9 @@ async fn managed_grafana(
 }
 
 /// Creates the simulator Job once the scripts are loaded and its sale started (`waiting` says what it
-/// still waits for), removes Jobs of older settings, reports progress. A Job that ran for a sale Redis
-/// has lost is reported, never created again: it would only fail.
+/// still waits for) and its customers are not held back, removes Jobs of older settings, reports
+/// progress. A Job that ran for a sale Redis has lost is reported, never created again: it would only
+/// fail. A Job that exists when the store holds its customers back goes on.
 async fn simulator(
     ctx: &Context,
     store: &PopUpStore,
@@ -274,10 +275,13 @@ async fn simulator(
     waiting: Option<Simulation>,
 ) -> Result<Simulation> {
     let Some(job) = job else { return Ok(Simulation::Disabled) };
+    let waiting = match waiting {
+        Some(Simulation::WaitingForSale) => Some(Simulation::WaitingForSale),
+        Some(other) => return Ok(other),
+        None if validated.spec.simulator.hold => Some(Simulation::Held { store: validated.names.store.clone() }),
+        None => None,
+    };
     if let Some(waiting) = waiting {
-        if waiting != Simulation::WaitingForSale {
-            return Ok(waiting);
-        }
         let live = match cache::seen(&ctx.cache.jobs, &job) {
             apply::Seen::Live(live) => Some(Arc::unwrap_or_clone(live)),
             apply::Seen::Absent => None,

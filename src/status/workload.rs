@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::Check;
 use super::reason::{
-    AVAILABLE, CONTAINER_ERROR, DISABLED, FAILED, IMAGE_UNAVAILABLE, REDIS_CRASHING, RUNNING, SIDECAR, STARTING,
+    AVAILABLE, CONTAINER_ERROR, DISABLED, FAILED, HELD, IMAGE_UNAVAILABLE, REDIS_CRASHING, RUNNING, SIDECAR, STARTING,
     SUCCEEDED, UNAVAILABLE, UNSCHEDULABLE, WAITING_FOR_SALE, WAITING_FOR_SCRIPTS,
 };
 use crate::crd::Engine;
@@ -146,6 +146,10 @@ pub enum Simulation {
     WaitingForScripts,
     /// The Job is created once its sale is started (not while Redis has lost it).
     WaitingForSale,
+    /// The sale is started and its customers held back (`spec.simulator.hold`): no Job yet.
+    Held {
+        store: String,
+    },
     Running {
         job: String,
     },
@@ -175,7 +179,10 @@ impl Simulation {
     /// The simulator Job's name, once there is one.
     pub fn job(&self) -> Option<&str> {
         match self {
-            Simulation::Disabled | Simulation::WaitingForScripts | Simulation::WaitingForSale => None,
+            Simulation::Disabled
+            | Simulation::WaitingForScripts
+            | Simulation::WaitingForSale
+            | Simulation::Held { .. } => None,
             Simulation::Running { job } | Simulation::Succeeded { job } | Simulation::Failed { job, .. } => Some(job),
         }
     }
@@ -190,6 +197,14 @@ impl Simulation {
             Simulation::WaitingForSale => {
                 Check::not(WAITING_FOR_SALE, "the simulator starts once its sale is started (see SaleIntact)")
             }
+            Simulation::Held { store } => Check::not(
+                HELD,
+                format!(
+                    "the sale is ready and its customers are held back (spec.simulator.hold: true); let them in with \
+                     kubectl -n {namespace} patch popupstore {store} --type merge -p \
+                     '{{\"spec\":{{\"simulator\":{{\"hold\":false}}}}}}'"
+                ),
+            ),
             Simulation::Succeeded { job } => Check::ok(SUCCEEDED, format!("simulator Job {job} finished")),
             Simulation::Failed { job, cause } => Check::not(
                 FAILED,
@@ -398,6 +413,17 @@ mod tests {
         assert_eq!((c.ok, c.reason.as_str()), (false, FAILED));
         assert!(c.message.contains("kubectl -n sales logs job/shop-simulator-abc"), "{}", c.message);
         assert_eq!(Simulation::WaitingForSale.check("sales").reason, WAITING_FOR_SALE);
+        let held = Simulation::Held { store: "shop".into() };
+        assert_eq!(held.job(), None);
+        let c = held.check("sales");
+        assert_eq!((c.ok, c.reason.as_str()), (false, HELD));
+        assert!(
+            c.message.ends_with(
+                r#"kubectl -n sales patch popupstore shop --type merge -p '{"spec":{"simulator":{"hold":false}}}'"#
+            ),
+            "{}",
+            c.message
+        );
         assert_eq!(s.job(), Some("shop-simulator-abc"));
         assert_eq!(Simulation::Disabled.job(), None);
         assert_eq!(Simulation::Disabled.check("sales").reason, DISABLED);
