@@ -12,9 +12,11 @@
 # (POPUP_DEMO_OPERATOR_IMAGE overrides the operator's, e.g. after `kind load`; see docs/install.md).
 #
 # What it does: `helm upgrade --install` the chart into popup-system; replaces the store popup-demo/demo
-# (engine native, 1000 units, 50 customers/s) so each run is a new sale; waits until the store is Ready;
-# port-forwards its Redis Service to a free local port; runs `popup-operator sale --watch` until the sale
-# is over; then says how to open Grafana (when it runs) and how to tear everything down.
+# (engine native, 1000 units, 50 customers/s) so each run is a new sale, its customers held back
+# (spec.simulator.hold); waits until the store is Ready; port-forwards its Redis Service to a free local
+# port; opens the view: `popup-operator dashboard` on a terminal (q leaves it), else `popup-operator sale
+# --watch` until the sale is over; lets the customers in once the view has connected, so that the first
+# customer is on screen; then says how to open Grafana (when it runs) and how to tear everything down.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -100,6 +102,7 @@ spec:
     mode: $grafana
   simulator:
     ratePerSecond: 50
+    hold: true   # released once the view is up (release_when_watched)
 EOF
   log "store $NS/$STORE applied; waiting until it is Ready"
   local i last=""
@@ -121,8 +124,19 @@ popup_binary() {
   echo "$CARGO_TARGET_DIR/release/popup-operator"
 }
 
+# Lets the held customers in once the view has opened its Redis connection (the port-forward logs each
+# connection): the view is on screen before the simulator Job's pod even starts.
+release_when_watched() {
+  local i
+  for i in $(seq 1 600); do
+    grep -q "Handling connection" "$STATE/port-forward.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  k -n "$NS" patch popupstore "$STORE" --type merge -p '{"spec":{"simulator":{"hold":false}}}'
+}
+
 watch_sale() {
-  local bin port password
+  local bin port password user=""
   bin="$(popup_binary)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   k -n "$NS" port-forward "svc/$STORE-redis" "$port:6379" --address 127.0.0.1 >"$STATE/port-forward.log" 2>&1 &
@@ -134,9 +148,23 @@ watch_sale() {
     kill -0 "$PF" 2>/dev/null || { cat "$STATE/port-forward.log" >&2; die "kubectl port-forward failed"; }
     sleep 0.1
   done
-  password="$(k -n "$NS" get secret "$STORE-redis" -o jsonpath='{.data.password}' | base64 -d)"
-  log "the sale, live (Ctrl-C stops watching; the sale goes on):"
-  REDIS_PASSWORD="$password" "$bin" sale --watch --engine native --redis "redis://127.0.0.1:$port"
+  release_when_watched >"$STATE/release.log" 2>&1 &
+  if [[ -t 1 ]]; then
+    # The dashboard only reads: the store's read-only Grafana user when the store has one.
+    if k -n "$NS" get secret "$STORE-redis-grafana" >/dev/null 2>&1; then
+      user="popup-grafana@"
+      password="$(k -n "$NS" get secret "$STORE-redis-grafana" -o jsonpath='{.data.password}' | base64 -d)"
+    else
+      password="$(k -n "$NS" get secret "$STORE-redis" -o jsonpath='{.data.password}' | base64 -d)"
+    fi
+    log "opening the dashboard; the customers come in once it is up (q leaves it; the sale goes on)"
+    REDIS_PASSWORD="$password" "$bin" dashboard --redis "redis://${user}127.0.0.1:$port"
+  else
+    password="$(k -n "$NS" get secret "$STORE-redis" -o jsonpath='{.data.password}' | base64 -d)"
+    log "the sale, live (not a terminal: line by line; Ctrl-C stops watching, the sale goes on):"
+    REDIS_PASSWORD="$password" "$bin" sale --watch --engine native --redis "redis://127.0.0.1:$port"
+  fi
+  wait "$!" 2>/dev/null || log "could not let the customers in: $(cat "$STATE/release.log")"
 }
 
 goodbye() {
