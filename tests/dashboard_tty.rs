@@ -143,6 +143,12 @@ impl Tty {
         Some(t.num_seconds_from_midnight())
     }
 
+    /// Whether the reading on screen began after `asked` (seconds of the day, taken when the caller
+    /// had what it compares with): its second is a later one. Across midnight too.
+    fn read_after(&self, asked: u32) -> bool {
+        self.updated().is_some_and(|u| (1..600).contains(&((u + 86_400 - asked) % 86_400)))
+    }
+
     fn send(&mut self, keys: &[u8]) {
         self.master.write_all(keys).unwrap();
     }
@@ -289,9 +295,7 @@ async fn the_dashboard_shows_a_real_sale_as_redis_holds_it() {
     };
     let asked = chrono::Local::now().num_seconds_from_midnight();
     let tiles = tty.wait_for("a reading newer than Redis' numbers", Duration::from_secs(10), |t| {
-        let newer =
-            t.updated().is_some_and(|u| (u + 86_400 - asked) % 86_400 >= 1 && (u + 86_400 - asked) % 86_400 < 600);
-        newer.then(|| {
+        t.read_after(asked).then(|| {
             ["Product Available", "Percent Sold", "Orders Completed", "Orders Rejected"]
                 .map(|title| t.tile(title).and_then(|v| tile_number(&v)))
         })
@@ -311,11 +315,14 @@ async fn the_dashboard_shows_a_real_sale_as_redis_holds_it() {
     );
     assert!(product > 0.0, "the frame compared was taken in the middle of the sale:\n{}", tty.text());
 
-    // 4. The end: the simulator stops once sold out; the screen settles on what Redis holds.
+    // 4. The end: the simulator stops once sold out, the worker decides the last orders; a reading
+    //    begun after that (no order left: nothing changes any more) shows what Redis holds.
     let status = simulator.0.take().unwrap().wait().unwrap();
     assert!(status.success(), "simulate: {}", std::fs::read_to_string(&simulator_log).unwrap_or_default());
+    let asked = chrono::Local::now().num_seconds_from_midnight();
     let end = tty.wait_for("the end of the sale", Duration::from_secs(60), |t| {
-        (t.tile("Product Available").as_deref() == Some("SOLD OUT")
+        (t.read_after(asked)
+            && t.tile("Product Available").as_deref() == Some("SOLD OUT")
             && t.tile("Orders Completed").as_deref() == Some(stock.as_str())
             && t.tile("Orders Processing").as_deref() == Some("0")
             && t.legend("completed", "total") == Some(STOCK as f64))
