@@ -180,6 +180,34 @@ fn render_reports_a_bad_field_by_name() {
 }
 
 #[test]
+fn render_refuses_deeply_nested_yaml_before_parsing_it() {
+    // 100,000 nested brackets: serde_yaml alone takes over a minute to say "recursion limit exceeded";
+    // the pre-scan refuses the file at its line, naming the limit, before the parser sees it.
+    let dir = std::env::temp_dir().join(format!("popup-render-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("deep.yaml");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(
+        &file,
+        format!("apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {{name: x}}\nspec: {deep}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
+        .args(["render", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let wanted =
+        format!("{}: line 4: brackets nested more than {} deep", file.display(), popup_operator::yaml::MAX_FLOW_DEPTH);
+    assert!(err.contains(&wanted), "{err}");
+    assert!(!err.contains("recursion limit"), "the parser ran: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn parse_stores_reports_every_problem_with_its_path() {
     let text = "apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: shop}\nspec:\n  engine: bogus\n  stock: many\n  processing: {batchSize: 0, replicaz: 2}\n  redis: {resources: {limits: {memory: lots}}, image: \"\"}\n  grafana: {sidecar: {labelValue: \"a b\"}}\n---\napiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: my.store}\nspec: {}\n";
     let err = parse_stores(text).unwrap_err();
