@@ -5,13 +5,16 @@ use popup_operator::render;
 use serde_json::{Value, json};
 
 const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/popupstores.popup.dev.yaml");
+/// The first line of the generated CRD file, as `hack/regen.sh` writes it.
+const GENERATED: &str =
+    "# Generated from the Rust types in src/crd.rs by `bash hack/regen.sh`: edit those, not this file.\n";
 
 #[test]
 fn crd_file_matches_the_rust_types() {
     let on_disk = std::fs::read_to_string(CRD_FILE).expect("crds/popupstores.popup.dev.yaml exists");
     assert!(
-        on_disk == crd_yaml(),
-        "crds/popupstores.popup.dev.yaml is out of date: run `cargo run -- crd > crds/popupstores.popup.dev.yaml`"
+        on_disk == format!("{GENERATED}{}", crd_yaml()),
+        "crds/popupstores.popup.dev.yaml is out of date (or lost its header): run `bash hack/regen.sh`"
     );
 }
 
