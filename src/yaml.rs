@@ -195,6 +195,98 @@ fn write_literal(out: &mut String, s: &str, at: usize) {
     }
 }
 
+/// The largest input `render -f` reads: a store is about 1 KB, so this is tens of thousands of stores,
+/// and memory stays bounded whatever the file.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// The deepest flow nesting (`[` and `{`) an input file may have. A PopUpStore needs 3 at most
+/// (`metadata: {labels: {a: [x]}}`); serde_yaml gives up at 128 anyway, but only after its scanner has
+/// done work that grows with the depth for every token: a 200 KB file of brackets took over a minute.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Where an input's flow nesting first went past [`MAX_FLOW_DEPTH`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooDeep {
+    /// 1-based, as editors count.
+    pub line: usize,
+    pub limit: usize,
+}
+
+impl std::fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: brackets nested more than {} deep ([ and {{); no PopUpStore comes near that, refusing to parse",
+            self.line, self.limit
+        )
+    }
+}
+
+/// A linear pre-scan of YAML input for flow nesting deeper than `limit`, run before the parser.
+///
+/// It errs on the side of counting: every `[` or `{` outside a comment counts, also inside a quoted
+/// string, because a quote this scan mistakes for a string's start (`a: it 's`) must not hide real
+/// brackets. Only a string that opens and closes on one line gives back what it counted, and closing
+/// brackets count only outside strings, so no string can lower the depth (`'x'']'`, `"\""`).
+pub fn check_flow_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    // Inside a quoted string: its quote, the line it opened on and the depth before it.
+    let mut quoted: Option<(u8, usize, usize)> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let prev = if i == 0 { b'\n' } else { bytes[i - 1] };
+        match (quoted, c) {
+            (_, b'\n') => {
+                // A string still open at its line's end may be no string at all: what it holds counts.
+                if quoted.is_some() && depth > limit {
+                    return Err(TooDeep { line, limit });
+                }
+                line += 1;
+            }
+            (_, b'[' | b'{') => {
+                depth += 1;
+                if quoted.is_none() && depth > limit {
+                    return Err(TooDeep { line, limit });
+                }
+            }
+            (Some((b'"', ..)), b'\\') => {
+                // An escaped character, a line break included.
+                line += usize::from(bytes.get(i + 1) == Some(&b'\n'));
+                i += 1;
+            }
+            (Some((b'\'', ..)), b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 1,
+            (Some((q, opened, before)), c) if c == q => {
+                quoted = None;
+                if opened == line {
+                    depth = before;
+                }
+            }
+            (Some(_), _) => {}
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            // Where a string or a comment may begin: after a blank, an indicator or at a line's start.
+            (None, b'"' | b'\'')
+                if matches!(prev, b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',' | b':' | b'?' | b'-') =>
+            {
+                quoted = Some((c, line, depth))
+            }
+            (None, b'#') if matches!(prev, b' ' | b'\t' | b'\n' | b'\r') => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            (None, _) => {}
+        }
+        i += 1;
+    }
+    if depth > limit {
+        return Err(TooDeep { line, limit });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,5 +627,29 @@ script: |
         }
         let crd = serde_json::to_value(<crate::crd::PopUpStore as kube::CustomResourceExt>::crd()).unwrap();
         assert_eq!(load_yaml11(&crate::crd::crd_yaml()), [crd]);
+    }
+
+    #[test]
+    fn flow_depth_counts_brackets_and_names_the_line() {
+        assert_eq!(check_flow_depth("a: {b: [c, {d: e}]}\n", 3), Ok(()));
+        assert_eq!(check_flow_depth("a: 1\nb: {b: [c, {d: e}]}\n", 2), Err(TooDeep { line: 2, limit: 2 }));
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(check_flow_depth(&format!("a: 1\n\nb: {deep}\n"), 64), Err(TooDeep { line: 3, limit: 64 }));
+        // Side by side is not nested.
+        assert_eq!(check_flow_depth(&"[[x]], ".repeat(10_000), 2), Ok(()));
+    }
+
+    #[test]
+    fn flow_depth_ignores_comments_and_strings_that_close_on_their_line() {
+        let text = "# [[[[[[\na: \"[[[[[[\" # [[[[\nb: '[[[[[[ it''s [[[['\nc: [\"]]]]\", x]\n";
+        assert_eq!(check_flow_depth(text, 1), Ok(()));
+    }
+
+    #[test]
+    fn no_string_lowers_the_depth() {
+        // Brackets closed inside strings (an escaped quote, a doubled single quote) close nothing.
+        assert_eq!(check_flow_depth("[[[ \"\\\"]]]\", 'x'']]]', [x]]]]", 3), Err(TooDeep { line: 1, limit: 3 }));
+        // A quote the scan takes for a string's start that does not end on its line keeps what it counted.
+        assert_eq!(check_flow_depth("a: x 'y\nb: [[[[]]]]\nc: '\n", 3), Err(TooDeep { line: 2, limit: 3 }));
     }
 }

@@ -12,8 +12,8 @@
 //! script), `POPUP_BENCH_SIM_CUSTOMERS` (300,000), `POPUP_BENCH_RATE` (20,000 customers/s) and
 //! `POPUP_BENCH_RATE_SECONDS` (10).
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

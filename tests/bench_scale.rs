@@ -13,7 +13,7 @@
 //! `POPUP_BENCH_BINARY`: another build of the operator (e.g. the musl one the image ships);
 //! `POPUP_BENCH_LOG`: its `RUST_LOG` (default `warn`). Its log is kept in `$TMPDIR/popup-bench-operator.log`.
 
-mod support;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
@@ -88,8 +88,8 @@ where
 #[ignore = "benchmark: run by hand, see docs/benchmarks.md"]
 async fn scale_many_stores() {
     let stores: usize = std::env::var("POPUP_BENCH_STORES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let env = support::env("scale").await;
-    let id = support::install_chart_rbac(&env, "popup", None).await;
+    let env = support::cluster::env("scale").await;
+    let id = support::cluster::install_chart_rbac(&env, "popup", None).await;
     let kubeconfig = env.cp.dir.join(format!("{}.kubeconfig", id.username.replace(':', "_")));
     assert!(kubeconfig.exists(), "{}", kubeconfig.display());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -172,19 +172,23 @@ async fn scale_many_stores() {
         .zip(&cpu_before)
         .map(|((name, p), before)| format!("{name} {:.1} s", cpu_secs(*p) - before))
         .collect();
-    let converging = support::audited_requests(env.cp, &id.username);
-    let converging_writes = converging.iter().filter(|r| support::is_write(&r.verb)).count();
+    let converging = support::cluster::audited_requests(env.cp, &id.username);
+    let converging_writes = converging.iter().filter(|r| support::cluster::is_write(&r.verb)).count();
 
     // A quiet minute.
     let quiet = Duration::from_secs(60);
     tokio::time::sleep(quiet).await;
     peak_rss = peak_rss.max(rss_kib(pid));
-    let all: Vec<_> = support::audited_requests(env.cp, &id.username).into_iter().skip(converging.len()).collect();
+    let all: Vec<_> =
+        support::cluster::audited_requests(env.cp, &id.username).into_iter().skip(converging.len()).collect();
     // A watch's request is logged when it ends (the API server closes each after a few minutes and the
     // operator opens it again): that is not a reconcile's request.
     let (rewatches, steady): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.verb == "watch");
-    let steady_writes: Vec<String> =
-        steady.iter().filter(|r| support::is_write(&r.verb) && r.resource != "events").map(|r| r.to_string()).collect();
+    let steady_writes: Vec<String> = steady
+        .iter()
+        .filter(|r| support::cluster::is_write(&r.verb) && r.resource != "events")
+        .map(|r| r.to_string())
+        .collect();
     let steady_rss = rss_kib(pid);
     drop(operator);
 

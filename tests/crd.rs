@@ -5,13 +5,16 @@ use popup_operator::render;
 use serde_json::{Value, json};
 
 const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/popupstores.popup.dev.yaml");
+/// The first line of the generated CRD file, as `hack/regen.sh` writes it.
+const GENERATED: &str =
+    "# Generated from the Rust types in src/crd.rs by `bash hack/regen.sh`: edit those, not this file.\n";
 
 #[test]
 fn crd_file_matches_the_rust_types() {
     let on_disk = std::fs::read_to_string(CRD_FILE).expect("crds/popupstores.popup.dev.yaml exists");
     assert!(
-        on_disk == crd_yaml(),
-        "crds/popupstores.popup.dev.yaml is out of date: run `cargo run -- crd > crds/popupstores.popup.dev.yaml`"
+        on_disk == format!("{GENERATED}{}", crd_yaml()),
+        "crds/popupstores.popup.dev.yaml is out of date (or lost its header): run `bash hack/regen.sh`"
     );
 }
 
@@ -177,6 +180,34 @@ fn render_reports_a_bad_field_by_name() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spec.processing.batchSize"), "{err}");
+}
+
+#[test]
+fn render_refuses_deeply_nested_yaml_before_parsing_it() {
+    // 100,000 nested brackets: serde_yaml alone takes over a minute to say "recursion limit exceeded";
+    // the pre-scan refuses the file at its line, naming the limit, before the parser sees it.
+    let dir = std::env::temp_dir().join(format!("popup-render-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("deep.yaml");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(
+        &file,
+        format!("apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {{name: x}}\nspec: {deep}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
+        .args(["render", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let wanted =
+        format!("{}: line 4: brackets nested more than {} deep", file.display(), popup_operator::yaml::MAX_FLOW_DEPTH);
+    assert!(err.contains(&wanted), "{err}");
+    assert!(!err.contains("recursion limit"), "the parser ran: {err}");
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

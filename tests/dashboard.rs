@@ -4,11 +4,8 @@
 //! panel's type and show the sale. The same user cannot write: not through a panel query, not through the
 //! plugin's custom-command path that any Viewer can use.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[path = "support/acl_users.rs"]
-mod acl_users;
+pub mod support;
+use support::{acl_users, redis_server};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! There is no kubelet: the tests write Pod status the way a kubelet would, and the real StatefulSet,
 //! ReplicaSet, Deployment and Job controllers turn that into workload status.
 
-mod support;
+pub mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,19 +22,20 @@ use kube::{Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
 use popup_operator::status::{self, reason};
 use serde_json::{Value, json};
+use support::cluster::{Operator, OperatorIdentity, TestEnv};
+use support::fakes::FakeRedis;
 use support::store::{
     WAIT, assert_owned, bring_up, condition, describe, get as store, selector, simulator_jobs, wait_condition,
 };
-use support::{FakeRedis, Operator, OperatorIdentity, TestEnv};
 
 fn example(name: &str) -> String {
-    std::fs::read_to_string(support::root().join("examples").join(name)).unwrap()
+    std::fs::read_to_string(support::cluster::root().join("examples").join(name)).unwrap()
 }
 
 /// The test's namespace, the chart's RBAC for it and the operator's client.
 async fn setup(prefix: &str) -> (TestEnv, OperatorIdentity) {
-    let env = support::env(prefix).await;
-    let id = support::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
+    let env = support::cluster::env(prefix).await;
+    let id = support::cluster::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
     (env, id)
 }
 
@@ -106,13 +107,13 @@ async fn wait_children(env: &TestEnv, name: &str, want: &Expected<'_>) {
 
 /// No request of the operator was refused: its RBAC (the chart's) covers everything it does.
 fn assert_rbac_sufficient(env: &TestEnv, id: &OperatorIdentity, op: &Operator) {
-    let forbidden = support::forbidden_requests(env.cp, &id.username);
+    let forbidden = support::cluster::forbidden_requests(env.cp, &id.username);
     assert!(forbidden.is_empty(), "the chart's RBAC lacks permissions the operator uses:\n{}", forbidden.join("\n"));
     let failures = op.failures();
     assert!(
         failures.is_empty(),
         "reconciles failed:\n{failures}\n\noperator log:\n{}",
-        support::operator_log(&env.ns, 30)
+        support::cluster::operator_log(&env.ns, 30)
     );
 }
 
@@ -127,7 +128,7 @@ async fn patch_store(env: &TestEnv, name: &str, patch: Value) -> PopUpStore {
 
 #[tokio::test]
 async fn crd_installs_and_becomes_established() {
-    let env = support::env("crd").await;
+    let env = support::cluster::env("crd").await;
     let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(env.admin.clone());
     let crd = api.get("popupstores.popup.dev").await.unwrap();
@@ -186,7 +187,7 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     assert_eq!(condition(&s, status::READY).unwrap().status, "True", "Ready does not wait for the simulation");
 
     // The Job's pod exits 0: the Job controller completes the Job, the operator reports it.
-    support::make_job_pods_succeed(&env, &job_name).await;
+    support::cluster::make_job_pods_succeed(&env, &job_name).await;
     let s = wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "True", Some(reason::SUCCEEDED)).await;
     assert_eq!(condition(&s, status::READY).unwrap().status, "True");
 
@@ -252,7 +253,7 @@ async fn full_example_uses_the_user_secret_and_every_setting() {
     let job_name = s.status.as_ref().unwrap().simulator_job.clone().unwrap();
     let job = env.api::<Job>().get(&job_name).await.unwrap();
     assert_owned(&job, &s);
-    support::make_job_pods_succeed(&env, &job_name).await;
+    support::cluster::make_job_pods_succeed(&env, &job_name).await;
     wait_condition(&env, "flash-sale", status::SIMULATION_COMPLETE, "True", None).await;
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
@@ -282,11 +283,11 @@ async fn native_engine_runs_the_processor_deployment() {
         },
     )
     .await;
-    support::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
-    support::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
     let s = wait_condition(&env, "shop", status::PROCESSOR_READY, "False", None).await;
     assert_eq!(condition(&s, status::READY).unwrap().status, "False", "not Ready without the processor");
-    support::make_pods_ready(&env, &selector("shop", "processor"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("shop", "processor"), 1).await;
     wait_condition(&env, "shop", status::PROCESSOR_READY, "True", None).await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
     assert_rbac_sufficient(&env, &id, &op);
@@ -323,8 +324,11 @@ async fn network_policies_are_created_recreated_and_pruned() {
     let from = spec.ingress.clone().unwrap()[0].from.clone().unwrap();
     let operator = &from[1];
     let ns_labels = operator.namespace_selector.as_ref().unwrap().match_labels.clone().unwrap();
-    assert_eq!(ns_labels["kubernetes.io/metadata.name"], support::operator_pods().namespace);
-    assert_eq!(operator.pod_selector.as_ref().unwrap().match_labels.clone().unwrap(), support::operator_pods().labels);
+    assert_eq!(ns_labels["kubernetes.io/metadata.name"], support::cluster::operator_pods().namespace);
+    assert_eq!(
+        operator.pod_selector.as_ref().unwrap().match_labels.clone().unwrap(),
+        support::cluster::operator_pods().labels
+    );
     // The store's own pods, as the StatefulSet controller made the Redis pod, are what the policy selects.
     let pod = env
         .eventually("the Redis pod exists", WAIT, || async {
@@ -372,9 +376,9 @@ async fn a_password_secret_created_after_the_store_is_picked_up() {
     let s = wait_condition(&env, "shop", status::REDIS_READY, "False", Some(reason::PASSWORD_SECRET_MISSING)).await;
     let message = &condition(&s, status::REDIS_READY).unwrap().message;
     assert!(message.contains("shop-password") && message.contains("spec.redis.passwordSecretRef"), "{message}");
-    support::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
-    support::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
-    assert_eq!(redis.calls.load(Ordering::SeqCst), 0, "Redis is not used without its password");
+    support::cluster::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    assert_eq!(redis.calls(), 0, "Redis is not used without its password");
 
     env.apply_yaml(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: shop-password\nstringData:\n  password: later-but-long-enough\n",
@@ -439,7 +443,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     // An amd64 node appears and the pod runs: the explanation goes.
-    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
     wait_condition(&env, "demo", status::REDIS_READY, "True", Some(reason::RUNNING)).await;
     assert_rbac_sufficient(&env, &id, &op);
     op.kill().await;
@@ -448,7 +452,7 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
 /// Asserts the API server refuses `obj` with a message naming `field`.
 async fn assert_rejected(env: &TestEnv, obj: Value, field: &str) {
     let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-    let pp = PatchParams::apply(support::TEST_MANAGER).validation_strict();
+    let pp = PatchParams::apply(support::cluster::TEST_MANAGER).validation_strict();
     let api = env.api::<PopUpStore>();
     match api.patch(&name, &pp, &Patch::Apply(&obj)).await {
         Ok(_) => panic!("the API server accepted {obj}"),
@@ -468,7 +472,7 @@ fn store_json(name: &str, spec: Value) -> Value {
 
 #[tokio::test]
 async fn invalid_stores_are_rejected_by_the_api_server_naming_the_field() {
-    let env = support::env("invalid").await;
+    let env = support::cluster::env("invalid").await;
     assert_rejected(&env, store_json("bad-engine", json!({"engine": "mongodb"})), "spec.engine").await;
     assert_rejected(&env, store_json("bad-stock", json!({"stock": -1})), "spec.stock").await;
     assert_rejected(&env, store_json("bad-field", json!({"colour": "red"})), "colour").await;
@@ -619,7 +623,7 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
     )
     .await;
     wait_condition(&env, "shop", status::GRAFANA_READY, "False", None).await;
-    support::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
     wait_condition(&env, "shop", status::GRAFANA_READY, "True", None).await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
     assert_eq!(simulator_jobs(&env, "shop").await.len(), 1, "enabling Grafana does not restart the simulation");
@@ -689,14 +693,14 @@ async fn a_restarted_operator_writes_nothing_in_steady_state() {
     env.apply_yaml(&example("popup.yaml")).await;
     let s = bring_up(&env, "demo", true).await;
     let job = s.status.unwrap().simulator_job.unwrap();
-    support::make_job_pods_succeed(&env, &job).await;
+    support::cluster::make_job_pods_succeed(&env, &job).await;
     wait_condition(&env, "demo", status::SIMULATION_COMPLETE, "True", None).await;
     // Let the settled store go through the Job's last updates.
     tokio::time::sleep(Duration::from_secs(3)).await;
     op.kill().await;
 
     let before = versions(&env, "demo").await;
-    let audited_before = support::audited_requests(env.cp, &id.username).len();
+    let audited_before = support::cluster::audited_requests(env.cp, &id.username).len();
     let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
     env.eventually("the restarted operator reconciles", WAIT, || async {
         let n = op.health.metrics.reconciliations.get();
@@ -716,7 +720,7 @@ async fn a_restarted_operator_writes_nothing_in_steady_state() {
         "networkpolicies",
     ];
     env.eventually("every watch has listed once", WAIT, || async {
-        let listed: BTreeSet<String> = support::audited_requests(env.cp, &id.username)[audited_before..]
+        let listed: BTreeSet<String> = support::cluster::audited_requests(env.cp, &id.username)[audited_before..]
             .iter()
             .filter(|a| a.verb == "list")
             .map(|a| a.resource.clone())
@@ -729,20 +733,20 @@ async fn a_restarted_operator_writes_nothing_in_steady_state() {
     // second one is measured, well after the watches' first lists reached the cache.
     let mut window = 0;
     for poke in 1..=2 {
-        let calls = redis.calls.load(Ordering::SeqCst);
-        window = support::audited_requests(env.cp, &id.username).len();
+        let calls = redis.calls();
+        window = support::cluster::audited_requests(env.cp, &id.username).len();
         patch_store(&env, "demo", json!({"metadata": {"annotations": {"e2e.popup.dev/poke": poke.to_string()}}})).await;
         env.eventually("a reconcile after the poke", WAIT, || async {
-            let now = redis.calls.load(Ordering::SeqCst);
+            let now = redis.calls();
             if now > calls { Ok(()) } else { Err("no reconcile yet".to_string()) }
         })
         .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let after = support::audited_requests(env.cp, &id.username);
+    let after = support::cluster::audited_requests(env.cp, &id.username);
     let writes: Vec<String> =
-        after[audited_before..].iter().filter(|a| support::is_write(&a.verb)).map(|a| a.to_string()).collect();
+        after[audited_before..].iter().filter(|a| support::cluster::is_write(&a.verb)).map(|a| a.to_string()).collect();
     assert!(writes.is_empty(), "a restarted operator wrote in steady state:\n{}", writes.join("\n"));
     // Watches end only when the operator stops, so anything here is a request of the reconcile itself.
     let settled: Vec<String> = after[window..].iter().map(|a| a.to_string()).collect();
@@ -794,7 +798,7 @@ async fn deleted_children_are_recreated_and_deleting_the_store_collects_every_ch
     let before = (
         children::<Secret>(&env, "demo").await.len(),
         children::<Deployment>(&env, "demo").await.len(),
-        support::pods(&env, "app.kubernetes.io/instance=demo").await.len(),
+        support::cluster::pods(&env, "app.kubernetes.io/instance=demo").await.len(),
     );
     assert!(before.0 > 0 && before.1 > 0 && before.2 > 0, "{before:?}");
     env.api::<PopUpStore>().delete("demo", &DeleteParams::default()).await.unwrap();
@@ -813,7 +817,7 @@ async fn deleted_children_are_recreated_and_deleting_the_store_collects_every_ch
     })
     .await;
     // (A reconcile racing with the deletion may fail its status write: see the next test.)
-    let forbidden = support::forbidden_requests(env.cp, &id.username);
+    let forbidden = support::cluster::forbidden_requests(env.cp, &id.username);
     assert!(forbidden.is_empty(), "{forbidden:?}");
     op.kill().await;
 }
@@ -827,7 +831,7 @@ async fn a_store_deleted_mid_reconcile_is_not_a_reconcile_failure() {
     redis.hang.store(true, Ordering::SeqCst);
     let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
     env.apply_yaml(&example("popup.yaml")).await;
-    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
     tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
     env.api::<PopUpStore>().delete("demo", &DeleteParams::default()).await.unwrap();
     env.eventually("the store is gone", WAIT, || async {
@@ -844,7 +848,7 @@ async fn a_store_deleted_mid_reconcile_is_not_a_reconcile_failure() {
     assert!(
         failures.is_empty(),
         "a reconcile that finds its store deleted counts as a failure:\n{failures}\n\noperator log:\n{}",
-        support::operator_log(&env.ns, 10)
+        support::cluster::operator_log(&env.ns, 10)
     );
     op.kill().await;
 }
@@ -867,10 +871,10 @@ async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
     redis.hang.store(true, Ordering::SeqCst);
     let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
     env.apply_yaml(&example("popup.yaml")).await;
-    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
     tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
     op.kill().await;
-    let secrets = support::by_name(&children::<Secret>(&env, "demo").await);
+    let secrets = support::cluster::by_name(&children::<Secret>(&env, "demo").await);
     assert!(simulator_jobs(&env, "demo").await.is_empty());
 
     // Several more lives, each killed at an arbitrary point of its work.
@@ -883,7 +887,7 @@ async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
 
     // The last one runs to the end.
     let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
-    support::make_pods_ready(&env, &selector("demo", "grafana"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("demo", "grafana"), 1).await;
     let s = wait_condition(&env, "demo", status::READY, "True", None).await;
     let job = s.status.unwrap().simulator_job.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -891,7 +895,7 @@ async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
     assert_eq!(children::<StatefulSet>(&env, "demo").await.len(), 1);
     assert_eq!(name_set(&children::<Deployment>(&env, "demo").await), set(&["demo-grafana"]));
     // The generated passwords survived every restart (same Secrets, same data).
-    let now = support::by_name(&children::<Secret>(&env, "demo").await);
+    let now = support::cluster::by_name(&children::<Secret>(&env, "demo").await);
     assert_eq!(secrets.keys().collect::<Vec<_>>(), now.keys().collect::<Vec<_>>());
     for (name, old) in &secrets {
         assert_eq!(old.uid(), now[name].uid(), "Secret {name} was recreated");
@@ -918,10 +922,10 @@ async fn a_missing_rbac_verb_is_detected() {
 
     let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
     env.apply_yaml(&example("popup.yaml")).await;
-    support::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
     let refused = env
         .eventually("the operator's Job creation is refused", WAIT, || async {
-            let f = support::forbidden_requests(env.cp, &id.username);
+            let f = support::cluster::forbidden_requests(env.cp, &id.username);
             if f.iter().any(|r| r.starts_with("create jobs")) { Ok(f) } else { Err(format!("{f:?}")) }
         })
         .await;

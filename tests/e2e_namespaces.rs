@@ -2,7 +2,7 @@
 //! each listed namespace, nothing cluster-wide) against a real control plane. A test binary of its own, so
 //! no other operator shares its control plane.
 
-mod support;
+pub mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use kube::api::ListParams;
 use popup_operator::controller::WatchScope;
 use popup_operator::crd::PopUpStore;
 use serde_json::Value;
-use support::{FakeRedis, Operator, TestEnv};
+use support::cluster::{Operator, TestEnv};
+use support::fakes::FakeRedis;
 
 fn kinds_in(docs: &[Value], kind: &str) -> Vec<String> {
     docs.iter()
@@ -38,13 +39,13 @@ where
 
 #[tokio::test]
 async fn an_operator_watching_a_list_of_namespaces_reconciles_them_and_leaves_the_rest_alone() {
-    let system = support::env("popup-system").await;
-    let watched = [support::env("team-a").await, support::env("team-b").await];
-    let unwatched = support::env("team-c").await;
+    let system = support::cluster::env("popup-system").await;
+    let watched = [support::cluster::env("team-a").await, support::cluster::env("team-b").await];
+    let unwatched = support::cluster::env("team-c").await;
     let list = format!("watchNamespaces={{{},{}}}", watched[0].ns, watched[1].ns);
 
     // The chart: a Role and a RoleBinding in each listed namespace, nothing cluster-wide.
-    let docs = support::helm_template_with("popup", &system.ns, std::slice::from_ref(&list));
+    let docs = support::cluster::helm_template_with("popup", &system.ns, std::slice::from_ref(&list));
     let listed = vec![watched[0].ns.clone(), watched[1].ns.clone()];
     assert_eq!(kinds_in(&docs, "Role"), listed);
     assert_eq!(kinds_in(&docs, "RoleBinding"), listed);
@@ -62,9 +63,9 @@ async fn an_operator_watching_a_list_of_namespaces_reconciles_them_and_leaves_th
     let scope = WatchScope::from_flags(&[watch_env]).unwrap();
     assert_eq!(scope, WatchScope::Namespaces(listed.clone()));
 
-    let id = support::install_chart_rbac_with(&system, "popup", &[list]).await;
+    let id = support::cluster::install_chart_rbac_with(&system, "popup", &[list]).await;
     let op = Operator::start_in(id.client.clone(), Arc::new(FakeRedis::default()), scope);
-    let example = std::fs::read_to_string(support::root().join("examples/popup.yaml")).unwrap();
+    let example = std::fs::read_to_string(support::cluster::root().join("examples/popup.yaml")).unwrap();
     for env in watched.iter().chain([&unwatched]) {
         env.apply_yaml(&example).await;
     }
@@ -94,7 +95,7 @@ async fn an_operator_watching_a_list_of_namespaces_reconciles_them_and_leaves_th
 
     // From the API server's audit log: never refused, never outside the list, never cluster-wide (the
     // Roles could not allow that anyway; this shows the operator does not even try).
-    let requests = support::audited_requests(system.cp, &id.username);
+    let requests = support::cluster::audited_requests(system.cp, &id.username);
     let forbidden: Vec<String> = requests.iter().filter(|r| r.code == 403).map(ToString::to_string).collect();
     assert!(forbidden.is_empty(), "the chart's Roles lack permissions:\n{}", forbidden.join("\n"));
     let outside: Vec<String> =

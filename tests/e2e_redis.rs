@@ -3,10 +3,8 @@
 //! documented `--redis-address` override). Scripts get loaded into that Redis, a sale runs through it,
 //! and the store's status shows the sale's real numbers.
 
-mod support;
-
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +17,7 @@ use popup_operator::status::{self, reason};
 use redis::Value;
 use redis_server::RedisServer;
 use serde_json::json;
-use support::Operator;
+use support::cluster::Operator;
 
 const PASSWORD: &str = "e2e-redis-password";
 const WAIT: Duration = Duration::from_secs(60);
@@ -39,8 +37,8 @@ async fn libraries(server: &RedisServer) -> String {
 #[tokio::test]
 async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() {
     let mut server = RedisServer::start_with(&["--requirepass", PASSWORD]);
-    let env = support::env("redis").await;
-    let id = support::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
+    let env = support::cluster::env("redis").await;
+    let id = support::cluster::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.api();
     let secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-pass"},
@@ -69,7 +67,8 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
     stores.create(&PostParams::default(), &store).await.unwrap();
 
     // Play kubelet for the Redis pod; the operator then loads the triggers library into the real Redis.
-    support::make_pods_ready(&env, "app.kubernetes.io/instance=shop,app.kubernetes.io/component=redis", 1).await;
+    support::cluster::make_pods_ready(&env, "app.kubernetes.io/instance=shop,app.kubernetes.io/component=redis", 1)
+        .await;
     let (_, reason, message) = env
         .eventually("ScriptsLoaded=True", WAIT, || async {
             let c = condition(&stores, "shop", status::SCRIPTS_LOADED).await?;
@@ -124,7 +123,7 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
     })
     .await;
 
-    assert!(support::forbidden_requests(env.cp, &id.username).is_empty(), "the chart's RBAC covers it all");
+    assert!(support::cluster::forbidden_requests(env.cp, &id.username).is_empty(), "the chart's RBAC covers it all");
     assert!(op.failures().is_empty(), "{}", op.failures());
     op.kill().await;
 }
@@ -184,8 +183,8 @@ fn processor(server: &RedisServer, password: &str, name: &str) -> ChildGuard {
 /// as something may still use it, and the sale ends exactly.
 #[tokio::test]
 async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exactly() {
-    let env = support::env("rotate").await;
-    let id = support::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
+    let env = support::cluster::env("rotate").await;
+    let id = support::cluster::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
     let secrets: Api<Secret> = env.api();
     let admin_secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-pass"},
@@ -224,7 +223,7 @@ async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exa
     let server = RedisServer::start_on(port, &["--aclfile", acl_path.to_str().unwrap()]);
     for component in ["redis", "grafana", "processor"] {
         let selector = format!("app.kubernetes.io/instance=shop,app.kubernetes.io/component={component}");
-        support::make_pods_ready(&env, &selector, 1).await;
+        support::cluster::make_pods_ready(&env, &selector, 1).await;
     }
     env.eventually("Ready=True", WAIT, || async {
         let c = condition(&stores, "shop", status::READY).await?;
@@ -319,7 +318,7 @@ async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exa
     // Until its Job has finished, the simulator's old password stays; then it goes.
     assert!(logs_in(&server, "popup-simulator", &simulator_1).await);
     let job = stores.get("shop").await.unwrap().status.unwrap().simulator_job.unwrap();
-    support::make_job_pods_succeed(&env, &job).await;
+    support::cluster::make_job_pods_succeed(&env, &job).await;
     env.eventually("every old password is refused", WAIT, || async {
         for (user, old) in [
             ("popup-processor", processor_1.as_str()),
@@ -367,7 +366,7 @@ async fn passwords_rotate_mid_sale_without_a_redis_restart_and_the_sale_ends_exa
     let took = changed.elapsed();
     assert!(took < Duration::from_secs(8), "applied after {took:?}: a watch, not a poll");
 
-    assert!(support::forbidden_requests(env.cp, &id.username).is_empty(), "the chart's RBAC covers it all");
+    assert!(support::cluster::forbidden_requests(env.cp, &id.username).is_empty(), "the chart's RBAC covers it all");
     assert!(op.failures().is_empty(), "{}", op.failures());
     op.kill().await;
     let _ = std::fs::remove_file(&acl_path);

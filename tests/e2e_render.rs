@@ -5,7 +5,7 @@
 //! plane. Every object is then sent to the API server (server-side apply, dry run, strict field
 //! validation). A `yes` that YAML 1.1 reads as a boolean, or an unknown field, fails the test.
 
-mod support;
+pub mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use popup_operator::crd::PopUpStore;
 use serde_json::{Value, json};
-use support::TestEnv;
+use support::cluster::TestEnv;
 
 const MANAGER: &str = "e2e-render";
 
@@ -194,7 +194,7 @@ fn store_yaml(name: &str, ns: &str, spec: Value) -> String {
 
 #[tokio::test]
 async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engine() {
-    let env = support::env("render").await;
+    let env = support::cluster::env("render").await;
     // (engine, Grafana mode, NetworkPolicies on)
     let cases = [
         ("gears", "managed", true),
@@ -272,7 +272,7 @@ async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engin
 /// boolean for kubectl, and the StatefulSet is refused.
 #[tokio::test]
 async fn the_check_has_teeth_serde_yaml_output_is_misread_and_refused() {
-    let env = support::env("render-teeth").await;
+    let env = support::cluster::env("render-teeth").await;
     let file = write_temp("teeth.yaml", &store_yaml("teeth", &env.ns, json!({"engine": "native"})));
     let out = render(&file);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -350,7 +350,7 @@ fn bad_stores() -> Vec<(&'static str, Value, Vec<&'static str>)> {
 
 #[tokio::test]
 async fn admission_refuses_every_bad_field_by_name_and_render_reports_the_same_fields() {
-    let env = support::env("admission").await;
+    let env = support::cluster::env("admission").await;
     let api = env.api::<PopUpStore>();
     let pp = PatchParams::apply(MANAGER).validation_strict();
     let mut many_bad = None;

@@ -6,18 +6,20 @@
 //! and keeps them running for `POPUP_E2E_SERVE_SECONDS` (default 3600) or until Ctrl-C; then stops them
 //! and removes the directory (unless POPUP_E2E_KEEP is set).
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 
-use support::ControlPlane;
+use support::control_plane::ControlPlane;
 
 #[tokio::test]
 #[ignore = "manual: keeps a control plane running (see docs/testing.md)"]
 async fn serve_a_control_plane() {
     let cp = ControlPlane::start().await;
     // A CRD the API server refuses is reported, not fatal: looking into that is one reason to be here.
-    if let Err(e) = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(support::install_crd(&cp))).await {
+    if let Err(e) =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(support::cluster::install_crd(&cp))).await
+    {
         eprintln!("the CRD was not installed: {:?}", e.downcast_ref::<String>());
     }
     let secs: u64 = std::env::var("POPUP_E2E_SERVE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3600);

@@ -1,13 +1,13 @@
 //! The operator binary's start and stop against a real API server: a clear error when the CRD is not
 //! installed, readiness once the controller runs, a clean exit on SIGTERM.
 
-mod support;
+pub mod support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::ControlPlane;
+use support::control_plane::ControlPlane;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -43,7 +43,7 @@ async fn start_without_crd_fails_clearly_then_runs_and_stops_on_sigterm() {
     assert!(stderr.contains("kubectl apply"), "the message names the fix: {stderr}");
 
     // With the CRD: ready once the controller runs, and SIGTERM stops it cleanly.
-    support::install_crd(&cp).await;
+    support::cluster::install_crd(&cp).await;
     let port = free_port();
     let mut child = run(port);
     let started = Instant::now();

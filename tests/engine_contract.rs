@@ -20,8 +20,9 @@ use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
+
 use redis_server::{Gears, GearsRuntime, RedisServer};
 
 fn settings() -> ProcessingSettings {

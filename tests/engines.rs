@@ -21,8 +21,9 @@ use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::watch;
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
+
 use redis_server::{ChildGuard, Gears, GearsRuntime, RedisServer, free_port};
 
 // ---- contract checks -------------------------------------------------------------------------------

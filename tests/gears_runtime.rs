@@ -10,8 +10,8 @@
 //! - Redis killed mid-sale and restarted from its AOF, and the scripts loaded again with other
 //!   settings mid-sale: nothing lost, nothing decided twice.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -18,14 +18,8 @@
 //! `cargo test --test grafana_real -- --ignored readme_screenshot` runs a longer sale and writes the
 //! README's picture, docs/images/dashboard.png, while it runs.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[path = "support/acl_users.rs"]
-mod acl_users;
-
-#[path = "support/dashboard_page.rs"]
-mod dashboard_page;
+pub mod support;
+use support::{acl_users, dashboard_page, redis_server};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;

@@ -21,8 +21,8 @@
 //! Needs root (containerd, a bridge, iptables). `POPUP_NODE_TESTS=skip` skips it loudly, for a machine
 //! where that is impossible; CI never sets it.
 
-#[path = "support/dashboard_page.rs"]
-mod dashboard_page;
+pub mod support;
+use support::dashboard_page;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

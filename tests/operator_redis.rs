@@ -1,11 +1,8 @@
 //! The operator's Redis gateway (`LiveRedis`, what fills `ScriptsLoaded` and `status.sale`, and sets up
 //! the store's ACL users) against a real password-protected redis-stack-server.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[path = "support/acl_users.rs"]
-mod acl_users;
+pub mod support;
+use support::{acl_users, redis_server};
 
 use std::time::Duration;
 

@@ -4,26 +4,26 @@
 //! request, so a test can say "this reconcile wrote nothing". The real API server is exercised by the
 //! control-plane tests; this one is about the controller's decisions.
 
+pub mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use popup_operator::controller::{
-    self, Config, Context, GrafanaGateway, GrafanaTarget, RedisGateway, RedisProblem, RedisTarget,
-};
-use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, ProcessingSpec, SaleStatus, SecretKeyRef};
-use popup_operator::render::acl::{AclUser, password_hash};
+use popup_operator::controller::{self, Config, Context, RedisProblem};
+use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec, SaleStatus, SecretKeyRef};
+use popup_operator::render::acl::password_hash;
 use popup_operator::sale::marker::SaleMarker;
 use popup_operator::status::grafana::{Answers, Reply, Round};
 use popup_operator::status::{self, reason};
 use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
+use support::fakes::{FakeGrafana, FakeRedis};
 
 const NS: &str = "sales";
 const STORE_PATH: &str = "/apis/popup.dev/v1alpha1/namespaces/sales/popupstores/shop";
@@ -142,114 +142,6 @@ fn not_found(path: &str) -> (StatusCode, Value) {
     )
 }
 
-/// Stands in for Redis: answers what the test tells it to.
-struct FakeRedis {
-    scripts: Mutex<Result<String, RedisProblem>>,
-    sale: Mutex<SaleStatus>,
-    calls: Mutex<Vec<RedisTarget>>,
-    /// What `ensure_users` answers, and the users of each call.
-    users_result: Mutex<Result<Vec<String>, RedisProblem>>,
-    users: Mutex<Vec<Vec<AclUser>>>,
-    /// The sale's marker, as `start_sale` wrote it (or a test put it, to stand for Redis' data).
-    marker: Mutex<Option<SaleMarker>>,
-}
-
-impl Default for FakeRedis {
-    fn default() -> Self {
-        Self {
-            scripts: Mutex::new(Ok("scripts loaded (fake)".into())),
-            sale: Mutex::new(SaleStatus { available: Some(10), ..Default::default() }),
-            calls: Mutex::default(),
-            users_result: Mutex::new(Ok(Vec::new())),
-            users: Mutex::default(),
-            marker: Mutex::default(),
-        }
-    }
-}
-
-impl RedisGateway for FakeRedis {
-    fn ensure_scripts<'a>(
-        &'a self,
-        target: &'a RedisTarget,
-        _e: Engine,
-        _p: &'a ProcessingSpec,
-    ) -> BoxFuture<'a, Result<String, RedisProblem>> {
-        self.calls.lock().unwrap().push(target.clone());
-        let r = self.scripts.lock().unwrap().clone();
-        Box::pin(async move { r })
-    }
-    fn read_sale<'a>(
-        &'a self,
-        _t: &'a RedisTarget,
-    ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>> {
-        let s = (self.sale.lock().unwrap().clone(), self.marker.lock().unwrap().clone());
-        Box::pin(async move { Ok(s) })
-    }
-    fn start_sale<'a>(
-        &'a self,
-        _t: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
-    ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>> {
-        let m = SaleMarker { id: id.into(), nonce: format!("n{}", id.len()), stock, started_at_ms: 1_800_000_000_000 };
-        *self.marker.lock().unwrap() = Some(m.clone());
-        // What the start's transaction leaves: the stock, nothing queued or decided.
-        *self.sale.lock().unwrap() = SaleStatus { available: Some(stock), ..Default::default() };
-        Box::pin(async move { Ok(m) })
-    }
-    fn adopt_sale<'a>(
-        &'a self,
-        t: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
-    ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>> {
-        Box::pin(async move {
-            if self.marker.lock().unwrap().is_some() {
-                return Ok(None);
-            }
-            self.start_sale(t, id, stock).await.map(Some)
-        })
-    }
-    fn ensure_users<'a>(
-        &'a self,
-        _t: &'a RedisTarget,
-        users: &'a [AclUser],
-    ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>> {
-        self.users.lock().unwrap().push(users.to_vec());
-        let r = self.users_result.lock().unwrap().clone();
-        Box::pin(async move { r })
-    }
-}
-
-/// Stands in for a managed Grafana: answers every round with `round`, and keeps what it was asked.
-struct FakeGrafana {
-    round: Mutex<Round>,
-    targets: Mutex<Vec<GrafanaTarget>>,
-}
-
-fn healthy_grafana() -> Answers {
-    Answers {
-        plugin: Reply::new(200, r#"{"id":"redis-datasource","info":{"version":"2.2.0"}}"#),
-        health: Reply::new(200, r#"{"status":"OK","message":"Data Source is working as expected."}"#),
-        datasource: None,
-        dashboard: Reply::new(200, r#"{"dashboard":{"title":"Pop-up Store sales/shop"}}"#),
-    }
-}
-
-impl Default for FakeGrafana {
-    fn default() -> Self {
-        Self { round: Mutex::new(Round::Answered(healthy_grafana())), targets: Mutex::default() }
-    }
-}
-
-impl GrafanaGateway for FakeGrafana {
-    fn round<'a>(&'a self, target: &'a GrafanaTarget) -> BoxFuture<'a, Round> {
-        self.targets.lock().unwrap().push(target.clone());
-        let r = self.round.lock().unwrap().clone();
-        Box::pin(async move { r })
-    }
-}
-
 struct Harness {
     api: Arc<FakeApi>,
     redis: Arc<FakeRedis>,
@@ -357,7 +249,7 @@ async fn first_reconcile_applies_every_child_in_dependency_order_and_waits_for_r
     assert_eq!(h.condition(status::REDIS_READY), ("False".into(), reason::STARTING.into()));
     assert_eq!(h.condition(status::SCRIPTS_LOADED), ("False".into(), reason::WAITING_FOR_REDIS.into()));
     assert_eq!(h.condition(status::READY).0, "False");
-    assert!(h.redis.calls.lock().unwrap().is_empty(), "Redis is not contacted before its pod is ready");
+    assert!(h.redis.targets.lock().unwrap().is_empty(), "Redis is not contacted before its pod is ready");
     assert!(events(&log) >= 1, "condition transitions are published as events");
     // The password was generated once, into the Secret, and is reused afterwards.
     let secret = h.api.get("/api/v1/namespaces/sales/secrets/shop-redis").unwrap();
@@ -382,7 +274,7 @@ async fn ready_store_loads_scripts_starts_the_simulator_then_goes_quiet() {
     assert_eq!(h.condition(status::READY), ("True".into(), reason::ALL_COMPONENTS_READY.into()));
     assert_eq!(h.condition(status::SCRIPTS_LOADED), ("True".into(), reason::LOADED.into()));
     assert_eq!(h.condition(status::SIMULATION_COMPLETE), ("False".into(), reason::RUNNING.into()));
-    let target = h.redis.calls.lock().unwrap()[0].clone();
+    let target = h.redis.targets.lock().unwrap()[0].clone();
     assert_eq!(target.address, "127.0.0.1:16379", "the documented address override is used");
     assert!(!target.password.is_empty());
     // The operator started the sale (stock 10000, the default) before the Job: what it left is shown.
@@ -608,7 +500,7 @@ async fn missing_user_password_secret_is_reported_not_crashed_on() {
     h.reconcile().await;
     assert_eq!(h.condition(status::REDIS_READY).0, "True");
     // The operator logs in as its own user; the user's password is the admin's, its way back in.
-    let target = h.redis.calls.lock().unwrap()[0].clone();
+    let target = h.redis.targets.lock().unwrap()[0].clone();
     assert_eq!(
         (target.username.as_deref(), target.admin_password.as_deref()),
         (Some("popup-operator"), Some("hunter2"))
@@ -663,7 +555,7 @@ async fn grafana_ready_comes_from_grafana_itself_asked_at_most_once_a_minute() {
     // The pod is available but Grafana runs without the plugin.
     *h.grafana.round.lock().unwrap() = Round::Answered(Answers {
         plugin: Reply::new(404, r#"{"message":"Plugin not found, no installed plugin with that id"}"#),
-        ..healthy_grafana()
+        ..FakeGrafana::healthy()
     });
     h.pods_become_ready();
     h.reconcile().await;
@@ -686,7 +578,7 @@ async fn grafana_ready_comes_from_grafana_itself_asked_at_most_once_a_minute() {
     h.reconcile().await;
     assert_eq!(h.grafana.targets.lock().unwrap().len(), 1);
     // A new rollout of Grafana (here: its generation moves) is asked at once; now it is fine.
-    *h.grafana.round.lock().unwrap() = Round::Answered(healthy_grafana());
+    *h.grafana.round.lock().unwrap() = Round::Answered(FakeGrafana::healthy());
     h.api.edit("/apis/apps/v1/namespaces/sales/deployments/shop-grafana", |o| o["metadata"]["generation"] = json!(2));
     h.reconcile().await;
     assert_eq!(h.grafana.targets.lock().unwrap().len(), 2);
@@ -952,7 +844,7 @@ async fn redis_refusing_the_operator_is_a_redis_ready_reason_and_nothing_is_load
     assert_eq!(h.condition(status::REDIS_READY), ("False".into(), reason::REDIS_AUTH_FAILED.into()));
     let msg = status::find(h.store().status.as_ref(), status::REDIS_READY).unwrap().message.clone();
     assert!(msg.starts_with("setting up the Redis users failed: ") && msg.contains("WRONGPASS"), "{msg}");
-    assert!(h.redis.calls.lock().unwrap().is_empty(), "no scripts without the users");
+    assert!(h.redis.targets.lock().unwrap().is_empty(), "no scripts without the users");
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
     // Redis takes the operator again: the store recovers.
     *h.redis.users_result.lock().unwrap() = Ok(Vec::new());

@@ -6,11 +6,8 @@
 //! attacks on each user). The triggers library and the gears scripts (under the CPython shim) run in Redis as the user
 //! who loaded them, the operator, so the simulator's user is all a sale needs there too.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[path = "support/acl_users.rs"]
-mod acl_users;
+pub mod support;
+use support::{acl_users, redis_server};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

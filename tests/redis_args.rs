@@ -5,8 +5,8 @@
 //! the rendered ACL file (hashes), so a password full of shell characters, or starting with `--`, is
 //! taken byte for byte; the engine's modules load; the probes' `redis-cli` logs in as the probe user.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

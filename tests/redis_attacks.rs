@@ -17,11 +17,8 @@
 //!
 //! The simulator user's attacks go in the section marked `SIMULATOR USER` below.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[path = "support/acl_users.rs"]
-mod acl_users;
+pub mod support;
+use support::{acl_users, redis_server};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

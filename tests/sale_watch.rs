@@ -4,8 +4,8 @@
 //! restart; ctrl-c ends it with a summary and the engine's problems. Every wait is for a line the
 //! watch printed or a process to end, never a fixed sleep.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

@@ -6,8 +6,8 @@
 //! a rate it cannot hold. Correctness only, no timing assertions. No engine runs unless said: the
 //! tests read the streams the simulator wrote.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
+use support::redis_server;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Output, Stdio};

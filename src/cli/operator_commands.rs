@@ -1,8 +1,9 @@
 //! The operator half's commands: `run` (the controller with its HTTP server) and `render` (every child
 //! of the stores in a file, printed as YAML without a cluster): their clap arguments and their wiring.
 
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::controller::{self, Config, Context, WatchScope, grafana::LiveGrafana, redis::LiveRedis};
@@ -119,13 +120,30 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     result
 }
 
+/// `render`'s input, a file or stdin (`-`), read up to `yaml::MAX_INPUT_BYTES` and no further.
+fn read_input(file: &Path) -> Result<String, String> {
+    let (source, name): (Box<dyn Read>, String) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), "stdin".into())
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+        (Box::new(f), file.display().to_string())
+    };
+    let limit = crate::yaml::MAX_INPUT_BYTES;
+    let mut text = String::new();
+    source.take(limit + 1).read_to_string(&mut text).map_err(|e| format!("reading {name}: {e}"))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{name}: larger than {} MiB, the most render reads", limit >> 20));
+    }
+    Ok(text)
+}
+
 /// `render`: every child of every store in the file, as YAML documents on stdout.
 pub fn render_file(args: &RenderArgs) -> Result<(), String> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
-    } else {
-        std::fs::read_to_string(&args.file).map_err(|e| format!("reading {}: {e}", args.file.display()))?
-    };
+    let text = read_input(&args.file)?;
+    // Before serde_yaml: its scanner's work per token grows with the nesting, so a file of brackets
+    // would take minutes to be refused.
+    crate::yaml::check_flow_depth(&text, crate::yaml::MAX_FLOW_DEPTH)
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
     let (stores, others) = crate::crd::parse_stores(&text).map_err(|e| {
         let lines: Vec<String> = e.lines().map(|l| format!("{}: {l}", args.file.display())).collect();
         format!("{} problem(s); fix them and render again:\n{}", lines.len(), lines.join("\n"))

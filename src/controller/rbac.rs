@@ -1,7 +1,9 @@
 //! The exact permissions the controller uses, each with the code path that needs it.
 //!
 //! The Helm chart's ClusterRole/Role grants exactly these (a test compares them), so a new API call in
-//! the controller must come with a new line here, and nothing is granted "just in case".
+//! the controller must come with a new line here, and nothing is granted "just in case". This list is the
+//! source; the chart's `templates/_helpers.tpl` and the table of docs/security.md are copies kept by hand,
+//! which `tests/helm.rs` holds equal to it.
 
 /// One RBAC rule: an API group, its resources and the verbs used on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

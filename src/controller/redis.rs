@@ -76,14 +76,13 @@ pub trait RedisGateway: Send + Sync {
 
     /// Makes Redis' ACL users exactly `users` (`ACL SETUSER`, idempotent), logged in as the operator, or
     /// as the default user with `target.admin_password` when Redis refuses the operator's user. Returns
-    /// the users whose accepted passwords changed. A stand-in without users accepts anything.
+    /// the users whose accepted passwords changed. Required: a gateway that skipped it would leave every
+    /// component without its user while the store looked healthy.
     fn ensure_users<'a>(
         &'a self,
-        _target: &'a RedisTarget,
-        _users: &'a [AclUser],
-    ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
+        target: &'a RedisTarget,
+        users: &'a [AclUser],
+    ) -> BoxFuture<'a, Result<Vec<String>, RedisProblem>>;
 }
 
 /// The real thing: a short-lived connection per call, with timeouts so an unreachable Redis never

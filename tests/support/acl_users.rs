@@ -1,7 +1,5 @@
 //! A real Redis with a store's ACL users exactly as the operator renders them (`render::acl`): the ACL
 //! file of a store, loaded with `--aclfile`, and a connection per user.
-//! Use next to `redis_server.rs` (`#[path = "support/acl_users.rs"] mod acl_users;`).
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

@@ -1,8 +1,7 @@
 //! The dashboard as a browser shows it: headless Chromium (Debian's `chromium`) renders a Grafana page, and
 //! the page is read for its panels, its legends and Grafana's panel-error marks. Shared by
 //! `tests/grafana_real.rs` (Grafana 8.3 on this host) and `tests/node.rs` (the managed Grafana pod, through
-//! a port-forward); included by path (`#[path = "support/dashboard_page.rs"] mod dashboard_page;`).
-#![allow(dead_code)]
+//! a port-forward).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

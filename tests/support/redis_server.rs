@@ -1,7 +1,5 @@
 //! A real redis-stack-server (Redis 7.4 + TimeSeries + RedisGears 2) per test, killed on drop, or the
 //! real RedisGears 1 runtime (Redis 6.2 + RedisGears 1.2 + TimeSeries, `$POPUP_REDISGEARS1`) when given.
-//! Shared by the integration tests that need Redis (`#[path = "support/redis_server.rs"] mod …`).
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

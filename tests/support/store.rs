@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use popup_operator::crd::PopUpStore;
 use popup_operator::status;
 
-use super::{TestEnv, make_pods_ready};
+use super::cluster::{TestEnv, make_pods_ready};
 
 /// How long a store may take to reach a state.
 pub const WAIT: Duration = Duration::from_secs(60);

@@ -97,7 +97,9 @@ these pods into each store's Redis NetworkPolicy (POPUP_OPERATOR_POD_SELECTOR).
 
 {{/*
 The controller's RBAC rules, the same in the ClusterRole and in every Role.
-Equal to src/controller/rbac.rs (tests/helm.rs); docs/security.md says why each exists.
+HAND-MAINTAINED COPY of src/controller/rbac.rs (the source; not generated, `bash hack/regen.sh` leaves it
+alone): change the rules there first, then here; tests/helm.rs fails while the two differ.
+docs/security.md says why each exists.
 */}}
 {{- define "popup-operator.rules" -}}
 # Watch PopUpStore custom resources.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerates every generated copy in the repository from its source; the tests that compare them name
+# this command. Run it after changing a source, then commit what it changed.
+#
+#   source                        generated copy
+#   the Rust types (src/crd.rs)   crds/popupstores.popup.dev.yaml (`popup-operator crd`)
+#   crds/*.yaml                   charts/popup-operator/crds/*.yaml (byte copies: helm installs them)
+#
+# Hand-maintained, test-checked (tests/helm.rs), so not written here: the chart's RBAC rules
+# (templates/_helpers.tpl) and the RBAC table of docs/security.md, both from src/controller/rbac.rs.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# The header each generated CRD file starts with; tests/crd.rs checks it byte for byte.
+header='# Generated from the Rust types in src/crd.rs by `bash hack/regen.sh`: edit those, not this file.'
+crd="$(cargo run --quiet --bin popup-operator -- crd)"
+printf '%s\n%s\n' "$header" "$crd" > crds/popupstores.popup.dev.yaml.tmp
+mv crds/popupstores.popup.dev.yaml.tmp crds/popupstores.popup.dev.yaml
+
+dst=charts/popup-operator/crds
+mkdir -p "$dst"
+# Copies of files no longer in crds/ go too.
+find "$dst" -maxdepth 1 -name '*.yaml' -delete
+cp crds/*.yaml "$dst"/
+
+git status --short -- crds "$dst"
