@@ -6,10 +6,7 @@
 //! (SOLD OUT, completed == stock, the charts' totals == Redis' own TS.RANGE), across a Redis restart,
 //! and after `q` (the terminal is given back). Every wait is for a state on the screen or in Redis.
 
-#[path = "support/acl_users.rs"]
-mod acl_users;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+pub mod support;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,12 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use acl_users::Users;
 use chrono::Timelike;
 use popup_operator::crd::Engine;
 use popup_operator::render::acl::Role;
 use redis::aio::MultiplexedConnection;
-use redis_server::ChildGuard;
+use support::acl_users::{self, Users};
+use support::redis_server::ChildGuard;
 
 const BIN: &str = env!("CARGO_BIN_EXE_popup-operator");
 const COLS: u16 = 150;
