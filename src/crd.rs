@@ -9,12 +9,10 @@ use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{self, MAX_NAME_LEN};
+
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "popup.dev";
-/// Longest `metadata.name` a store may have: child names add suffixes (`-simulator-<hash>`, `-grafana`),
-/// and pod names derived from them must stay within the 63-character label limit.
-pub const MAX_NAME_LEN: usize = 40;
-
 // Regular expressions of the CEL rules (RE2; `[.]` instead of `\.` keeps them free of escapes).
 /// A DNS-1035 label: what a Service name must be. Store names become Service name prefixes.
 pub const DNS_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
@@ -135,14 +133,14 @@ fn requests_within_limits_rule(field: &str) -> Rule {
     printcolumn(name = "Available", type_ = "integer", json_path = ".status.sale.available"),
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.sale.completed"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: child objects add suffixes such as -simulator-<hash>").reason(Reason::FieldValueInvalid),
+    validation = Rule::new(format!("size(self.metadata.name) <= {MAX_NAME_LEN}")).message(format!("metadata.name must be at most {MAX_NAME_LEN} characters: child objects add suffixes such as -simulator-<hash>").as_str()).reason(Reason::FieldValueInvalid),
     validation = Rule::new(format!("self.metadata.name.matches('{DNS_LABEL}')")).message("metadata.name must start with a lowercase letter and hold only lowercase letters, digits and '-' (a DNS-1035 label, no dots): the store's Services are named after it").reason(Reason::FieldValueInvalid),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PopUpStoreSpec {
     /// Units of product on sale when the simulator starts (the `product` key). Default 10000.
     #[serde(default = "default_stock")]
-    #[schemars(range(min = 0, max = 1_000_000_000))]
+    #[schemars(range(min = limits::STOCK.min, max = limits::STOCK.max))]
     pub stock: i64,
 
     /// The sale's run. Raise it (any other value) to start a fresh sale: the operator deletes the
@@ -150,7 +148,7 @@ pub struct PopUpStoreSpec {
     /// after a lost one (condition `SaleIntact` False, reason `SaleLost`); changing the stock or a
     /// simulator setting starts a fresh sale too. Default 0.
     #[serde(default)]
-    #[schemars(range(min = 0, max = 1_000_000_000))]
+    #[schemars(range(min = limits::SALE_RUN.min, max = limits::SALE_RUN.max))]
     pub sale_run: u32,
 
     /// How orders are processed: `gears` (RedisGears 1 Python, redismod image), `triggers` (RedisGears 2
@@ -182,7 +180,7 @@ pub struct PopUpStoreSpec {
 }
 
 fn default_stock() -> i64 {
-    10_000
+    limits::DEFAULT_STOCK
 }
 
 /// The processing engine. Each one implements the same sale contract (see `docs/engines.md`).
@@ -291,17 +289,17 @@ fn default_password_key() -> String {
 pub struct ProcessingSpec {
     /// Orders completed per batch. Default 3, as in the original demo.
     #[serde(default = "default_batch_size")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = limits::BATCH_SIZE.min, max = limits::BATCH_SIZE.max))]
     pub batch_size: u32,
 
     /// Seconds between two samples of the queue-length time series. Default 5.
     #[serde(default = "default_metrics_interval")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = limits::METRICS_INTERVAL_SECONDS.min, max = limits::METRICS_INTERVAL_SECONDS.max))]
     pub metrics_interval_seconds: u32,
 
     /// Processor pods for the `native` engine (ignored by the others). Default 1.
-    #[serde(default = "default_one")]
-    #[schemars(range(min = 1, max = 16))]
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = limits::REPLICAS.min, max = limits::REPLICAS.max))]
     pub replicas: u32,
 }
 
@@ -310,19 +308,19 @@ impl Default for ProcessingSpec {
         Self {
             batch_size: default_batch_size(),
             metrics_interval_seconds: default_metrics_interval(),
-            replicas: default_one(),
+            replicas: default_replicas(),
         }
     }
 }
 
 fn default_batch_size() -> u32 {
-    3
+    limits::DEFAULT_BATCH_SIZE
 }
 fn default_metrics_interval() -> u32 {
-    5
+    limits::DEFAULT_METRICS_INTERVAL_SECONDS
 }
-fn default_one() -> u32 {
-    1
+fn default_replicas() -> u32 {
+    limits::DEFAULT_REPLICAS
 }
 fn default_true() -> bool {
     true
@@ -479,23 +477,23 @@ pub struct SimulatorSpec {
     pub enabled: bool,
 
     /// Customers to send; 0 means "until the product is sold out". Default 0.
-    #[serde(default)]
-    #[schemars(range(min = 0, max = 1_000_000_000))]
+    #[serde(default = "default_customers")]
+    #[schemars(range(min = limits::CUSTOMERS.min, max = limits::CUSTOMERS.max))]
     pub customers: u64,
 
     /// A new customer arrives every random 0..maxArrivalMillis ms. Default 100, as in the original demo.
     #[serde(default = "default_max_arrival")]
-    #[schemars(range(min = 0, max = 600000))]
+    #[schemars(range(min = limits::DELAY_MILLIS.min, max = limits::DELAY_MILLIS.max))]
     pub max_arrival_millis: u32,
 
     /// Each customer orders random 0..maxOrderDelayMillis ms after arriving. Default 1000.
     #[serde(default = "default_max_order_delay")]
-    #[schemars(range(min = 0, max = 600000))]
+    #[schemars(range(min = limits::DELAY_MILLIS.min, max = limits::DELAY_MILLIS.max))]
     pub max_order_delay_millis: u32,
 
     /// A fixed arrival rate in customers per second, instead of random arrivals (flash-sale load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000000))]
+    #[schemars(range(min = limits::RATE_PER_SECOND.min, max = limits::RATE_PER_SECOND.max))]
     pub rate_per_second: Option<u32>,
 
     /// Compute resources of the simulator container. Default: requests 50m CPU / 32Mi memory, limit 128Mi.
@@ -521,7 +519,7 @@ impl Default for SimulatorSpec {
     fn default() -> Self {
         Self {
             enabled: true,
-            customers: 0,
+            customers: default_customers(),
             max_arrival_millis: default_max_arrival(),
             max_order_delay_millis: default_max_order_delay(),
             rate_per_second: None,
@@ -531,11 +529,14 @@ impl Default for SimulatorSpec {
     }
 }
 
+fn default_customers() -> u64 {
+    limits::DEFAULT_CUSTOMERS
+}
 fn default_max_arrival() -> u32 {
-    100
+    limits::DEFAULT_MAX_ARRIVAL_MILLIS
 }
 fn default_max_order_delay() -> u32 {
-    1000
+    limits::DEFAULT_MAX_ORDER_DELAY_MILLIS
 }
 
 /// The store's NetworkPolicies. They only take effect on a cluster whose network plugin enforces

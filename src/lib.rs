@@ -12,6 +12,8 @@
 //! - `dashboard`: the Grafana dashboard's panels (grafana/popup-store.json) and their queries, which
 //!   Grafana gets provisioned and the terminal dashboard draws (`cli::dashboard_view`);
 //! - `cli`: both halves' subcommands, their clap arguments and their output;
+//! - `limits`: every bound and default of a number a user sets (the CRD, `render`'s check and the
+//!   command line take them from there); imports nothing of the crate, so both halves may use it;
 //! - `yaml`: YAML output that every Kubernetes reader takes the same way (the CRD, `render`).
 //!
 //! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod dashboard;
+pub mod limits;
 pub mod render;
 pub mod sale;
 pub mod status;

@@ -4,7 +4,8 @@
 use kube::{Resource, ResourceExt};
 
 use super::{Names, PasswordSource, ValidatedStore, default_redis_image, images};
-use crate::crd::{GrafanaMode, MAX_NAME_LEN, PopUpStore};
+use crate::crd::{GrafanaMode, PopUpStore, PopUpStoreSpec};
+use crate::limits::{self, Bounds, MAX_NAME_LEN};
 
 /// A spec value the operator cannot use, with the field's path and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -68,21 +69,13 @@ fn check_spec(store: &PopUpStore) -> Vec<SpecError> {
     let mut errors: Vec<SpecError> = check_name(store).into_iter().collect();
     let mut fail = |field: &str, message: String| errors.push(SpecError::new(field, message));
     let spec = &store.spec;
-    if spec.stock < 0 {
-        fail("spec.stock", format!("must be 0 or more, got {}", spec.stock));
-    }
-    let p = &spec.processing;
-    for (field, value, min, max) in [
-        ("spec.processing.batchSize", p.batch_size, 1, 10_000),
-        ("spec.processing.metricsIntervalSeconds", p.metrics_interval_seconds, 1, 3600),
-        ("spec.processing.replicas", p.replicas, 1, 16),
-    ] {
-        if !(min..=max).contains(&value) {
-            fail(field, format!("must be between {min} and {max}, got {value}"));
+    for n in bounded_numbers(spec) {
+        if let Some(value) = n.value
+            && !n.bounds.contains(value)
+        {
+            let Bounds { min, max } = n.bounds;
+            fail(n.field, format!("must be between {min} and {max}, got {value}{}", n.hint));
         }
-    }
-    if spec.simulator.rate_per_second == Some(0) {
-        fail("spec.simulator.ratePerSecond", "must be at least 1; omit it for random arrivals".into());
     }
     if spec.redis.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
         fail("spec.redis.image", "must not be empty; omit it to use the engine's default image".into());
@@ -118,6 +111,41 @@ fn check_spec(store: &PopUpStore) -> Vec<SpecError> {
         }
     }
     errors
+}
+
+/// A number of the spec with its bounds (the CRD's `minimum` and `maximum`).
+pub(crate) struct BoundedNumber {
+    pub field: &'static str,
+    pub bounds: Bounds,
+    /// `None`: not set (an optional field).
+    pub value: Option<i128>,
+    /// Appended to the message when the value is out of bounds.
+    pub hint: &'static str,
+}
+
+/// Every bounded number of a spec, the fields the CRD gives a `minimum` and `maximum` (a test in
+/// `cli::tests` checks that the list and the CRD name the same fields with the same bounds).
+pub(crate) fn bounded_numbers(spec: &PopUpStoreSpec) -> [BoundedNumber; 9] {
+    let number = |field, bounds, value: Option<i128>| BoundedNumber { field, bounds, value, hint: "" };
+    let (p, s) = (&spec.processing, &spec.simulator);
+    [
+        number("spec.stock", limits::STOCK, Some(spec.stock.into())),
+        number("spec.saleRun", limits::SALE_RUN, Some(spec.sale_run.into())),
+        number("spec.processing.batchSize", limits::BATCH_SIZE, Some(p.batch_size.into())),
+        number(
+            "spec.processing.metricsIntervalSeconds",
+            limits::METRICS_INTERVAL_SECONDS,
+            Some(p.metrics_interval_seconds.into()),
+        ),
+        number("spec.processing.replicas", limits::REPLICAS, Some(p.replicas.into())),
+        number("spec.simulator.customers", limits::CUSTOMERS, Some(s.customers.into())),
+        number("spec.simulator.maxArrivalMillis", limits::DELAY_MILLIS, Some(s.max_arrival_millis.into())),
+        number("spec.simulator.maxOrderDelayMillis", limits::DELAY_MILLIS, Some(s.max_order_delay_millis.into())),
+        BoundedNumber {
+            hint: "; omit it for random arrivals",
+            ..number("spec.simulator.ratePerSecond", limits::RATE_PER_SECOND, s.rate_per_second.map(Into::into))
+        },
+    ]
 }
 
 /// The CRD's CEL rules (quantities, names, images, labels), one source of truth with admission; a field

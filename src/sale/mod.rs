@@ -136,7 +136,10 @@ pub struct ProcessingSettings {
 
 impl Default for ProcessingSettings {
     fn default() -> Self {
-        ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(5) }
+        ProcessingSettings {
+            batch_size: crate::limits::DEFAULT_BATCH_SIZE,
+            metrics_interval: Duration::from_secs(crate::limits::DEFAULT_METRICS_INTERVAL_SECONDS.into()),
+        }
     }
 }
 
