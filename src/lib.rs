@@ -12,19 +12,22 @@
 //! - `dashboard`: the Grafana dashboard's panels (grafana/popup-store.json) and their queries, which
 //!   Grafana gets provisioned and the terminal dashboard draws (`cli::dashboard_view`);
 //! - `cli`: both halves' subcommands, their clap arguments and their output;
+//! - `flags`: the clap arguments of `process` and `simulate`, which `cli` parses and `render` writes into
+//!   the processor's and the simulator Job's pods;
 //! - `limits`: every bound and default of a number a user sets (the CRD, `render`'s check and the
 //!   command line take them from there); imports nothing of the crate, so both halves may use it;
 //! - `yaml`: YAML output that every Kubernetes reader takes the same way (the CRD, `render`).
 //!
 //! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
 //! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale;
-//! `dashboard` imports nothing of the crate (both `render` and `cli` use it).
+//! `dashboard` and `limits` import nothing of the crate, `flags` only `limits`.
 
 pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod dashboard;
+pub mod flags;
 pub mod limits;
 pub mod render;
 pub mod sale;

@@ -4,7 +4,8 @@
 //!
 //! - [`operator_commands`]: `run`, `crd`, `render`;
 //! - [`sale_commands`]: `load`, `process`, `simulate`, `sale` (views: `simulate_view`, [`watch_view`]),
-//!   `dashboard` ([`dashboard_view`]).
+//!   `dashboard` ([`dashboard_view`]); the arguments of `process` and `simulate` are [`crate::flags`]'
+//!   (the store's pods run those commands, and `render` writes them).
 
 pub mod dashboard_view;
 pub mod operator_commands;
@@ -12,16 +13,18 @@ pub mod sale_commands;
 mod simulate_view;
 pub mod watch_view;
 
+#[cfg(test)]
+mod tests;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::flags::{ProcessArgs, SimulateArgs};
 use crate::sale::EngineError;
 use crate::telemetry::{self, LogFormat};
 use operator_commands::{RenderArgs, RunArgs, render_file, run};
-use sale_commands::{
-    DashboardArgs, LoadArgs, ProcessArgs, SaleArgs, SimulateArgs, run_load, run_process, run_sale, run_simulate,
-};
+use sale_commands::{DashboardArgs, LoadArgs, SaleArgs, run_load, run_process, run_sale, run_simulate};
 
 /// Kubernetes operator that turns a PopUpStore resource into a live flash-sale demo:
 /// Redis with a processing engine, a Grafana dashboard and a load simulator.

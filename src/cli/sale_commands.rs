@@ -12,13 +12,15 @@ use tokio::sync::watch;
 
 use super::simulate_view::SimulateView;
 use super::watch_view::WatchView;
+use crate::flags::{self, ProcessArgs, RedisArgs, SettingsArgs, SimulateArgs, whole_in};
+use crate::limits::{self, FloatBounds};
 use crate::sale::marker;
 use crate::sale::native::{self, Worker, WorkerConfig};
 use crate::sale::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
 use crate::sale::watch::{SaleWatcher, follow};
 use crate::sale::{
     EngineError, EngineKind, ProcessingSettings, Result, connect, connect_manager, connection_info, engine_health,
-    load_scripts, module_list, read_sale, require_timeseries,
+    load_scripts, read_sale,
 };
 
 /// `--engine <ENGINE>`: the engine's name, and a line about it in `--help`.
@@ -28,87 +30,17 @@ impl clap::ValueEnum for EngineKind {
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
-        let help = match self {
-            EngineKind::Gears => "RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo",
-            EngineKind::Triggers => "RedisGears 2 JavaScript stream triggers (TFUNCTION LOAD), redis-stack 7.x",
-            EngineKind::Native => "The operator's own worker (`popup-operator process`), any Redis with TimeSeries",
-        };
-        Some(PossibleValue::new(self.as_str()).help(help))
+        Some(PossibleValue::new(self.as_str()).help(self.description()))
     }
 }
 
-// ---- bounded numeric flags -----------------------------------------------------------------------
-// Every number a user (or an environment variable) can pass is checked by clap against a range, so
-// a hostile value ends in clap's usual `invalid value '…' for '--flag <FLAG>': …` and exit code 2
-// instead of an overflow or a nonsense run. The bounds are also in each flag's help.
-
-/// A whole number in `min..=max`. Parsed as i128 so that a negative or a too large value gets the
-/// range message rather than a parse error.
-fn whole_in(text: &str, min: u64, max: u64, unit: &str) -> std::result::Result<u64, String> {
-    let message = || format!("must be a whole number from {min} to {max} ({unit})");
-    let v: i128 = text.trim().parse().map_err(|_| message())?;
-    if v < i128::from(min) || v > i128::from(max) {
-        return Err(message());
-    }
-    Ok(v as u64)
-}
-
-/// A finite number in `min..=max` (NaN and infinities are refused).
-fn number_in(text: &str, min: f64, max: f64, unit: &str) -> std::result::Result<f64, String> {
-    let message = || format!("must be a number from {min} to {max} ({unit})");
-    let v: f64 = text.trim().parse().map_err(|_| message())?;
-    if !v.is_finite() || v < min || v > max {
-        return Err(message());
-    }
-    Ok(v)
-}
-
-/// Longest arrival gap and order delay: one hour.
-const MAX_MILLIS: u64 = 3_600_000;
-/// Most units of stock and most customers: a billion.
-const MAX_COUNT: u64 = 1_000_000_000;
-
-fn batch_size(s: &str) -> std::result::Result<u32, String> {
-    whole_in(s, 1, 10_000, "orders per batch").map(|v| v as u32)
-}
-fn metrics_interval(s: &str) -> std::result::Result<f64, String> {
-    number_in(s, 0.001, 86_400.0, "seconds")
-}
-fn stock(s: &str) -> std::result::Result<i64, String> {
-    whole_in(s, 0, MAX_COUNT, "units").map(|v| v as i64)
-}
-fn customers(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 0, MAX_COUNT, "customers, 0 = until sold out")
-}
-fn millis(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 0, MAX_MILLIS, "milliseconds")
-}
-fn rate(s: &str) -> std::result::Result<f64, String> {
-    number_in(s, 0.001, 1_000_000.0, "customers per second")
-}
-fn wait_seconds(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 0, 86_400, "seconds")
-}
-fn run_seconds(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 1, 604_800, "seconds")
-}
-fn reconnect_seconds(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 0, 3_600, "seconds, 0 = stop at the first failure")
-}
+/// `sale --watch` and `dashboard`: how often to read.
 fn watch_interval(s: &str) -> std::result::Result<u64, String> {
-    whole_in(s, 10, 60_000, "milliseconds")
+    whole_in(s, limits::cli::WATCH_INTERVAL_MILLIS, "milliseconds")
 }
 
-/// Where Redis is.
-#[derive(Args, Debug, Clone)]
-pub struct RedisArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379 or redis://:password@host:6379/0
-    #[arg(long = "redis", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub url: String,
-    /// Password, used when the URL has none.
-    #[arg(long = "redis-password", env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-}
+// The flags of `process` and `simulate` (and `load`, which shares them) live in `crate::flags`, where
+// the builders write them into the pods; connecting and running are the command line's.
 
 impl RedisArgs {
     pub async fn connect(&self) -> Result<(MultiplexedConnection, String)> {
@@ -121,27 +53,16 @@ impl RedisArgs {
     }
 }
 
-/// Batch and interval settings.
-#[derive(Args, Debug, Clone)]
-pub struct SettingsArgs {
-    /// Orders per batch (1–10000).
-    #[arg(long, env = "POPUP_BATCH_SIZE", default_value_t = 3, value_parser = batch_size, allow_negative_numbers = true)]
-    pub batch_size: u32,
-    /// TimeSeries sampling interval in seconds (0.001–86400).
-    #[arg(long, env = "POPUP_METRICS_INTERVAL_SECONDS", default_value_t = 5.0, value_parser = metrics_interval,
-          allow_negative_numbers = true)]
-    pub metrics_interval_seconds: f64,
-}
-
 impl SettingsArgs {
     pub fn settings(&self) -> Result<ProcessingSettings> {
         // the parser already bounds it; this guards values set in code
-        let metrics_interval = metrics_interval(&self.metrics_interval_seconds.to_string())
+        let metrics_interval = flags::metrics_interval(&self.metrics_interval_seconds.to_string())
             .ok()
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| {
+                let FloatBounds { min, max } = limits::cli::METRICS_INTERVAL_SECONDS;
                 EngineError::Other(format!(
-                    "--metrics-interval-seconds must be between 0.001 and 86400, got {}",
+                    "--metrics-interval-seconds must be between {min} and {max}, got {}",
                     self.metrics_interval_seconds
                 ))
             })?;
@@ -161,70 +82,6 @@ pub struct LoadArgs {
     pub settings: SettingsArgs,
 }
 
-/// `process`: run the native worker until SIGTERM / ctrl-c.
-#[derive(Args, Debug, Clone)]
-pub struct ProcessArgs {
-    #[command(flatten)]
-    pub redis: RedisArgs,
-    #[command(flatten)]
-    pub settings: SettingsArgs,
-    /// Worker name, for its heartbeat key popup:worker:<name> (default: $HOSTNAME, i.e. the pod
-    /// name, else popup-<pid>).
-    #[arg(long, env = "POPUP_CONSUMER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub consumer: Option<String>,
-    /// Do not run the TimeSeries sampler in this process.
-    #[arg(long)]
-    pub no_sampler: bool,
-    /// Only sample TimeSeries (e.g. to fill idle gaps next to the triggers engine).
-    #[arg(long, conflicts_with = "no_sampler")]
-    pub sample_only: bool,
-}
-
-/// `simulate`: generate customers and orders.
-#[derive(Args, Debug, Clone)]
-pub struct SimulateArgs {
-    #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Units of product (0–1000000000; 0 sends no customers).
-    #[arg(long, default_value_t = 100, value_parser = stock, allow_negative_numbers = true)]
-    pub stock: i64,
-    /// Customers to send (0–1000000000; 0 = until the product is sold out).
-    #[arg(long, default_value_t = 0, value_parser = customers, allow_negative_numbers = true)]
-    pub customers: u64,
-    /// Random gap between customers: 0..N ms (N up to 3600000).
-    #[arg(long, default_value_t = 100, value_parser = millis, allow_negative_numbers = true)]
-    pub max_arrival_millis: u64,
-    /// Random delay before a customer orders: 0..N ms (N up to 3600000).
-    #[arg(long, default_value_t = 1000, value_parser = millis, allow_negative_numbers = true)]
-    pub max_order_delay_millis: u64,
-    /// Fixed arrival rate (customers per second, 0.001–1000000) instead of random gaps.
-    #[arg(long, value_parser = rate, allow_negative_numbers = true)]
-    pub rate: Option<f64>,
-    /// Delete the sale's keys first (queues, product, ts:*, popup:*).
-    #[arg(long)]
-    pub reset: bool,
-    /// Join the sale the operator started with this id (a store's `status.startedSale.id`) instead of
-    /// setting one up: the stock is the sale's, nothing is reset, and customers are sent only while
-    /// Redis holds that sale. What the store's simulator Job runs.
-    #[arg(long, value_name = "SALE_ID", conflicts_with_all = ["reset", "stock"])]
-    pub join_sale: Option<String>,
-    /// Afterwards wait up to N seconds (0–86400) until every order sent was completed or rejected
-    /// (exit code 3 if not).
-    #[arg(long, value_parser = wait_seconds, allow_negative_numbers = true)]
-    pub wait_complete: Option<u64>,
-    /// Stop sending customers after N seconds (1–604800); a longer arrival gap or order delay is
-    /// cut there.
-    #[arg(long, value_parser = run_seconds, allow_negative_numbers = true)]
-    pub max_seconds: Option<u64>,
-    /// When Redis goes away mid-run, keep retrying for up to N seconds (0–3600; 0 = stop at the
-    /// first failure) before stopping with a summary of what was sent.
-    #[arg(long, default_value_t = 30, value_parser = reconnect_seconds, allow_negative_numbers = true)]
-    pub reconnect_seconds: u64,
-    /// Print the summary as JSON (progress goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// `sale`: print the sale's numbers, once or (`--watch`) until the sale is over.
 #[derive(Args, Debug, Clone)]
 pub struct SaleArgs {
@@ -240,9 +97,10 @@ pub struct SaleArgs {
     /// bar on a terminal, else a line per change. Keeps retrying when Redis goes away meanwhile.
     #[arg(long)]
     pub watch: bool,
-    /// How often --watch reads the sale (ms, 10–60000).
-    #[arg(long, default_value_t = 500, value_parser = watch_interval, allow_negative_numbers = true,
-          requires = "watch")]
+    #[arg(long, default_value_t = limits::cli::DEFAULT_WATCH_INTERVAL_MILLIS, value_parser = watch_interval,
+          allow_negative_numbers = true, requires = "watch",
+          help = format!("How often --watch reads the sale (ms, {}–{})",
+                         limits::cli::WATCH_INTERVAL_MILLIS.min, limits::cli::WATCH_INTERVAL_MILLIS.max))]
     pub interval_millis: u64,
 }
 
@@ -261,8 +119,10 @@ fn window(s: &str) -> std::result::Result<usize, String> {
 pub struct DashboardArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// How often to read Redis and redraw (ms, 10–60000).
-    #[arg(long, default_value_t = 500, value_parser = watch_interval, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = limits::cli::DEFAULT_WATCH_INTERVAL_MILLIS, value_parser = watch_interval,
+          allow_negative_numbers = true,
+          help = format!("How often to read Redis and redraw (ms, {}–{})",
+                         limits::cli::WATCH_INTERVAL_MILLIS.min, limits::cli::WATCH_INTERVAL_MILLIS.max))]
     pub interval_millis: u64,
     /// The charts' time window at start: 1m, 5m, 15m, 1h or 6h (←/→ change it while it runs).
     #[arg(long = "window", default_value = "5m", value_parser = window)]
@@ -303,8 +163,7 @@ pub async fn shutdown_signal() {
 pub async fn run_process(args: ProcessArgs) -> Result<()> {
     let settings = args.settings.settings()?;
     let (mut conn, addr) = args.redis.connect_manager().await?;
-    let mods = module_list(&mut conn).await?;
-    require_timeseries(&addr, &mods)?;
+    native::require_modules(&mut conn, &addr).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -26,6 +26,8 @@ use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+pub(crate) use validation::bounded_numbers;
 pub use validation::{SpecError, SpecErrors, validate};
 
 use crate::crd::{Engine, GrafanaMode, PopUpStoreSpec, SecretKeyRef};

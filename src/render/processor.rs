@@ -5,10 +5,27 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSel
 
 use super::acl::{self, Role};
 use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_selector, pod_template, resources_or};
+use crate::flags::{ProcessArgs, RedisArgs, SettingsArgs};
 
 pub const COMPONENT: &str = "processor";
 /// The operator image runs as the distroless `nonroot` user.
 pub const OPERATOR_UID: i64 = 65532;
+
+/// The processor's command line, the flags `process` parses.
+pub fn args(store: &ValidatedStore) -> ProcessArgs {
+    let p = &store.spec.processing;
+    ProcessArgs {
+        redis: RedisArgs::at(acl::url(store, Role::Processor)),
+        settings: SettingsArgs {
+            batch_size: p.batch_size,
+            metrics_interval_seconds: p.metrics_interval_seconds.into(),
+        },
+        // Each replica names itself: the name keys its heartbeat and its log lines.
+        consumer: Some("$(POD_NAME)".into()),
+        no_sampler: false,
+        sample_only: false,
+    }
+}
 
 pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) -> Deployment {
     let p = &store.spec.processing;
@@ -16,18 +33,7 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
         name: "processor".into(),
         image: Some(inputs.operator_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(vec![
-            "process".into(),
-            "--redis".into(),
-            acl::url(store, Role::Processor),
-            "--batch-size".into(),
-            p.batch_size.to_string(),
-            "--metrics-interval-seconds".into(),
-            p.metrics_interval_seconds.to_string(),
-            // Each replica names itself: the name keys its heartbeat and its log lines.
-            "--consumer".into(),
-            "$(POD_NAME)".into(),
-        ]),
+        args: Some(args(store).to_args()),
         env: Some(vec![
             EnvVar {
                 name: "POD_NAME".into(),

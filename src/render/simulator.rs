@@ -14,6 +14,7 @@ use serde_json::json;
 use super::acl::{self, Role};
 use super::processor::OPERATOR_UID;
 use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_template, resources_or, sha256_hex};
+use crate::flags::{RedisArgs, SimulateArgs};
 
 pub const COMPONENT: &str = "simulator";
 /// Annotation with the settings hash, also the suffix of the Job's name.
@@ -37,27 +38,17 @@ pub fn settings_hash(store: &ValidatedStore) -> String {
     sha256_hex(input.to_string().as_bytes())[..8].to_string()
 }
 
-/// The simulator's command line, the same flags a user would type.
-pub fn args(store: &ValidatedStore) -> Vec<String> {
+/// The simulator's command line, the flags `simulate` parses. The operator started the sale (stock,
+/// clean slate); the Job joins it and only plays the crowd.
+pub fn args(store: &ValidatedStore) -> SimulateArgs {
     let s = &store.spec.simulator;
-    let mut args = vec![
-        "simulate".to_string(),
-        "--redis".into(),
-        acl::url(store, Role::Simulator),
-        // The operator started the sale (stock, clean slate); the Job only plays the crowd.
-        "--join-sale".into(),
-        settings_hash(store),
-        "--customers".into(),
-        s.customers.to_string(),
-        "--max-arrival-millis".into(),
-        s.max_arrival_millis.to_string(),
-        "--max-order-delay-millis".into(),
-        s.max_order_delay_millis.to_string(),
-    ];
-    if let Some(rate) = s.rate_per_second {
-        args.extend(["--rate".into(), rate.to_string()]);
+    SimulateArgs {
+        customers: s.customers,
+        max_arrival_millis: s.max_arrival_millis.into(),
+        max_order_delay_millis: s.max_order_delay_millis.into(),
+        rate: s.rate_per_second.map(f64::from),
+        ..SimulateArgs::joining(RedisArgs::at(acl::url(store, Role::Simulator)), settings_hash(store))
     }
-    args
 }
 
 pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
@@ -68,7 +59,7 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
         name: "simulator".into(),
         image: Some(inputs.operator_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args(store)),
+        args: Some(args(store).to_args()),
         env: Some(vec![
             acl::password_env(store, Role::Simulator, "REDIS_PASSWORD"),
             EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },

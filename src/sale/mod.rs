@@ -99,19 +99,25 @@ pub const SAMPLE_LUA: &str = include_str!("assets/sample.lua");
 /// No default: the engine must be the one of the Redis in question (a store's `spec.engine`, whose
 /// one default is `crd::Engine::Gears`), so the command lines ask for it (`load --engine` is required).
 /// The operator converts a store's engine to and from this (`controller::sale_bridge`); the command line
-/// parses it (`cli`).
+/// parses it (`cli`). What each one is, in a line: [`EngineKind::description`].
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
-    /// RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo.
     Gears,
-    /// RedisGears 2 JavaScript stream triggers (TFUNCTION LOAD), redis-stack 7.x.
     Triggers,
-    /// The operator's own worker (`popup-operator process`), any Redis with TimeSeries.
     Native,
 }
 
 impl EngineKind {
+    /// What the engine is, in a line (`--engine`'s help).
+    pub fn description(self) -> &'static str {
+        match self {
+            EngineKind::Gears => "RedisGears 1 Python scripts (RG.PYEXECUTE), as in the original demo",
+            EngineKind::Triggers => "RedisGears 2 JavaScript stream triggers (TFUNCTION LOAD), redis-stack 7.x",
+            EngineKind::Native => "The operator's own worker (`popup-operator process`), any Redis with TimeSeries",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Gears => "gears",

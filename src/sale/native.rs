@@ -31,6 +31,13 @@ pub const APPLY_LUA: &str = include_str!("assets/native_apply.lua");
 /// for more than a few milliseconds at a time.
 pub const ORDERS_PER_CALL: u32 = 512;
 
+/// What a worker needs of its Redis, checked before it starts: RedisTimeSeries (its sampler writes
+/// `ts:*`); the scripts it calls the operator loads (`load`).
+pub async fn require_modules(conn: &mut impl RedisConn, addr: &str) -> Result<()> {
+    let mods = super::module_list(conn).await?;
+    super::require_timeseries(addr, &mods)
+}
+
 /// Orders decided by one script call or one worker run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BatchResult {
