@@ -54,8 +54,9 @@ fn label_key_rule(field: &str) -> Rule {
 const MAX_RESOURCE_NAMES: u32 = 16;
 
 /// `ResourceRequirements` with the bounds the CEL rules need: at most [`MAX_RESOURCE_NAMES`] requests
-/// and limits, names and values of sane length. Without them the API server refuses the CRD (rule cost).
-fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// and limits, names and values of sane length (without them the API server refuses the CRD for the
+/// rules' cost), and the rules themselves, their messages naming `field`.
+fn bounded_resources(generator: &mut schemars::SchemaGenerator, field: &str) -> schemars::Schema {
     use schemars::JsonSchema;
     let mut schema = ResourceRequirements::json_schema(generator);
     if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
@@ -73,7 +74,27 @@ fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
         }
     }
     schema.insert("nullable".into(), true.into());
+    for rule in [
+        no_claims_rule(field),
+        quantities_rule(field, "requests"),
+        quantities_rule(field, "limits"),
+        resource_names_rule(field),
+        requests_within_limits_rule(field),
+    ] {
+        kube::core::validate(&mut schema, rule).expect("a CEL rule serializes");
+    }
     schema
+}
+
+// One per field, as `schema_with` takes a function of the generator only.
+fn redis_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_resources(generator, "spec.redis.resources")
+}
+fn grafana_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_resources(generator, "spec.grafana.resources")
+}
+fn simulator_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    bounded_resources(generator, "spec.simulator.resources")
 }
 
 fn no_claims_rule(field: &str) -> Rule {
@@ -226,14 +247,7 @@ pub struct RedisSpec {
 
     /// Compute resources of the Redis container. Default: requests 100m CPU / 128Mi memory, limit 512Mi memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(
-        validation = no_claims_rule("spec.redis.resources"),
-        validation = quantities_rule("spec.redis.resources", "requests"),
-        validation = quantities_rule("spec.redis.resources", "limits"),
-        validation = resource_names_rule("spec.redis.resources"),
-        validation = requests_within_limits_rule("spec.redis.resources")
-    )]
-    #[schemars(schema_with = "bounded_resources")]
+    #[schemars(schema_with = "redis_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Persistent storage for Redis data. Without it Redis keeps its data in an emptyDir, which survives
@@ -359,14 +373,7 @@ pub struct GrafanaSpec {
 
     /// Compute resources of the Grafana container. Default: requests 50m CPU / 128Mi memory, limit 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(
-        validation = no_claims_rule("spec.grafana.resources"),
-        validation = quantities_rule("spec.grafana.resources", "requests"),
-        validation = quantities_rule("spec.grafana.resources", "limits"),
-        validation = resource_names_rule("spec.grafana.resources"),
-        validation = requests_within_limits_rule("spec.grafana.resources")
-    )]
-    #[schemars(schema_with = "bounded_resources")]
+    #[schemars(schema_with = "grafana_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Labels the Grafana sidecar looks for (sidecar mode).
@@ -498,14 +505,7 @@ pub struct SimulatorSpec {
 
     /// Compute resources of the simulator container. Default: requests 50m CPU / 32Mi memory, limit 128Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(
-        validation = no_claims_rule("spec.simulator.resources"),
-        validation = quantities_rule("spec.simulator.resources", "requests"),
-        validation = quantities_rule("spec.simulator.resources", "limits"),
-        validation = resource_names_rule("spec.simulator.resources"),
-        validation = requests_within_limits_rule("spec.simulator.resources")
-    )]
-    #[schemars(schema_with = "bounded_resources")]
+    #[schemars(schema_with = "simulator_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Hold the customers back: the operator starts the sale (stock set, queues empty) but creates the
