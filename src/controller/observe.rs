@@ -296,11 +296,7 @@ async fn simulator(
     let live = apply::create_if_missing(&ctx.client, cache::seen(&ctx.cache.jobs, &job), job).await?;
     let previous = store.status.as_ref().and_then(|s| s.simulator_job.clone());
     if previous.as_deref() != Some(name.as_str()) {
-        let selector = format!(
-            "app.kubernetes.io/instance={},app.kubernetes.io/component={}",
-            validated.names.store,
-            render::simulator::COMPONENT
-        );
+        let selector = render::simulator::COMPONENT.selector(&validated.names);
         let deleted = apply::delete_others::<Job>(&ctx.client, &validated.namespace, &selector, &name).await?;
         if !deleted.is_empty() {
             tracing::info!(store = %validated.names.store, ?deleted, "removed simulator Jobs of previous settings");

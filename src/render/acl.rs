@@ -31,8 +31,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
 
+use super::component::Component;
+pub use super::component::{ROLES, Role};
 use super::{PASSWORD_KEY, ValidatedStore, child_meta, sha256_hex};
-use crate::crd::{Engine, GrafanaMode};
+use crate::crd::Engine;
 
 /// Key of the ACL file in `<store>-redis-acl`, the only key the Redis pod mounts.
 pub const ACL_FILE_KEY: &str = "users.acl";
@@ -48,21 +50,6 @@ pub const RETIRING_SINCE_ANNOTATION: &str = "popup.dev/retiring-since";
 /// Users of earlier versions that no store has any more: the operator deletes them from a running Redis
 /// (`popup-probe` was `nopass`, so anyone could log in as it).
 pub const RETIRED_USERS: &[&str] = &["popup-probe"];
-
-/// One Redis user of a store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// `default`: the admin password of people and tools.
-    Admin,
-    /// `popup-operator`: the operator itself.
-    Operator,
-    Grafana,
-    Simulator,
-    Processor,
-}
-
-/// Every role, in the order the ACL file lists them.
-pub const ROLES: [Role; 5] = [Role::Admin, Role::Operator, Role::Grafana, Role::Simulator, Role::Processor];
 
 /// Everything, on every key and channel: the two admin users.
 const EVERYTHING: &[&str] = &["resetkeys", "~*", "resetchannels", "&*", "+@all"];
@@ -198,17 +185,6 @@ impl Role {
         }
     }
 
-    /// The component whose pods log in as this user, which names its password Secret
-    /// (`<store>-redis-<component>`).
-    pub fn component(self) -> Option<&'static str> {
-        match self {
-            Role::Grafana => Some(super::grafana::COMPONENT),
-            Role::Simulator => Some(super::simulator::COMPONENT),
-            Role::Processor => Some(super::processor::COMPONENT),
-            Role::Admin | Role::Operator => None,
-        }
-    }
-
     pub fn from_user(user: &str) -> Option<Role> {
         ROLES.into_iter().find(|r| r.user() == user)
     }
@@ -216,15 +192,7 @@ impl Role {
 
 /// The users a store has: the admin and the operator always; the others with their component.
 pub fn roles(store: &ValidatedStore) -> Vec<Role> {
-    ROLES
-        .into_iter()
-        .filter(|r| match r {
-            Role::Grafana => store.spec.grafana.effective_mode() != GrafanaMode::None,
-            Role::Simulator => store.spec.simulator.enabled,
-            Role::Processor => store.engine() == Engine::Native,
-            Role::Admin | Role::Operator => true,
-        })
-        .collect()
+    ROLES.into_iter().filter(|r| r.wanted(store)).collect()
 }
 
 /// The passwords of a store's users, as the controller read or generated them.
@@ -316,7 +284,7 @@ pub fn parse_acl_file(text: &str) -> BTreeMap<String, Vec<String>> {
 
 /// `<store>-redis-acl`: the ACL file the Redis pod mounts, and the operator's own password.
 pub fn acl_secret(store: &ValidatedStore, creds: &Credentials) -> Secret {
-    let mut meta = child_meta(store, store.names.redis_acl(), super::redis::COMPONENT);
+    let mut meta = child_meta(store, store.names.redis_acl(), Component::Redis);
     if !creds.retiring_since.is_empty() {
         let since: BTreeMap<&str, &String> = creds.retiring_since.iter().map(|(r, t)| (r.user(), t)).collect();
         let json = serde_json::to_string(&since).expect("a map of strings serializes");

@@ -14,14 +14,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use super::acl::{self, Role};
+use super::component::Component;
 use super::{
     BuildInputs, GRAFANA_PORT, ValidatedStore, child_meta, container_security, pod_selector, pod_template,
     resources_or, selector_labels, sha256_hex,
 };
 
-pub const COMPONENT: &str = "grafana";
-/// uid/gid of the `grafana` user in the official image.
-pub const GRAFANA_UID: i64 = 472;
+pub const COMPONENT: Component = Component::Grafana;
 /// The Redis datasource plugin, installed before provisioning runs (`GF_PLUGINS_PREINSTALL_SYNC`, Grafana ≥ 12.1).
 pub const PLUGIN: &str = "redis-datasource@2.2.0";
 /// The startup probe allows 10 s × 60 = 10 minutes for the plugin download before the pod is restarted.
@@ -301,7 +300,6 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
                 store,
                 COMPONENT,
                 Some(checksum.to_string()),
-                GRAFANA_UID,
                 PodSpec { containers: vec![container], volumes: Some(volumes), ..Default::default() },
             ),
             ..Default::default()

@@ -4,6 +4,7 @@
 //! same code, and every builder is unit-tested on plain values.
 
 pub mod acl;
+pub mod component;
 pub mod grafana;
 pub mod network_policy;
 pub mod processor;
@@ -26,6 +27,7 @@ use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use component::Component;
 #[cfg(test)]
 pub(crate) use validation::bounded_numbers;
 pub use validation::{SpecError, SpecErrors, validate};
@@ -89,7 +91,7 @@ impl Names {
         format!("{}-redis-acl", self.store)
     }
     /// The Redis user and password of one component (`grafana`, `simulator`, `processor`).
-    pub fn redis_user(&self, component: &str) -> String {
+    pub fn redis_user(&self, component: Component) -> String {
         format!("{}-redis-{component}", self.store)
     }
     pub fn scripts(&self) -> String {
@@ -208,23 +210,69 @@ pub struct Children {
     pub simulator_job: Option<Job>,
 }
 
-impl Children {
-    /// Every child as JSON values, in apply order (used by `render` and tests).
-    pub fn to_values(&self) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        push_all(&mut out, &self.secrets);
-        push_all(&mut out, &self.config_maps);
-        push_all(&mut out, &self.services);
-        push_all(&mut out, &self.network_policies);
-        push_all(&mut out, [&self.redis]);
-        push_all(&mut out, &self.deployments);
-        push_all(&mut out, self.simulator_job.iter());
-        out
+/// One child of a store, of any kind.
+#[derive(Clone, Copy, Debug)]
+pub enum Child<'a> {
+    Secret(&'a Secret),
+    ConfigMap(&'a ConfigMap),
+    Service(&'a Service),
+    NetworkPolicy(&'a NetworkPolicy),
+    StatefulSet(&'a StatefulSet),
+    Deployment(&'a Deployment),
+    Job(&'a Job),
+}
+
+impl Child<'_> {
+    /// The object's kind and name.
+    pub fn kind_and_name(self) -> (String, String) {
+        fn of<K: Resource<DynamicType = ()>>(k: &K) -> (String, String) {
+            (K::kind(&()).into_owned(), k.meta().name.clone().unwrap_or_default())
+        }
+        match self {
+            Child::Secret(k) => of(k),
+            Child::ConfigMap(k) => of(k),
+            Child::Service(k) => of(k),
+            Child::NetworkPolicy(k) => of(k),
+            Child::StatefulSet(k) => of(k),
+            Child::Deployment(k) => of(k),
+            Child::Job(k) => of(k),
+        }
+    }
+
+    pub fn to_value(self) -> serde_json::Value {
+        fn of<K: Serialize>(k: &K) -> serde_json::Value {
+            serde_json::to_value(k).expect("k8s objects serialize")
+        }
+        match self {
+            Child::Secret(k) => of(k),
+            Child::ConfigMap(k) => of(k),
+            Child::Service(k) => of(k),
+            Child::NetworkPolicy(k) => of(k),
+            Child::StatefulSet(k) => of(k),
+            Child::Deployment(k) => of(k),
+            Child::Job(k) => of(k),
+        }
     }
 }
 
-fn push_all<'a, T: Serialize + 'a>(out: &mut Vec<serde_json::Value>, items: impl IntoIterator<Item = &'a T>) {
-    out.extend(items.into_iter().map(|i| serde_json::to_value(i).expect("k8s objects serialize")));
+impl Children {
+    /// Every child, in apply order. The one walk over [`Children`]: a new field is a compile error here
+    /// (the pattern names every field), and a new [`Child`] kind one in each `match` on it.
+    pub fn iter(&self) -> impl Iterator<Item = Child<'_>> {
+        let Children { secrets, config_maps, services, network_policies, redis, deployments, simulator_job } = self;
+        (secrets.iter().map(Child::Secret))
+            .chain(config_maps.iter().map(Child::ConfigMap))
+            .chain(services.iter().map(Child::Service))
+            .chain(network_policies.iter().map(Child::NetworkPolicy))
+            .chain(std::iter::once(Child::StatefulSet(redis)))
+            .chain(deployments.iter().map(Child::Deployment))
+            .chain(simulator_job.iter().map(Child::Job))
+    }
+
+    /// Every child as JSON values, in apply order (used by `render` and tests).
+    pub fn to_values(&self) -> Vec<serde_json::Value> {
+        self.iter().map(Child::to_value).collect()
+    }
 }
 
 /// Names of the children a store may have had under another spec (Grafana mode, password source,
@@ -242,14 +290,11 @@ pub struct OptionalChildren {
 /// The children a store may lose to a spec change (see [`OptionalChildren`]).
 pub fn optional_children(names: &Names) -> OptionalChildren {
     OptionalChildren {
-        secrets: vec![
-            names.redis_secret(),
-            names.redis_user(grafana::COMPONENT),
-            names.redis_user(simulator::COMPONENT),
-            names.redis_user(processor::COMPONENT),
-            names.grafana(),
-            names.grafana_datasource(),
-        ],
+        secrets: [names.redis_secret()]
+            .into_iter()
+            .chain(Component::ALL.into_iter().filter(|c| c.role().is_some()).map(|c| names.redis_user(c)))
+            .chain([names.grafana(), names.grafana_datasource()])
+            .collect(),
         config_maps: vec![names.grafana_provisioning(), names.grafana_dashboards()],
         services: vec![names.grafana()],
         deployments: vec![names.grafana(), names.processor()],
@@ -260,28 +305,13 @@ pub fn optional_children(names: &Names) -> OptionalChildren {
 impl Children {
     /// `(kind, name)` of every child, in apply order.
     pub fn kinds_and_names(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        push_kinds_and_names(&mut out, &self.secrets);
-        push_kinds_and_names(&mut out, &self.config_maps);
-        push_kinds_and_names(&mut out, &self.services);
-        push_kinds_and_names(&mut out, &self.network_policies);
-        push_kinds_and_names(&mut out, [&self.redis]);
-        push_kinds_and_names(&mut out, &self.deployments);
-        push_kinds_and_names(&mut out, self.simulator_job.iter());
-        out
+        self.iter().map(Child::kind_and_name).collect()
     }
 }
 
 /// Whether `name` is among `children` (the prune's question for one kind).
 pub fn has_named<K: Resource>(children: &[K], name: &str) -> bool {
     children.iter().any(|c| c.meta().name.as_deref() == Some(name))
-}
-
-fn push_kinds_and_names<'a, K: Resource<DynamicType = ()> + 'a>(
-    out: &mut Vec<(String, String)>,
-    items: impl IntoIterator<Item = &'a K>,
-) {
-    out.extend(items.into_iter().map(|k| (K::kind(&()).into_owned(), k.meta().name.clone().unwrap_or_default())));
 }
 
 /// Builds every child of a validated store.
@@ -338,7 +368,7 @@ pub fn build_children(store: &ValidatedStore, inputs: &BuildInputs) -> Children 
 }
 
 /// `app.kubernetes.io/*` labels of one component; the first three also select its pods.
-pub fn labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
+pub fn labels(store: &ValidatedStore, component: Component) -> BTreeMap<String, String> {
     let mut l = selector_labels(store, component);
     l.insert("app.kubernetes.io/part-of".into(), "popup-store".into());
     l.insert("app.kubernetes.io/managed-by".into(), "popup-operator".into());
@@ -348,23 +378,23 @@ pub fn labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, Strin
 
 /// Labels of pods: like [`labels`] but without the operator version, so upgrading the operator does not
 /// restart Redis (whose data lives in an emptyDir unless storage is set) or Grafana.
-pub fn pod_labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
+pub fn pod_labels(store: &ValidatedStore, component: Component) -> BTreeMap<String, String> {
     let mut l = labels(store, component);
     l.remove("app.kubernetes.io/version");
     l
 }
 
 /// The stable subset of [`labels`] used in selectors (selectors are immutable, so no version here).
-pub fn selector_labels(store: &ValidatedStore, component: &str) -> BTreeMap<String, String> {
+pub fn selector_labels(store: &ValidatedStore, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "popup-store".to_string()),
         ("app.kubernetes.io/instance".to_string(), store.names.store.clone()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        ("app.kubernetes.io/component".to_string(), component.name().to_string()),
     ])
 }
 
 /// Metadata of a child: name, namespace, labels, controller ownerReference.
-pub fn child_meta(store: &ValidatedStore, name: String, component: &str) -> ObjectMeta {
+pub fn child_meta(store: &ValidatedStore, name: String, component: Component) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(store.namespace.clone()),
@@ -375,13 +405,12 @@ pub fn child_meta(store: &ValidatedStore, name: String, component: &str) -> Obje
 }
 
 /// A component's pod template: its pod labels, `checksum` (of what its pods read, so a change rolls them)
-/// as an annotation, and on top of `spec` what every pod of a store shares: non-root as `uid`, no API
-/// token (no pod of a store talks to Kubernetes), no service-link variables.
+/// as an annotation, and on top of `spec` what every pod of a store shares: non-root as the component's
+/// uid, no API token (no pod of a store talks to Kubernetes), no service-link variables.
 pub fn pod_template(
     store: &ValidatedStore,
-    component: &str,
+    component: Component,
     checksum: Option<String>,
-    uid: i64,
     spec: PodSpec,
 ) -> PodTemplateSpec {
     PodTemplateSpec {
@@ -391,7 +420,7 @@ pub fn pod_template(
             ..Default::default()
         }),
         spec: Some(PodSpec {
-            security_context: Some(pod_security(uid)),
+            security_context: Some(pod_security(component.uid().expect("a component with pods"))),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             ..spec
@@ -400,7 +429,7 @@ pub fn pod_template(
 }
 
 /// The selector of a component's pods (a workload's `spec.selector`).
-pub fn pod_selector(store: &ValidatedStore, component: &str) -> LabelSelector {
+pub fn pod_selector(store: &ValidatedStore, component: Component) -> LabelSelector {
     LabelSelector { match_labels: Some(selector_labels(store, component)), ..Default::default() }
 }
 

@@ -14,8 +14,9 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::component::Component;
 use super::validation::is_label_key;
-use super::{BuildInputs, GRAFANA_PORT, REDIS_PORT, ValidatedStore, child_meta, grafana, redis};
+use super::{BuildInputs, GRAFANA_PORT, REDIS_PORT, ValidatedStore, child_meta};
 use crate::crd::GrafanaMode;
 
 /// The label the API server puts on every namespace, with the namespace's name (Kubernetes ≥ 1.21).
@@ -114,7 +115,7 @@ fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
 fn ingress_policy(
     store: &ValidatedStore,
     name: String,
-    component: &str,
+    component: Component,
     rule: NetworkPolicyIngressRule,
 ) -> NetworkPolicy {
     NetworkPolicy {
@@ -145,13 +146,13 @@ pub fn redis_policy(store: &ValidatedStore, operator: Option<&OperatorPods>) -> 
         });
     }
     let rule = NetworkPolicyIngressRule { from: Some(from), ports: Some(vec![tcp(REDIS_PORT)]) };
-    ingress_policy(store, store.names.redis(), redis::COMPONENT, rule)
+    ingress_policy(store, store.names.redis(), Component::Redis, rule)
 }
 
 /// `<store>-grafana`: port 3000 from anywhere (no `from`: every source), nothing else.
 pub fn grafana_policy(store: &ValidatedStore) -> NetworkPolicy {
     let rule = NetworkPolicyIngressRule { from: None, ports: Some(vec![tcp(GRAFANA_PORT)]) };
-    ingress_policy(store, store.names.grafana(), grafana::COMPONENT, rule)
+    ingress_policy(store, store.names.grafana(), Component::Grafana, rule)
 }
 
 #[cfg(test)]
@@ -188,7 +189,7 @@ mod tests {
     #[test]
     fn redis_admits_the_stores_own_pods_and_the_operators_on_6379_only() {
         for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
-            let (_, c) = build(engine, |_| {});
+            let (v, c) = build(engine, |_| {});
             let p = &policies_of(&c)["shop-redis"];
             let spec = &p["spec"];
             assert_eq!(spec["policyTypes"], json!(["Ingress"]), "{engine}");
@@ -207,12 +208,10 @@ mod tests {
                 from[0]["podSelector"]["matchLabels"],
                 json!({"app.kubernetes.io/name": "popup-store", "app.kubernetes.io/instance": "shop"})
             );
-            let mut components = vec!["redis", "grafana", "simulator"];
-            if engine == Engine::Native {
-                components.push("processor");
-            }
-            for component in components {
-                assert!(selects(&from[0]["podSelector"], &pod_template_labels(&c, component)), "{engine} {component}");
+            // Every pod the store has (the simulator's Job included).
+            for component in Component::ALL.into_iter().filter(|c| c.wanted(&v) && c.uid().is_some()) {
+                let labels = pod_template_labels(&c, component.name());
+                assert!(selects(&from[0]["podSelector"], &labels), "{engine} {component}");
             }
             // The operator: its namespace AND its labels, in one peer.
             assert_eq!(

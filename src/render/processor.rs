@@ -4,12 +4,11 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec};
 
 use super::acl::{self, Role};
+use super::component::Component;
 use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_selector, pod_template, resources_or};
 use crate::flags::{ProcessArgs, RedisArgs, SettingsArgs};
 
-pub const COMPONENT: &str = "processor";
-/// The operator image runs as the distroless `nonroot` user.
-pub const OPERATOR_UID: i64 = 65532;
+pub const COMPONENT: Component = Component::Processor;
 
 /// The processor's command line, the flags `process` parses.
 pub fn args(store: &ValidatedStore) -> ProcessArgs {
@@ -59,7 +58,6 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
                 store,
                 COMPONENT,
                 Some(checksum.to_string()),
-                OPERATOR_UID,
                 PodSpec {
                     containers: vec![container],
                     // The worker finishes its current batch on SIGTERM.

@@ -14,15 +14,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::acl::{ACL_DIR, ACL_FILE_KEY};
+use super::component::Component;
 use super::{
     BuildInputs, PASSWORD_KEY, PasswordSource, REDIS_PORT, ValidatedStore, child_meta, container_security, pod_labels,
     pod_selector, pod_template, resources_or, selector_labels,
 };
 use crate::crd::Engine;
 
-pub const COMPONENT: &str = "redis";
-/// uid/gid of the `redis` user in the official Redis images (redismod and redis-stack derive from them).
-pub const REDIS_UID: i64 = 999;
+pub const COMPONENT: Component = Component::Redis;
 const DATA_DIR: &str = "/data";
 
 /// Modules of the redismod image. Its CMD loads them; passing our own args replaces the CMD, so every
@@ -67,7 +66,7 @@ pub fn password_secret(store: &ValidatedStore, inputs: &BuildInputs) -> Option<S
 /// its files (name → text), computed by the caller ([`BuildInputs::scripts`]).
 pub fn scripts_config_map(store: &ValidatedStore, scripts: &BTreeMap<String, String>) -> ConfigMap {
     ConfigMap {
-        metadata: child_meta(store, store.names.scripts(), "scripts"),
+        metadata: child_meta(store, store.names.scripts(), Component::Scripts),
         data: Some(scripts.clone()),
         ..Default::default()
     }
@@ -365,7 +364,6 @@ pub fn statefulset(store: &ValidatedStore) -> StatefulSet {
                 store,
                 COMPONENT,
                 None,
-                REDIS_UID,
                 PodSpec {
                     containers: vec![container],
                     node_selector: (engine == Engine::Gears)
@@ -577,7 +575,7 @@ mod tests {
         assert_eq!(spec.service_name.as_deref(), Some("shop-redis-headless"));
         assert_eq!(spec.selector.match_labels.unwrap(), selector_labels(&v, COMPONENT));
         let pod = spec.template.spec.unwrap();
-        assert_eq!(pod.security_context.unwrap().run_as_user, Some(REDIS_UID));
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(999), "redis in the official images");
         // Nothing that changes with a password: a rotation must not restart Redis.
         assert!(spec.template.metadata.unwrap().annotations.is_none());
     }

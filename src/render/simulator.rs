@@ -12,11 +12,11 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use serde_json::json;
 
 use super::acl::{self, Role};
-use super::processor::OPERATOR_UID;
+use super::component::Component;
 use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_template, resources_or, sha256_hex};
 use crate::flags::{RedisArgs, SimulateArgs};
 
-pub const COMPONENT: &str = "simulator";
+pub const COMPONENT: Component = Component::Simulator;
 /// Annotation with the settings hash, also the suffix of the Job's name.
 pub const SETTINGS_HASH_ANNOTATION: &str = "popup.dev/simulator-settings";
 
@@ -83,7 +83,6 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
                 store,
                 COMPONENT,
                 Some(inputs.credentials.revision(Role::Simulator)),
-                OPERATOR_UID,
                 PodSpec { containers: vec![container], restart_policy: Some("Never".into()), ..Default::default() },
             ),
             ..Default::default()
