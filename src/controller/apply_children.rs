@@ -3,6 +3,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::cache::{self, seen};
 use super::dereference::Inputs;
@@ -10,7 +12,7 @@ use super::{Context, RedisTarget, users};
 use crate::apply;
 use crate::apply::Result;
 use crate::crd::PopUpStore;
-use crate::render::{self, Children, ValidatedStore};
+use crate::render::{self, ChildKind, Children, ValidatedStore};
 use crate::status::Check;
 use crate::status::workload::redis_ready;
 use kube::runtime::reflector::Store;
@@ -67,37 +69,43 @@ pub(super) async fn apply_children(
     Ok(Applied { redis, deployments, users, simulator_job: children.simulator_job })
 }
 
-/// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`), kind by kind.
+/// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`).
 async fn prune(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore, children: &Children) -> Result<()> {
     let Some(uid) = store.metadata.uid.as_deref() else { return Ok(()) };
-    let optional = render::optional_children(&validated.names);
     let cache = &ctx.cache;
-    prune_kind(ctx, validated, uid, &cache.secrets, &optional.secrets, &children.secrets).await?;
-    prune_kind(ctx, validated, uid, &cache.config_maps, &optional.config_maps, &children.config_maps).await?;
-    prune_kind(ctx, validated, uid, &cache.services, &optional.services, &children.services).await?;
-    prune_kind(ctx, validated, uid, &cache.deployments, &optional.deployments, &children.deployments).await?;
-    prune_kind(ctx, validated, uid, &cache.network_policies, &optional.network_policies, &children.network_policies)
-        .await?;
+    for (kind, name) in render::optional_children(&validated.names) {
+        if children.has(kind, &name) {
+            continue;
+        }
+        let name = name.as_str();
+        match kind {
+            ChildKind::Secret => prune_one::<Secret, _>(ctx, validated, uid, &cache.secrets, name).await?,
+            ChildKind::ConfigMap => prune_one::<ConfigMap, _>(ctx, validated, uid, &cache.config_maps, name).await?,
+            ChildKind::Service => prune_one::<Service, _>(ctx, validated, uid, &cache.services, name).await?,
+            ChildKind::NetworkPolicy => {
+                prune_one::<NetworkPolicy, _>(ctx, validated, uid, &cache.network_policies, name).await?
+            }
+            ChildKind::Deployment => prune_one::<Deployment, _>(ctx, validated, uid, &cache.deployments, name).await?,
+            // Never optional (see `render::optional_children`).
+            ChildKind::StatefulSet | ChildKind::Job => {}
+        }
+    }
     Ok(())
 }
 
-/// Deletes the `optional` children of one kind that are not `wanted` (and that the store owns); `cached`:
-/// the watch's store of that kind.
-async fn prune_kind<K: apply::Child, M: kube::Resource<DynamicType = ()> + Clone + 'static>(
+/// Deletes the child `name` of kind `K` if the store owns it; `cached`: the watch's store of that kind.
+async fn prune_one<K: apply::Child, M: kube::Resource<DynamicType = ()> + Clone + 'static>(
     ctx: &Context,
     validated: &ValidatedStore,
     uid: &str,
     cached: &Store<M>,
-    optional: &[String],
-    wanted: &[K],
+    name: &str,
 ) -> Result<()> {
     let ns = &validated.namespace;
-    for name in optional.iter().filter(|name| !render::has_named(wanted, name)) {
-        let seen = cache::seen_named(cached, ns, name);
-        if apply::delete_if_owned::<K, M>(&ctx.client, seen, ns, name, uid).await? {
-            let kind = K::kind(&());
-            tracing::info!(store = %validated.names.store, %kind, %name, "deleted a child the spec no longer wants");
-        }
+    let seen = cache::seen_named(cached, ns, name);
+    if apply::delete_if_owned::<K, M>(&ctx.client, seen, ns, name, uid).await? {
+        let kind = K::kind(&());
+        tracing::info!(store = %validated.names.store, %kind, %name, "deleted a child the spec no longer wants");
     }
     Ok(())
 }

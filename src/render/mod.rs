@@ -210,6 +210,18 @@ pub struct Children {
     pub simulator_job: Option<Job>,
 }
 
+/// The kinds of a store's children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    Secret,
+    ConfigMap,
+    Service,
+    NetworkPolicy,
+    StatefulSet,
+    Deployment,
+    Job,
+}
+
 /// One child of a store, of any kind.
 #[derive(Clone, Copy, Debug)]
 pub enum Child<'a> {
@@ -222,7 +234,31 @@ pub enum Child<'a> {
     Job(&'a Job),
 }
 
-impl Child<'_> {
+impl<'a> Child<'a> {
+    pub fn kind(self) -> ChildKind {
+        match self {
+            Child::Secret(_) => ChildKind::Secret,
+            Child::ConfigMap(_) => ChildKind::ConfigMap,
+            Child::Service(_) => ChildKind::Service,
+            Child::NetworkPolicy(_) => ChildKind::NetworkPolicy,
+            Child::StatefulSet(_) => ChildKind::StatefulSet,
+            Child::Deployment(_) => ChildKind::Deployment,
+            Child::Job(_) => ChildKind::Job,
+        }
+    }
+
+    pub fn meta(self) -> &'a ObjectMeta {
+        match self {
+            Child::Secret(k) => k.meta(),
+            Child::ConfigMap(k) => k.meta(),
+            Child::Service(k) => k.meta(),
+            Child::NetworkPolicy(k) => k.meta(),
+            Child::StatefulSet(k) => k.meta(),
+            Child::Deployment(k) => k.meta(),
+            Child::Job(k) => k.meta(),
+        }
+    }
+
     /// The object's kind and name.
     pub fn kind_and_name(self) -> (String, String) {
         fn of<K: Resource<DynamicType = ()>>(k: &K) -> (String, String) {
@@ -269,37 +305,31 @@ impl Children {
             .chain(simulator_job.iter().map(Child::Job))
     }
 
+    /// Whether a child of `kind` is named `name` (the prune's question).
+    pub fn has(&self, kind: ChildKind, name: &str) -> bool {
+        self.iter().any(|c| c.kind() == kind && c.meta().name.as_deref() == Some(name))
+    }
+
     /// Every child as JSON values, in apply order (used by `render` and tests).
     pub fn to_values(&self) -> Vec<serde_json::Value> {
         self.iter().map(Child::to_value).collect()
     }
 }
 
-/// Names of the children a store may have had under another spec (Grafana mode, password source,
-/// engine, network policy), one list per kind: what is not in the current [`Children`] gets pruned
-/// after a spec change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OptionalChildren {
-    pub secrets: Vec<String>,
-    pub config_maps: Vec<String>,
-    pub services: Vec<String>,
-    pub deployments: Vec<String>,
-    pub network_policies: Vec<String>,
-}
-
-/// The children a store may lose to a spec change (see [`OptionalChildren`]).
-pub fn optional_children(names: &Names) -> OptionalChildren {
-    OptionalChildren {
-        secrets: [names.redis_secret()]
-            .into_iter()
-            .chain(Component::ALL.into_iter().filter(|c| c.role().is_some()).map(|c| names.redis_user(c)))
-            .chain([names.grafana(), names.grafana_datasource()])
-            .collect(),
-        config_maps: vec![names.grafana_provisioning(), names.grafana_dashboards()],
-        services: vec![names.grafana()],
-        deployments: vec![names.grafana(), names.processor()],
-        network_policies: vec![names.redis(), names.grafana()],
-    }
+/// The children a store may have had under another spec (Grafana mode, password source, engine, network
+/// policy), by kind and name, in the order they are pruned: what the current [`Children`] lack of these
+/// goes after a spec change. Redis's StatefulSet is never optional, and old simulator Jobs are deleted by
+/// their label once the new one exists (`controller::observe`).
+pub fn optional_children(names: &Names) -> Vec<(ChildKind, String)> {
+    let user_secrets = Component::ALL.into_iter().filter(|c| c.role().is_some()).map(|c| names.redis_user(c));
+    let secrets =
+        [names.redis_secret()].into_iter().chain(user_secrets).chain([names.grafana(), names.grafana_datasource()]);
+    (secrets.map(|n| (ChildKind::Secret, n)))
+        .chain([names.grafana_provisioning(), names.grafana_dashboards()].map(|n| (ChildKind::ConfigMap, n)))
+        .chain([(ChildKind::Service, names.grafana())])
+        .chain([names.grafana(), names.processor()].map(|n| (ChildKind::Deployment, n)))
+        .chain([names.redis(), names.grafana()].map(|n| (ChildKind::NetworkPolicy, n)))
+        .collect()
 }
 
 impl Children {
@@ -307,11 +337,6 @@ impl Children {
     pub fn kinds_and_names(&self) -> Vec<(String, String)> {
         self.iter().map(Child::kind_and_name).collect()
     }
-}
-
-/// Whether `name` is among `children` (the prune's question for one kind).
-pub fn has_named<K: Resource>(children: &[K], name: &str) -> bool {
-    children.iter().any(|c| c.meta().name.as_deref() == Some(name))
 }
 
 /// Builds every child of a validated store.
@@ -821,7 +846,6 @@ pub(crate) mod tests {
     fn every_optional_child_is_wanted_by_some_spec_and_dropped_by_another() {
         let names = Names::new("shop");
         let optional = optional_children(&names);
-        let all = |c: &Children| c.kinds_and_names();
         let specs: Vec<Children> = vec![
             build(Engine::Native, |_| {}).1,
             build(Engine::Gears, |s| {
@@ -832,23 +856,14 @@ pub(crate) mod tests {
             })
             .1,
         ];
-        let listed = [
-            ("Secret", &optional.secrets),
-            ("ConfigMap", &optional.config_maps),
-            ("Service", &optional.services),
-            ("Deployment", &optional.deployments),
-            ("NetworkPolicy", &optional.network_policies),
-        ];
-        for (kind, names) in listed {
-            for name in names {
-                let child = (kind.to_string(), name.clone());
-                assert!(specs.iter().any(|c| all(c).contains(&child)), "{child:?} is built by some spec");
-            }
+        for (kind, name) in &optional {
+            assert!(specs.iter().any(|c| c.has(*kind, name)), "{kind:?} {name} is built by some spec");
         }
         let dropped = &specs[1];
-        assert!(
-            !has_named(&dropped.deployments, &names.grafana()) && !has_named(&dropped.secrets, &names.redis_secret())
-        );
+        assert!(!dropped.has(ChildKind::Deployment, &names.grafana()));
+        assert!(!dropped.has(ChildKind::Secret, &names.redis_secret()));
+        assert!(specs[0].has(ChildKind::Secret, &names.redis_secret()), "has looks at the kind and the name");
+        assert!(!specs[0].has(ChildKind::ConfigMap, &names.redis_secret()));
     }
 
     #[test]

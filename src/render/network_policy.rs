@@ -259,7 +259,7 @@ mod tests {
         // Children that may go away are pruned by kind and name.
         let optional = crate::render::optional_children(&crate::render::Names::new("shop"));
         for name in ["shop-redis", "shop-grafana"] {
-            assert!(optional.network_policies.contains(&name.to_string()), "{name}");
+            assert!(optional.contains(&(crate::render::ChildKind::NetworkPolicy, name.to_string())), "{name}");
         }
     }
 
