@@ -42,31 +42,33 @@ pub(super) async fn apply_children(
         prune(ctx, store, validated, &children).await?;
     }
     let (client, cache) = (&ctx.client, &ctx.cache);
+    // Every field by name, so that a new kind of child does not compile until it is applied here too.
+    let Children { secrets, config_maps, services, network_policies, redis, deployments, simulator_job } = children;
     // Dependency order: what pods read (Secrets, ConfigMaps) before the pods, Services before clients.
-    for s in children.secrets {
+    for s in secrets {
         apply::apply_unread(client, seen(&cache.secrets, &s), s).await?;
     }
-    for cm in children.config_maps {
+    for cm in config_maps {
         apply::apply_unread(client, seen(&cache.config_maps, &cm), cm).await?;
     }
-    for svc in children.services {
+    for svc in services {
         apply::apply_unread(client, seen(&cache.services, &svc), svc).await?;
     }
     // Before the pods: Redis never runs unprotected.
-    for policy in children.network_policies {
+    for policy in network_policies {
         apply::apply_unread(client, seen(&cache.network_policies, &policy), policy).await?;
     }
-    let redis = apply::apply(client, seen(&cache.stateful_sets, &children.redis), children.redis).await?;
+    let redis = apply::apply(client, seen(&cache.stateful_sets, &redis), redis).await?;
     // The users before the pods that log in as them: a new password is accepted before a pod uses it.
     let users = match inputs.redis_password.problem.is_none() && redis_ready(&redis) {
         true => Some(users::ensure(ctx, store, validated, target, &inputs.credentials).await),
         false => None,
     };
-    let mut deployments = Vec::new();
-    for d in children.deployments {
-        deployments.push(apply::apply(client, seen(&cache.deployments, &d), d).await?);
+    let mut applied = Vec::new();
+    for d in deployments {
+        applied.push(apply::apply(client, seen(&cache.deployments, &d), d).await?);
     }
-    Ok(Applied { redis, deployments, users, simulator_job: children.simulator_job })
+    Ok(Applied { redis, deployments: applied, users, simulator_job })
 }
 
 /// Deletes children the current spec no longer wants (e.g. Grafana after `mode: none`).
