@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, PodSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
@@ -16,8 +16,8 @@ use serde_json::json;
 use super::acl::{self, Role};
 use super::component::Component;
 use super::{
-    BuildInputs, GRAFANA_PORT, ValidatedStore, child_meta, container_security, pod_selector, pod_template,
-    resources_or, selector_labels, sha256_hex,
+    BuildInputs, GRAFANA_PORT, ValidatedStore, child_meta, container_security, deployment_of, resources_or,
+    selector_labels, sha256_hex,
 };
 
 pub const COMPONENT: Component = Component::Grafana;
@@ -291,21 +291,8 @@ pub fn deployment(store: &ValidatedStore, checksum: &str) -> Deployment {
             ..Default::default()
         },
     ];
-    Deployment {
-        metadata: child_meta(store, store.names.grafana(), COMPONENT),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: pod_selector(store, COMPONENT),
-            template: pod_template(
-                store,
-                COMPONENT,
-                Some(checksum.to_string()),
-                PodSpec { containers: vec![container], volumes: Some(volumes), ..Default::default() },
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let pod = PodSpec { containers: vec![container], volumes: Some(volumes), ..Default::default() };
+    deployment_of(store, store.names.grafana(), COMPONENT, 1, checksum, pod)
 }
 
 #[cfg(test)]

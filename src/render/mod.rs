@@ -14,7 +14,7 @@ mod validation;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
@@ -234,6 +234,21 @@ pub enum Child<'a> {
     Job(&'a Job),
 }
 
+/// `$body` with `$k` bound to the object of whichever kind `$child` is: every kind's arm written once.
+macro_rules! on_child {
+    ($child:expr, $k:ident => $body:expr) => {
+        match $child {
+            Child::Secret($k) => $body,
+            Child::ConfigMap($k) => $body,
+            Child::Service($k) => $body,
+            Child::NetworkPolicy($k) => $body,
+            Child::StatefulSet($k) => $body,
+            Child::Deployment($k) => $body,
+            Child::Job($k) => $body,
+        }
+    };
+}
+
 impl<'a> Child<'a> {
     pub fn kind(self) -> ChildKind {
         match self {
@@ -248,46 +263,19 @@ impl<'a> Child<'a> {
     }
 
     pub fn meta(self) -> &'a ObjectMeta {
-        match self {
-            Child::Secret(k) => k.meta(),
-            Child::ConfigMap(k) => k.meta(),
-            Child::Service(k) => k.meta(),
-            Child::NetworkPolicy(k) => k.meta(),
-            Child::StatefulSet(k) => k.meta(),
-            Child::Deployment(k) => k.meta(),
-            Child::Job(k) => k.meta(),
-        }
+        on_child!(self, k => k.meta())
     }
 
-    /// The object's kind and name.
+    /// The object's kind (as the API server spells it) and name.
     pub fn kind_and_name(self) -> (String, String) {
-        fn of<K: Resource<DynamicType = ()>>(k: &K) -> (String, String) {
-            (K::kind(&()).into_owned(), k.meta().name.clone().unwrap_or_default())
+        fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> String {
+            K::kind(&()).into_owned()
         }
-        match self {
-            Child::Secret(k) => of(k),
-            Child::ConfigMap(k) => of(k),
-            Child::Service(k) => of(k),
-            Child::NetworkPolicy(k) => of(k),
-            Child::StatefulSet(k) => of(k),
-            Child::Deployment(k) => of(k),
-            Child::Job(k) => of(k),
-        }
+        (on_child!(self, k => kind_of(k)), self.meta().name.clone().unwrap_or_default())
     }
 
     pub fn to_value(self) -> serde_json::Value {
-        fn of<K: Serialize>(k: &K) -> serde_json::Value {
-            serde_json::to_value(k).expect("k8s objects serialize")
-        }
-        match self {
-            Child::Secret(k) => of(k),
-            Child::ConfigMap(k) => of(k),
-            Child::Service(k) => of(k),
-            Child::NetworkPolicy(k) => of(k),
-            Child::StatefulSet(k) => of(k),
-            Child::Deployment(k) => of(k),
-            Child::Job(k) => of(k),
-        }
+        on_child!(self, k => serde_json::to_value(k)).expect("k8s objects serialize")
     }
 }
 
@@ -450,6 +438,28 @@ pub fn pod_template(
             enable_service_links: Some(false),
             ..spec
         }),
+    }
+}
+
+/// A Deployment of `replicas` pods of `component`, each running `pod` under the store's pod template
+/// with `checksum` (of what its pods read, so that a change rolls them).
+pub fn deployment_of(
+    store: &ValidatedStore,
+    name: String,
+    component: Component,
+    replicas: i32,
+    checksum: &str,
+    pod: PodSpec,
+) -> Deployment {
+    Deployment {
+        metadata: child_meta(store, name, component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: pod_selector(store, component),
+            template: pod_template(store, component, Some(checksum.to_string()), pod),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

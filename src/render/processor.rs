@@ -1,11 +1,11 @@
 //! The `native` engine's processor: `popup-operator process` as a Deployment.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec};
 
 use super::acl::{self, Role};
 use super::component::Component;
-use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_selector, pod_template, resources_or};
+use super::{BuildInputs, ValidatedStore, container_security, deployment_of, resources_or};
 use crate::flags::{ProcessArgs, RedisArgs, SettingsArgs};
 
 pub const COMPONENT: Component = Component::Processor;
@@ -49,26 +49,13 @@ pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) 
         security_context: Some(container_security(true)),
         ..Default::default()
     };
-    Deployment {
-        metadata: child_meta(store, store.names.processor(), COMPONENT),
-        spec: Some(DeploymentSpec {
-            replicas: Some(p.replicas as i32),
-            selector: pod_selector(store, COMPONENT),
-            template: pod_template(
-                store,
-                COMPONENT,
-                Some(checksum.to_string()),
-                PodSpec {
-                    containers: vec![container],
-                    // The worker finishes its current batch on SIGTERM.
-                    termination_grace_period_seconds: Some(30),
-                    ..Default::default()
-                },
-            ),
-            ..Default::default()
-        }),
+    let pod = PodSpec {
+        containers: vec![container],
+        // The worker finishes its current batch on SIGTERM.
+        termination_grace_period_seconds: Some(30),
         ..Default::default()
-    }
+    };
+    deployment_of(store, store.names.processor(), COMPONENT, p.replicas as i32, checksum, pod)
 }
 
 #[cfg(test)]
