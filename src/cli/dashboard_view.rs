@@ -556,7 +556,7 @@ mod tests {
         let text = screen(&board(Some(sold_out()), None), 80, 24);
         assert!(text.contains("SOLD OUT") && text.contains("Rejected Flow"), "{text}");
         let tiny = screen(&board(None, None), 40, 10);
-        assert!(tiny.contains("at least 60×20") && tiny.contains("40×10"), "{tiny}");
+        assert!(tiny.contains("60×20") && tiny.contains("40×10"), "{tiny}");
     }
 
     #[test]
