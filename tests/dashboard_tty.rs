@@ -149,6 +149,15 @@ impl Tty {
     fn send(&mut self, keys: &[u8]) {
         self.master.write_all(keys).unwrap();
     }
+
+    /// Resizes the terminal as a window would: the kernel sends the dashboard SIGWINCH.
+    fn resize(&mut self, cols: u16, rows: u16) {
+        // The emulator first, so that what is drawn for the new size lands on a screen of that size.
+        self.screen.lock().unwrap().set_size(rows.try_into().unwrap(), cols.try_into().unwrap());
+        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize from the pointer, on a descriptor we own.
+        assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) }, 0);
+    }
 }
 
 impl Drop for Tty {
@@ -342,6 +351,20 @@ async fn the_dashboard_shows_a_real_sale_as_redis_holds_it() {
         tty.text().lines().map(str::trim_end).collect::<Vec<_>>().join("\n"),
     )
     .unwrap();
+
+    // The keys change the window; a smaller terminal gets the tiles in two rows.
+    tty.send(b"\x1b[C"); // →
+    tty.wait_for("the 15-minute window", Duration::from_secs(10), |t| t.text().contains("last 15m").then_some(()));
+    tty.send(b"-");
+    tty.wait_for("the 5-minute window again", Duration::from_secs(10), |t| t.text().contains("last 5m").then_some(()));
+    tty.resize(100, 30);
+    tty.wait_for("the tiles in two rows", Duration::from_secs(10), |t| {
+        let rows = t.rows();
+        let row_of = |title: &str| rows.iter().position(|r| find(r, title).is_some());
+        (row_of("Product Available") == Some(1) && row_of("Orders Processing") == Some(4)).then_some(())
+    });
+    assert_eq!(tty.tile("Product Available").as_deref(), Some("SOLD OUT"), "{}", tty.text());
+    tty.resize(COLS, ROWS);
 
     // 5. Read-only: the Grafana user's queries left nothing in the ACL log.
     let refused = acl_users::acl_log(&mut admin).await;
