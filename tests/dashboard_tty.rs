@@ -340,8 +340,25 @@ async fn the_dashboard_shows_a_real_sale_as_redis_holds_it() {
     assert_eq!(tty.tile("Percent Sold").as_deref(), Some("100.0%"), "{end}");
     assert_eq!(tty.tile("Orders Rejected").and_then(|v| tile_number(&v)), Some(redis_end.rejected), "{end}");
     assert_eq!(tty.tile("Customers Ordering").and_then(|v| tile_number(&v)), Some(redis_end.customers), "{end}");
-    let arrived = ts_total(&mut admin, "ts:enqueue:queue:customers").await;
-    assert_eq!(tty.legend("arrived", "total"), Some(arrived), "Customers Overflow vs TS.RANGE:\n{end}");
+    // The arrivals series is sampled every interval (1 s here), so its last customers may land after
+    // the end above: compare once Redis' own sum stands still around a reading begun after it.
+    let start = Instant::now();
+    loop {
+        let before = ts_total(&mut admin, "ts:enqueue:queue:customers").await;
+        let asked = chrono::Local::now().num_seconds_from_midnight();
+        let shown = tty.wait_for("a newer reading", Duration::from_secs(10), |t| {
+            t.read_after(asked).then(|| t.legend("arrived", "total"))
+        });
+        let after = ts_total(&mut admin, "ts:enqueue:queue:customers").await;
+        if before == after && shown == Some(after) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Customers Overflow shows {shown:?}, TS.RANGE sums {before} then {after}:\n{}",
+            tty.text()
+        );
+    }
     assert_eq!(ts_total(&mut admin, "ts:enqueue:queue:complete").await, STOCK as f64);
     for line in ["waiting", "queued", "orders per second", "rejected", "orders queued", "customers waiting"] {
         assert!(tty.legend(line, "max").is_some(), "the {line} line:\n{end}");
