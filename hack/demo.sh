@@ -158,7 +158,8 @@ watch_sale() {
       password="$(k -n "$NS" get secret "$STORE-redis" -o jsonpath='{.data.password}' | base64 -d)"
     fi
     log "opening the dashboard; the customers come in once it is up (q leaves it; the sale goes on)"
-    REDIS_PASSWORD="$password" "$bin" dashboard --redis "redis://${user}127.0.0.1:$port"
+    # A one-minute window: the demo sale (1000 units at 50 customers/s) lasts about 20 s.
+    REDIS_PASSWORD="$password" "$bin" dashboard --window 1m --redis "redis://${user}127.0.0.1:$port"
   else
     password="$(k -n "$NS" get secret "$STORE-redis" -o jsonpath='{.data.password}' | base64 -d)"
     log "the sale, live (not a terminal: line by line; Ctrl-C stops watching, the sale goes on):"

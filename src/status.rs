@@ -225,7 +225,9 @@ pub fn transitions(old: Option<&PopUpStoreStatus>, new: &PopUpStoreStatus) -> Ve
         .iter()
         .filter(|c| match find(old, &c.type_) {
             Some(o) => o.status != c.status || o.reason != c.reason,
-            None => true,
+            // A condition that starts out on its way (Starting, WaitingForRedis…) is no news: a new
+            // store would otherwise cost an Event per condition before anything happened.
+            None => !(c.status == "False" && reason::is_progress(&c.reason)),
         })
         .map(|c| Transition {
             type_: c.type_.clone(),
@@ -297,6 +299,18 @@ mod tests {
         let types: Vec<_> = changes.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [REDIS_READY, READY]);
         assert!(transitions(Some(&flipped), &flipped).is_empty());
+        // A new store: conditions that start out on their way are no news, a problem or a True one is.
+        let first: Vec<String> = transitions(None, &flipped).into_iter().map(|t| t.type_).collect();
+        let expected: Vec<String> = flipped
+            .conditions
+            .iter()
+            .filter(|c| c.status == "True" || !reason::is_progress(&c.reason))
+            .map(|c| c.type_.clone())
+            .collect();
+        assert_eq!(first, expected);
+        let mut starting = flipped.clone();
+        starting.conditions.iter_mut().for_each(|c| (c.status, c.reason) = ("False".into(), reason::STARTING.into()));
+        assert!(transitions(None, &starting).is_empty());
     }
 
     #[test]

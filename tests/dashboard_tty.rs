@@ -149,6 +149,15 @@ impl Tty {
     fn send(&mut self, keys: &[u8]) {
         self.master.write_all(keys).unwrap();
     }
+
+    /// Resizes the terminal as a window would: the kernel sends the dashboard SIGWINCH.
+    fn resize(&mut self, cols: u16, rows: u16) {
+        // The emulator first, so that what is drawn for the new size lands on a screen of that size.
+        self.screen.lock().unwrap().set_size(rows.try_into().unwrap(), cols.try_into().unwrap());
+        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize from the pointer, on a descriptor we own.
+        assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) }, 0);
+    }
 }
 
 impl Drop for Tty {
@@ -331,8 +340,25 @@ async fn the_dashboard_shows_a_real_sale_as_redis_holds_it() {
     assert_eq!(tty.tile("Percent Sold").as_deref(), Some("100.0%"), "{end}");
     assert_eq!(tty.tile("Orders Rejected").and_then(|v| tile_number(&v)), Some(redis_end.rejected), "{end}");
     assert_eq!(tty.tile("Customers Ordering").and_then(|v| tile_number(&v)), Some(redis_end.customers), "{end}");
-    let arrived = ts_total(&mut admin, "ts:enqueue:queue:customers").await;
-    assert_eq!(tty.legend("arrived", "total"), Some(arrived), "Customers Overflow vs TS.RANGE:\n{end}");
+    // The arrivals series is sampled every interval (1 s here), so its last customers may land after
+    // the end above: compare once Redis' own sum stands still around a reading begun after it.
+    let start = Instant::now();
+    loop {
+        let before = ts_total(&mut admin, "ts:enqueue:queue:customers").await;
+        let asked = chrono::Local::now().num_seconds_from_midnight();
+        let shown = tty.wait_for("a newer reading", Duration::from_secs(10), |t| {
+            t.read_after(asked).then(|| t.legend("arrived", "total"))
+        });
+        let after = ts_total(&mut admin, "ts:enqueue:queue:customers").await;
+        if before == after && shown == Some(after) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Customers Overflow shows {shown:?}, TS.RANGE sums {before} then {after}:\n{}",
+            tty.text()
+        );
+    }
     assert_eq!(ts_total(&mut admin, "ts:enqueue:queue:complete").await, STOCK as f64);
     for line in ["waiting", "queued", "orders per second", "rejected", "orders queued", "customers waiting"] {
         assert!(tty.legend(line, "max").is_some(), "the {line} line:\n{end}");
@@ -342,6 +368,20 @@ async fn the_dashboard_shows_a_real_sale_as_redis_holds_it() {
         tty.text().lines().map(str::trim_end).collect::<Vec<_>>().join("\n"),
     )
     .unwrap();
+
+    // The keys change the window; a smaller terminal gets the tiles in two rows.
+    tty.send(b"\x1b[C"); // →
+    tty.wait_for("the 15-minute window", Duration::from_secs(10), |t| t.text().contains("last 15m").then_some(()));
+    tty.send(b"-");
+    tty.wait_for("the 5-minute window again", Duration::from_secs(10), |t| t.text().contains("last 5m").then_some(()));
+    tty.resize(100, 30);
+    tty.wait_for("the tiles in two rows", Duration::from_secs(10), |t| {
+        let rows = t.rows();
+        let row_of = |title: &str| rows.iter().position(|r| find(r, title).is_some());
+        (row_of("Product Available") == Some(1) && row_of("Orders Processing") == Some(4)).then_some(())
+    });
+    assert_eq!(tty.tile("Product Available").as_deref(), Some("SOLD OUT"), "{}", tty.text());
+    tty.resize(COLS, ROWS);
 
     // 5. Read-only: the Grafana user's queries left nothing in the ACL log.
     let refused = acl_users::acl_log(&mut admin).await;

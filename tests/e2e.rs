@@ -202,7 +202,7 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
         .filter_map(|e| e.reason)
         .collect();
-    for reason in ["RedisReadyFalse", status::REDIS_READY, status::READY, status::SIMULATION_COMPLETE] {
+    for reason in [status::REDIS_READY, status::READY, status::SIMULATION_COMPLETE] {
         assert!(reasons.contains(reason), "no {reason} Event; got {reasons:?}");
     }
     assert_rbac_sufficient(&env, &id, &op);

@@ -372,7 +372,8 @@ fn draw_chart(frame: &mut Frame, board: &Board, area: Rect, panel: &Panel, row: 
     let window_s = (to - from) as f64 / 1000.0;
     let data: Vec<Vec<(f64, f64)>> = lines
         .iter()
-        .map(|l| l.points.iter().map(|(t, v)| ((t - from) as f64 / 1000.0, *v)).filter(|(x, _)| *x >= 0.0).collect())
+        // A bucket that began before the window (TS.RANGE returns it) is drawn at the left edge.
+        .map(|l| l.points.iter().map(|(t, v)| (((t - from) as f64 / 1000.0).max(0.0), *v)).collect())
         .collect();
     let top = data.iter().flatten().map(|(_, v)| *v).fold(0.0_f64, f64::max);
     let y_max = if top > 0.0 { top * 1.1 } else { 1.0 };
@@ -556,7 +557,7 @@ mod tests {
         let text = screen(&board(Some(sold_out()), None), 80, 24);
         assert!(text.contains("SOLD OUT") && text.contains("Rejected Flow"), "{text}");
         let tiny = screen(&board(None, None), 40, 10);
-        assert!(tiny.contains("at least 60×20") && tiny.contains("40×10"), "{tiny}");
+        assert!(tiny.contains("60×20") && tiny.contains("40×10"), "{tiny}");
     }
 
     #[test]

@@ -37,8 +37,10 @@ pub(super) async fn apply_children(
     children: Children,
 ) -> Result<Applied> {
     // Only a spec change can make a child unwanted (Grafana mode, password source): prune then, so a
-    // settled store does not pay for it.
-    if store.status.as_ref().and_then(|s| s.observed_generation) != store.metadata.generation {
+    // settled store does not pay for it. Generation 1 had no earlier spec, so a new store has nothing
+    // to prune (and skips the reads of children the cache does not have).
+    let spec_changed = store.status.as_ref().and_then(|s| s.observed_generation) != store.metadata.generation;
+    if spec_changed && store.metadata.generation != Some(1) {
         prune(ctx, store, validated, &children).await?;
     }
     let (client, cache) = (&ctx.client, &ctx.cache);
@@ -46,6 +48,7 @@ pub(super) async fn apply_children(
     let Children { secrets, config_maps, services, network_policies, redis, deployments, simulator_job } = children;
     // Dependency order: what pods read (Secrets, ConfigMaps) before the pods, Services before clients.
     for s in secrets {
+        cache.writing_secret(&validated.namespace, &kube::ResourceExt::name_any(&s));
         apply::apply_unread(client, seen(&cache.secrets, &s), s).await?;
     }
     for cm in config_maps {

@@ -13,7 +13,7 @@
 //! children keep none of their labels and only the operator's own annotations; `managedFields` are
 //! dropped from everything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt, Stream, StreamExt};
@@ -52,6 +52,9 @@ pub struct Cache {
     pub all_secrets: Store<PartialObjectMeta<Secret>>,
     /// The user's password Secrets as last read (each with the resourceVersion it was read at).
     user_secrets: Arc<Mutex<HashMap<ObjectRef<Secret>, Arc<Secret>>>>,
+    /// Secrets this process wrote that the watch of every Secret has not shown yet: while one is here,
+    /// the cache's "absent" may be the lag behind our own write.
+    written_secrets: Arc<Mutex<HashSet<ObjectRef<Secret>>>>,
 }
 
 /// The writing ends of a [`Cache`]'s stores, handed to the watches that feed them (see `controller::run_one`).
@@ -89,6 +92,7 @@ impl Cache {
             redis_pods,
             all_secrets,
             user_secrets: Default::default(),
+            written_secrets: Default::default(),
         };
         let writers = Writers {
             stateful_sets: sts_w,
@@ -129,6 +133,40 @@ impl Cache {
             None => memo.remove(&key),
         };
         Ok(read)
+    }
+}
+
+impl Cache {
+    /// Notes that this process is about to write the Secret `namespace`/`name`.
+    pub fn writing_secret(&self, namespace: &str, name: &str) {
+        self.written_secrets.lock().expect("not poisoned").insert(ObjectRef::new(name).within(namespace));
+    }
+
+    /// An operator-owned Secret: from the cache; else, for a store that has never had a status (a new
+    /// one), `None` without a request when the watch of every Secret is synced, does not have it, and this
+    /// process has not written it (the one lag that could hide it: a failed first reconcile's own
+    /// write); else from the API server. So a new store's password Secrets cost no 404 reads, and a
+    /// password is still never replaced on the word of a cache that may lag behind our own write.
+    pub async fn owned_secret(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        new_store: bool,
+    ) -> Result<Option<Secret>> {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Some(secret) = self.secrets.get(&key) {
+            return Ok(Some((*secret).clone()));
+        }
+        if new_store && synced(&self.all_secrets) {
+            let mut written = self.written_secrets.lock().expect("not poisoned");
+            if self.all_secrets.get(&ObjectRef::new(name).within(namespace)).is_some() {
+                written.remove(&key); // the watch has it now: no longer a lag to fear
+            } else if !written.contains(&key) {
+                return Ok(None);
+            }
+        }
+        apply::get::<Secret>(client, namespace, name).await
     }
 }
 

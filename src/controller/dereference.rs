@@ -5,7 +5,7 @@ use kube::runtime::events::EventType;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::{Context, cache, publish_event, users};
+use super::{Context, publish_event, users};
 use crate::apply::Result;
 use crate::crd::{GrafanaMode, PopUpStore};
 use crate::render::acl::Credentials;
@@ -29,7 +29,9 @@ pub(super) struct RedisPassword {
 }
 
 pub(super) async fn dereference(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore) -> Result<Inputs> {
-    let redis_password = read_redis_password(ctx, validated).await?;
+    // A store that never had a status is new: its Secrets can only be this process's own writes.
+    let new_store = store.status.is_none();
+    let redis_password = read_redis_password(ctx, validated, new_store).await?;
     if redis_password.regenerated && store.status.is_some() {
         // The store ran before, so its password Secret was deleted by someone: say what that costs.
         let note = format!(
@@ -41,11 +43,11 @@ pub(super) async fn dereference(ctx: &Context, store: &PopUpStore, validated: &V
     }
     let grafana_admin_password = if validated.spec.grafana.effective_mode() == GrafanaMode::Managed {
         let (ns, name) = (&validated.namespace, validated.names.grafana());
-        existing_or_new_password(ctx, ns, &name, render::grafana::ADMIN_PASSWORD_KEY).await?.0
+        existing_or_new_password(ctx, ns, &name, render::grafana::ADMIN_PASSWORD_KEY, new_store).await?.0
     } else {
         String::new()
     };
-    let credentials = users::read(ctx, validated, redis_password.value.as_deref()).await?;
+    let credentials = users::read(ctx, validated, redis_password.value.as_deref(), new_store).await?;
     Ok(Inputs { redis_password, grafana_admin_password, credentials })
 }
 
@@ -65,10 +67,11 @@ pub(super) fn offline(validated: &ValidatedStore) -> Inputs {
     }
 }
 
-async fn read_redis_password(ctx: &Context, store: &ValidatedStore) -> Result<RedisPassword> {
+async fn read_redis_password(ctx: &Context, store: &ValidatedStore, new_store: bool) -> Result<RedisPassword> {
     let r = match &store.password {
         PasswordSource::Generated { secret } => {
-            let (value, regenerated) = existing_or_new_password(ctx, &store.namespace, secret, PASSWORD_KEY).await?;
+            let (value, regenerated) =
+                existing_or_new_password(ctx, &store.namespace, secret, PASSWORD_KEY, new_store).await?;
             return Ok(RedisPassword { value: Some(value), regenerated, problem: None });
         }
         PasswordSource::UserSecret(r) => r,
@@ -100,15 +103,17 @@ async fn read_redis_password(ctx: &Context, store: &ValidatedStore) -> Result<Re
 }
 
 /// The password stored under `key` in an operator-owned Secret, or a new random one when there is none
-/// (then `true`). A Secret the watch has not seen is read first: a password is never replaced on the
-/// word of a cache.
+/// (then `true`). A Secret the watch has not seen is read first, except for a `new_store`'s when the
+/// cache can tell (`Cache::owned_secret`): a password is never replaced on the word of a cache that
+/// may lag behind our own write.
 pub(super) async fn existing_or_new_password(
     ctx: &Context,
     namespace: &str,
     secret: &str,
     key: &str,
+    new_store: bool,
 ) -> Result<(String, bool)> {
-    let existing = cache::get_or_read(&ctx.cache.secrets, &ctx.client, namespace, secret).await?;
+    let existing = ctx.cache.owned_secret(&ctx.client, namespace, secret, new_store).await?;
     let value = existing
         .and_then(|s| s.data)
         .and_then(|d| d.get(key).cloned())

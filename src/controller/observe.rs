@@ -155,7 +155,22 @@ async fn scripts_and_sale(
         }),
         product_exists: numbers.available.is_some(),
     };
-    let observed = match status::sale::plan(wanted.as_ref(), recorded.as_ref(), held.as_ref(), legacy) {
+    let step = status::sale::plan(wanted.as_ref(), recorded.as_ref(), held.as_ref(), legacy);
+    let observed = carry_out(ctx, validated, target, step, numbers, recorded).await;
+    (scripts, observed)
+}
+
+/// Carries out what `status::sale::plan` decided about the sale, and what Redis then holds of it
+/// (`numbers`: what was read before; `recorded`: `status.startedSale`).
+async fn carry_out(
+    ctx: &Context,
+    validated: &ValidatedStore,
+    target: &RedisTarget,
+    step: SaleStep,
+    numbers: SaleStatus,
+    recorded: Option<StartedSale>,
+) -> SaleObserved {
+    match step {
         SaleStep::Off => SaleObserved { numbers: Some(numbers), intact: sale_off(), started: None },
         SaleStep::Intact(s) | SaleStep::Record(s) => {
             SaleObserved { numbers: Some(numbers), intact: status::sale::intact(&s), started: Some(s) }
@@ -202,8 +217,7 @@ async fn scripts_and_sale(
                 started: recorded,
             },
         },
-    };
-    (scripts, observed)
+    }
 }
 
 fn sale_off() -> Check {

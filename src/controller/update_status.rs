@@ -1,5 +1,5 @@
 //! Status: the conditions for what was observed (`status::compute`, pure), written only when they
-//! changed, with an Event per condition transition.
+//! changed, with an Event per condition transition (not for a condition that starts out on its way).
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;

@@ -41,10 +41,16 @@ pub const ROTATION_GRACE: Duration = Duration::from_secs(120);
 
 /// The store's credentials: current passwords from the Secrets (generated where missing) and, per user,
 /// the hashes Redis is to accept: the current one, plus those still on their way out according to the
-/// ACL Secret. `admin_password` is `None` while the user's password Secret is missing.
-pub(super) async fn read(ctx: &Context, store: &ValidatedStore, admin_password: Option<&str>) -> Result<Credentials> {
+/// ACL Secret. `admin_password` is `None` while the user's password Secret is missing; `new_store`: the
+/// store never had a status (see `Cache::owned_secret`).
+pub(super) async fn read(
+    ctx: &Context,
+    store: &ValidatedStore,
+    admin_password: Option<&str>,
+    new_store: bool,
+) -> Result<Credentials> {
     let (ns, name) = (&store.namespace, store.names.redis_acl());
-    let mut acl_secret = cache::get_or_read(&ctx.cache.secrets, &ctx.client, ns, &name).await?;
+    let mut acl_secret = ctx.cache.owned_secret(&ctx.client, ns, &name, new_store).await?;
     // A rotation the cache still shows may have been ended by our own last write, which its watch has
     // not delivered yet: reading it again keeps a retired password from being accepted once more.
     if acl_secret.as_ref().is_some_and(|s| s.annotations().contains_key(RETIRING_SINCE_ANNOTATION)) {
@@ -69,7 +75,8 @@ pub(super) async fn read(ctx: &Context, store: &ValidatedStore, admin_password: 
     for role in acl::roles(store) {
         if let Some(component) = role.component() {
             let secret = store.names.redis_user(component);
-            passwords.insert(role, existing_or_new_password(ctx, &store.namespace, &secret, PASSWORD_KEY).await?.0);
+            let password = existing_or_new_password(ctx, &store.namespace, &secret, PASSWORD_KEY, new_store).await?.0;
+            passwords.insert(role, password);
         }
     }
     Ok(plan(store, passwords, admin_password, &previous, &since, Timestamp::now()))
@@ -207,6 +214,7 @@ pub(super) async fn finish_rotations(
         next.retiring_since.remove(role);
     }
     let secret = acl::acl_secret(validated, &next);
+    ctx.cache.writing_secret(&validated.namespace, &secret.name_any());
     apply::apply_unread(&ctx.client, cache::seen(&ctx.cache.secrets, &secret), secret).await?;
     match ctx.redis.ensure_users(target, &acl::users(validated, &next)).await {
         Ok(_) => {

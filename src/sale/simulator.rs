@@ -16,9 +16,12 @@
 //! batch; fails at the first Redis error), and [`run_resilient`], which the `simulate` command
 //! uses: it reconnects and retries writes for a bounded time when Redis goes away, without
 //! sending a customer or an order twice.
+//!
+//! Both drive the same run: `state::RunState` decides each step with no Redis in it (which customers
+//! and orders go out in the next batch, what a batch's outcome or a reading of the sale changes, when
+//! the sending is over, the progress and summary numbers); `Simulation` below writes the batches,
+//! reads the sale and waits for whichever comes first.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +30,15 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use redis::Value;
 use serde::Serialize;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use super::{
     EngineError, PRODUCT, QUEUE_CUSTOMERS, QUEUE_ORDERS, RedisConn, Result, SaleSnapshot, connect_manager, read_sale,
 };
 use super::{functions, marker};
+
+mod state;
+use state::{Outcome, RunState, Timing};
 
 /// How to run the sale.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,18 +329,6 @@ struct Batch {
     /// (customer number, customer entry id)
     orders: Vec<(u64, String)>,
 }
-
-/// A batch sent and not acknowledged yet.
-struct InFlight {
-    first: u64,
-    customers: u64,
-    orders: u64,
-    /// `Some(customer entry ids)` once written; `None`: the sale is gone, nothing was written.
-    task: JoinHandle<Result<Option<Vec<String>>>>,
-}
-
-/// An order waiting for its delay to pass: (due, customer number, customer entry id).
-type DueOrder = Reverse<(tokio::time::Instant, u64, String)>;
 
 /// The connection plus what is needed to retry on it; cheap to clone into batch tasks.
 #[derive(Clone)]
@@ -710,11 +704,6 @@ impl Arrivals {
     }
 }
 
-/// Orders that will wait for their delay: those waiting now and those of customers in flight.
-fn waiting_orders(due: &BinaryHeap<DueOrder>, in_flight: &VecDeque<InFlight>) -> usize {
-    due.len() + in_flight.iter().map(|b| b.customers as usize).sum::<usize>()
-}
-
 /// Waits until `at`, or forever without it.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -802,11 +791,46 @@ impl RateWatch {
 
 // ---- the run ------------------------------------------------------------------------------------------
 
+/// What the driver waits on for a batch: the task writing it.
+type BatchTask = JoinHandle<Result<Option<Vec<String>>>>;
+
+/// A run on Redis: the link, the state between steps, the reading of the sale under way and the
+/// caller's progress callback.
+struct Simulation<'a, C, P> {
+    link: Link<C>,
+    cfg: &'a SimulatorConfig,
+    state: RunState<BatchTask>,
+    reading: Option<JoinHandle<Result<SaleSnapshot>>>,
+    progress: P,
+}
+
+/// What woke the sending loop.
+enum Event {
+    Batch(std::result::Result<Result<Option<Vec<String>>>, JoinError>),
+    Reading(std::result::Result<Result<SaleSnapshot>, JoinError>),
+    Timer,
+}
+
 async fn simulate<C: RedisConn + Clone + Sync + 'static>(
     link: Link<C>,
     cfg: &SimulatorConfig,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> Result<SimulationSummary> {
+    let (stock, base) = set_up(&link, cfg).await?;
+    let start = tokio::time::Instant::now();
+    let state = RunState::new(cfg, stock, base, link.resilient(), link.lost_sale(), link.reconnects(), start);
+    let mut run = Simulation { link, cfg, state, reading: None, progress };
+    let timing = run.send_all().await;
+    let all_processed = run.wait_for_decisions().await;
+    Ok(run.finish(timing, all_processed).await)
+}
+
+/// Before the first customer: the stock (the joined sale's, or this run's after an optional reset)
+/// and the decided counts the run's own are counted from. A run of its own sets `product` here.
+async fn set_up<C: RedisConn + Clone + Sync + 'static>(
+    link: &Link<C>,
+    cfg: &SimulatorConfig,
+) -> Result<(i64, (u64, u64))> {
     let stock = match &cfg.join {
         Some(id) => link.joined_stock(id).await?,
         None => {
@@ -820,240 +844,132 @@ async fn simulate<C: RedisConn + Clone + Sync + 'static>(
             cfg.stock
         }
     };
-    let (base_completed, base_rejected, _) = link.decided().await?;
+    let (completed, rejected, _) = link.decided().await?;
     if cfg.join.is_none() {
         let _: Value = link.cmd("SET product", redis::cmd("SET").arg(PRODUCT).arg(stock).clone()).await?;
     }
+    Ok((stock, (completed, rejected)))
+}
 
-    let start = tokio::time::Instant::now();
-    let started = start.into_std();
-    let mut arrivals = Arrivals::new(cfg, start);
-    // no stock, no sale: nobody is sent
-    let mut arriving = stock > 0;
-    let mut arrivals_ended = (!arriving).then_some(started);
-    let mut last_customer_write = started;
-    let max_delay_ms = cfg.max_order_delay.as_millis() as u64;
-    let mut due_orders: BinaryHeap<DueOrder> = BinaryHeap::new();
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut next_batch: u64 = 1;
-    let (mut customers, mut orders_sent) = (0u64, 0u64);
-    let mut stopped: Option<String> = None;
-    // Redis came back without the sale: what we last read about it is gone
-    let mut lost = false;
-    let mut rate_watch = cfg.rate.filter(|r| r.is_finite() && *r > 0.0).map(|r| RateWatch::new(r, link.reconnects()));
-    let mut reading: Option<JoinHandle<Result<SaleSnapshot>>> = None;
-    let mut next_reading = start;
-    let mut last = (0, 0, None);
-
-    loop {
-        let now = tokio::time::Instant::now();
-        if arriving && stopped.is_some() {
-            arriving = false;
-            arrivals_ended = Some(Instant::now());
-        }
-        // everything that is due goes out, as long as the window has room
-        while stopped.is_none() && in_flight.len() < WINDOW {
-            let first = arrivals.issued + 1;
-            let room = MAX_WAITING_ORDERS.saturating_sub(waiting_orders(&due_orders, &in_flight)).min(BATCH);
-            let new_customers = if arriving { arrivals.take(now, room as u64) } else { 0 };
-            let mut orders = Vec::new();
-            while orders.len() < BATCH && due_orders.peek().is_some_and(|Reverse((due, ..))| *due <= now) {
-                let Some(Reverse((_, n, customer))) = due_orders.pop() else { break };
-                orders.push((n, customer));
+impl<C: RedisConn + Clone + Sync + 'static, P: FnMut(&Progress)> Simulation<'_, C, P> {
+    /// Send customers and orders until nothing is left to send or the run stops.
+    async fn send_all(&mut self) -> Timing {
+        loop {
+            let now = tokio::time::Instant::now();
+            self.state.end_arrivals_if_stopped(Instant::now());
+            let link = &self.link;
+            self.state.send_due(now, |batch| {
+                let l = link.clone();
+                tokio::spawn(async move { l.send(batch).await })
+            });
+            if let Some(warning) = self.state.close_arrivals(now, Instant::now()) {
+                self.link.warn(warning);
             }
-            if new_customers == 0 && orders.is_empty() {
+            if self.state.sending_over() {
                 break;
             }
-            let batch = Batch { number: next_batch, first, customers: new_customers, orders };
-            next_batch += 1;
-            let (count, order_count) = (batch.customers, batch.orders.len() as u64);
-            let l = link.clone();
-            let task = tokio::spawn(async move { l.send(batch).await });
-            in_flight.push_back(InFlight { first, customers: count, orders: order_count, task });
-        }
-        // after sending what was due: customers due before the deadline are not cut off
-        if arriving && arrivals.over(now) {
-            arriving = false;
-            arrivals_ended = Some(Instant::now());
-            if !arrivals.limit_reached() {
-                link.warn("max duration reached; stopping the arrival of customers");
+            let wake = self.state.wake(now, self.reading.is_some());
+            match self.next_event(wake).await {
+                Event::Batch(done) => self.batch_done(done),
+                Event::Reading(read) => self.sale_read(read),
+                Event::Timer => {}
             }
+            self.read_if_due();
         }
-        if in_flight.is_empty() && (stopped.is_some() || (!arriving && due_orders.is_empty())) {
-            break;
+        if let Some(r) = self.reading.take() {
+            r.abort();
         }
+        let (timing, warning) = self.state.end_sending(self.link.reconnects());
+        if let Some(message) = warning {
+            self.link.warn(&message);
+        }
+        timing
+    }
 
-        // the next timed event: a reading, an arrival, an order's due time, the deadline
-        let mut wake: Option<tokio::time::Instant> = None;
-        if stopped.is_none() {
-            let mut events = Vec::with_capacity(4);
-            if reading.is_none() {
-                events.push(next_reading);
-            }
-            if in_flight.len() < WINDOW {
-                if arriving && waiting_orders(&due_orders, &in_flight) < MAX_WAITING_ORDERS {
-                    events.extend(arrivals.next_at());
-                    events.extend(arrivals.deadline.map(|d| if now < d { d } else { d + DEADLINE_GRACE }));
-                }
-                events.extend(due_orders.peek().map(|Reverse((due, ..))| *due));
-            }
-            wake = events.into_iter().min().map(|w| w.max(now + MIN_TICK));
-        }
+    /// The oldest batch ending comes first, then a reading of the sale, then the timer.
+    async fn next_event(&mut self, wake: Option<tokio::time::Instant>) -> Event {
+        let oldest = self.state.oldest_task();
+        let reading = self.reading.as_mut();
+        let (batch_pending, reading_pending) = (oldest.is_some(), reading.is_some());
         tokio::select! {
             biased;
-            done = async { (&mut in_flight.front_mut().expect("checked non-empty").task).await },
-                if !in_flight.is_empty() =>
-            {
-                let b = in_flight.pop_front().expect("checked non-empty");
-                match done {
-                    Ok(Ok(Some(ids))) => {
-                        customers += b.customers;
-                        orders_sent += b.orders;
-                        let acked = tokio::time::Instant::now();
-                        if b.customers > 0 {
-                            last_customer_write = acked.into_std();
-                        }
-                        for (i, id) in ids.into_iter().enumerate() {
-                            let due = acked + random_millis(max_delay_ms);
-                            // after the deadline, pending orders go out at once rather than keeping the run alive
-                            let due = arrivals.deadline.map_or(due, |d| due.min(d));
-                            due_orders.push(Reverse((due, b.first + i as u64, id)));
-                        }
-                        if let Some(w) = rate_watch.as_mut().filter(|_| b.customers > 0)
-                            && let Some(message) = w.arrived(b.customers, link.reconnects())
-                        {
-                            link.warn(&message);
-                        }
-                    }
-                    Ok(Ok(None)) => {
-                        stopped.get_or_insert_with(|| link.lost_sale());
-                        lost = true;
-                    }
-                    Ok(Err(e)) => {
-                        stopped.get_or_insert(e.to_string());
-                    }
-                    Err(e) => {
-                        stopped.get_or_insert(format!("a batch task failed: {e}"));
-                    }
-                }
-            }
-            read = async { reading.as_mut().expect("checked some").await }, if reading.is_some() => {
-                reading = None;
-                match read {
-                    Ok(Ok(sale)) => {
-                        last = (
-                            sale.completed.saturating_sub(base_completed),
-                            sale.rejected.saturating_sub(base_rejected),
-                            sale.product,
-                        );
-                        progress(&Progress {
-                            customers,
-                            orders: orders_sent,
-                            product: sale.product,
-                            completed: last.0,
-                            rejected: last.1,
-                            elapsed_millis: start.elapsed().as_millis() as u64,
-                            sending: true,
-                        });
-                        if arriving && cfg.customers == 0 {
-                            match sale.product {
-                                None if link.resilient() => {
-                                    stopped.get_or_insert_with(|| link.lost_sale());
-                                    lost = true;
-                                }
-                                v if v.unwrap_or(0) <= 0 => {
-                                    arriving = false;
-                                    arrivals_ended = Some(Instant::now());
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    // Redis is away: the batches in flight find out and retry; progress waits
-                    Ok(Err(e)) if retryable_engine_error(&e) => {}
-                    Ok(Err(e)) => {
-                        stopped.get_or_insert(e.to_string());
-                    }
-                    Err(e) => {
-                        stopped.get_or_insert(format!("reading the sale failed: {e}"));
-                    }
-                }
-            }
-            _ = sleep_until(wake) => {}
+            done = async { oldest.expect("checked some").await }, if batch_pending => Event::Batch(done),
+            read = async { reading.expect("checked some").await }, if reading_pending => Event::Reading(read),
+            _ = sleep_until(wake) => Event::Timer,
         }
-        if reading.is_none() && stopped.is_none() && tokio::time::Instant::now() >= next_reading {
-            next_reading = tokio::time::Instant::now() + PROGRESS_EVERY;
-            let mut c = link.conn.clone();
-            reading = Some(tokio::spawn(async move { read_sale(&mut c).await }));
-        }
-    }
-    if let Some(r) = reading.take() {
-        r.abort();
-    }
-    let send_secs = started.elapsed().as_secs_f64();
-    let arrival_secs = arrivals_ended.unwrap_or_else(Instant::now).max(last_customer_write) - started;
-    let arrival_secs = arrival_secs.as_secs_f64();
-    if let Some(message) = rate_watch.as_mut().and_then(|w| w.finish(customers, arrival_secs, link.reconnects())) {
-        link.warn(&message);
     }
 
-    let mut all_processed = false;
-    let wait_started = Instant::now();
-    let mut last_report = Instant::now();
-    while stopped.is_none() {
-        match link.decided().await {
-            Ok((c, r, p)) => last = (c.saturating_sub(base_completed), r.saturating_sub(base_rejected), p),
-            Err(e) => {
-                stopped = Some(e.to_string());
-                break;
+    fn batch_done(&mut self, done: std::result::Result<Result<Option<Vec<String>>>, JoinError>) {
+        let outcome = match done {
+            Ok(Ok(Some(ids))) => Outcome::Written(ids),
+            Ok(Ok(None)) => Outcome::SaleGone,
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Failed(format!("a batch task failed: {e}")),
+        };
+        if let Some(message) = self.state.batch_done(outcome, tokio::time::Instant::now(), self.link.reconnects()) {
+            self.link.warn(&message);
+        }
+    }
+
+    fn sale_read(&mut self, read: std::result::Result<Result<SaleSnapshot>, JoinError>) {
+        self.reading = None;
+        match read {
+            Ok(Ok(sale)) => {
+                self.state.sale_read(&sale, Instant::now());
+                (self.progress)(&self.state.progress(true));
             }
+            // Redis is away: the batches in flight find out and retry; progress waits
+            Ok(Err(e)) if retryable_engine_error(&e) => {}
+            Ok(Err(e)) => self.state.stop(e.to_string()),
+            Err(e) => self.state.stop(format!("reading the sale failed: {e}")),
         }
-        if last.0 + last.1 >= orders_sent {
-            all_processed = true;
-            break;
+    }
+
+    /// Start reading the sale in the background when a reading is due.
+    fn read_if_due(&mut self) {
+        if self.state.reading_due(tokio::time::Instant::now(), self.reading.is_some()) {
+            let mut c = self.link.conn.clone();
+            self.reading = Some(tokio::spawn(async move { read_sale(&mut c).await }));
         }
-        match cfg.wait_complete {
-            Some(limit) if wait_started.elapsed() < limit => {
-                if last_report.elapsed() >= PROGRESS_EVERY {
-                    last_report = Instant::now();
-                    progress(&Progress {
-                        customers,
-                        orders: orders_sent,
-                        product: last.2,
-                        completed: last.0,
-                        rejected: last.1,
-                        elapsed_millis: start.elapsed().as_millis() as u64,
-                        sending: false,
-                    });
+    }
+
+    /// With `wait_complete`, wait until every order written was decided, reporting progress. Returns
+    /// whether they all were (checked once even without waiting).
+    async fn wait_for_decisions(&mut self) -> bool {
+        let wait_started = Instant::now();
+        let mut last_report = Instant::now();
+        while !self.state.stopped() {
+            match self.link.decided().await {
+                Ok((completed, rejected, product)) => self.state.record(completed, rejected, product),
+                Err(e) => {
+                    self.state.stop(e.to_string());
+                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            _ => break,
+            if self.state.all_decided() {
+                return true;
+            }
+            match self.cfg.wait_complete {
+                Some(limit) if wait_started.elapsed() < limit => {
+                    if last_report.elapsed() >= PROGRESS_EVERY {
+                        last_report = Instant::now();
+                        (self.progress)(&self.state.progress(false));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break,
+            }
         }
+        false
     }
-    if stopped.is_none() {
-        link.drop_log().await;
+
+    /// A run that was not stopped leaves no log behind (nothing will be retried).
+    async fn finish(self, timing: Timing, all_processed: bool) -> SimulationSummary {
+        if !self.state.stopped() {
+            self.link.drop_log().await;
+        }
+        self.state.summary(timing, all_processed, self.link.reconnects())
     }
-    let (completed, rejected, product_left) = if lost { (last.0, last.1, None) } else { last };
-    Ok(SimulationSummary {
-        stock,
-        customers,
-        orders: orders_sent,
-        orders_not_sent: customers.saturating_sub(orders_sent),
-        completed,
-        rejected,
-        product_left,
-        all_processed,
-        duration_secs: started.elapsed().as_secs_f64(),
-        customers_per_sec: if arrival_secs > 0.0 { customers as f64 / arrival_secs } else { 0.0 },
-        target_rate: cfg.rate,
-        lowest_rate: rate_watch.as_ref().and_then(|w| w.lowest),
-        behind_rate: rate_watch.as_ref().is_some_and(|w| w.behind),
-        reconnects: link.reconnects(),
-        error: stopped,
-        arrival_secs,
-        send_secs,
-    })
 }
 
 #[cfg(test)]

@@ -106,38 +106,53 @@ pub struct Answers {
     pub dashboard: Reply,
 }
 
-/// GrafanaReady from a round's replies. `url` is where the operator asked.
+/// GrafanaReady from a round's replies. `url` is where the operator asked. The first problem found,
+/// in the order a person would look (reachable, password, plugin, datasource, health, dashboard),
+/// is the one reported.
 pub fn check(store: &ValidatedStore, url: &str, round: &Round) -> Check {
     let answers = match round {
-        Round::Unreachable(error) => {
-            return Check::not(
-                GRAFANA_UNREACHABLE,
-                format!(
-                    "the Grafana pod is ready but the operator gets no answer from {url} ({error}); an operator running outside the cluster needs --grafana-address (e.g. with kubectl port-forward svc/{} 3000:{})",
-                    store.names.grafana(),
-                    render::GRAFANA_PORT
-                ),
-            );
-        }
+        Round::Unreachable(error) => return unreachable(store, url, error),
         Round::Answered(a) => a,
     };
+    refused(store, answers)
+        .or_else(|| plugin_problem(&answers.plugin))
+        .or_else(|| datasource_problem(store, answers.datasource.as_ref()))
+        .or_else(|| health_problem(store, &answers.health))
+        .or_else(|| dashboard_problem(store, &answers.dashboard))
+        .unwrap_or_else(|| available(store, answers))
+}
+
+fn unreachable(store: &ValidatedStore, url: &str, error: &str) -> Check {
+    Check::not(
+        GRAFANA_UNREACHABLE,
+        format!(
+            "the Grafana pod is ready but the operator gets no answer from {url} ({error}); an operator running outside the cluster needs --grafana-address (e.g. with kubectl port-forward svc/{} 3000:{})",
+            store.names.grafana(),
+            render::GRAFANA_PORT
+        ),
+    )
+}
+
+/// Any question refused: the admin password is not the one Grafana keeps.
+fn refused(store: &ValidatedStore, answers: &Answers) -> Option<Check> {
     let every = [Some(&answers.plugin), Some(&answers.health), answers.datasource.as_ref(), Some(&answers.dashboard)];
-    if let Some(refused) = every.into_iter().flatten().find(|r| r.status == 401 || r.status == 403) {
-        return Check::not(
-            GRAFANA_AUTH_FAILED,
-            format!(
-                "Grafana refuses the admin password of Secret {} (HTTP {}: {}); Grafana keeps the password it first started with in its database, so restart the Grafana pod (kubectl -n {} rollout restart deployment/{}) to have it take the Secret's",
-                store.names.grafana(),
-                refused.status,
-                refused.message(),
-                store.namespace,
-                store.names.grafana()
-            ),
-        );
-    }
-    let plugin = &answers.plugin;
+    let refused = every.into_iter().flatten().find(|r| r.status == 401 || r.status == 403)?;
+    Some(Check::not(
+        GRAFANA_AUTH_FAILED,
+        format!(
+            "Grafana refuses the admin password of Secret {} (HTTP {}: {}); Grafana keeps the password it first started with in its database, so restart the Grafana pod (kubectl -n {} rollout restart deployment/{}) to have it take the Secret's",
+            store.names.grafana(),
+            refused.status,
+            refused.message(),
+            store.namespace,
+            store.names.grafana()
+        ),
+    ))
+}
+
+fn plugin_problem(plugin: &Reply) -> Option<Check> {
     if plugin.status == 404 {
-        return Check::not(
+        return Some(Check::not(
             PLUGIN_NOT_LOADED,
             format!(
                 "Grafana runs without the {PLUGIN_ID} plugin, so every panel stays empty ({}: {}). Grafana 12.1 and later install {} at start (GF_PLUGINS_PREINSTALL_SYNC) and stop when they cannot download it; an older Grafana ignores that setting, and a plugin that fails Grafana's signature check is not loaded. Set spec.grafana.image to Grafana 12.1 or later with access to grafana.com, or to an image with the plugin preinstalled outside /var/lib/grafana (an emptyDir in this pod) and GF_PATHS_PLUGINS pointing at it",
@@ -145,63 +160,70 @@ pub fn check(store: &ValidatedStore, url: &str, round: &Round) -> Check {
                 plugin.message(),
                 render::grafana::PLUGIN
             ),
-        );
+        ));
     }
-    if !plugin.ok() {
-        return unexpected(&plugin_path(), plugin);
-    }
+    (!plugin.ok()).then(|| unexpected(&plugin_path(), plugin))
+}
+
+/// The datasource's lookup by uid, asked only on the way to its health by id (Grafana 8).
+fn datasource_problem(store: &ValidatedStore, lookup: Option<&Reply>) -> Option<Check> {
+    let lookup = lookup?;
     let datasource_uid = render::grafana::datasource_uid(store);
-    if let Some(lookup) = &answers.datasource {
-        if lookup.status == 404 {
-            return Check::not(
-                DATASOURCE_MISSING,
-                format!(
-                    "Grafana has no datasource {datasource_uid}: it did not take the provisioning file from ConfigMap {} (see the Grafana pod's log for the provisioning error)",
-                    store.names.grafana_provisioning()
-                ),
-            );
-        }
-        if !lookup.ok() {
-            return unexpected(&datasource_path(&datasource_uid), lookup);
-        }
-    }
-    let health = &answers.health;
-    let health_status = health.json()["status"].as_str().unwrap_or_default().to_string();
-    if !health.ok() || health_status != "OK" {
-        return Check::not(
-            DATASOURCE_UNHEALTHY,
+    if lookup.status == 404 {
+        return Some(Check::not(
+            DATASOURCE_MISSING,
             format!(
-                "the datasource {} cannot read the store's Redis; Grafana says: {} (HTTP {}). It logs in to {} as {} with the password of Secret {}",
-                render::grafana::datasource_name(store),
-                health.message(),
-                health.status,
-                store.names.redis_address(&store.namespace),
-                render::acl::Role::Grafana.user(),
-                store.names.redis_user(render::grafana::COMPONENT)
+                "Grafana has no datasource {datasource_uid}: it did not take the provisioning file from ConfigMap {} (see the Grafana pod's log for the provisioning error)",
+                store.names.grafana_provisioning()
             ),
-        );
+        ));
     }
+    (!lookup.ok()).then(|| unexpected(&datasource_path(&datasource_uid), lookup))
+}
+
+fn health_problem(store: &ValidatedStore, health: &Reply) -> Option<Check> {
+    let health_status = health.json()["status"].as_str().unwrap_or_default().to_string();
+    if health.ok() && health_status == "OK" {
+        return None;
+    }
+    Some(Check::not(
+        DATASOURCE_UNHEALTHY,
+        format!(
+            "the datasource {} cannot read the store's Redis; Grafana says: {} (HTTP {}). It logs in to {} as {} with the password of Secret {}",
+            render::grafana::datasource_name(store),
+            health.message(),
+            health.status,
+            store.names.redis_address(&store.namespace),
+            render::acl::Role::Grafana.user(),
+            store.names.redis_user(render::grafana::COMPONENT)
+        ),
+    ))
+}
+
+fn dashboard_problem(store: &ValidatedStore, dashboard: &Reply) -> Option<Check> {
     let dashboard_uid = render::grafana::dashboard_uid(store);
-    let dashboard = &answers.dashboard;
     if dashboard.status == 404 {
-        return Check::not(
+        return Some(Check::not(
             DASHBOARD_MISSING,
             format!(
                 "Grafana has no dashboard {dashboard_uid}: it did not load the file of ConfigMap {} (see the Grafana pod's log for the provisioning error)",
                 store.names.grafana_dashboards()
             ),
-        );
+        ));
     }
-    if !dashboard.ok() {
-        return unexpected(&dashboard_path(&dashboard_uid), dashboard);
-    }
-    let version = plugin.json()["info"]["version"].as_str().unwrap_or("?").to_string();
-    let title = dashboard.json()["dashboard"]["title"].as_str().unwrap_or(&dashboard_uid).to_string();
+    (!dashboard.ok()).then(|| unexpected(&dashboard_path(&dashboard_uid), dashboard))
+}
+
+/// Every answer fine: what Grafana said, for the condition's message.
+fn available(store: &ValidatedStore, answers: &Answers) -> Check {
+    let dashboard_uid = render::grafana::dashboard_uid(store);
+    let version = answers.plugin.json()["info"]["version"].as_str().unwrap_or("?").to_string();
+    let title = answers.dashboard.json()["dashboard"]["title"].as_str().unwrap_or(&dashboard_uid).to_string();
     Check::ok(
         AVAILABLE,
         format!(
             "Grafana answers: plugin {PLUGIN_ID} {version} loaded, datasource healthy ({}), dashboard \"{title}\" present",
-            health.message()
+            answers.health.message()
         ),
     )
 }
