@@ -694,16 +694,49 @@ pub fn check_store_document(doc: &serde_json::Value) -> Vec<FieldProblem> {
 /// fails is replaced by null (then removed by the caller of its parent), so later checks skip it.
 fn check_schema(value: &mut serde_json::Value, schema: &serde_json::Value, path: &str, out: &mut Vec<FieldProblem>) {
     use serde_json::Value;
-    let mut problem = |message: String| out.push(FieldProblem { field: path.to_string(), message });
     if value.is_null() {
         if schema.get("nullable") != Some(&Value::Bool(true)) {
-            problem("must not be null: omit the field to use its default".into());
+            out.push(FieldProblem {
+                field: path.to_string(),
+                message: "must not be null: omit the field to use its default".into(),
+            });
         }
         return;
     }
+    if let Some(message) = type_problem(value, schema).or_else(|| value_problem(value, schema)) {
+        out.push(FieldProblem { field: path.to_string(), message });
+        *value = Value::Null;
+        return;
+    }
+    match value {
+        Value::Object(map) => check_object(map, schema, path, out),
+        Value::Array(items) => {
+            if let Some(max) = schema_bound(schema, "maxItems").filter(|max| items.len() as f64 > *max) {
+                out.push(FieldProblem {
+                    field: path.to_string(),
+                    message: format!("must have at most {max} items, got {}", items.len()),
+                });
+            }
+            if let Some(sub) = schema.get("items") {
+                for (i, v) in items.iter_mut().enumerate() {
+                    check_schema(v, sub, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn schema_bound(schema: &serde_json::Value, key: &str) -> Option<f64> {
+    schema.get(key).and_then(serde_json::Value::as_f64)
+}
+
+/// The value is not of the node's type (`x-kubernetes-int-or-string` takes either).
+fn type_problem(value: &serde_json::Value, schema: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
     let ty = schema.get("type").and_then(Value::as_str);
     let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-    let type_ok = match (ty, &*value) {
+    let type_ok = match (ty, value) {
         _ if int_or_string => value.is_string() || value.is_i64() || value.is_u64(),
         (Some("object"), Value::Object(_))
         | (Some("array"), Value::Array(_))
@@ -714,29 +747,31 @@ fn check_schema(value: &mut serde_json::Value, schema: &serde_json::Value, path:
         (None, _) => true,
         _ => false,
     };
-    if !type_ok {
-        let got = match &*value {
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "a list",
-            Value::Object(_) => "a mapping",
-            Value::Null => "null",
-        };
-        let want = if int_or_string { "an integer or a string" } else { ty.unwrap_or("another type") };
-        problem(format!("must be {} (got {got})", article(want)));
-        *value = Value::Null;
-        return;
+    if type_ok {
+        return None;
     }
+    let got = match value {
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+        Value::Null => "null",
+    };
+    let want = if int_or_string { "an integer or a string" } else { ty.unwrap_or("another type") };
+    Some(format!("must be {} (got {got})", article(want)))
+}
+
+/// The value is of the right type but not one the node allows: its enum, its range, its length.
+fn value_problem(value: &serde_json::Value, schema: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
         let list: Vec<String> = allowed.iter().map(|a| a.as_str().map_or(a.to_string(), str::to_string)).collect();
-        problem(format!("unknown value {value}, expected one of {}", list.join(", ")));
-        *value = Value::Null;
-        return;
+        return Some(format!("unknown value {value}, expected one of {}", list.join(", ")));
     }
-    let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
+    let bound = |k: &str| schema_bound(schema, k);
     let mut bad = None;
     if let Some(n) = value.as_f64() {
         match (bound("minimum"), bound("maximum")) {
@@ -760,60 +795,53 @@ fn check_schema(value: &mut serde_json::Value, schema: &serde_json::Value, path:
             bad = Some(format!("must be at most {max} characters, got {len}"));
         }
     }
-    if let Some(message) = bad {
-        problem(message);
-        *value = Value::Null;
-        return;
+    bad
+}
+
+/// A mapping's entries against the node's properties (or `additionalProperties`): unknown fields and
+/// values that failed are dropped, missing required fields named.
+fn check_object(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    schema: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<FieldProblem>,
+) {
+    use serde_json::Value;
+    if let Some(max) = schema_bound(schema, "maxProperties").filter(|max| map.len() as f64 > *max) {
+        out.push(FieldProblem {
+            field: path.to_string(),
+            message: format!("must have at most {max} entries, got {}", map.len()),
+        });
     }
-    match value {
-        Value::Object(map) => {
-            if let Some(max) = bound("maxProperties").filter(|max| map.len() as f64 > *max) {
-                problem(format!("must have at most {max} entries, got {}", map.len()));
+    let props = schema.get("properties").and_then(Value::as_object);
+    let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+    let mut drop = Vec::new();
+    for (key, v) in map.iter_mut() {
+        let (child, sub) = match (props.and_then(|p| p.get(key)), extra) {
+            (Some(sub), _) => (format!("{path}.{key}"), sub),
+            (None, Some(sub)) => (format!("{path}[{key}]"), sub),
+            (None, None) => {
+                let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                out.push(FieldProblem {
+                    field: format!("{path}.{key}"),
+                    message: format!("unknown field; the fields here are {}", known.join(", ")),
+                });
+                drop.push(key.clone());
+                continue;
             }
-            let props = schema.get("properties").and_then(Value::as_object);
-            let extra = schema.get("additionalProperties").filter(|a| a.is_object());
-            let mut drop = Vec::new();
-            for (key, v) in map.iter_mut() {
-                let (child, sub) = match (props.and_then(|p| p.get(key)), extra) {
-                    (Some(sub), _) => (format!("{path}.{key}"), sub),
-                    (None, Some(sub)) => (format!("{path}[{key}]"), sub),
-                    (None, None) => {
-                        let known: Vec<&str> =
-                            props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
-                        out.push(FieldProblem {
-                            field: format!("{path}.{key}"),
-                            message: format!("unknown field; the fields here are {}", known.join(", ")),
-                        });
-                        drop.push(key.clone());
-                        continue;
-                    }
-                };
-                check_schema(v, sub, &child, out);
-                if v.is_null() && sub.get("nullable") != Some(&Value::Bool(true)) {
-                    drop.push(key.clone());
-                }
-            }
-            for key in drop {
-                map.remove(&key);
-            }
-            for req in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
-            {
-                if !map.contains_key(req) {
-                    out.push(FieldProblem { field: format!("{path}.{req}"), message: "is required".into() });
-                }
-            }
+        };
+        check_schema(v, sub, &child, out);
+        if v.is_null() && sub.get("nullable") != Some(&Value::Bool(true)) {
+            drop.push(key.clone());
         }
-        Value::Array(items) => {
-            if let Some(max) = bound("maxItems").filter(|max| items.len() as f64 > *max) {
-                problem(format!("must have at most {max} items, got {}", items.len()));
-            }
-            if let Some(sub) = schema.get("items") {
-                for (i, v) in items.iter_mut().enumerate() {
-                    check_schema(v, sub, &format!("{path}[{i}]"), out);
-                }
-            }
+    }
+    for key in drop {
+        map.remove(&key);
+    }
+    for req in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        if !map.contains_key(req) {
+            out.push(FieldProblem { field: format!("{path}.{req}"), message: "is required".into() });
         }
-        _ => {}
     }
 }
 

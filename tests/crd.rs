@@ -161,22 +161,27 @@ fn render_prints_valid_kubernetes_objects_for_both_examples() {
     }
 }
 
-#[test]
-fn render_reports_a_bad_field_by_name() {
-    let dir = std::env::temp_dir().join(format!("popup-render-{}", std::process::id()));
+/// `popup-operator render -f` of a file holding `text` (the path it had, and what the command did).
+fn render_text(name: &str, text: &str) -> (std::path::PathBuf, std::process::Output) {
+    let dir = std::env::temp_dir().join(format!("popup-render-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("bad.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: x}\nspec: {processing: {batchSize: 0}}\n",
-    )
-    .unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
         .args(["render", "-f"])
         .arg(&file)
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    (file, out)
+}
+
+#[test]
+fn render_reports_a_bad_field_by_name() {
+    let (_, out) = render_text(
+        "bad",
+        "apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {name: x}\nspec: {processing: {batchSize: 0}}\n",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spec.processing.batchSize"), "{err}");
@@ -186,21 +191,11 @@ fn render_reports_a_bad_field_by_name() {
 fn render_refuses_deeply_nested_yaml_before_parsing_it() {
     // 100,000 nested brackets: serde_yaml alone takes over a minute to say "recursion limit exceeded";
     // the pre-scan refuses the file at its line, naming the limit, before the parser sees it.
-    let dir = std::env::temp_dir().join(format!("popup-render-deep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("deep.yaml");
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    std::fs::write(
-        &file,
-        format!("apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {{name: x}}\nspec: {deep}\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popup-operator"))
-        .args(["render", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let (file, out) = render_text(
+        "deep",
+        &format!("apiVersion: popup.dev/v1alpha1\nkind: PopUpStore\nmetadata: {{name: x}}\nspec: {deep}\n"),
+    );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     let wanted =
