@@ -137,9 +137,17 @@ impl Cache {
 }
 
 impl Cache {
-    /// Notes that this process is about to write the Secret `namespace`/`name`.
+    /// Notes that this process is about to write the Secret `namespace`/`name`. Entries the watch has
+    /// shown since are let go now and then, so the memo holds only writes still on their way.
     pub fn writing_secret(&self, namespace: &str, name: &str) {
-        self.written_secrets.lock().expect("not poisoned").insert(ObjectRef::new(name).within(namespace));
+        let mut written = self.written_secrets.lock().expect("not poisoned");
+        written.insert(ObjectRef::new(name).within(namespace));
+        if written.len() > 64 && synced(&self.all_secrets) {
+            written.retain(|k| {
+                let seen = ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default());
+                self.all_secrets.get(&seen).is_none()
+            });
+        }
     }
 
     /// An operator-owned Secret: from the cache; else, for a store that has never had a status (a new
@@ -291,4 +299,63 @@ pub fn name_and_version_only(secret: &mut PartialObjectMeta<Secret>) {
     meta.annotations = None;
     meta.labels = None;
     meta.owner_references = None;
+}
+
+#[cfg(test)]
+mod owned_secret_tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    /// A client whose every request fails: an answer without error means no request was made.
+    fn no_server() -> Client {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    fn meta(name: &str) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("sales".into()), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_stores_secret_is_absent_without_a_read_unless_our_own_write_may_be_on_its_way() {
+        let (cache, mut writers) = Cache::new();
+        let client = no_server();
+        // Before the watch of every Secret has listed them, absence means nothing: read.
+        assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.is_err());
+        for event in [Event::Init, Event::InitApply(meta("other")), Event::InitDone] {
+            writers.all_secrets.apply_watcher_event(&event);
+        }
+        assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.unwrap().is_none(), "no request");
+        // A store that had a status: its Secret may have been deleted or may lag; always read.
+        assert!(cache.owned_secret(&client, "sales", "shop-redis", false).await.is_err());
+        // Our own write that the watch has not shown yet: read, never trust the absence.
+        cache.writing_secret("sales", "shop-redis");
+        assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.is_err());
+        // Once the watch shows it, the memo lets it go (the data comes from the owned Secrets' cache).
+        writers.all_secrets.apply_watcher_event(&Event::Apply(meta("shop-redis")));
+        assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.is_err());
+        assert!(cache.written_secrets.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_memo_keeps_only_writes_the_watch_has_not_shown() {
+        let (cache, mut writers) = Cache::new();
+        writers.all_secrets.apply_watcher_event(&Event::Init);
+        for i in 0..100 {
+            writers.all_secrets.apply_watcher_event(&Event::InitApply(meta(&format!("s{i}"))));
+        }
+        writers.all_secrets.apply_watcher_event(&Event::InitDone);
+        cache.writing_secret("sales", "not-yet-seen");
+        for i in 0..100 {
+            cache.writing_secret("sales", &format!("s{i}"));
+        }
+        let written = cache.written_secrets.lock().unwrap();
+        assert!(written.len() <= 65, "{} entries", written.len());
+        assert!(written.iter().any(|k| k.name == "not-yet-seen"), "an unseen write stays");
+    }
 }
