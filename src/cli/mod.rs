@@ -39,7 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run the controller (uses ~/.kube/config, KUBECONFIG or the in-cluster service account).
     Run(RunArgs),
-    /// Print the PopUpStore CustomResourceDefinition as YAML (the same as crds/popupstores.popup.dev.yaml).
+    /// Print the PopUpStore CustomResourceDefinition as YAML (crds/popupstores.popup.dev.yaml is this under a
+    /// header line; `bash hack/regen.sh` writes it).
     Crd,
     /// Print every object the operator would create for the PopUpStore(s) in a file, without a cluster.
     ///
