@@ -12,10 +12,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-# The header each generated CRD file starts with; tests/crd.rs checks it byte for byte.
-header='# Generated from the Rust types in src/crd.rs by `bash hack/regen.sh`: edit those, not this file.'
-crd="$(cargo run --quiet --bin popup-operator -- crd)"
-printf '%s\n%s\n' "$header" "$crd" > crds/popupstores.popup.dev.yaml.tmp
+# `popup-operator crd` prints the file whole, its generated-file header (crd::CRD_FILE_HEADER) first;
+# tests/crd.rs checks it byte for byte.
+cargo run --quiet --bin popup-operator -- crd > crds/popupstores.popup.dev.yaml.tmp
 mv crds/popupstores.popup.dev.yaml.tmp crds/popupstores.popup.dev.yaml
 
 dst=charts/popup-operator/crds

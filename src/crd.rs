@@ -636,6 +636,16 @@ pub struct SaleStatus {
 }
 
 /// The CRD as YAML, exactly what `popup-operator crd` prints and `crds/` holds.
+/// The first line of the CRD file: it says where the file comes from. `popup-operator crd` prints it
+/// too, so that the file is exactly the command's output.
+pub const CRD_FILE_HEADER: &str =
+    "# Generated from the Rust types in src/crd.rs by `bash hack/regen.sh`: edit those, not this file.\n";
+
+/// The CRD file (`crds/popupstores.popup.dev.yaml`, and the chart's copy): the header, then the YAML.
+pub fn crd_file() -> String {
+    format!("{CRD_FILE_HEADER}{}", crd_yaml())
+}
+
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     // The same YAML-1.1-safe writer as `render`: kubectl and helm read this file with go-yaml.

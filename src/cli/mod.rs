@@ -39,8 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run the controller (uses ~/.kube/config, KUBECONFIG or the in-cluster service account).
     Run(RunArgs),
-    /// Print the PopUpStore CustomResourceDefinition as YAML (crds/popupstores.popup.dev.yaml is this under a
-    /// header line; `bash hack/regen.sh` writes it).
+    /// Print the PopUpStore CustomResourceDefinition as YAML (what crds/popupstores.popup.dev.yaml holds;
+    /// `bash hack/regen.sh` writes it).
     Crd,
     /// Print every object the operator would create for the PopUpStore(s) in a file, without a cluster.
     ///
@@ -75,7 +75,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => {
-            print!("{}", crate::crd::crd_yaml());
+            print!("{}", crate::crd::crd_file());
             Ok(())
         }
         Command::Render(args) => render_file(&args).map_err(Failure::from),
