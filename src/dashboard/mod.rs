@@ -161,7 +161,9 @@ pub fn show(panel: &Panel, answers: Vec<Result<Datum, String>>) -> Shown {
         }
         match expr::evaluate(&expression.text, &vars) {
             Ok(Datum::Series(points)) => lines.push(Line { name: line_name, points }),
-            Ok(Datum::Number(n)) => vars.insert(expression.ref_id.clone(), Datum::Number(n)).map_or((), |_| ()),
+            Ok(number) => {
+                vars.insert(expression.ref_id.clone(), number);
+            }
             Err(e) => notes.push(format!("expression {}: {e}", expression.text)),
         }
     }
