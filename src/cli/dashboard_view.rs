@@ -4,7 +4,6 @@
 //! the terminal: a reader task polls Redis and reconnects, the main loop redraws on each reading, key
 //! and resize, and the terminal is restored however it ends.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use chrono::{Local, TimeZone};
@@ -71,11 +70,9 @@ impl Board {
     }
 }
 
-/// Runs the dashboard until `q`, Esc, Ctrl-C or SIGTERM. Stdout must be a terminal.
+/// Runs the dashboard until `q`, Esc, Ctrl-C or SIGTERM. Stdout must be a terminal (`cli::main`
+/// checks it first, to answer with exit code 2 and [`not_a_terminal`]).
 pub async fn run(args: DashboardArgs) -> Result<(), String> {
-    if !std::io::stdout().is_terminal() {
-        return Err(not_a_terminal());
-    }
     let panels = dashboard::panels::panels();
     let mut board = Board {
         panels: panels.clone(),
