@@ -18,11 +18,12 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    Secret, SecurityContext, Service,
+    Secret, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -458,6 +459,33 @@ pub fn deployment_of(
             selector: pod_selector(store, component),
             template: pod_template(store, component, Some(checksum.to_string()), pod),
             ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A Service `name` of `component`'s pods with one TCP port, `port`, named `port_name` after the
+/// container port it targets; `spec` says the rest (type, cluster IP).
+pub fn service_of(
+    store: &ValidatedStore,
+    name: String,
+    component: Component,
+    port_name: &str,
+    port: i32,
+    spec: ServiceSpec,
+) -> Service {
+    Service {
+        metadata: child_meta(store, name, component),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(store, component)),
+            ports: Some(vec![ServicePort {
+                name: Some(port_name.into()),
+                port,
+                target_port: Some(IntOrString::String(port_name.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..spec
         }),
         ..Default::default()
     }
