@@ -7,8 +7,9 @@
 #   bash hack/cluster-addons.sh            # prints the bin dir as its last line
 #
 # Binaries land in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/cluster-addons/bin/ (kube-router,
-# local-path-provisioner), each rebuilt only when its version changed (one stamp per binary); GOMODCACHE and
-# GOCACHE are hack/control-plane.sh's, under the same cache root.
+# local-path-provisioner), each rebuilt only when its version changed (one stamp per binary); the Go
+# environment is hack/go-env.sh, shared with hack/control-plane.sh (GOMODCACHE and GOCACHE under the same
+# cache root).
 #
 # How: each is a small wrapper module that requires the upstream module and builds its main package
 # (kube-router: github.com/cloudnativelabs/kube-router/v2/cmd/kube-router; local-path-provisioner: the module's
@@ -23,9 +24,10 @@ set -euo pipefail
 
 KUBE_ROUTER_VERSION="${POPUP_KUBE_ROUTER_VERSION:-2.1.0}"
 LOCAL_PATH_VERSION="${POPUP_LOCAL_PATH_VERSION:-0.0.30}"
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+# shellcheck source=hack/go-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 ROOT="$CACHE/cluster-addons"
 BIN="$ROOT/bin"
 
@@ -40,18 +42,8 @@ if have kube-router "$KUBE_ROUTER_VERSION" && have local-path-provisioner "$LOCA
   exit 0
 fi
 
-if ! command -v "$GO" >/dev/null 2>&1; then
-  echo "error: no Go toolchain ('$GO' not found); install Go >= 1.23 or set GO=/path/to/go" >&2
-  exit 1
-fi
-
-export GOMODCACHE="$CACHE/go/mod"
-export GOCACHE="$CACHE/go/build"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOWORK=off
-mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE"
+go_env
+mkdir -p "$BIN"
 start=$(date +%s)
 
 # build NAME MODULE VERSION PACKAGE LDFLAGS: a wrapper module that requires MODULE@vVERSION, then

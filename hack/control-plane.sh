@@ -7,7 +7,8 @@
 #
 # Binaries land in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/control-plane/v<k8s>/bin/ and are reused
 # when present (a second run takes well under a second). GOMODCACHE and GOCACHE live under the same cache
-# root, so a rebuild after a version bump reuses most of the compiled packages.
+# root (hack/go-env.sh, shared with hack/cluster-addons.sh), so a rebuild after a version bump reuses most
+# of the compiled packages.
 #
 # How: kube-apiserver and kube-controller-manager come from the module k8s.io/kubernetes. Its go.mod
 # requires its staging modules (k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and `replace`s them with
@@ -22,15 +23,16 @@
 #   POPUP_K8S_VERSION       Kubernetes version (default below)
 #   POPUP_ETCD_VERSION      etcd version (default below: the one kubernetes' go.mod pins)
 #   POPUP_COREDNS_VERSION   CoreDNS version (default below)
-#   GO                      go binary (default: go)
+#   GO                      go binary (default: go, else /usr/local/go/bin/go)
 set -euo pipefail
 
 K8S_VERSION="${POPUP_K8S_VERSION:-1.34.4}"
 ETCD_VERSION="${POPUP_ETCD_VERSION:-3.6.4}"
 COREDNS_VERSION="${POPUP_COREDNS_VERSION:-1.14.7}"
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+# shellcheck source=hack/go-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 ROOT="$CACHE/control-plane/v$K8S_VERSION"
 BIN="$ROOT/bin"
 STAMP="$BIN/.built-k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION-coredns-v$COREDNS_VERSION"
@@ -53,19 +55,8 @@ if have_all; then
   exit 0
 fi
 
-if ! command -v "$GO" >/dev/null 2>&1; then
-  echo "error: no Go toolchain ('$GO' not found); install Go >= 1.24 (e.g. apt-get install golang-go from a" \
-       "recent release, or the official tarball) or set GO=/path/to/go" >&2
-  exit 1
-fi
-
-export GOMODCACHE="$CACHE/go/mod"
-export GOCACHE="$CACHE/go/build"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOWORK=off
-mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE"
+go_env
+mkdir -p "$BIN"
 
 minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
 patch="${K8S_VERSION##*.}"

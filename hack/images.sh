@@ -156,15 +156,24 @@ e_dir() { printf 'dir\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4"; }          # PATH 
 e_file() { printf 'file\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5"; } # PATH MODE UID GID SRC
 e_link() { printf 'link\t%s\t%s\n' "$1" "$2"; }                             # PATH TARGET
 
-# The Redis images' users and folders: redis (999) owns /data, as in the official images ($st: the
-# image's staging folder with its passwd and group).
-redis_user_entries() {
+# user_entries [PASSWD_LINE [GROUP_LINE]]: a Debian-based image's users, root and nobody (group nogroup), plus
+# the image's own user and group when given, written to $st/passwd and $st/group ($st: the image's staging
+# folder); prints the entries for them and for /root and /tmp.
+user_entries() {
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' ${1:+"$1"} 'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' \
+    >"$st/passwd"
+  printf '%s\n' 'root:x:0:' ${2:+"$2"} 'nogroup:x:65534:' >"$st/group"
   e_file etc/passwd 0644 0 0 "$st/passwd"
   e_file etc/group 0644 0 0 "$st/group"
-  e_dir data 0755 999 999
-  e_dir home/redis 0755 999 999
   e_dir root 0700 0 0
   e_dir tmp 1777 0 0
+}
+
+# The Redis images' users and folders: redis (999) owns /data, as in the official images.
+redis_user_entries() {
+  user_entries 'redis:x:999:999::/home/redis:/sbin/nologin' 'redis:x:999:'
+  e_dir data 0755 999 999
+  e_dir home/redis 0755 999 999
 }
 
 # ---- popup-operator -----------------------------------------------------------------------------------
@@ -281,9 +290,6 @@ redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
   [ -n "$REDIS_VERSION" ] || die "cannot read the version of $stack/bin/redis-server"
   local st="$STAGE/redis"
   mkdir -p "$st"
-  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'redis:x:999:999::/home/redis:/sbin/nologin' \
-    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
-  printf '%s\n' 'root:x:0:' 'redis:x:999:' 'nogroup:x:65534:' >"$st/group"
 
   local elfs=("$stack/bin/redis-server" "$stack/bin/redis-cli" "$stack"/lib/*.so)
   {
@@ -417,9 +423,6 @@ build_redismod() { # RUNTIME
       -o "$st/${pair%%:*}.so.new" "$HERE/images/placeholder-module.c" || die "compiling placeholder-module.c failed"
     mv "$st/${pair%%:*}.so.new" "$st/${pair%%:*}.so"
   done
-  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'redis:x:999:999::/home/redis:/sbin/nologin' \
-    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
-  printf '%s\n' 'root:x:0:' 'redis:x:999:' 'nogroup:x:65534:' >"$st/group"
 
   local modules=usr/lib/redis/modules rgdir=var/opt/redislabs/modules/rg
   # Every ELF of the runtime but tkinter's (the runtime's Python keeps _tkinter, which needs X11 and Tk;
@@ -476,9 +479,6 @@ build_grafana() { # RUNTIME
   [ -n "$version" ] || die "cannot read the version of $rt/bin/grafana-server"
   plugin="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["info"]["version"])' \
     "$rt/plugins/redis-datasource/plugin.json")" || die "cannot read the redis-datasource plugin's version"
-  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'grafana:x:472:0::/home/grafana:/sbin/nologin' \
-    'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
-  printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$st/group"
   cat >"$st/grafana.ini" <<EOF
 # popup.local/grafana (hack/images.sh): what this image changes from Grafana's defaults.ini.
 [paths]
@@ -504,10 +504,8 @@ EOF
     e_dir home/grafana 0755 472 0
     busybox_entries
     closure_entries "$rt/bin/grafana-server"
-    e_file etc/passwd 0644 0 0 "$st/passwd"
-    e_file etc/group 0644 0 0 "$st/group"
-    e_dir root 0700 0 0
-    e_dir tmp 1777 0 0
+    # grafana (472) in group root (0), as upstream.
+    user_entries 'grafana:x:472:0::/home/grafana:/sbin/nologin'
   } >"$st/entries"
   # The paths as the upstream image's environment gives them (an env variable beats grafana.ini), with
   # the plugins folder moved; the entrypoint is the server itself (upstream's /run.sh passes the same).
@@ -548,14 +546,9 @@ build_busybox() {
   find_busybox
   version="$("$BUSYBOX" 2>&1 | sed -n '1s/^BusyBox v\([0-9][0-9.]*\).*/\1/p')"
   [ -n "$version" ] || die "cannot read the version of $BUSYBOX"
-  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$st/passwd"
-  printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$st/group"
   {
     busybox_entries
-    e_file etc/passwd 0644 0 0 "$st/passwd"
-    e_file etc/group 0644 0 0 "$st/group"
-    e_dir root 0700 0 0
-    e_dir tmp 1777 0 0
+    user_entries
   } >"$st/entries"
   cat >"$st/config.json" <<EOF
 {

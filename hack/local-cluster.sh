@@ -186,6 +186,29 @@ EOF
   chmod 600 "$2"
 }
 
+# user_with_rules NAME < RULES: a host process's own identity, system:NAME (its token is in
+# pki/tokens.csv), granted cluster-wide the ClusterRole rules on stdin (YAML list items) through ClusterRole
+# and ClusterRoleBinding popup-local:NAME, and its kubeconfig $DIR/NAME.kubeconfig.
+user_with_rules() {
+  local name=$1 rules
+  rules="$(cat)"
+  "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "popup-local:$name"}
+rules:
+$rules
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "popup-local:$name"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "popup-local:$name"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:$name"}
+EOF
+  kubeconfig_for "system:$name" "$DIR/$name.kubeconfig"
+}
+
 # ---- network ---------------------------------------------------------------------------------------------
 # Chains that kubelet, kube-proxy, kube-router and the CNI bridge plugin create.
 our_chains() { # table
@@ -321,26 +344,14 @@ start_control_plane() {
 
 start_coredns() {
   # CoreDNS reads Services and EndpointSlices with its own identity and answers cluster.local only.
-  "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null <<EOF
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "popup-local:coredns"}
-rules:
+  user_with_rules coredns <<'EOF'
 - apiGroups: [""]
   resources: [endpoints, services, pods, namespaces]
   verbs: [list, watch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "popup-local:coredns"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "popup-local:coredns"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}
 EOF
-  kubeconfig_for system:coredns "$DIR/coredns.kubeconfig"
   cat > "$DIR/Corefile" <<EOF
 $CLUSTER_DOMAIN:53 in-addr.arpa:53 {
     bind $NODE_IP
@@ -423,11 +434,7 @@ EOF
 # --run-service-proxy=false: kube-proxy keeps Services). It reads pods, namespaces and policies with its own
 # identity and turns them into iptables chains (KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*) and ipsets.
 start_kube_router() {
-  "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" apply -f - >/dev/null <<EOF
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "popup-local:kube-router"}
-rules:
+  user_with_rules kube-router <<'EOF'
 - apiGroups: [""]
   resources: [pods, namespaces, nodes, services, endpoints]
   verbs: [get, list, watch]
@@ -440,15 +447,7 @@ rules:
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "popup-local:kube-router"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "popup-local:kube-router"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}
 EOF
-  kubeconfig_for system:kube-router "$DIR/kube-router.kubeconfig"
   # What `down` may remove: the kube-router ipsets that were not there before (none, `up` made sure).
   [[ -f "$DIR/ipsets.before" ]] || kube_router_sets > "$DIR/ipsets.before"
   # No health or metrics listener (they would bind every interface); no CNI config or pod egress

@@ -175,7 +175,7 @@ pub struct PopUpStoreSpec {
     /// How orders are processed: `gears` (RedisGears 1 Python, redismod image), `triggers` (RedisGears 2
     /// JavaScript, redis-stack-server 7.4) or `native` (the operator's own processor, any Redis with
     /// TimeSeries such as Redis 8). Cannot change after creation.
-    #[serde(default)]
+    #[serde(default = "default_engine")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.engine cannot change after creation: the sale's data and scripts belong to one engine; create a new PopUpStore instead"))]
     pub engine: Engine,
 
@@ -204,33 +204,14 @@ fn default_stock() -> i64 {
     limits::DEFAULT_STOCK
 }
 
-/// The processing engine. Each one implements the same sale contract (see `docs/engines.md`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// RedisGears 1.2 Python scripts (the original demo); needs the `redislabs/redismod` image (amd64 only).
-    #[default]
-    Gears,
-    /// RedisGears 2 JavaScript stream triggers; needs `redis/redis-stack-server` 7.x.
-    Triggers,
-    /// The operator's own Rust processor, run as a Deployment; needs Redis with TimeSeries (Redis 8).
-    Native,
-}
+/// The processing engine, the sale's own type: one type for which engine a store and its Redis run. Each
+/// one implements the same sale contract (see `docs/engines.md`); each one's Redis image:
+/// `render::default_redis_image`.
+pub use crate::sale::EngineKind as Engine;
 
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Gears => "gears",
-            Engine::Triggers => "triggers",
-            Engine::Native => "native",
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A store without `spec.engine` runs the original demo's engine.
+fn default_engine() -> Engine {
+    Engine::Gears
 }
 
 /// Redis server settings.
@@ -932,6 +913,6 @@ mod tests {
 
     #[test]
     fn one_default_engine() {
-        assert_eq!(Engine::default(), Engine::Gears, "the original demo's engine");
+        assert_eq!(default_engine(), Engine::Gears, "the original demo's engine");
     }
 }

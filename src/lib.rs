@@ -19,7 +19,8 @@
 //! - `yaml`: YAML output that every Kubernetes reader takes the same way (the CRD, `render`).
 //!
 //! Dependencies point one way: `cli` → `controller` → `sale`, and `controller` → `render`/`crd`; the
-//! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale;
+//! sale imports neither the operator nor `cli`, and `render` and `crd` do not import the sale but for its
+//! engine type (`crd::Engine` is `sale::EngineKind`, one type for which engine);
 //! `dashboard` and `limits` import nothing of the crate, `flags` only `limits`.
 
 pub mod apply;

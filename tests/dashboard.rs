@@ -16,7 +16,7 @@ use popup_operator::crd::Engine;
 use popup_operator::render::acl::Role;
 use popup_operator::render::grafana::DASHBOARD_JSON;
 use popup_operator::sale::simulator::{self, Resilience, SimulatorConfig};
-use popup_operator::sale::{self, EngineKind, ProcessingSettings};
+use popup_operator::sale::{self, ProcessingSettings};
 use redis::Value;
 use serde_json::Value as Json;
 
@@ -122,8 +122,7 @@ async fn every_panel_shows_the_sale(engine: Engine) {
     };
     let mut conn = users.conn(&server, Role::Operator).await;
     let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(1) };
-    let kind = EngineKind::from(engine);
-    sale::load_scripts(&mut conn, kind, &settings).await.unwrap();
+    sale::load_scripts(&mut conn, engine, &settings).await.unwrap();
 
     // 60 customers over ~3 s for 50 units: several samples, a sell-out and some rejections. The operator
     // starts the sale, the simulator joins it.
@@ -151,7 +150,7 @@ async fn every_panel_shows_the_sale(engine: Engine) {
     // A sample after the last decision, so the last lengths are in the series: the triggers engine samples
     // on stream activity and the native sampler fills the gap; gears wakes itself at the next boundary.
     let ended = now_ms();
-    if kind == EngineKind::Gears {
+    if engine == Engine::Gears {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let last: Option<i64> = redis::cmd("GET").arg(sale::SAMPLE_LAST).query_async(&mut conn).await.unwrap();

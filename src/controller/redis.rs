@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use crate::crd::{Engine, ProcessingSpec, SaleStatus};
 use crate::render::acl::AclUser;
 use crate::sale::marker::{self, SaleMarker};
-use crate::sale::{self, EngineError, EngineKind, LoadOutcome, ProcessingSettings};
+use crate::sale::{self, EngineError, LoadOutcome, ProcessingSettings};
 use crate::status::reason;
 
 /// Where a store's Redis is, as the operator reaches it, and who the operator is there.
@@ -145,11 +145,10 @@ impl RedisGateway for LiveRedis {
     ) -> BoxFuture<'a, Result<String, RedisProblem>> {
         Box::pin(async move {
             let settings = ProcessingSettings::from(processing);
-            let kind = EngineKind::from(engine);
             let (outcome, problems) = self
                 .within("loading the scripts", target, async {
                     let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
-                    let outcome = sale::load_scripts(&mut conn, kind, &settings).await?;
+                    let outcome = sale::load_scripts(&mut conn, engine, &settings).await?;
                     Ok((outcome, sale::sale_problems(&mut conn).await?))
                 })
                 .await?;
@@ -157,18 +156,18 @@ impl RedisGateway for LiveRedis {
                 return Err(RedisProblem {
                     reason: ENGINE_FAILING,
                     message: format!(
-                        "the {kind} scripts are loaded but orders are not decided: {}",
+                        "the {engine} scripts are loaded but orders are not decided: {}",
                         problems.join("; ")
                     ),
                 });
             }
-            Ok(match (kind, outcome) {
-                (EngineKind::Native, _) => {
+            Ok(match (engine, outcome) {
+                (Engine::Native, _) => {
                     "RedisTimeSeries and the processor's functions are loaded; the processor Deployment completes the orders".into()
                 }
-                (_, LoadOutcome::AlreadyLoaded) => format!("{kind} scripts are loaded"),
-                (_, LoadOutcome::Loaded) => format!("{kind} scripts loaded"),
-                (_, LoadOutcome::Reloaded { reason }) => format!("{kind} scripts reloaded: {reason}"),
+                (_, LoadOutcome::AlreadyLoaded) => format!("{engine} scripts are loaded"),
+                (_, LoadOutcome::Loaded) => format!("{engine} scripts loaded"),
+                (_, LoadOutcome::Reloaded { reason }) => format!("{engine} scripts reloaded: {reason}"),
             })
         })
     }

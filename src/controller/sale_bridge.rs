@@ -1,34 +1,13 @@
-//! Where the operator meets the sale: a store's engine, processing settings and sale numbers converted
-//! between the resource's types (`crd`) and the sale's (`sale`), and the scripts ConfigMap's files of a
-//! store (what its engine loads, shown to users), which the builders take as data. `crd` and `render`
-//! never import the sale; this module does it for them.
+//! Where the operator meets the sale: a store's processing settings and sale numbers converted between
+//! the resource's types (`crd`) and the sale's (`sale`), and the scripts ConfigMap's files of a store
+//! (what its engine loads, shown to users), which the builders take as data. `crd` and `render` never
+//! import the sale but for its engine type (`crd::Engine`); this module does it for them.
 
 use std::collections::BTreeMap;
 
-use crate::crd::{Engine, ProcessingSpec, SaleStatus};
+use crate::crd::{ProcessingSpec, SaleStatus};
 use crate::render::ValidatedStore;
-use crate::sale::{self, EngineKind, ProcessingSettings, SaleSnapshot};
-
-/// The store's engine as the sale code knows it.
-impl From<Engine> for EngineKind {
-    fn from(engine: Engine) -> Self {
-        match engine {
-            Engine::Gears => EngineKind::Gears,
-            Engine::Triggers => EngineKind::Triggers,
-            Engine::Native => EngineKind::Native,
-        }
-    }
-}
-
-impl From<EngineKind> for Engine {
-    fn from(kind: EngineKind) -> Self {
-        match kind {
-            EngineKind::Gears => Engine::Gears,
-            EngineKind::Triggers => Engine::Triggers,
-            EngineKind::Native => Engine::Native,
-        }
-    }
-}
+use crate::sale::{self, ProcessingSettings, SaleSnapshot};
 
 /// A store's processing settings as every engine takes them.
 impl From<&ProcessingSpec> for ProcessingSettings {
@@ -57,13 +36,13 @@ impl From<SaleSnapshot> for SaleStatus {
 /// the operator loads them into its Redis. The controller's build stage and `render` pass them to the
 /// builders (`render::BuildInputs::scripts`).
 pub fn script_files(store: &ValidatedStore) -> BTreeMap<String, String> {
-    sale::scripts::files(EngineKind::from(store.engine()), &ProcessingSettings::from(&store.spec.processing))
+    sale::scripts::files(store.engine(), &ProcessingSettings::from(&store.spec.processing))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{PopUpStore, PopUpStoreSpec};
+    use crate::crd::{Engine, PopUpStore, PopUpStoreSpec};
 
     #[test]
     fn processing_and_sale_cross_the_engine_boundary_field_for_field() {
@@ -76,15 +55,6 @@ mod tests {
             SaleStatus::from(sale),
             SaleStatus { available: Some(-1), customers_waiting: 2, orders_queued: 3, completed: 4, rejected: 5 }
         );
-    }
-
-    #[test]
-    fn one_conversion_each_way() {
-        for engine in [Engine::Gears, Engine::Triggers, Engine::Native] {
-            let kind = EngineKind::from(engine);
-            assert_eq!(kind.as_str(), engine.as_str());
-            assert_eq!(Engine::from(kind), engine);
-        }
     }
 
     #[test]
@@ -103,7 +73,7 @@ mod tests {
                 "{engine}"
             );
             let settings = ProcessingSettings { batch_size: 7, metrics_interval: std::time::Duration::from_secs(2) };
-            assert_eq!(files, sale::scripts::files(EngineKind::from(engine), &settings));
+            assert_eq!(files, sale::scripts::files(engine, &settings));
         }
     }
 }

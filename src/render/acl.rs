@@ -60,6 +60,29 @@ const EVERYTHING: &[&str] = &["resetkeys", "~*", "resetchannels", "&*", "+@all"]
 const GRAFANA: &[&str] =
     &["resetkeys", "~product", "~queue:*", "~ts:*", "resetchannels", "-@all", "+ping", "+get", "+xlen", "+ts.range"];
 
+/// The simulator's rules: its key patterns, then its commands, the same on every Redis but for how it
+/// calls its send-once script (`call`).
+macro_rules! simulator_rules {
+    ([$($keys:literal),* $(,)?], $call:literal) => {
+        &[
+            "resetkeys",
+            $($keys,)*
+            "resetchannels",
+            "-@all",
+            "+ping",
+            "+client|setinfo",
+            "+get",
+            "+xlen",
+            "+exists",
+            $call,
+            "+xadd",
+            "+hget",
+            "+hset",
+            "+hdel",
+        ]
+    };
+}
+
 /// The simulator Job: `simulate --join-sale` (src/sale/simulator.rs) joins the sale the operator started:
 /// it reads the sale's join key (`GET popup:sale:<id>`) and the sale (`GET product`, `XLEN queue:*`),
 /// and writes customers and orders through its send-once script, which the operator loaded (`FCALL`;
@@ -71,51 +94,24 @@ const GRAFANA: &[&str] =
 ///
 /// Redis 7 and later (triggers, native): read-only key permissions (`%R~`) for what it only reads, so
 /// every write is tied to the two queues it feeds and its own log.
-const SIMULATOR: &[&str] = &[
-    "resetkeys",
-    "%R~product",
-    "%R~queue:complete",
-    "%R~queue:rejected",
-    "%R~popup:sale:*",
-    "~queue:customers",
-    "~queue:orders",
-    "~popup:simulator:*",
-    "resetchannels",
-    "-@all",
-    "+ping",
-    "+client|setinfo",
-    "+get",
-    "+xlen",
-    "+exists",
-    "+fcall",
-    "+xadd",
-    "+hget",
-    "+hset",
-    "+hdel",
-];
+const SIMULATOR: &[&str] = simulator_rules!(
+    [
+        "%R~product",
+        "%R~queue:complete",
+        "%R~queue:rejected",
+        "%R~popup:sale:*",
+        "~queue:customers",
+        "~queue:orders",
+        "~popup:simulator:*",
+    ],
+    "+fcall"
+);
 
 /// The same commands on Redis 6.2 (the gears engine's redismod), which has no read-only key
 /// permissions: its key patterns hold for every command it may run (docs/security.md says what that
 /// leaves).
-const SIMULATOR_REDIS6: &[&str] = &[
-    "resetkeys",
-    "~product",
-    "~queue:*",
-    "~popup:sale:*",
-    "~popup:simulator:*",
-    "resetchannels",
-    "-@all",
-    "+ping",
-    "+client|setinfo",
-    "+get",
-    "+xlen",
-    "+exists",
-    "+evalsha",
-    "+xadd",
-    "+hget",
-    "+hset",
-    "+hdel",
-];
+const SIMULATOR_REDIS6: &[&str] =
+    simulator_rules!(["~product", "~queue:*", "~popup:sale:*", "~popup:simulator:*"], "+evalsha");
 
 /// `process` (src/sale/native.rs): `MODULE LIST` at start, `XREAD BLOCK` on the orders, its heartbeat
 /// (`SET … PX`, `DEL` at exit) and recorded failure (`SET popup:engine:error`), and `FCALL` of the two

@@ -7,8 +7,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PodSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    HTTPGetAction, KeyToPath, PodSpec, Probe, Secret, SecretKeySelector, Service, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -17,8 +16,8 @@ use serde_json::json;
 use super::acl::{self, Role};
 use super::component::Component;
 use super::{
-    BuildInputs, GRAFANA_PORT, ValidatedStore, child_meta, container_security, deployment_of, resources_or,
-    selector_labels, sha256_hex,
+    BuildInputs, GRAFANA_PORT, ValidatedStore, child_meta, container_security, deployment_of, resources_or, service_of,
+    sha256_hex,
 };
 
 pub const COMPONENT: Component = Component::Grafana;
@@ -206,22 +205,8 @@ pub fn sidecar_dashboard_config_map(store: &ValidatedStore) -> ConfigMap {
 }
 
 pub fn service(store: &ValidatedStore) -> Service {
-    Service {
-        metadata: child_meta(store, store.names.grafana(), COMPONENT),
-        spec: Some(ServiceSpec {
-            type_: Some(store.spec.grafana.service_type.as_str().into()),
-            selector: Some(selector_labels(store, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: GRAFANA_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let spec = ServiceSpec { type_: Some(store.spec.grafana.service_type.as_str().into()), ..Default::default() };
+    service_of(store, store.names.grafana(), COMPONENT, "http", GRAFANA_PORT, spec)
 }
 
 fn env(name: &str, value: &str) -> EnvVar {

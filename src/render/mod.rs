@@ -17,12 +17,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    Secret, SecurityContext, Service,
+    Capabilities, ConfigMap, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, Secret, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -463,6 +464,33 @@ pub fn deployment_of(
     }
 }
 
+/// A Service `name` of `component`'s pods with one TCP port, `port`, named `port_name` after the
+/// container port it targets; `spec` says the rest (type, cluster IP).
+pub fn service_of(
+    store: &ValidatedStore,
+    name: String,
+    component: Component,
+    port_name: &str,
+    port: i32,
+    spec: ServiceSpec,
+) -> Service {
+    Service {
+        metadata: child_meta(store, name, component),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(store, component)),
+            ports: Some(vec![ServicePort {
+                name: Some(port_name.into()),
+                port,
+                target_port: Some(IntOrString::String(port_name.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..spec
+        }),
+        ..Default::default()
+    }
+}
+
 /// The selector of a component's pods (a workload's `spec.selector`).
 pub fn pod_selector(store: &ValidatedStore, component: Component) -> LabelSelector {
     LabelSelector { match_labels: Some(selector_labels(store, component)), ..Default::default() }
@@ -489,6 +517,37 @@ pub fn container_security(read_only_root: bool) -> SecurityContext {
         read_only_root_filesystem: Some(read_only_root),
         run_as_non_root: Some(true),
         capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The container of a `component` that runs the operator's own image (the simulator, the processor): its
+/// command line `args`, the variables `env` and then the component's Redis password (`REDIS_PASSWORD`)
+/// and info logs, a read-only root.
+pub fn operator_container(
+    store: &ValidatedStore,
+    inputs: &BuildInputs,
+    component: Component,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    resources: ResourceRequirements,
+) -> Container {
+    let role = component.role().expect("the operator's image logs in to Redis as its component's user");
+    Container {
+        name: component.name().into(),
+        image: Some(inputs.operator_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args),
+        env: Some(
+            env.into_iter()
+                .chain([
+                    acl::password_env(store, role, "REDIS_PASSWORD"),
+                    EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
+                ])
+                .collect(),
+        ),
+        resources: Some(resources),
+        security_context: Some(container_security(true)),
         ..Default::default()
     }
 }

@@ -1,11 +1,11 @@
 //! The `native` engine's processor: `popup-operator process` as a Deployment.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec};
 
 use super::acl::{self, Role};
 use super::component::Component;
-use super::{BuildInputs, ValidatedStore, container_security, deployment_of, resources_or};
+use super::{BuildInputs, ValidatedStore, deployment_of, operator_container, resources_or};
 use crate::flags::{ProcessArgs, RedisArgs, SettingsArgs};
 
 pub const COMPONENT: Component = Component::Processor;
@@ -28,27 +28,22 @@ pub fn args(store: &ValidatedStore) -> ProcessArgs {
 
 pub fn deployment(store: &ValidatedStore, inputs: &BuildInputs, checksum: &str) -> Deployment {
     let p = &store.spec.processing;
-    let container = Container {
-        name: "processor".into(),
-        image: Some(inputs.operator_image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args(store).to_args()),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            acl::password_env(store, Role::Processor, "REDIS_PASSWORD"),
-            EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
-        ]),
-        resources: Some(resources_or(&None, "50m", "32Mi", "128Mi")),
-        security_context: Some(container_security(true)),
+    let pod_name = EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
+    let container = operator_container(
+        store,
+        inputs,
+        COMPONENT,
+        args(store).to_args(),
+        vec![pod_name],
+        resources_or(&None, "50m", "32Mi", "128Mi"),
+    );
     let pod = PodSpec {
         containers: vec![container],
         // The worker finishes its current batch on SIGTERM.

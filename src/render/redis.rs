@@ -6,18 +6,17 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, Probe, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, Probe, Secret, SecretVolumeSource, Service, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::acl::{ACL_DIR, ACL_FILE_KEY};
 use super::component::Component;
 use super::{
     BuildInputs, PASSWORD_KEY, PasswordSource, REDIS_PORT, ValidatedStore, child_meta, container_security, pod_labels,
-    pod_selector, pod_template, resources_or, selector_labels,
+    pod_selector, pod_template, resources_or, service_of,
 };
 use crate::crd::Engine;
 
@@ -74,41 +73,15 @@ pub fn scripts_config_map(store: &ValidatedStore, scripts: &BTreeMap<String, Str
 
 /// Headless Service: stable DNS for the StatefulSet's pod.
 pub fn headless_service(store: &ValidatedStore) -> Service {
-    Service {
-        metadata: child_meta(store, store.names.redis_headless(), COMPONENT),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(store, COMPONENT)),
-            ports: Some(vec![redis_port()]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let spec =
+        ServiceSpec { cluster_ip: Some("None".into()), publish_not_ready_addresses: Some(true), ..Default::default() };
+    service_of(store, store.names.redis_headless(), COMPONENT, "redis", REDIS_PORT, spec)
 }
 
 /// Client Service: what Grafana, the simulator, the processor and the operator connect to.
 pub fn client_service(store: &ValidatedStore) -> Service {
-    Service {
-        metadata: child_meta(store, store.names.redis(), COMPONENT),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(selector_labels(store, COMPONENT)),
-            ports: Some(vec![redis_port()]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn redis_port() -> ServicePort {
-    ServicePort {
-        name: Some("redis".into()),
-        port: REDIS_PORT,
-        target_port: Some(IntOrString::String("redis".into())),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    }
+    let spec = ServiceSpec { type_: Some("ClusterIP".into()), ..Default::default() };
+    service_of(store, store.names.redis(), COMPONENT, "redis", REDIS_PORT, spec)
 }
 
 /// The ACL file inside the Redis container.
@@ -384,7 +357,7 @@ mod tests {
     use super::*;
     use crate::crd::StorageSpec;
     use crate::render::tests::{build, inputs};
-    use crate::render::validate;
+    use crate::render::{selector_labels, validate};
     use serde_json::json;
 
     fn container(engine: Engine, edit: impl FnOnce(&mut crate::crd::PopUpStoreSpec)) -> serde_json::Value {

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::json;
 
 use super::acl::{self, Role};
 use super::component::Component;
-use super::{BuildInputs, ValidatedStore, child_meta, container_security, pod_template, resources_or, sha256_hex};
+use super::{BuildInputs, ValidatedStore, child_meta, operator_container, pod_template, resources_or, sha256_hex};
 use crate::flags::{RedisArgs, SimulateArgs};
 
 pub const COMPONENT: Component = Component::Simulator;
@@ -55,21 +55,12 @@ pub fn job(store: &ValidatedStore, inputs: &BuildInputs) -> Job {
     let hash = settings_hash(store);
     let mut meta = child_meta(store, store.names.simulator_job(&hash), COMPONENT);
     meta.annotations = Some(BTreeMap::from([(SETTINGS_HASH_ANNOTATION.to_string(), hash)]));
+    let resources = resources_or(&store.spec.simulator.resources, "50m", "32Mi", "128Mi");
     let container = Container {
-        name: "simulator".into(),
-        image: Some(inputs.operator_image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args(store).to_args()),
-        env: Some(vec![
-            acl::password_env(store, Role::Simulator, "REDIS_PASSWORD"),
-            EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() },
-        ]),
-        resources: Some(resources_or(&store.spec.simulator.resources, "50m", "32Mi", "128Mi")),
-        security_context: Some(container_security(true)),
         // `simulate` writes why it failed to the termination log; a crash leaves its last log lines.
         // Either reaches the store's SimulationComplete condition.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Default::default()
+        ..operator_container(store, inputs, COMPONENT, args(store).to_args(), vec![], resources)
     };
     Job {
         metadata: meta,

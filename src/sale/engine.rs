@@ -9,13 +9,13 @@ use super::{
     triggers,
 };
 
-/// Which processing engine runs the sale.
+/// Which processing engine runs the sale: the one type for it, also a store's `spec.engine` (`crd::Engine`
+/// is this type, hence the schema).
 ///
 /// No default: the engine must be the one of the Redis in question (a store's `spec.engine`, whose
-/// one default is `crd::Engine::Gears`), so the command lines ask for it (`load --engine` is required).
-/// The operator converts a store's engine to and from this (`controller::sale_bridge`); the command line
-/// parses it (`cli`). What each one is, in a line: [`EngineKind::description`].
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// one default is `crd`'s), so the command lines ask for it (`load --engine` is required); the command
+/// line parses it (`cli`). What each one is, in a line: [`EngineKind::description`].
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     Gears,

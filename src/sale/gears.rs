@@ -510,11 +510,8 @@ pub(crate) async fn health(conn: &mut impl RedisConn) -> Result<EngineHealth> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sale::reply::bulk;
     use std::time::Duration;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
 
     fn settings() -> ProcessingSettings {
         ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_secs(5) }

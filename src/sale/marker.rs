@@ -177,10 +177,7 @@ fn fields(m: &SaleMarker) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
+    use crate::sale::reply::bulk;
 
     #[test]
     fn a_marker_needs_every_field() {

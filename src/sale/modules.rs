@@ -108,10 +108,7 @@ pub(crate) fn require_timeseries(addr: &str, mods: &[ModuleInfo]) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
+    use crate::sale::reply::bulk;
 
     #[test]
     fn parses_module_list_resp2_and_resp3() {

@@ -16,6 +16,12 @@ pub(crate) fn value_str(v: &Value) -> Option<String> {
     }
 }
 
+/// A bulk string reply, the way Redis sends text: the replies the parsers' unit tests feed them.
+#[cfg(test)]
+pub(crate) fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
 pub(crate) fn value_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),

@@ -126,10 +126,7 @@ pub(crate) async fn health(conn: &mut impl RedisConn) -> Result<EngineHealth> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
+    use crate::sale::reply::bulk;
 
     #[test]
     fn library_code_substitutes_settings() {

@@ -150,9 +150,18 @@ fn refused(store: &ValidatedStore, answers: &Answers) -> Option<Check> {
     ))
 }
 
+/// What the answer to the lookup of `path` says: `missing` when Grafana has no such thing (404), the
+/// unexpected answer when it failed otherwise, nothing when it is there.
+fn lookup_problem(path: &str, reply: &Reply, missing: impl FnOnce() -> Check) -> Option<Check> {
+    if reply.status == 404 {
+        return Some(missing());
+    }
+    (!reply.ok()).then(|| unexpected(path, reply))
+}
+
 fn plugin_problem(plugin: &Reply) -> Option<Check> {
-    if plugin.status == 404 {
-        return Some(Check::not(
+    lookup_problem(&plugin_path(), plugin, || {
+        Check::not(
             PLUGIN_NOT_LOADED,
             format!(
                 "Grafana runs without the {PLUGIN_ID} plugin, so every panel stays empty ({}: {}). Grafana 12.1 and later install {} at start (GF_PLUGINS_PREINSTALL_SYNC) and stop when they cannot download it; an older Grafana ignores that setting, and a plugin that fails Grafana's signature check is not loaded. Set spec.grafana.image to Grafana 12.1 or later with access to grafana.com, or to an image with the plugin preinstalled outside /var/lib/grafana (an emptyDir in this pod) and GF_PATHS_PLUGINS pointing at it",
@@ -160,25 +169,23 @@ fn plugin_problem(plugin: &Reply) -> Option<Check> {
                 plugin.message(),
                 render::grafana::PLUGIN
             ),
-        ));
-    }
-    (!plugin.ok()).then(|| unexpected(&plugin_path(), plugin))
+        )
+    })
 }
 
 /// The datasource's lookup by uid, asked only on the way to its health by id (Grafana 8).
 fn datasource_problem(store: &ValidatedStore, lookup: Option<&Reply>) -> Option<Check> {
     let lookup = lookup?;
     let datasource_uid = render::grafana::datasource_uid(store);
-    if lookup.status == 404 {
-        return Some(Check::not(
+    lookup_problem(&datasource_path(&datasource_uid), lookup, || {
+        Check::not(
             DATASOURCE_MISSING,
             format!(
                 "Grafana has no datasource {datasource_uid}: it did not take the provisioning file from ConfigMap {} (see the Grafana pod's log for the provisioning error)",
                 store.names.grafana_provisioning()
             ),
-        ));
-    }
-    (!lookup.ok()).then(|| unexpected(&datasource_path(&datasource_uid), lookup))
+        )
+    })
 }
 
 fn health_problem(store: &ValidatedStore, health: &Reply) -> Option<Check> {
@@ -202,16 +209,15 @@ fn health_problem(store: &ValidatedStore, health: &Reply) -> Option<Check> {
 
 fn dashboard_problem(store: &ValidatedStore, dashboard: &Reply) -> Option<Check> {
     let dashboard_uid = render::grafana::dashboard_uid(store);
-    if dashboard.status == 404 {
-        return Some(Check::not(
+    lookup_problem(&dashboard_path(&dashboard_uid), dashboard, || {
+        Check::not(
             DASHBOARD_MISSING,
             format!(
                 "Grafana has no dashboard {dashboard_uid}: it did not load the file of ConfigMap {} (see the Grafana pod's log for the provisioning error)",
                 store.names.grafana_dashboards()
             ),
-        ));
-    }
-    (!dashboard.ok()).then(|| unexpected(&dashboard_path(&dashboard_uid), dashboard))
+        )
+    })
 }
 
 /// Every answer fine: what Grafana said, for the condition's message.
