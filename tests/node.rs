@@ -25,7 +25,6 @@ pub mod support;
 use support::dashboard_page;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -231,22 +230,9 @@ impl LocalCluster {
     }
 }
 
-/// Polls `check` until it gives a value; on timeout, panics with the last observation.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+/// Polls `check` every half second until it gives a value; on timeout, panics with the last observation.
+async fn wait_for<T>(what: &str, timeout: Duration, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    support::poll::wait(what, timeout, Duration::from_millis(500), check).await
 }
 
 fn condition(store: &PopUpStore, kind: &str) -> Option<(String, String, String)> {
