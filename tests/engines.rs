@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use popup_operator::sale::native::{BatchResult, Worker, WorkerConfig};
-use popup_operator::sale::simulator::{self, SimulatorConfig};
+use popup_operator::sale::simulator;
 use popup_operator::sale::{
     self, EngineError, EngineKind, LoadOutcome, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS,
     QUEUE_REJECTED, QUEUES, engine_health, load_scripts, read_sale,
@@ -24,26 +24,12 @@ use tokio::sync::watch;
 pub mod support;
 use support::redis_server;
 
-use redis_server::{ChildGuard, Gears, GearsRuntime, RedisServer, free_port};
+use redis_server::{ChildGuard, Gears, GearsRuntime, RedisServer, free_port, quick_sale, simulate};
 
 // ---- contract checks -------------------------------------------------------------------------------
 
 fn settings() -> ProcessingSettings {
     ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(200) }
-}
-
-fn fast_sale(stock: i64, customers: u64) -> SimulatorConfig {
-    SimulatorConfig {
-        stock,
-        customers,
-        max_arrival: Duration::from_millis(3),
-        max_order_delay: Duration::from_millis(40),
-        rate: None,
-        reset: true,
-        join: None,
-        wait_complete: Some(Duration::from_secs(20)),
-        max_duration: Some(Duration::from_secs(30)),
-    }
 }
 
 async fn entries(conn: &mut MultiplexedConnection, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
@@ -194,12 +180,6 @@ async fn one_more_interval(conn: &mut MultiplexedConnection) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-async fn simulate(conn: &mut MultiplexedConnection, cfg: &SimulatorConfig) -> simulator::SimulationSummary {
-    let summary = simulator::run(conn, cfg, |_| {}).await.unwrap();
-    assert!(summary.all_processed, "not all orders processed: {summary:?}");
-    summary
-}
-
 // ---- triggers ------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -213,7 +193,7 @@ async fn triggers_engine_keeps_the_contract() {
     assert!(engine_health(&mut conn, EngineKind::Triggers).await.unwrap().healthy);
 
     let (stock, customers) = (40, 60);
-    simulate(&mut conn, &fast_sale(stock, customers)).await;
+    simulate(&mut conn, &quick_sale(stock, customers)).await;
     inject_duplicate(&mut conn).await;
     one_more_interval(&mut conn).await;
     assert_contract(&mut conn, stock, customers, 1).await;
@@ -240,7 +220,7 @@ async fn triggers_reload_after_restart_and_settings_change() {
     }
     assert_eq!(load_scripts(&mut conn, EngineKind::Triggers, &other).await.unwrap(), LoadOutcome::AlreadyLoaded);
     // still processes orders after the reload
-    simulate(&mut conn, &fast_sale(5, 8)).await;
+    simulate(&mut conn, &quick_sale(5, 8)).await;
     assert_contract(&mut conn, 5, 8, 0).await;
 }
 
@@ -296,7 +276,7 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
         workers.push(spawn_worker(server.manager().await, worker_cfg(&format!("w{i}")), rx.clone()));
     }
     let (stock, customers) = (50, 90);
-    simulate(&mut conn, &fast_sale(stock, customers)).await;
+    simulate(&mut conn, &quick_sale(stock, customers)).await;
     inject_duplicate(&mut conn).await;
     one_more_interval(&mut conn).await;
     let health = engine_health(&mut conn, EngineKind::Native).await.unwrap();
@@ -433,7 +413,7 @@ async fn two_process_workers_one_sigkilled_mid_sale_keep_the_contract() {
     let mut victim = spawn_process(&server, "victim");
     let survivor = spawn_process(&server, "survivor");
     let (stock, customers) = (60, 120);
-    let mut cfg = fast_sale(stock, customers);
+    let mut cfg = quick_sale(stock, customers);
     cfg.wait_complete = None;
     cfg.max_arrival = Duration::from_millis(4);
     let sim = {
@@ -481,7 +461,7 @@ async fn gears_engine_keeps_the_contract() {
     let mut gears = Gears::start(&settings()).await;
     let mut conn = gears.server.conn().await;
     let (stock, customers) = (30, 45);
-    let mut cfg = fast_sale(stock, customers);
+    let mut cfg = quick_sale(stock, customers);
     cfg.reset = false; // RedisGears' consumer group lives on queue:orders
     let summary = simulator::run(&mut conn, &cfg, |_| {}).await.unwrap();
     assert!(summary.all_processed, "not all orders processed on {}: {summary:?}\n{}", gears.name(), gears.log());
@@ -642,7 +622,7 @@ async fn native_worker_survives_a_redis_restart() {
     load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
     let (tx, rx) = watch::channel(false);
     let w = spawn_worker(server.manager().await, worker_cfg("survivor"), rx);
-    simulate(&mut conn, &fast_sale(5, 8)).await;
+    simulate(&mut conn, &quick_sale(5, 8)).await;
     // The orders are decided in Redis before the worker has read the script's reply; a restart in
     // between would lose that reply (and the count). Wait until the worker's heartbeat reports
     // all 8, the state the final count relies on.
@@ -665,7 +645,7 @@ async fn native_worker_survives_a_redis_restart() {
     // until the operator's next reconcile loads them again, and carries on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::Loaded);
-    simulate(&mut conn, &fast_sale(10, 15)).await;
+    simulate(&mut conn, &quick_sale(10, 15)).await;
     assert_contract(&mut conn, 10, 15, 0).await;
     tx.send(true).unwrap();
     let stats = w.await.unwrap().unwrap();
