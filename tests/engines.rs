@@ -173,6 +173,12 @@ async fn assert_timeseries(conn: &mut MultiplexedConnection, customers: u64, que
     assert!(customers_added > 0.0, "ts:enqueue:queue:customers never counted an arrival");
 }
 
+/// The operator loads `kind`'s scripts twice: loaded, then found in place.
+async fn assert_loads_once(conn: &mut MultiplexedConnection, kind: EngineKind) {
+    assert_eq!(load_scripts(conn, kind, &settings()).await.unwrap(), LoadOutcome::Loaded);
+    assert_eq!(load_scripts(conn, kind, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
+}
+
 /// Wait until one more sampling interval has passed, with some stream traffic to trigger it.
 async fn one_more_interval(conn: &mut MultiplexedConnection) {
     tokio::time::sleep(settings().metrics_interval * 2).await;
@@ -186,8 +192,7 @@ async fn one_more_interval(conn: &mut MultiplexedConnection) {
 async fn triggers_engine_keeps_the_contract() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    assert_eq!(load_scripts(&mut conn, EngineKind::Triggers, &settings()).await.unwrap(), LoadOutcome::Loaded);
-    assert_eq!(load_scripts(&mut conn, EngineKind::Triggers, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
+    assert_loads_once(&mut conn, EngineKind::Triggers).await;
     let libs: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut conn).await.unwrap();
     assert_eq!(triggers_libraries(&libs), vec!["popup".to_string()], "loading twice must leave one library");
     assert!(engine_health(&mut conn, EngineKind::Triggers).await.unwrap().healthy);
@@ -240,27 +245,30 @@ fn spawn_worker(
     tokio::spawn(Worker::new(conn, cfg).run(rx))
 }
 
-/// Queue `customers` customers and an order for each (in arrival order) with no engine running,
-/// as fast as Redis takes them; `product` = `stock`.
-/// Also loads the native engine's functions, as the operator does before the processor runs.
-async fn prefill(conn: &mut MultiplexedConnection, stock: i64, customers: u64) {
-    load_scripts(conn, EngineKind::Native, &settings()).await.unwrap();
-    let _: () = redis::cmd("SET").arg(sale::PRODUCT).arg(stock).query_async(conn).await.unwrap();
+/// A new Redis with `customers` customers and an order for each queued (in arrival order) with no engine
+/// running, as fast as Redis takes them, and `product` = `stock`; the native engine's functions loaded,
+/// as the operator does before the processor runs. The server and a connection to it.
+async fn prefilled(stock: i64, customers: u64) -> (RedisServer, MultiplexedConnection) {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
+    let _: () = redis::cmd("SET").arg(sale::PRODUCT).arg(stock).query_async(&mut conn).await.unwrap();
     let mut ids: Vec<String> = Vec::new();
     for first in (0..customers).step_by(1000) {
         let mut pipe = redis::pipe();
         for n in first..(first + 1000).min(customers) {
             pipe.cmd("XADD").arg(QUEUE_CUSTOMERS).arg("*").arg("id").arg(n);
         }
-        ids.extend(pipe.query_async::<Vec<String>>(conn).await.unwrap());
+        ids.extend(pipe.query_async::<Vec<String>>(&mut conn).await.unwrap());
     }
     for (first, chunk) in ids.chunks(1000).enumerate() {
         let mut pipe = redis::pipe();
         for (i, customer) in chunk.iter().enumerate() {
             pipe.cmd("XADD").arg(QUEUE_ORDERS).arg("*").arg("id").arg(first * 1000 + i).arg("customer").arg(customer);
         }
-        let _: Vec<String> = pipe.query_async(conn).await.unwrap();
+        let _: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
     }
+    (server, conn)
 }
 
 #[tokio::test]
@@ -268,8 +276,7 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
     // The operator loads the processor's functions: once, then they are there.
-    assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::Loaded);
-    assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
+    assert_loads_once(&mut conn, EngineKind::Native).await;
     let (tx, rx) = watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..3 {
@@ -299,10 +306,8 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
 
 #[tokio::test]
 async fn native_workers_racing_over_a_full_queue_decide_each_order_once() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
     let (stock, customers) = (1_500, 8_000);
-    prefill(&mut conn, stock, customers).await;
+    let (server, mut conn) = prefilled(stock, customers).await;
     // Four workers call the script back to back on their own connections until the queue is empty:
     // every call takes what the calls before it left.
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(4));
@@ -338,10 +343,8 @@ async fn native_workers_racing_over_a_full_queue_decide_each_order_once() {
 
 #[tokio::test]
 async fn native_workers_stopped_at_any_moment_leave_nothing_half_done() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
     let (stock, customers) = (6_000, 15_000);
-    prefill(&mut conn, stock, customers).await;
+    let (server, mut conn) = prefilled(stock, customers).await;
     // A kill storm in one process: each worker task is dropped wherever it is after 0–15 ms (before
     // its call is sent, while Redis runs it, or before it reads the reply).
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -436,11 +439,9 @@ async fn two_process_workers_one_sigkilled_mid_sale_keep_the_contract() {
 
 #[tokio::test]
 async fn two_process_workers_one_sigkilled_inside_its_calls_keep_the_contract() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
     // A full queue: both workers are always inside a call of 510 orders, so the kill lands in one.
     let (stock, customers) = (15_000, 40_000);
-    prefill(&mut conn, stock, customers).await;
+    let (server, mut conn) = prefilled(stock, customers).await;
     let mut victim = spawn_process(&server, "victim");
     let survivor = spawn_process(&server, "survivor");
     wait_some_decided(&mut conn, 2_000, "the workers decided nothing").await;
