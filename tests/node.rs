@@ -245,6 +245,11 @@ fn condition(store: &PopUpStore, kind: &str) -> Option<(String, String, String)>
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// The message of the store's condition `type_` when it has `status` and `reason`.
+fn message_if(store: &PopUpStore, type_: &str, status: &str, reason: &str) -> Option<String> {
+    condition(store, type_).filter(|c| c.0 == status && c.1 == reason).map(|c| c.2)
+}
+
 fn conditions_text(store: &PopUpStore) -> String {
     store
         .status
@@ -433,16 +438,11 @@ async fn lost_sale_and_a_fresh_one_through_an_upgrade(cluster: &LocalCluster, cl
     let message = wait_for("SaleIntact=False, SaleLost", Duration::from_secs(180), || async {
         let s = stores.get("shop").await.map_err(|e| e.to_string())?;
         let pod = pods.get("shop-redis-0").await.map_err(|e| e.to_string())?;
-        match (condition(&s, status::SALE_INTACT), condition(&s, status::READY)) {
-            (Some((intact, reason, message)), Some((ready, _, _)))
-                if intact == "False"
-                    && reason == status::reason::SALE_LOST
-                    && ready == "False"
-                    && pod.metadata.uid != old_uid =>
-            {
-                Ok(message)
-            }
-            other => Err(format!("{other:?}")),
+        let lost = message_if(&s, status::SALE_INTACT, "False", status::reason::SALE_LOST);
+        let not_ready = condition(&s, status::READY).is_some_and(|c| c.0 == "False");
+        match lost {
+            Some(message) if not_ready && pod.metadata.uid != old_uid => Ok(message),
+            _ => Err(conditions_text(&s)),
         }
     })
     .await;
@@ -540,16 +540,11 @@ async fn lost_sale_and_a_fresh_one_through_an_upgrade(cluster: &LocalCluster, cl
     let job = format!("shop-simulator-{third}");
     let said = wait_for("SimulationComplete=False quoting the Job's cause", Duration::from_secs(180), || async {
         let s = stores.get("shop").await.map_err(|e| e.to_string())?;
-        match (condition(&s, status::SIMULATION_COMPLETE), condition(&s, status::SALE_INTACT)) {
-            (Some((sim, reason, message)), Some((intact, lost, _)))
-                if sim == "False"
-                    && reason == status::reason::FAILED
-                    && intact == "False"
-                    && lost == status::reason::SALE_LOST =>
-            {
-                Ok(message)
-            }
-            other => Err(format!("{other:?}")),
+        let failed = message_if(&s, status::SIMULATION_COMPLETE, "False", status::reason::FAILED);
+        let lost = message_if(&s, status::SALE_INTACT, "False", status::reason::SALE_LOST);
+        match failed {
+            Some(message) if lost.is_some() => Ok(message),
+            _ => Err(conditions_text(&s)),
         }
     })
     .await;
