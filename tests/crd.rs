@@ -86,14 +86,16 @@ fn examples_round_trip_through_the_types_and_validate() {
     }
 }
 
+/// A store called `name` with `spec`, as the API server would hand it to the CEL rules.
+fn store(spec: Value, name: &str) -> PopUpStore {
+    serde_json::from_value(
+        json!({"apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore", "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap()
+}
+
 #[test]
 fn cel_rules_reject_what_the_api_server_would() {
-    let store = |spec: Value, name: &str| -> PopUpStore {
-        serde_json::from_value(
-            json!({"apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore", "metadata": {"name": name}, "spec": spec}),
-        )
-        .unwrap()
-    };
     let ok = store(json!({}), "shop");
     assert!(PopUpStore::validate_cel(&ok).is_ok());
 
@@ -231,12 +233,6 @@ fn parse_stores_reports_every_problem_with_its_path() {
 
 #[test]
 fn new_cel_rules_reject_bad_quantities_names_and_images() {
-    let store = |spec: Value, name: &str| -> PopUpStore {
-        serde_json::from_value(
-            json!({"apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore", "metadata": {"name": name}, "spec": spec}),
-        )
-        .unwrap()
-    };
     let cases = [
         (json!({"redis": {"resources": {"requests": {"cpu": "lots"}}}}), "spec.redis.resources.requests"),
         (json!({"simulator": {"resources": {"limits": {"memory": "-1Mi"}}}}), "spec.simulator.resources.limits"),

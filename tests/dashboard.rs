@@ -5,17 +5,15 @@
 //! plugin's custom-command path that any Viewer can use.
 
 pub mod support;
-use support::{acl_users, redis_server};
+use support::{acl_users, poll, redis_server};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acl_users::Users;
 use popup_operator::crd::Engine;
 use popup_operator::render::acl::Role;
 use popup_operator::render::grafana::DASHBOARD_JSON;
-use popup_operator::sale::simulator::{self, Resilience, SimulatorConfig};
 use popup_operator::sale::{self, ProcessingSettings};
 use redis::Value;
 use serde_json::Value as Json;
@@ -127,39 +125,22 @@ async fn every_panel_shows_the_sale(engine: Engine) {
     // 60 customers over ~3 s for 50 units: several samples, a sell-out and some rejections. The operator
     // starts the sale, the simulator joins it.
     sale::marker::start(&mut conn, "dashboard", 50).await.unwrap();
-    let config = SimulatorConfig {
-        customers: 60,
-        rate: Some(20.0),
-        max_order_delay: Duration::from_millis(200),
-        join: Some("dashboard".into()),
-        wait_complete: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
     // As the simulator Job runs it: its own user, the send-once script.
-    let summary = simulator::run_resilient(
-        &users.url(&server, Role::Simulator),
-        Some(&users.password(Role::Simulator)),
-        &config,
-        &Resilience::default(),
-        |_| {},
-        Arc::new(|w: &str| eprintln!("simulator: {w}")),
-    )
-    .await
-    .unwrap();
-    assert!(summary.all_processed, "{summary:?}");
+    users.join_sale(&server, "dashboard", 60, 20.0, Duration::from_secs(30)).await;
     // A sample after the last decision, so the last lengths are in the series: the triggers engine samples
     // on stream activity and the native sampler fills the gap; gears wakes itself at the next boundary.
     let ended = now_ms();
     if engine == Engine::Gears {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let last: Option<i64> = redis::cmd("GET").arg(sale::SAMPLE_LAST).query_async(&mut conn).await.unwrap();
-            if last.is_some_and(|b| b > ended) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "gears wrote no sample after the sale (last {last:?})");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll::wait(
+            "gears to write a sample after the sale",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            async || {
+                let last: Option<i64> = redis::cmd("GET").arg(sale::SAMPLE_LAST).query_async(&mut conn).await.unwrap();
+                if last.is_some_and(|b| b > ended) { Ok(()) } else { Err(format!("last {last:?}")) }
+            },
+        )
+        .await;
     } else {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         sale::sample_if_due(&mut conn, &settings).await.unwrap();

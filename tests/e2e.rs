@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use support::cluster::{Operator, OperatorIdentity, TestEnv};
 use support::fakes::FakeRedis;
 use support::store::{
-    WAIT, assert_owned, bring_up, condition, describe, get as store, selector, simulator_jobs, wait_condition,
+    Child, WAIT, assert_owned, bring_up, child_kinds, condition, describe, get as store, kind, make_ready,
+    simulator_jobs, wait_condition,
 };
 
 fn example(name: &str) -> String {
@@ -37,6 +38,23 @@ async fn setup(prefix: &str) -> (TestEnv, OperatorIdentity) {
     let env = support::cluster::env(prefix).await;
     let id = support::cluster::install_chart_rbac(&env, "popup", Some(&env.ns)).await;
     (env, id)
+}
+
+/// The operator in-process with the chart's identity, watching the test's namespace, `redis` its Redis.
+fn start_operator(env: &TestEnv, id: &OperatorIdentity, redis: Arc<FakeRedis>) -> Operator {
+    Operator::start(id.client.clone(), redis, Some(env.ns.clone()))
+}
+
+/// [`setup`], and the operator started in it.
+async fn setup_with_operator(prefix: &str, redis: Arc<FakeRedis>) -> (TestEnv, OperatorIdentity, Operator) {
+    let (env, id) = setup(prefix).await;
+    let op = start_operator(&env, &id, redis);
+    (env, id, op)
+}
+
+/// Applies a store called `name` with `spec`.
+async fn apply_store(env: &TestEnv, name: &str, spec: Value) {
+    env.apply_yaml(&serde_yaml::to_string(&store_json(name, spec)).unwrap()).await;
 }
 
 /// The names of the objects of one kind carrying the store's instance label.
@@ -59,49 +77,64 @@ fn name_set<K: ResourceExt>(items: &[K]) -> BTreeSet<String> {
     items.iter().map(|o| o.name_any()).collect()
 }
 
-/// Every expected child of a store exists, each owned by it. `job` is checked when given.
-struct Expected<'a> {
-    secrets: &'a [&'a str],
-    config_maps: &'a [&'a str],
-    services: &'a [&'a str],
-    statefulsets: &'a [&'a str],
-    deployments: &'a [&'a str],
+/// The children a store should have, by kind.
+struct Expected {
+    secrets: Vec<String>,
+    config_maps: Vec<String>,
+    services: Vec<String>,
+    statefulsets: Vec<String>,
+    deployments: Vec<String>,
 }
 
-async fn wait_children(env: &TestEnv, name: &str, want: &Expected<'_>) {
+/// `<store>-<suffix>` of each suffix.
+fn named(store: &str, suffixes: &[&str]) -> Vec<String> {
+    suffixes.iter().map(|s| format!("{store}-{s}")).collect()
+}
+
+impl Expected {
+    /// A store with a managed Grafana and generated passwords, its engine not native (no processor).
+    fn with_grafana(store: &str) -> Expected {
+        Expected {
+            secrets: named(store, &["redis", "grafana", "redis-acl", "redis-grafana", "redis-simulator"]),
+            config_maps: named(store, &["scripts", "grafana-provisioning", "grafana-dashboards"]),
+            services: named(store, &["redis", "redis-headless", "grafana"]),
+            statefulsets: named(store, &["redis"]),
+            deployments: named(store, &["grafana"]),
+        }
+    }
+
+    /// The same store without Grafana.
+    fn without_grafana(store: &str) -> Expected {
+        Expected {
+            secrets: named(store, &["redis", "redis-acl", "redis-simulator"]),
+            config_maps: named(store, &["scripts"]),
+            services: named(store, &["redis", "redis-headless"]),
+            statefulsets: named(store, &["redis"]),
+            deployments: Vec::new(),
+        }
+    }
+}
+
+/// Waits until the store's children of the kinds of `want` are exactly those; then each is owned by the store.
+async fn wait_children(env: &TestEnv, name: &str, want: &Expected) {
+    let wanted = [
+        (kind::<Secret>(), &want.secrets),
+        (kind::<ConfigMap>(), &want.config_maps),
+        (kind::<Service>(), &want.services),
+        (kind::<StatefulSet>(), &want.statefulsets),
+        (kind::<Deployment>(), &want.deployments),
+    ];
+    let kinds: Vec<_> = wanted.iter().map(|(k, _)| k.clone()).collect();
+    let expected: BTreeSet<String> =
+        wanted.iter().flat_map(|(k, names)| names.iter().map(move |n| format!("{}/{n}", k.kind))).collect();
     env.eventually(&format!("the children of {name}"), WAIT, || async {
-        let got = (
-            name_set(&children::<Secret>(env, name).await),
-            name_set(&children::<ConfigMap>(env, name).await),
-            name_set(&children::<Service>(env, name).await),
-            name_set(&children::<StatefulSet>(env, name).await),
-            name_set(&children::<Deployment>(env, name).await),
-        );
-        let expected = (
-            set(want.secrets),
-            set(want.config_maps),
-            set(want.services),
-            set(want.statefulsets),
-            set(want.deployments),
-        );
+        let got: BTreeSet<String> = support::store::children(env, name, &kinds).await.iter().map(Child::id).collect();
         if got == expected { Ok(()) } else { Err(format!("got {got:?}\nwant {expected:?}")) }
     })
     .await;
     let owner = store(env, name).await.unwrap();
-    for o in children::<Secret>(env, name).await {
-        assert_owned(&o, &owner);
-    }
-    for o in children::<ConfigMap>(env, name).await {
-        assert_owned(&o, &owner);
-    }
-    for o in children::<Service>(env, name).await {
-        assert_owned(&o, &owner);
-    }
-    for o in children::<StatefulSet>(env, name).await {
-        assert_owned(&o, &owner);
-    }
-    for o in children::<Deployment>(env, name).await {
-        assert_owned(&o, &owner);
+    for child in support::store::children(env, name, &kinds).await {
+        assert_owned(&child.object, &owner);
     }
 }
 
@@ -115,6 +148,44 @@ fn assert_rbac_sufficient(env: &TestEnv, id: &OperatorIdentity, op: &Operator) {
         "reconciles failed:\n{failures}\n\noperator log:\n{}",
         support::cluster::operator_log(&env.ns, 30)
     );
+}
+
+/// Stops the operator, its RBAC found sufficient ([`assert_rbac_sufficient`]).
+async fn stop_checking_rbac(env: &TestEnv, id: &OperatorIdentity, op: Operator) {
+    assert_rbac_sufficient(env, id, &op);
+    op.kill().await;
+}
+
+/// [`setup`], the example store `demo` with its Redis pod Ready, and an operator held at its first call to
+/// its Redis (which hangs until released): returned once it is there, the children applied and no Job yet.
+async fn setup_held_in_redis(prefix: &str) -> (TestEnv, OperatorIdentity, Arc<FakeRedis>, Operator) {
+    let (env, id) = setup(prefix).await;
+    let redis = Arc::new(FakeRedis::default());
+    redis.hang.store(true, Ordering::SeqCst);
+    let op = start_operator(&env, &id, redis.clone());
+    env.apply_yaml(&example("popup.yaml")).await;
+    make_ready(&env, "demo", "redis").await;
+    tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
+    (env, id, redis, op)
+}
+
+/// Waits until the StatefulSet controller has created the store `demo`'s Redis pod.
+async fn demo_redis_pod(env: &TestEnv) -> Pod {
+    env.eventually("the StatefulSet controller creates the Redis pod", WAIT, || async {
+        env.api::<Pod>().get_opt("demo-redis-0").await.map_err(|e| e.to_string())?.ok_or("no pod yet".to_string())
+    })
+    .await
+}
+
+/// The Events (events.k8s.io/v1) of the test's namespace.
+async fn events(env: &TestEnv) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    events.list(&ListParams::default()).await.unwrap().items
+}
+
+/// The arguments of a Job's container.
+fn job_args(job: Job) -> Vec<String> {
+    job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default()
 }
 
 async fn patch_store(env: &TestEnv, name: &str, patch: Value) -> PopUpStore {
@@ -144,23 +215,11 @@ async fn crd_installs_and_becomes_established() {
 
 #[tokio::test]
 async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
-    let (env, id) = setup("minimal").await;
     let redis = Arc::new(FakeRedis::default());
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("minimal", redis.clone()).await;
     env.apply_yaml(&example("popup.yaml")).await;
 
-    wait_children(
-        &env,
-        "demo",
-        &Expected {
-            secrets: &["demo-redis", "demo-grafana", "demo-redis-acl", "demo-redis-grafana", "demo-redis-simulator"],
-            config_maps: &["demo-scripts", "demo-grafana-provisioning", "demo-grafana-dashboards"],
-            services: &["demo-redis", "demo-redis-headless", "demo-grafana"],
-            statefulsets: &["demo-redis"],
-            deployments: &["demo-grafana"],
-        },
-    )
-    .await;
+    wait_children(&env, "demo", &Expected::with_grafana("demo")).await;
     // Before any pod runs: conditions for the current generation, Redis starting, no simulator yet.
     let s = wait_condition(&env, "demo", status::REDIS_READY, "False", Some(reason::STARTING)).await;
     assert_eq!(s.status.as_ref().unwrap().observed_generation, s.metadata.generation);
@@ -192,12 +251,8 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     assert_eq!(condition(&s, status::READY).unwrap().status, "True");
 
     // Each transition was published as an Event about the store (events.k8s.io/v1).
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
-    let reasons: BTreeSet<String> = events
-        .list(&ListParams::default())
+    let reasons: BTreeSet<String> = events(&env)
         .await
-        .unwrap()
-        .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
         .filter_map(|e| e.reason)
@@ -205,35 +260,19 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     for reason in [status::REDIS_READY, status::READY, status::SIMULATION_COMPLETE] {
         assert!(reasons.contains(reason), "no {reason} Event; got {reasons:?}");
     }
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 #[tokio::test]
 async fn full_example_uses_the_user_secret_and_every_setting() {
-    let (env, id) = setup("full").await;
     let redis = Arc::new(FakeRedis::default());
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("full", redis.clone()).await;
     env.apply_yaml(&example("popup-full.yaml")).await;
 
     // The user's password Secret is used, not replaced by a generated one.
-    wait_children(
-        &env,
-        "flash-sale",
-        &Expected {
-            secrets: &[
-                "flash-sale-grafana",
-                "flash-sale-redis-acl",
-                "flash-sale-redis-grafana",
-                "flash-sale-redis-simulator",
-            ],
-            config_maps: &["flash-sale-scripts", "flash-sale-grafana-provisioning", "flash-sale-grafana-dashboards"],
-            services: &["flash-sale-redis", "flash-sale-redis-headless", "flash-sale-grafana"],
-            statefulsets: &["flash-sale-redis"],
-            deployments: &["flash-sale-grafana"],
-        },
-    )
-    .await;
+    let mut expected = Expected::with_grafana("flash-sale");
+    expected.secrets.retain(|s| s != "flash-sale-redis");
+    wait_children(&env, "flash-sale", &expected).await;
     let sts = env.api::<StatefulSet>().get("flash-sale-redis").await.unwrap();
     let claims = sts.spec.as_ref().unwrap().volume_claim_templates.clone().unwrap_or_default();
     assert_eq!(claims.len(), 1, "storage: 1Gi makes a volume claim template");
@@ -255,43 +294,26 @@ async fn full_example_uses_the_user_secret_and_every_setting() {
     assert_owned(&job, &s);
     support::cluster::make_job_pods_succeed(&env, &job_name).await;
     wait_condition(&env, "flash-sale", status::SIMULATION_COMPLETE, "True", None).await;
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 #[tokio::test]
 async fn native_engine_runs_the_processor_deployment() {
-    let (env, id) = setup("native").await;
-    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
-    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", json!({"engine": "native"}))).unwrap()).await;
-    wait_children(
-        &env,
-        "shop",
-        &Expected {
-            secrets: &[
-                "shop-redis",
-                "shop-grafana",
-                "shop-redis-acl",
-                "shop-redis-grafana",
-                "shop-redis-simulator",
-                "shop-redis-processor",
-            ],
-            config_maps: &["shop-scripts", "shop-grafana-provisioning", "shop-grafana-dashboards"],
-            services: &["shop-redis", "shop-redis-headless", "shop-grafana"],
-            statefulsets: &["shop-redis"],
-            deployments: &["shop-grafana", "shop-processor"],
-        },
-    )
-    .await;
-    support::cluster::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
-    support::cluster::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    let (env, id, op) = setup_with_operator("native", Arc::default()).await;
+    apply_store(&env, "shop", json!({"engine": "native"})).await;
+    // The processor: its Deployment and its Redis user's Secret.
+    let mut expected = Expected::with_grafana("shop");
+    expected.secrets.push("shop-redis-processor".into());
+    expected.deployments.push("shop-processor".into());
+    wait_children(&env, "shop", &expected).await;
+    make_ready(&env, "shop", "redis").await;
+    make_ready(&env, "shop", "grafana").await;
     let s = wait_condition(&env, "shop", status::PROCESSOR_READY, "False", None).await;
     assert_eq!(condition(&s, status::READY).unwrap().status, "False", "not Ready without the processor");
-    support::cluster::make_pods_ready(&env, &selector("shop", "processor"), 1).await;
+    make_ready(&env, "shop", "processor").await;
     wait_condition(&env, "shop", status::PROCESSOR_READY, "True", None).await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 /// The store's NetworkPolicies on a real API server: created with the store (the Redis one lets in the
@@ -300,8 +322,7 @@ async fn native_engine_runs_the_processor_deployment() {
 #[tokio::test]
 async fn network_policies_are_created_recreated_and_pruned() {
     use k8s_openapi::api::networking::v1::NetworkPolicy;
-    let (env, id) = setup("netpol").await;
-    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("netpol", Arc::default()).await;
     env.apply_yaml(&example("popup.yaml")).await;
     let wait_policies = |want: &'static [&'static str]| {
         let env = &env;
@@ -330,11 +351,7 @@ async fn network_policies_are_created_recreated_and_pruned() {
         support::cluster::operator_pods().labels
     );
     // The store's own pods, as the StatefulSet controller made the Redis pod, are what the policy selects.
-    let pod = env
-        .eventually("the Redis pod exists", WAIT, || async {
-            env.api::<Pod>().get_opt("demo-redis-0").await.map_err(|e| e.to_string())?.ok_or("no pod yet".to_string())
-        })
-        .await;
+    let pod = demo_redis_pod(&env).await;
     let labels = pod.metadata.labels.unwrap_or_default();
     for selector in [spec.pod_selector.as_ref().unwrap(), from[0].pod_selector.as_ref().unwrap()] {
         for (k, v) in selector.match_labels.clone().unwrap() {
@@ -360,24 +377,22 @@ async fn network_policies_are_created_recreated_and_pruned() {
     wait_policies(&[]).await;
     patch_store(&env, "demo", json!({"spec": {"networkPolicy": {"enabled": true}}})).await;
     wait_policies(&["demo-redis"]).await;
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 /// `kubectl apply -f` of a store whose password Secret comes later (or is created by hand afterwards): the
 /// store says which Secret it misses, then picks it up; Redis is rolled out with the user's password.
 #[tokio::test]
 async fn a_password_secret_created_after_the_store_is_picked_up() {
-    let (env, id) = setup("secret").await;
     let redis = Arc::new(FakeRedis::default());
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("secret", redis.clone()).await;
     let spec = json!({"redis": {"passwordSecretRef": {"name": "shop-password", "key": "password"}}});
-    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", spec)).unwrap()).await;
+    apply_store(&env, "shop", spec).await;
     let s = wait_condition(&env, "shop", status::REDIS_READY, "False", Some(reason::PASSWORD_SECRET_MISSING)).await;
     let message = &condition(&s, status::REDIS_READY).unwrap().message;
     assert!(message.contains("shop-password") && message.contains("spec.redis.passwordSecretRef"), "{message}");
-    support::cluster::make_pods_ready(&env, &selector("shop", "redis"), 1).await;
-    support::cluster::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    make_ready(&env, "shop", "redis").await;
+    make_ready(&env, "shop", "grafana").await;
     assert_eq!(redis.calls(), 0, "Redis is not used without its password");
 
     env.apply_yaml(
@@ -392,22 +407,16 @@ async fn a_password_secret_created_after_the_store_is_picked_up() {
         set(&["shop-grafana", "shop-redis-acl", "shop-redis-grafana", "shop-redis-simulator"]),
         "no generated Redis password next to the user's Secret"
     );
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 /// An arm64-only cluster and the default engine: the gears pod (amd64-only redismod) asks for amd64 nodes,
 /// the scheduler finds none, and the store says so in words, with the way out.
 #[tokio::test]
 async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
-    let (env, id) = setup("unsched").await;
-    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("unsched", Arc::default()).await;
     env.apply_yaml(&example("popup.yaml")).await;
-    let pod = env
-        .eventually("the StatefulSet controller creates the Redis pod", WAIT, || async {
-            env.api::<Pod>().get_opt("demo-redis-0").await.map_err(|e| e.to_string())?.ok_or("no pod yet".to_string())
-        })
-        .await;
+    let pod = demo_redis_pod(&env).await;
     let node_selector = pod.spec.unwrap().node_selector.unwrap_or_default();
     assert_eq!(node_selector.get("kubernetes.io/arch").map(String::as_str), Some("amd64"));
 
@@ -429,12 +438,8 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
         assert!(message.contains(words), "{words:?} missing from: {message}");
     }
     assert!(condition(&s, status::READY).unwrap().message.contains("amd64 only"));
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
-    let warning = events
-        .list(&ListParams::default())
+    let warning = events(&env)
         .await
-        .unwrap()
-        .items
         .into_iter()
         .find(|e| {
             e.reason.as_deref() == Some("RedisReadyFalse") && e.note.as_deref().unwrap_or("").contains("Unschedulable")
@@ -443,10 +448,9 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     // An amd64 node appears and the pod runs: the explanation goes.
-    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    make_ready(&env, "demo", "redis").await;
     wait_condition(&env, "demo", status::REDIS_READY, "True", Some(reason::RUNNING)).await;
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 /// Asserts the API server refuses `obj` with a message naming `field`.
@@ -498,7 +502,7 @@ async fn invalid_stores_are_rejected_by_the_api_server_naming_the_field() {
     assert!(err.to_string().contains("spec.colour"), "{err}");
 
     // Fixed after creation: the engine.
-    env.apply_yaml(&serde_yaml::to_string(&store_json("fixed", json!({"engine": "gears"}))).unwrap()).await;
+    apply_store(&env, "fixed", json!({"engine": "gears"})).await;
     let err = env
         .api::<PopUpStore>()
         .patch("fixed", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"engine": "native"}})))
@@ -513,11 +517,10 @@ async fn invalid_stores_are_rejected_by_the_api_server_naming_the_field() {
 /// hold is lifted; then one Job for that same sale, with no restock.
 #[tokio::test]
 async fn a_held_sale_starts_its_job_once_released() {
-    let (env, id) = setup("hold").await;
     let redis = Arc::new(FakeRedis::default());
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let (env, _, op) = setup_with_operator("hold", redis.clone()).await;
     let spec = json!({"grafana": {"enabled": false}, "stock": 300, "simulator": {"hold": true}});
-    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", spec)).unwrap()).await;
+    apply_store(&env, "shop", spec).await;
     bring_up(&env, "shop", false).await;
     let s = wait_condition(&env, "shop", status::SIMULATION_COMPLETE, "False", Some(reason::HELD)).await;
     let st = s.status.clone().unwrap();
@@ -531,8 +534,7 @@ async fn a_held_sale_starts_its_job_once_released() {
 
     patch_store(&env, "shop", json!({"spec": {"simulator": {"hold": false}}})).await;
     let s = wait_condition(&env, "shop", status::SIMULATION_COMPLETE, "False", Some(reason::RUNNING)).await;
-    let job = support::store::the_only_job(&env, &s).await;
-    let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+    let args = job_args(support::store::the_only_job(&env, &s).await);
     let joined = args.iter().position(|a| a == "--join-sale").map(|i| args[i + 1].clone());
     assert_eq!(joined.as_deref(), Some(sale.id.as_str()), "the Job joins the held sale: {args:?}");
     assert_eq!(s.status.unwrap().started_sale.map(|m| m.nonce), Some(sale.nonce), "the same sale, not a restock");
@@ -541,21 +543,9 @@ async fn a_held_sale_starts_its_job_once_released() {
 
 #[tokio::test]
 async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
-    let (env, id) = setup("update").await;
-    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
-    env.apply_yaml(&serde_yaml::to_string(&store_json("shop", json!({"grafana": {"enabled": false}}))).unwrap()).await;
-    wait_children(
-        &env,
-        "shop",
-        &Expected {
-            secrets: &["shop-redis", "shop-redis-acl", "shop-redis-simulator"],
-            config_maps: &["shop-scripts"],
-            services: &["shop-redis", "shop-redis-headless"],
-            statefulsets: &["shop-redis"],
-            deployments: &[],
-        },
-    )
-    .await;
+    let (env, id, op) = setup_with_operator("update", Arc::default()).await;
+    apply_store(&env, "shop", json!({"grafana": {"enabled": false}})).await;
+    wait_children(&env, "shop", &Expected::without_grafana("shop")).await;
     let s = bring_up(&env, "shop", false).await;
     let redis_generation = || async { env.api::<StatefulSet>().get("shop-redis").await.unwrap().metadata.generation };
     let redis_before = redis_generation().await;
@@ -565,38 +555,12 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
 
     // A new stock is a new simulation: a new Job; the old one is deleted.
     let updated = patch_store(&env, "shop", json!({"spec": {"stock": 500}})).await;
-    let second = env
-        .eventually("a second simulator Job replaces the first", WAIT, || async {
-            let s = store(&env, "shop").await?;
-            let jobs = name_set(&simulator_jobs(&env, "shop").await);
-            let job = s.status.as_ref().and_then(|st| st.simulator_job.clone()).unwrap_or_default();
-            if s.status.as_ref().and_then(|st| st.observed_generation) == updated.metadata.generation
-                && job != first
-                && jobs == set(&[&job])
-            {
-                Ok(job)
-            } else {
-                Err(format!("jobs {jobs:?}, status {}", describe(&s)))
-            }
-        })
-        .await;
+    let second = wait_new_job(&env, &updated, &[&first]).await;
 
     // A simulator setting too.
-    patch_store(&env, "shop", json!({"spec": {"simulator": {"ratePerSecond": 50}}})).await;
-    let third = env
-        .eventually("a third simulator Job", WAIT, || async {
-            let s = store(&env, "shop").await?;
-            let jobs = name_set(&simulator_jobs(&env, "shop").await);
-            let job = s.status.as_ref().and_then(|st| st.simulator_job.clone()).unwrap_or_default();
-            if job != second && job != first && jobs == set(&[&job]) {
-                Ok(job)
-            } else {
-                Err(format!("jobs {jobs:?}, status {}", describe(&s)))
-            }
-        })
-        .await;
-    let job = env.api::<Job>().get(&third).await.unwrap();
-    let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+    let updated = patch_store(&env, "shop", json!({"spec": {"simulator": {"ratePerSecond": 50}}})).await;
+    let third = wait_new_job(&env, &updated, &[&first, &second]).await;
+    let args = job_args(env.api::<Job>().get(&third).await.unwrap());
     let pair = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let started = store(&env, "shop").await.unwrap().status.and_then(|s| s.started_sale);
     let started = started.expect("the operator started the new sale");
@@ -610,20 +574,9 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
 
     // Grafana disabled -> enabled: its objects appear and GrafanaReady follows its pods.
     patch_store(&env, "shop", json!({"spec": {"grafana": {"enabled": true}}})).await;
-    wait_children(
-        &env,
-        "shop",
-        &Expected {
-            secrets: &["shop-redis", "shop-grafana", "shop-redis-acl", "shop-redis-grafana", "shop-redis-simulator"],
-            config_maps: &["shop-scripts", "shop-grafana-provisioning", "shop-grafana-dashboards"],
-            services: &["shop-redis", "shop-redis-headless", "shop-grafana"],
-            statefulsets: &["shop-redis"],
-            deployments: &["shop-grafana"],
-        },
-    )
-    .await;
+    wait_children(&env, "shop", &Expected::with_grafana("shop")).await;
     wait_condition(&env, "shop", status::GRAFANA_READY, "False", None).await;
-    support::cluster::make_pods_ready(&env, &selector("shop", "grafana"), 1).await;
+    make_ready(&env, "shop", "grafana").await;
     wait_condition(&env, "shop", status::GRAFANA_READY, "True", None).await;
     wait_condition(&env, "shop", status::READY, "True", None).await;
     assert_eq!(simulator_jobs(&env, "shop").await.len(), 1, "enabling Grafana does not restart the simulation");
@@ -641,45 +594,34 @@ async fn spec_updates_replace_the_simulator_job_and_enabling_grafana_adds_it() {
 
     // Grafana off again (mode none): its objects are deleted.
     patch_store(&env, "shop", json!({"spec": {"grafana": {"mode": "none"}}})).await;
-    wait_children(
-        &env,
-        "shop",
-        &Expected {
-            secrets: &["shop-redis", "shop-redis-acl", "shop-redis-simulator"],
-            config_maps: &["shop-scripts"],
-            services: &["shop-redis", "shop-redis-headless"],
-            statefulsets: &["shop-redis"],
-            deployments: &[],
-        },
-    )
-    .await;
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    wait_children(&env, "shop", &Expected::without_grafana("shop")).await;
+    stop_checking_rbac(&env, &id, op).await;
+}
+
+/// Waits until the store, its spec changed to `updated`, has observed that generation and has one simulator
+/// Job, none of `old`, named in its status; returns its name.
+async fn wait_new_job(env: &TestEnv, updated: &PopUpStore, old: &[&str]) -> String {
+    let name = updated.name_any();
+    env.eventually(&format!("a simulator Job of {name} replaces {old:?}"), WAIT, || async {
+        let s = store(env, &name).await?;
+        let jobs = name_set(&simulator_jobs(env, &name).await);
+        let job = s.status.as_ref().and_then(|st| st.simulator_job.clone()).unwrap_or_default();
+        if s.status.as_ref().and_then(|st| st.observed_generation) == updated.metadata.generation
+            && !old.contains(&job.as_str())
+            && jobs == set(&[&job])
+        {
+            Ok(job)
+        } else {
+            Err(format!("jobs {jobs:?}, status {}", describe(&s)))
+        }
+    })
+    .await
 }
 
 /// Resource versions of the store and every child, to show nothing was written.
 async fn versions(env: &TestEnv, name: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut add = |kind: &str, items: Vec<(String, Option<String>)>| {
-        for (n, rv) in items {
-            out.push((format!("{kind}/{n}"), rv.unwrap_or_default()));
-        }
-    };
-    add("Secret", children::<Secret>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect());
-    add(
-        "ConfigMap",
-        children::<ConfigMap>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect(),
-    );
-    add("Service", children::<Service>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect());
-    add(
-        "StatefulSet",
-        children::<StatefulSet>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect(),
-    );
-    add(
-        "Deployment",
-        children::<Deployment>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect(),
-    );
-    add("Job", children::<Job>(env, name).await.iter().map(|o| (o.name_any(), o.resource_version())).collect());
+    let children = support::store::children(env, name, &child_kinds()).await;
+    let mut out: Vec<_> = children.iter().map(|c| (c.id(), c.object.resource_version().unwrap_or_default())).collect();
     let s = store(env, name).await.unwrap();
     out.push((format!("PopUpStore/{name}"), s.resource_version().unwrap_or_default()));
     out
@@ -687,9 +629,8 @@ async fn versions(env: &TestEnv, name: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_restarted_operator_writes_nothing_in_steady_state() {
-    let (env, id) = setup("steady").await;
     let redis = Arc::new(FakeRedis::default());
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("steady", redis.clone()).await;
     env.apply_yaml(&example("popup.yaml")).await;
     let s = bring_up(&env, "demo", true).await;
     let job = s.status.unwrap().simulator_job.unwrap();
@@ -701,7 +642,7 @@ async fn a_restarted_operator_writes_nothing_in_steady_state() {
 
     let before = versions(&env, "demo").await;
     let audited_before = support::cluster::audited_requests(env.cp, &id.username).len();
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+    let op = start_operator(&env, &id, redis.clone());
     env.eventually("the restarted operator reconciles", WAIT, || async {
         let n = op.health.metrics.reconciliations.get();
         if n >= 1 { Ok(()) } else { Err(format!("{n} reconciles")) }
@@ -758,14 +699,12 @@ async fn a_restarted_operator_writes_nothing_in_steady_state() {
     let mut before = before;
     before.retain(|(k, _)| k != "PopUpStore/demo");
     assert_eq!(before, after_versions, "children changed although the operator sent no write");
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 #[tokio::test]
 async fn deleted_children_are_recreated_and_deleting_the_store_collects_every_child() {
-    let (env, id) = setup("gc").await;
-    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    let (env, id, op) = setup_with_operator("gc", Arc::default()).await;
     env.apply_yaml(&example("popup.yaml")).await;
     bring_up(&env, "demo", true).await;
 
@@ -802,17 +741,10 @@ async fn deleted_children_are_recreated_and_deleting_the_store_collects_every_ch
     );
     assert!(before.0 > 0 && before.1 > 0 && before.2 > 0, "{before:?}");
     env.api::<PopUpStore>().delete("demo", &DeleteParams::default()).await.unwrap();
+    let every_kind = [child_kinds(), vec![kind::<Pod>()]].concat();
     env.eventually("the garbage collector removes every child", Duration::from_secs(120), || async {
-        let left: Vec<String> = [
-            names_of::<Secret>(&env).await,
-            names_of::<ConfigMap>(&env).await,
-            names_of::<Service>(&env).await,
-            names_of::<StatefulSet>(&env).await,
-            names_of::<Deployment>(&env).await,
-            names_of::<Job>(&env).await,
-            names_of::<Pod>(&env).await,
-        ]
-        .concat();
+        let left: Vec<String> =
+            support::store::children(&env, "demo", &every_kind).await.iter().map(Child::id).collect();
         if left.is_empty() { Ok(()) } else { Err(format!("left: {left:?}")) }
     })
     .await;
@@ -826,13 +758,7 @@ async fn deleted_children_are_recreated_and_deleting_the_store_collects_every_ch
 /// is the normal end of a store, not a failure (no failure metric, no ReconcileFailed Warning).
 #[tokio::test]
 async fn a_store_deleted_mid_reconcile_is_not_a_reconcile_failure() {
-    let (env, id) = setup("gone").await;
-    let redis = Arc::new(FakeRedis::default());
-    redis.hang.store(true, Ordering::SeqCst);
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
-    env.apply_yaml(&example("popup.yaml")).await;
-    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
-    tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
+    let (env, _, redis, op) = setup_held_in_redis("gone").await;
     env.api::<PopUpStore>().delete("demo", &DeleteParams::default()).await.unwrap();
     env.eventually("the store is gone", WAIT, || async {
         match env.api::<PopUpStore>().get_opt("demo").await {
@@ -853,26 +779,10 @@ async fn a_store_deleted_mid_reconcile_is_not_a_reconcile_failure() {
     op.kill().await;
 }
 
-async fn names_of<K>(env: &TestEnv) -> Vec<String>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    children::<K>(env, "demo").await.iter().map(|o| format!("{}/{}", K::kind(&()), o.name_any())).collect()
-}
-
 #[tokio::test]
 async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
-    let (env, id) = setup("killed").await;
-    let redis = Arc::new(FakeRedis::default());
     // First life: killed while it talks to Redis (children applied, no Job yet).
-    redis.hang.store(true, Ordering::SeqCst);
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
-    env.apply_yaml(&example("popup.yaml")).await;
-    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
-    tokio::time::timeout(WAIT, redis.entered.notified()).await.expect("the operator reaches Redis");
+    let (env, id, redis, op) = setup_held_in_redis("killed").await;
     op.kill().await;
     let secrets = support::cluster::by_name(&children::<Secret>(&env, "demo").await);
     assert!(simulator_jobs(&env, "demo").await.is_empty());
@@ -880,14 +790,14 @@ async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
     // Several more lives, each killed at an arbitrary point of its work.
     redis.hang.store(false, Ordering::SeqCst);
     for delay_ms in [30u64, 120, 250, 400, 700] {
-        let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
+        let op = start_operator(&env, &id, redis.clone());
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         op.kill().await;
     }
 
     // The last one runs to the end.
-    let op = Operator::start(id.client.clone(), redis.clone(), Some(env.ns.clone()));
-    support::cluster::make_pods_ready(&env, &selector("demo", "grafana"), 1).await;
+    let op = start_operator(&env, &id, redis.clone());
+    make_ready(&env, "demo", "grafana").await;
     let s = wait_condition(&env, "demo", status::READY, "True", None).await;
     let job = s.status.unwrap().simulator_job.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -901,8 +811,7 @@ async fn an_operator_killed_mid_reconcile_converges_without_duplicates() {
         assert_eq!(old.uid(), now[name].uid(), "Secret {name} was recreated");
         assert_eq!(old.data, now[name].data, "Secret {name} changed its data");
     }
-    assert_rbac_sufficient(&env, &id, &op);
-    op.kill().await;
+    stop_checking_rbac(&env, &id, op).await;
 }
 
 /// The RBAC check of these tests has teeth: with one verb taken out of the chart's Role, the operator's
@@ -920,9 +829,9 @@ async fn a_missing_rbac_verb_is_detected() {
     role.metadata.managed_fields = None;
     roles.replace("popup-popup-operator", &Default::default(), &role).await.unwrap();
 
-    let op = Operator::start(id.client.clone(), Arc::new(FakeRedis::default()), Some(env.ns.clone()));
+    let op = start_operator(&env, &id, Arc::default());
     env.apply_yaml(&example("popup.yaml")).await;
-    support::cluster::make_pods_ready(&env, &selector("demo", "redis"), 1).await;
+    make_ready(&env, "demo", "redis").await;
     let refused = env
         .eventually("the operator's Job creation is refused", WAIT, || async {
             let f = support::cluster::forbidden_requests(env.cp, &id.username);

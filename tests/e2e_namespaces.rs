@@ -7,17 +7,14 @@ pub mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::ApiResource;
 use popup_operator::controller::WatchScope;
 use popup_operator::crd::PopUpStore;
 use serde_json::Value;
 use support::cluster::{Operator, TestEnv};
 use support::fakes::FakeRedis;
+use support::store::{Child, child_kinds, kind};
 
 fn kinds_in(docs: &[Value], kind: &str) -> Vec<String> {
     docs.iter()
@@ -26,15 +23,9 @@ fn kinds_in(docs: &[Value], kind: &str) -> Vec<String> {
         .collect()
 }
 
-async fn labelled<K>(env: &TestEnv) -> Vec<String>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let lp = ListParams::default().labels("app.kubernetes.io/instance=demo");
-    env.api::<K>().list(&lp).await.unwrap().items.iter().map(|o| format!("{}/{}", K::kind(&()), o.name_any())).collect()
+/// `Kind/name` of each object of `kinds` carrying the instance label of the store `demo`.
+async fn labelled(env: &TestEnv, kinds: &[ApiResource]) -> Vec<String> {
+    support::store::children(env, "demo", kinds).await.iter().map(Child::id).collect()
 }
 
 #[tokio::test]
@@ -73,7 +64,7 @@ async fn an_operator_watching_a_list_of_namespaces_reconciles_them_and_leaves_th
     for env in &watched {
         let store = support::store::bring_up(env, "demo", true).await;
         support::store::the_only_job(env, &store).await;
-        let mut policies = labelled::<NetworkPolicy>(env).await;
+        let mut policies = labelled(env, &[kind::<NetworkPolicy>()]).await;
         policies.sort();
         assert_eq!(policies, ["NetworkPolicy/demo-grafana", "NetworkPolicy/demo-redis"], "{}", env.ns);
     }
@@ -82,15 +73,7 @@ async fn an_operator_watching_a_list_of_namespaces_reconciles_them_and_leaves_th
     tokio::time::sleep(Duration::from_secs(2)).await;
     let left_alone = unwatched.api::<PopUpStore>().get("demo").await.unwrap();
     assert!(left_alone.status.is_none(), "{:?}", left_alone.status);
-    let children = [
-        labelled::<Secret>(&unwatched).await,
-        labelled::<ConfigMap>(&unwatched).await,
-        labelled::<Service>(&unwatched).await,
-        labelled::<StatefulSet>(&unwatched).await,
-        labelled::<Job>(&unwatched).await,
-        labelled::<NetworkPolicy>(&unwatched).await,
-    ]
-    .concat();
+    let children = labelled(&unwatched, &child_kinds()).await;
     assert!(children.is_empty(), "the unwatched namespace got children: {children:?}");
 
     // From the API server's audit log: never refused, never outside the list, never cluster-wide (the

@@ -12,10 +12,9 @@ use std::time::Duration;
 use kube::api::{Api, PostParams};
 use popup_operator::controller::redis::LiveRedis;
 use popup_operator::crd::PopUpStore;
-use popup_operator::sale::simulator::{self, SimulatorConfig};
 use popup_operator::status::{self, reason};
 use redis::Value;
-use redis_server::RedisServer;
+use redis_server::{RedisServer, quick_sale, simulate};
 use serde_json::json;
 use support::cluster::Operator;
 
@@ -86,17 +85,7 @@ async fn the_operator_loads_scripts_into_real_redis_and_reports_the_real_sale() 
 
     // The simulator Job cannot run without a kubelet: run the simulator here, as the Job would.
     let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
-    let config = SimulatorConfig {
-        stock: 30,
-        customers: 40,
-        max_arrival: Duration::from_millis(3),
-        max_order_delay: Duration::from_millis(10),
-        reset: true,
-        wait_complete: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
-    let summary = simulator::run(&mut conn, &config, |_| {}).await.unwrap();
-    assert!(summary.all_processed, "{summary:?}");
+    simulate(&mut conn, &quick_sale(30, 40)).await;
 
     // The status follows the real sale (the store is requeued every metrics interval while simulating).
     // Wait for the finished sale, every order decided: `completed` reaches 30 before the last

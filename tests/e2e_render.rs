@@ -16,6 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use popup_operator::crd::PopUpStore;
 use serde_json::{Value, json};
 use support::cluster::TestEnv;
+use support::temp_dir::TempDir;
 
 const MANAGER: &str = "e2e-render";
 
@@ -140,33 +141,6 @@ fn render(file: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// A file of this test process's temporary directory, removed (with the directory, once empty) when dropped.
-struct TempFile(PathBuf);
-
-impl std::ops::Deref for TempFile {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-fn write_temp(name: &str, text: &str) -> TempFile {
-    let dir = std::env::temp_dir().join(format!("popup-e2e-render-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(name);
-    std::fs::write(&file, text).unwrap();
-    TempFile(file)
-}
-
 fn api_for(env: &TestEnv, obj: &Value) -> Api<DynamicObject> {
     let (group, version) = obj["apiVersion"].as_str().unwrap().rsplit_once('/').unwrap_or(("", "v1"));
     let kind = obj["kind"].as_str().unwrap();
@@ -195,6 +169,7 @@ fn store_yaml(name: &str, ns: &str, spec: Value) -> String {
 #[tokio::test]
 async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engine() {
     let env = support::cluster::env("render").await;
+    let dir = TempDir::new("popup-e2e-render");
     // (engine, Grafana mode, NetworkPolicies on)
     let cases = [
         ("gears", "managed", true),
@@ -215,7 +190,7 @@ async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engin
             "networkPolicy": {"enabled": policies},
         });
         let name = format!("{engine}-{mode}{}", if policies { "" } else { "-open" });
-        let file = write_temp(&format!("{name}.yaml"), &store_yaml(&name, &env.ns, spec));
+        let file = dir.write(&format!("{name}.yaml"), &store_yaml(&name, &env.ns, spec));
         let out = render(&file);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
@@ -273,7 +248,8 @@ async fn render_output_reads_the_same_in_kubectl_and_is_accepted_for_every_engin
 #[tokio::test]
 async fn the_check_has_teeth_serde_yaml_output_is_misread_and_refused() {
     let env = support::cluster::env("render-teeth").await;
-    let file = write_temp("teeth.yaml", &store_yaml("teeth", &env.ns, json!({"engine": "native"})));
+    let dir = TempDir::new("popup-e2e-render");
+    let file = dir.write("teeth.yaml", &store_yaml("teeth", &env.ns, json!({"engine": "native"})));
     let out = render(&file);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let objects = read_yaml12(&String::from_utf8(out.stdout).unwrap());
@@ -351,6 +327,7 @@ fn bad_stores() -> Vec<(&'static str, Value, Vec<&'static str>)> {
 #[tokio::test]
 async fn admission_refuses_every_bad_field_by_name_and_render_reports_the_same_fields() {
     let env = support::cluster::env("admission").await;
+    let dir = TempDir::new("popup-e2e-render");
     let api = env.api::<PopUpStore>();
     let pp = PatchParams::apply(MANAGER).validation_strict();
     let mut many_bad = None;
@@ -369,7 +346,7 @@ async fn admission_refuses_every_bad_field_by_name_and_render_reports_the_same_f
             Err(e) => panic!("{name}: unexpected error {e}"),
         }
         // render finds the same problems without a cluster.
-        let file = write_temp(&format!("{name}.yaml"), &serde_yaml::to_string(&obj).unwrap());
+        let file = dir.write(&format!("{name}.yaml"), &serde_yaml::to_string(&obj).unwrap());
         let out = render(&file);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: render accepted it");
@@ -400,7 +377,7 @@ async fn admission_refuses_every_bad_field_by_name_and_render_reports_the_same_f
         }),
     );
     api.patch("good", &pp, &Patch::Apply(&good)).await.unwrap_or_else(|e| panic!("a valid store is refused: {e}"));
-    let file = write_temp("good.yaml", &serde_yaml::to_string(&good).unwrap());
+    let file = dir.write("good.yaml", &serde_yaml::to_string(&good).unwrap());
     let out = render(&file);
     assert!(out.status.success(), "render refuses a valid store: {}", String::from_utf8_lossy(&out.stderr));
 }

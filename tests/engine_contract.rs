@@ -43,6 +43,40 @@ struct Engine {
     one_call: Option<Worker>,
 }
 
+/// The tests of one check, each on a Redis of its own: `check(engine)` with the engine started for
+/// triggers, native, native deciding each case in one script call (when named) and gears.
+macro_rules! engine_tests {
+    (
+        $check:ident:
+        triggers: $triggers:ident,
+        native: $native:ident,
+        $(native_one_call: $one_call:ident,)?
+        gears: $gears:ident $(,)?
+    ) => {
+        #[tokio::test]
+        async fn $triggers() {
+            $check(Engine::start(EngineKind::Triggers).await).await;
+        }
+
+        #[tokio::test]
+        async fn $native() {
+            $check(Engine::start(EngineKind::Native).await).await;
+        }
+
+        $(
+            #[tokio::test]
+            async fn $one_call() {
+                $check(Engine::native_one_call().await).await;
+            }
+        )?
+
+        #[tokio::test]
+        async fn $gears() {
+            $check(Engine::start(EngineKind::Gears).await).await;
+        }
+    };
+}
+
 impl Engine {
     async fn start(kind: EngineKind) -> Engine {
         if kind == EngineKind::Gears {
@@ -172,22 +206,11 @@ fn cases() -> Vec<Case> {
             name: "ids Redis would read loosely: incomplete, padded, signed, zero-led",
             product: Some("10"),
             customers: 1,
-            orders: vec![
-                (raw("7"), Rejected("invalid")),
-                (raw(""), Rejected("invalid")),
-                (raw(" 1-0"), Rejected("invalid")),
-                (raw("1-0 "), Rejected("invalid")),
-                (raw("1-0\n"), Rejected("invalid")),
-                (raw("01-0"), Rejected("invalid")),
-                (raw("1-00"), Rejected("invalid")),
-                (raw("+1-0"), Rejected("invalid")),
-                (raw("1-0-0"), Rejected("invalid")),
-                (raw("0x10-0"), Rejected("invalid")),
-                (raw("1-*"), Rejected("invalid")),
-                (raw("-"), Rejected("invalid")),
-                (raw("+"), Rejected("invalid")),
-                (Real(0), Completed),
-            ],
+            orders: ["7", "", " 1-0", "1-0 ", "1-0\n", "01-0", "1-00", "+1-0", "1-0-0", "0x10-0", "1-*", "-", "+"]
+                .into_iter()
+                .map(|id| (raw(id), Rejected("invalid")))
+                .chain([(Real(0), Completed)])
+                .collect(),
         },
         Case {
             name: "customers who never arrived",
@@ -437,30 +460,17 @@ async fn table(mut engine: Engine) {
     engine.stop().await;
 }
 
-#[tokio::test]
-async fn triggers_engine_decides_every_hostile_order_by_the_rules() {
-    table(Engine::start(EngineKind::Triggers).await).await;
-}
-
-#[tokio::test]
-async fn native_engine_decides_every_hostile_order_by_the_rules() {
-    table(Engine::start(EngineKind::Native).await).await;
-}
-
-#[tokio::test]
-async fn native_engine_decides_every_hostile_order_by_the_rules_in_one_call() {
-    table(Engine::native_one_call().await).await;
-}
-
-#[tokio::test]
-async fn gears_scripts_decide_every_hostile_order_by_the_rules() {
-    table(Engine::start(EngineKind::Gears).await).await;
-}
+engine_tests!(table:
+    triggers: triggers_engine_decides_every_hostile_order_by_the_rules,
+    native: native_engine_decides_every_hostile_order_by_the_rules,
+    native_one_call: native_engine_decides_every_hostile_order_by_the_rules_in_one_call,
+    gears: gears_scripts_decide_every_hostile_order_by_the_rules,
+);
 
 // ---- a key of the wrong type: nothing decided, reported, then everything decided ----------------------------
 
-async fn wrong_type_key(kind: EngineKind) {
-    let mut engine = Engine::start(kind).await;
+async fn wrong_type_key(mut engine: Engine) {
+    let kind = engine.kind;
     // A key the step writes after reading it (product), and one it only appends to (queue:complete).
     for (key, wrong) in [(QUEUE_COMPLETE, "string"), (PRODUCT, "hash")] {
         let conn = &mut engine.conn;
@@ -513,20 +523,11 @@ async fn wrong_type_key(kind: EngineKind) {
     engine.stop().await;
 }
 
-#[tokio::test]
-async fn triggers_engine_refuses_a_wrong_type_key_without_losing_the_order() {
-    wrong_type_key(EngineKind::Triggers).await;
-}
-
-#[tokio::test]
-async fn native_engine_refuses_a_wrong_type_key_without_losing_the_order() {
-    wrong_type_key(EngineKind::Native).await;
-}
-
-#[tokio::test]
-async fn gears_scripts_refuse_a_wrong_type_key_without_losing_the_order() {
-    wrong_type_key(EngineKind::Gears).await;
-}
+engine_tests!(wrong_type_key:
+    triggers: triggers_engine_refuses_a_wrong_type_key_without_losing_the_order,
+    native: native_engine_refuses_a_wrong_type_key_without_losing_the_order,
+    gears: gears_scripts_refuse_a_wrong_type_key_without_losing_the_order,
+);
 
 // ---- random order streams against a model of the rules ---------------------------------------------------------
 
@@ -592,22 +593,9 @@ fn leak_str(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-#[tokio::test]
-async fn triggers_engine_matches_the_model_on_random_order_streams() {
-    random_streams(Engine::start(EngineKind::Triggers).await).await;
-}
-
-#[tokio::test]
-async fn native_engine_matches_the_model_on_random_order_streams() {
-    random_streams(Engine::start(EngineKind::Native).await).await;
-}
-
-#[tokio::test]
-async fn native_engine_matches_the_model_on_random_order_streams_in_one_call() {
-    random_streams(Engine::native_one_call().await).await;
-}
-
-#[tokio::test]
-async fn gears_scripts_match_the_model_on_random_order_streams() {
-    random_streams(Engine::start(EngineKind::Gears).await).await;
-}
+engine_tests!(random_streams:
+    triggers: triggers_engine_matches_the_model_on_random_order_streams,
+    native: native_engine_matches_the_model_on_random_order_streams,
+    native_one_call: native_engine_matches_the_model_on_random_order_streams_in_one_call,
+    gears: gears_scripts_match_the_model_on_random_order_streams,
+);

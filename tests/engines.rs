@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use popup_operator::sale::native::{BatchResult, Worker, WorkerConfig};
-use popup_operator::sale::simulator::{self, SimulatorConfig};
+use popup_operator::sale::simulator;
 use popup_operator::sale::{
     self, EngineError, EngineKind, LoadOutcome, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS,
     QUEUE_REJECTED, QUEUES, engine_health, load_scripts, read_sale,
@@ -24,26 +24,12 @@ use tokio::sync::watch;
 pub mod support;
 use support::redis_server;
 
-use redis_server::{ChildGuard, Gears, GearsRuntime, RedisServer, free_port};
+use redis_server::{ChildGuard, Gears, GearsRuntime, RedisServer, free_port, quick_sale, simulate};
 
 // ---- contract checks -------------------------------------------------------------------------------
 
 fn settings() -> ProcessingSettings {
     ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(200) }
-}
-
-fn fast_sale(stock: i64, customers: u64) -> SimulatorConfig {
-    SimulatorConfig {
-        stock,
-        customers,
-        max_arrival: Duration::from_millis(3),
-        max_order_delay: Duration::from_millis(40),
-        rate: None,
-        reset: true,
-        join: None,
-        wait_complete: Some(Duration::from_secs(20)),
-        max_duration: Some(Duration::from_secs(30)),
-    }
 }
 
 async fn entries(conn: &mut MultiplexedConnection, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
@@ -187,17 +173,17 @@ async fn assert_timeseries(conn: &mut MultiplexedConnection, customers: u64, que
     assert!(customers_added > 0.0, "ts:enqueue:queue:customers never counted an arrival");
 }
 
+/// The operator loads `kind`'s scripts twice: loaded, then found in place.
+async fn assert_loads_once(conn: &mut MultiplexedConnection, kind: EngineKind) {
+    assert_eq!(load_scripts(conn, kind, &settings()).await.unwrap(), LoadOutcome::Loaded);
+    assert_eq!(load_scripts(conn, kind, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
+}
+
 /// Wait until one more sampling interval has passed, with some stream traffic to trigger it.
 async fn one_more_interval(conn: &mut MultiplexedConnection) {
     tokio::time::sleep(settings().metrics_interval * 2).await;
     let _: String = redis::cmd("XADD").arg("queue:tick").arg("*").arg("t").arg("1").query_async(conn).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-async fn simulate(conn: &mut MultiplexedConnection, cfg: &SimulatorConfig) -> simulator::SimulationSummary {
-    let summary = simulator::run(conn, cfg, |_| {}).await.unwrap();
-    assert!(summary.all_processed, "not all orders processed: {summary:?}");
-    summary
 }
 
 // ---- triggers ------------------------------------------------------------------------------------------
@@ -206,14 +192,13 @@ async fn simulate(conn: &mut MultiplexedConnection, cfg: &SimulatorConfig) -> si
 async fn triggers_engine_keeps_the_contract() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    assert_eq!(load_scripts(&mut conn, EngineKind::Triggers, &settings()).await.unwrap(), LoadOutcome::Loaded);
-    assert_eq!(load_scripts(&mut conn, EngineKind::Triggers, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
+    assert_loads_once(&mut conn, EngineKind::Triggers).await;
     let libs: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut conn).await.unwrap();
     assert_eq!(triggers_libraries(&libs), vec!["popup".to_string()], "loading twice must leave one library");
     assert!(engine_health(&mut conn, EngineKind::Triggers).await.unwrap().healthy);
 
     let (stock, customers) = (40, 60);
-    simulate(&mut conn, &fast_sale(stock, customers)).await;
+    simulate(&mut conn, &quick_sale(stock, customers)).await;
     inject_duplicate(&mut conn).await;
     one_more_interval(&mut conn).await;
     assert_contract(&mut conn, stock, customers, 1).await;
@@ -240,7 +225,7 @@ async fn triggers_reload_after_restart_and_settings_change() {
     }
     assert_eq!(load_scripts(&mut conn, EngineKind::Triggers, &other).await.unwrap(), LoadOutcome::AlreadyLoaded);
     // still processes orders after the reload
-    simulate(&mut conn, &fast_sale(5, 8)).await;
+    simulate(&mut conn, &quick_sale(5, 8)).await;
     assert_contract(&mut conn, 5, 8, 0).await;
 }
 
@@ -260,27 +245,30 @@ fn spawn_worker(
     tokio::spawn(Worker::new(conn, cfg).run(rx))
 }
 
-/// Queue `customers` customers and an order for each (in arrival order) with no engine running,
-/// as fast as Redis takes them; `product` = `stock`.
-/// Also loads the native engine's functions, as the operator does before the processor runs.
-async fn prefill(conn: &mut MultiplexedConnection, stock: i64, customers: u64) {
-    load_scripts(conn, EngineKind::Native, &settings()).await.unwrap();
-    let _: () = redis::cmd("SET").arg(sale::PRODUCT).arg(stock).query_async(conn).await.unwrap();
+/// A new Redis with `customers` customers and an order for each queued (in arrival order) with no engine
+/// running, as fast as Redis takes them, and `product` = `stock`; the native engine's functions loaded,
+/// as the operator does before the processor runs. The server and a connection to it.
+async fn prefilled(stock: i64, customers: u64) -> (RedisServer, MultiplexedConnection) {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
+    let _: () = redis::cmd("SET").arg(sale::PRODUCT).arg(stock).query_async(&mut conn).await.unwrap();
     let mut ids: Vec<String> = Vec::new();
     for first in (0..customers).step_by(1000) {
         let mut pipe = redis::pipe();
         for n in first..(first + 1000).min(customers) {
             pipe.cmd("XADD").arg(QUEUE_CUSTOMERS).arg("*").arg("id").arg(n);
         }
-        ids.extend(pipe.query_async::<Vec<String>>(conn).await.unwrap());
+        ids.extend(pipe.query_async::<Vec<String>>(&mut conn).await.unwrap());
     }
     for (first, chunk) in ids.chunks(1000).enumerate() {
         let mut pipe = redis::pipe();
         for (i, customer) in chunk.iter().enumerate() {
             pipe.cmd("XADD").arg(QUEUE_ORDERS).arg("*").arg("id").arg(first * 1000 + i).arg("customer").arg(customer);
         }
-        let _: Vec<String> = pipe.query_async(conn).await.unwrap();
+        let _: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
     }
+    (server, conn)
 }
 
 #[tokio::test]
@@ -288,15 +276,14 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
     // The operator loads the processor's functions: once, then they are there.
-    assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::Loaded);
-    assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::AlreadyLoaded);
+    assert_loads_once(&mut conn, EngineKind::Native).await;
     let (tx, rx) = watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..3 {
         workers.push(spawn_worker(server.manager().await, worker_cfg(&format!("w{i}")), rx.clone()));
     }
     let (stock, customers) = (50, 90);
-    simulate(&mut conn, &fast_sale(stock, customers)).await;
+    simulate(&mut conn, &quick_sale(stock, customers)).await;
     inject_duplicate(&mut conn).await;
     one_more_interval(&mut conn).await;
     let health = engine_health(&mut conn, EngineKind::Native).await.unwrap();
@@ -319,10 +306,8 @@ async fn native_engine_keeps_the_contract_with_several_workers() {
 
 #[tokio::test]
 async fn native_workers_racing_over_a_full_queue_decide_each_order_once() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
     let (stock, customers) = (1_500, 8_000);
-    prefill(&mut conn, stock, customers).await;
+    let (server, mut conn) = prefilled(stock, customers).await;
     // Four workers call the script back to back on their own connections until the queue is empty:
     // every call takes what the calls before it left.
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(4));
@@ -358,10 +343,8 @@ async fn native_workers_racing_over_a_full_queue_decide_each_order_once() {
 
 #[tokio::test]
 async fn native_workers_stopped_at_any_moment_leave_nothing_half_done() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
     let (stock, customers) = (6_000, 15_000);
-    prefill(&mut conn, stock, customers).await;
+    let (server, mut conn) = prefilled(stock, customers).await;
     // A kill storm in one process: each worker task is dropped wherever it is after 0–15 ms (before
     // its call is sent, while Redis runs it, or before it reads the reply).
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -433,7 +416,7 @@ async fn two_process_workers_one_sigkilled_mid_sale_keep_the_contract() {
     let mut victim = spawn_process(&server, "victim");
     let survivor = spawn_process(&server, "survivor");
     let (stock, customers) = (60, 120);
-    let mut cfg = fast_sale(stock, customers);
+    let mut cfg = quick_sale(stock, customers);
     cfg.wait_complete = None;
     cfg.max_arrival = Duration::from_millis(4);
     let sim = {
@@ -456,11 +439,9 @@ async fn two_process_workers_one_sigkilled_mid_sale_keep_the_contract() {
 
 #[tokio::test]
 async fn two_process_workers_one_sigkilled_inside_its_calls_keep_the_contract() {
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
     // A full queue: both workers are always inside a call of 510 orders, so the kill lands in one.
     let (stock, customers) = (15_000, 40_000);
-    prefill(&mut conn, stock, customers).await;
+    let (server, mut conn) = prefilled(stock, customers).await;
     let mut victim = spawn_process(&server, "victim");
     let survivor = spawn_process(&server, "survivor");
     wait_some_decided(&mut conn, 2_000, "the workers decided nothing").await;
@@ -481,7 +462,7 @@ async fn gears_engine_keeps_the_contract() {
     let mut gears = Gears::start(&settings()).await;
     let mut conn = gears.server.conn().await;
     let (stock, customers) = (30, 45);
-    let mut cfg = fast_sale(stock, customers);
+    let mut cfg = quick_sale(stock, customers);
     cfg.reset = false; // RedisGears' consumer group lives on queue:orders
     let summary = simulator::run(&mut conn, &cfg, |_| {}).await.unwrap();
     assert!(summary.all_processed, "not all orders processed on {}: {summary:?}\n{}", gears.name(), gears.log());
@@ -642,7 +623,7 @@ async fn native_worker_survives_a_redis_restart() {
     load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap();
     let (tx, rx) = watch::channel(false);
     let w = spawn_worker(server.manager().await, worker_cfg("survivor"), rx);
-    simulate(&mut conn, &fast_sale(5, 8)).await;
+    simulate(&mut conn, &quick_sale(5, 8)).await;
     // The orders are decided in Redis before the worker has read the script's reply; a restart in
     // between would lose that reply (and the count). Wait until the worker's heartbeat reports
     // all 8, the state the final count relies on.
@@ -665,7 +646,7 @@ async fn native_worker_survives_a_redis_restart() {
     // until the operator's next reconcile loads them again, and carries on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(load_scripts(&mut conn, EngineKind::Native, &settings()).await.unwrap(), LoadOutcome::Loaded);
-    simulate(&mut conn, &fast_sale(10, 15)).await;
+    simulate(&mut conn, &quick_sale(10, 15)).await;
     assert_contract(&mut conn, 10, 15, 0).await;
     tx.send(true).unwrap();
     let stats = w.await.unwrap().unwrap();

@@ -17,14 +17,14 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use popup_operator::sale::gears::{self, CONSUMER_GROUP, ID_COMPLETE, ID_TIMESERIES};
-use popup_operator::sale::simulator::{self, Resilience, SimulatorConfig};
+use popup_operator::sale::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
 use popup_operator::sale::{
     self, EngineKind, LoadOutcome, PRODUCT, ProcessingSettings, QUEUE_COMPLETE, QUEUE_CUSTOMERS, QUEUE_ORDERS,
     QUEUE_REJECTED, QUEUES,
 };
 use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis_server::{ChildGuard, RedisServer, redisgears1, start_shim_with};
+use redis_server::{ChildGuard, RedisServer, quick_sale, redisgears1, start_shim_with};
 
 fn settings() -> ProcessingSettings {
     ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(200) }
@@ -206,18 +206,8 @@ async fn ts_sum(conn: &mut MultiplexedConnection, key: &str) -> u64 {
 }
 
 fn sale_config(stock: i64, customers: u64) -> SimulatorConfig {
-    SimulatorConfig {
-        stock,
-        customers,
-        max_arrival: Duration::from_millis(4),
-        max_order_delay: Duration::from_millis(50),
-        rate: None,
-        // RedisGears' consumer group lives on queue:orders (and the emulation's, likewise)
-        reset: false,
-        join: None,
-        wait_complete: Some(Duration::from_secs(30)),
-        max_duration: Some(Duration::from_secs(30)),
-    }
+    // RedisGears' consumer group lives on queue:orders (and the emulation's, likewise)
+    SimulatorConfig { reset: false, ..quick_sale(stock, customers) }
 }
 
 // ---- a sale ------------------------------------------------------------------------------------------------
@@ -351,40 +341,64 @@ async fn a_second_stream_reader_takes_an_order_and_loading_over_it_decides_it() 
     on_each_runtime(a_second_reader, (taken, decided)).await;
 }
 
+// ---- mid-sale ------------------------------------------------------------------------------------------------
+
+/// The sale the mid-sale tests act in: `(stock, customers)`, the customers arriving at 100 a second.
+const MID_SALE: (i64, u64) = (150, 200);
+
+/// The simulator playing [`MID_SALE`] on a task of its own, returned once 50 orders are decided (the
+/// customers still arriving). `resilient`: it retries what fails for 30 s, as a simulator Job does
+/// (Redis restarting); otherwise a failed command ends the run with an error.
+async fn sale_under_way(engine: &Engine, resilient: bool) -> tokio::task::JoinHandle<sale::Result<SimulationSummary>> {
+    let url = engine.server.url();
+    let cfg = SimulatorConfig { rate: Some(100.0), ..sale_config(MID_SALE.0, MID_SALE.1) };
+    let sale = tokio::spawn(async move {
+        if resilient {
+            let warn: simulator::Warn = std::sync::Arc::new(|_: &str| {});
+            let resilience = Resilience { retry_for: Duration::from_secs(30) };
+            simulator::run_resilient(&url, None, &cfg, &resilience, |_| {}, warn).await
+        } else {
+            let (mut conn, _) = sale::connect(&url, None).await.unwrap();
+            simulator::run(&mut conn, &cfg, |_| {}).await
+        }
+    });
+    wait_for(engine, Duration::from_secs(20), "50 orders decided", |o| o.completed + o.rejected >= 50).await;
+    sale
+}
+
+/// The end of [`sale_under_way`]'s sale: every customer sent, then (`what`) every order decided.
+async fn sale_ended(
+    engine: &Engine,
+    sale: tokio::task::JoinHandle<sale::Result<SimulationSummary>>,
+    what: &str,
+) -> Outcome {
+    let runtime = engine.runtime;
+    let customers = MID_SALE.1;
+    let summary = sale.await.unwrap().unwrap_or_else(|e| panic!("{runtime:?}: the simulator failed: {e}"));
+    assert_eq!(summary.customers, customers, "{runtime:?}: {summary:?}");
+    wait_for(engine, Duration::from_secs(30), what, |o| o.orders_left == 0 && o.completed + o.rejected >= customers)
+        .await
+}
+
 // ---- Redis killed mid-sale, restarted from its AOF ---------------------------------------------------------------
 
 async fn a_restart(runtime: Runtime) -> Outcome {
     let aof = ["--appendonly", "yes", "--appendfsync", "always"];
     let scripts = current_scripts(&settings());
     let mut engine = Engine::start(runtime, &aof, &scripts).await;
-    let url = engine.server.url();
-    let (stock, customers) = (150, 200);
-    let mut cfg = sale_config(stock, customers);
-    cfg.rate = Some(100.0);
-    let sale = tokio::spawn(async move {
-        let warn: simulator::Warn = std::sync::Arc::new(|_: &str| {});
-        simulator::run_resilient(&url, None, &cfg, &Resilience { retry_for: Duration::from_secs(30) }, |_| {}, warn)
-            .await
-    });
-    // Mid-sale: some orders decided, the customers still arriving.
-    wait_for(&engine, Duration::from_secs(20), "50 orders decided", |o| o.completed + o.rejected >= 50).await;
+    let sale = sale_under_way(&engine, true).await;
     engine.shim = None; // the emulation's connection dies with Redis anyway
     engine.server.restart(); // SIGKILL, then the same port and directory: Redis loads its AOF
     if runtime == Runtime::Emulated {
         // RedisGears keeps its registrations in the AOF; the emulation registers them again.
         engine.register(&scripts).await;
     }
-    let summary = sale.await.unwrap().unwrap_or_else(|e| panic!("{runtime:?}: the simulator failed: {e}"));
-    assert_eq!(summary.customers, customers, "{runtime:?}: {summary:?}");
-    wait_for(&engine, Duration::from_secs(30), "every order decided after the restart", |o| {
-        o.orders_left == 0 && o.completed + o.rejected >= customers
-    })
-    .await
+    sale_ended(&engine, sale, "every order decided after the restart").await
 }
 
 #[tokio::test]
 async fn a_restart_from_the_aof_mid_sale_loses_and_repeats_nothing() {
-    on_each_runtime(a_restart, sold_out(150, 200)).await;
+    on_each_runtime(a_restart, sold_out(MID_SALE.0 as u64, MID_SALE.1)).await;
 }
 
 // ---- the scripts replaced mid-sale -----------------------------------------------------------------------------
@@ -393,15 +407,7 @@ async fn a_restart_from_the_aof_mid_sale_loses_and_repeats_nothing() {
 /// so `load_scripts` re-registers both sessions with UPGRADE while orders arrive).
 async fn an_upgrade(runtime: Runtime) -> Outcome {
     let mut engine = Engine::start(runtime, &[], &current_scripts(&settings())).await;
-    let url = engine.server.url();
-    let (stock, customers) = (150, 200);
-    let mut cfg = sale_config(stock, customers);
-    cfg.rate = Some(100.0);
-    let sale = tokio::spawn(async move {
-        let (mut conn, _) = sale::connect(&url, None).await.unwrap();
-        simulator::run(&mut conn, &cfg, |_| {}).await
-    });
-    wait_for(&engine, Duration::from_secs(20), "50 orders decided", |o| o.completed + o.rejected >= 50).await;
+    let sale = sale_under_way(&engine, false).await;
     let upgraded = ProcessingSettings { batch_size: 5, ..settings() };
     match runtime {
         Runtime::Real => {
@@ -414,15 +420,10 @@ async fn an_upgrade(runtime: Runtime) -> Outcome {
             engine.register(&current_scripts(&upgraded)).await;
         }
     }
-    let summary = sale.await.unwrap().unwrap();
-    assert_eq!(summary.customers, customers, "{runtime:?}: {summary:?}");
-    wait_for(&engine, Duration::from_secs(30), "every order decided after the upgrade", |o| {
-        o.orders_left == 0 && o.completed + o.rejected >= customers
-    })
-    .await
+    sale_ended(&engine, sale, "every order decided after the upgrade").await
 }
 
 #[tokio::test]
 async fn scripts_loaded_again_mid_sale_lose_and_repeat_nothing() {
-    on_each_runtime(an_upgrade, sold_out(150, 200)).await;
+    on_each_runtime(an_upgrade, sold_out(MID_SALE.0 as u64, MID_SALE.1)).await;
 }

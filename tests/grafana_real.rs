@@ -19,7 +19,7 @@
 //! README's picture, docs/images/dashboard.png, while it runs.
 
 pub mod support;
-use support::{acl_users, dashboard_page, redis_server};
+use support::{acl_users, dashboard_page, poll, redis_server};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -39,12 +39,12 @@ use popup_operator::controller::{GrafanaGateway, GrafanaTarget};
 use popup_operator::crd::Engine;
 use popup_operator::render::acl::{self, Role};
 use popup_operator::render::{self, BuildInputs, Children, ValidatedStore};
-use popup_operator::sale::simulator::{self, Resilience, SimulatorConfig};
 use popup_operator::sale::{self, EngineKind, ProcessingSettings};
 use popup_operator::status::grafana::{self as grafana_status, Round};
 use popup_operator::status::reason;
 use redis_server::{ChildGuard, RedisServer, free_port};
 use serde_json::{Value as Json, json};
+use support::temp_dir::TempDir;
 
 // ---- the runtime -------------------------------------------------------------------------------
 
@@ -169,6 +169,39 @@ fn start_redis(children: &Children, store: &ValidatedStore, dir: &Path) -> Redis
     RedisServer::start_with(&["--aclfile", file.to_str().unwrap()])
 }
 
+/// What every test starts from: the runtime unpacked, a triggers store's users and rendered children, and
+/// its Redis in a folder of the test's.
+struct Rig {
+    home: PathBuf,
+    users: Users,
+    store: ValidatedStore,
+    children: Children,
+    redis: RedisServer,
+    dir: TempDir,
+}
+
+impl Rig {
+    /// `None`, said as `test` skipped, without the runtime.
+    fn new(test: &str) -> Option<Rig> {
+        let Some(tarball) = runtime_tarball() else {
+            skipped(test);
+            return None;
+        };
+        let home = grafana_home(&tarball);
+        let users = Users::new(Engine::Triggers);
+        let store = users.store.clone();
+        let children = render_store(&users);
+        let dir = TempDir::new(&format!("popup-grafana-{test}"));
+        let redis = start_redis(&children, &store, &dir);
+        Some(Rig { home, users, store, children, redis, dir })
+    }
+
+    /// The rendered Grafana of the store, made to fail by `fault`.
+    fn grafana(&self, fault: Fault) -> Grafana {
+        Grafana::start(&self.home, &self.children, &self.store, &self.redis, fault)
+    }
+}
+
 /// What to change in the rendered Grafana to make it fail.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -183,7 +216,7 @@ enum Fault {
 struct Grafana {
     process: ChildGuard,
     port: u16,
-    dir: PathBuf,
+    dir: Arc<TempDir>,
     admin_password: String,
 }
 
@@ -202,8 +235,7 @@ impl Grafana {
     /// from the rendered Secrets. Local changes: the Redis URL, the dashboards folder, Grafana's paths and
     /// port, and the unsigned-plugin allowance this plugin build needs.
     fn start(home: &Path, children: &Children, store: &ValidatedStore, redis: &RedisServer, fault: Fault) -> Grafana {
-        let dir = std::env::temp_dir().join(format!("popup-grafana-{}-{}", std::process::id(), free_port()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = Arc::new(TempDir::new("popup-grafana"));
         for sub in ["provisioning/datasources", "provisioning/dashboards", "dashboards", "data", "logs", "no-plugins"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -261,7 +293,7 @@ impl Grafana {
                 .current_dir(home)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("HOME", &dir)
+                .env("HOME", &**dir)
                 .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .env("GF_SERVER_HTTP_ADDR", "127.0.0.1")
                 .env("GF_SERVER_HTTP_PORT", port.to_string())
@@ -339,6 +371,21 @@ impl Grafana {
         Some((render::grafana::ADMIN_USER, self.admin_password.as_str()))
     }
 
+    /// `GET path` as the admin.
+    async fn get(&self, path: &str) -> (u16, String) {
+        http("GET", &format!("{}{path}", self.url()), self.admin(), None).await
+    }
+
+    /// `GET path` as the admin, answered 200 with JSON (`what` names it in a failure).
+    async fn get_json(&self, what: &str, path: &str) -> Json {
+        parse(what, self.get(path).await)
+    }
+
+    /// The dashboard `uid`'s JSON model.
+    async fn dashboard(&self, uid: &str) -> Json {
+        self.get_json("dashboard", &grafana_status::dashboard_path(uid)).await["dashboard"].clone()
+    }
+
     /// The operator's GrafanaReady target for this Grafana.
     fn target(&self, store: &ValidatedStore) -> GrafanaTarget {
         GrafanaTarget {
@@ -357,7 +404,6 @@ impl Drop for Grafana {
         if std::thread::panicking() {
             eprintln!("Grafana's log ({}):\n{}", self.dir.display(), self.log());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -374,25 +420,7 @@ async fn run_sale(users: &Users, server: &RedisServer, stock: u64, customers: u6
     sale::load_scripts(&mut conn, EngineKind::Triggers, &settings).await.unwrap();
     // The operator starts the sale, the simulator joins it.
     sale::marker::start(&mut conn, "grafana", stock as i64).await.unwrap();
-    let config = SimulatorConfig {
-        customers,
-        rate: Some(rate),
-        max_order_delay: Duration::from_millis(200),
-        join: Some("grafana".into()),
-        wait_complete: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let summary = simulator::run_resilient(
-        &users.url(server, Role::Simulator),
-        Some(&users.password(Role::Simulator)),
-        &config,
-        &Resilience::default(),
-        |_| {},
-        Arc::new(|w: &str| eprintln!("simulator: {w}")),
-    )
-    .await
-    .unwrap();
-    assert!(summary.all_processed, "{summary:?}");
+    users.join_sale(server, "grafana", customers, rate, Duration::from_secs(60)).await;
     // The last lengths are sampled on the next interval (the triggers engine samples on stream activity).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     sale::sample_if_due(&mut conn, &settings).await.unwrap();
@@ -550,83 +578,34 @@ fn dashboard_url(grafana: &Grafana, store: &ValidatedStore) -> String {
 
 #[tokio::test]
 async fn the_rendered_dashboard_shows_a_real_sale_on_a_real_grafana() {
-    let Some(tarball) = runtime_tarball() else {
-        return skipped("the_rendered_dashboard_shows_a_real_sale_on_a_real_grafana");
-    };
-    let home = grafana_home(&tarball);
-    let users = Users::new(Engine::Triggers);
-    let store = users.store.clone();
-    let children = render_store(&users);
-    let dir = tempdir("sale");
-    let redis = start_redis(&children, &store, &dir);
-    run_sale(&users, &redis, STOCK, CUSTOMERS, 20.0).await;
-    let grafana = Grafana::start(&home, &children, &store, &redis, Fault::None);
-    let datasource_uid = render::grafana::datasource_uid(&store);
-    let dashboard_uid = render::grafana::dashboard_uid(&store);
+    let Some(rig) = Rig::new("the_rendered_dashboard_shows_a_real_sale_on_a_real_grafana") else { return };
+    let store = &rig.store;
+    run_sale(&rig.users, &rig.redis, STOCK, CUSTOMERS, 20.0).await;
+    let grafana = rig.grafana(Fault::None);
+    let datasource_uid = render::grafana::datasource_uid(store);
+    let dashboard_uid = render::grafana::dashboard_uid(store);
 
     // The plugin is loaded.
-    let plugin = parse(
-        "plugin",
-        http("GET", &format!("{}{}", grafana.url(), grafana_status::plugin_path()), grafana.admin(), None).await,
-    );
+    let plugin = grafana.get_json("plugin", &grafana_status::plugin_path()).await;
     assert_eq!((plugin["id"].as_str(), plugin["info"]["version"].as_str()), (Some("redis-datasource"), Some("2.2.0")));
     // Health by uid is newer than 8.3; by id it answers, as the plugin logged in as popup-grafana.
-    let by_uid = http(
-        "GET",
-        &format!("{}{}", grafana.url(), grafana_status::health_by_uid_path(&datasource_uid)),
-        grafana.admin(),
-        None,
-    )
-    .await;
+    let by_uid = grafana.get(&grafana_status::health_by_uid_path(&datasource_uid)).await;
     assert_eq!(by_uid.0, 404, "{by_uid:?}");
-    let ds = parse(
-        "datasource",
-        http(
-            "GET",
-            &format!("{}{}", grafana.url(), grafana_status::datasource_path(&datasource_uid)),
-            grafana.admin(),
-            None,
-        )
-        .await,
-    );
+    let ds = grafana.get_json("datasource", &grafana_status::datasource_path(&datasource_uid)).await;
     let id = ds["id"].as_i64().unwrap();
-    let health = parse(
-        "health",
-        http("GET", &format!("{}{}", grafana.url(), grafana_status::health_by_id_path(id)), grafana.admin(), None)
-            .await,
-    );
+    let health = grafana.get_json("health", &grafana_status::health_by_id_path(id)).await;
     assert_eq!(health["status"], "OK", "{health}");
     // The dashboard is found (provisioning runs as Grafana starts; poll for it with a deadline).
     let title = format!("Pop-up Store {}/{}", store.namespace, store.names.store);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let found = parse(
-            "search",
-            http(
-                "GET",
-                &format!("{}/api/search?query={}", grafana.url(), title.replace(' ', "%20")),
-                grafana.admin(),
-                None,
-            )
-            .await,
-        );
-        if found.as_array().unwrap().iter().any(|d| d["uid"] == dashboard_uid.as_str()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "dashboard {dashboard_uid} not found by /api/search: {found}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let dashboard = parse(
-        "dashboard",
-        http(
-            "GET",
-            &format!("{}{}", grafana.url(), grafana_status::dashboard_path(&dashboard_uid)),
-            grafana.admin(),
-            None,
-        )
-        .await,
-    )["dashboard"]
-        .clone();
+    let search = format!("/api/search?query={}", title.replace(' ', "%20"));
+    let what = format!("dashboard {dashboard_uid} found by /api/search");
+    poll::wait(&what, Duration::from_secs(30), Duration::from_millis(200), async || {
+        let found = grafana.get_json("search", &search).await;
+        let listed = found.as_array().unwrap().iter().any(|d| d["uid"] == dashboard_uid.as_str());
+        if listed { Ok(()) } else { Err(found.to_string()) }
+    })
+    .await;
+    let dashboard = grafana.dashboard(&dashboard_uid).await;
 
     // Every panel's queries, as the page sends them, and what they say.
     let stats = check_every_panel(&grafana, &dashboard, &datasource_uid).await;
@@ -638,19 +617,19 @@ async fn the_rendered_dashboard_shows_a_real_sale_on_a_real_grafana() {
 
     // The operator's own client: Available; and each wrong question gets its own reason.
     let ready =
-        grafana_status::check(&store, &grafana.url(), &LiveGrafana::default().round(&grafana.target(&store)).await);
+        grafana_status::check(store, &grafana.url(), &LiveGrafana::default().round(&grafana.target(store)).await);
     assert_eq!((ready.ok, ready.reason.as_str()), (true, reason::AVAILABLE), "{}", ready.message);
     assert!(ready.message.contains("redis-datasource 2.2.0") && ready.message.contains(&title), "{}", ready.message);
     eprintln!("GrafanaReady: {}: {}", ready.reason, ready.message);
-    let mut wrong = grafana.target(&store);
+    let mut wrong = grafana.target(store);
     wrong.password = "not-the-admin-password".into();
-    assert_eq!(ready_reason(&store, &wrong).await, reason::GRAFANA_AUTH_FAILED);
-    let mut wrong = grafana.target(&store);
+    assert_eq!(ready_reason(store, &wrong).await, reason::GRAFANA_AUTH_FAILED);
+    let mut wrong = grafana.target(store);
     wrong.dashboard_uid = "popup-store-0000000000".into();
-    assert_eq!(ready_reason(&store, &wrong).await, reason::DASHBOARD_MISSING);
-    let mut wrong = grafana.target(&store);
+    assert_eq!(ready_reason(store, &wrong).await, reason::DASHBOARD_MISSING);
+    let mut wrong = grafana.target(store);
     wrong.datasource_uid = "popup-redis-0000000000".into();
-    assert_eq!(ready_reason(&store, &wrong).await, reason::DATASOURCE_MISSING);
+    assert_eq!(ready_reason(store, &wrong).await, reason::DATASOURCE_MISSING);
 
     // The page, in a browser.
     let Some(browser) = chromium() else {
@@ -658,7 +637,7 @@ async fn the_rendered_dashboard_shows_a_real_sale_on_a_real_grafana() {
         return;
     };
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grafana_real-dashboard.png");
-    render_dashboard(&browser, &dashboard_url(&grafana, &store), &dashboard, &png);
+    render_dashboard(&browser, &dashboard_url(&grafana, store), &dashboard, &png);
     eprintln!("screenshot: {}", png.display());
 }
 
@@ -670,34 +649,27 @@ async fn ready_reason(store: &ValidatedStore, target: &GrafanaTarget) -> String 
 
 #[tokio::test]
 async fn grafana_ready_names_a_missing_plugin_and_a_wrong_datasource_password() {
-    let Some(tarball) = runtime_tarball() else {
-        return skipped("grafana_ready_names_a_missing_plugin_and_a_wrong_datasource_password");
-    };
-    let home = grafana_home(&tarball);
-    let users = Users::new(Engine::Triggers);
-    let store = users.store.clone();
-    let children = render_store(&users);
-    let dir = tempdir("faults");
-    let redis = start_redis(&children, &store, &dir);
+    let Some(rig) = Rig::new("grafana_ready_names_a_missing_plugin_and_a_wrong_datasource_password") else { return };
+    let store = &rig.store;
 
-    let without_plugin = Grafana::start(&home, &children, &store, &redis, Fault::NoPlugin);
-    let round = LiveGrafana::default().round(&without_plugin.target(&store)).await;
-    let c = grafana_status::check(&store, &without_plugin.url(), &round);
+    let without_plugin = rig.grafana(Fault::NoPlugin);
+    let round = LiveGrafana::default().round(&without_plugin.target(store)).await;
+    let c = grafana_status::check(store, &without_plugin.url(), &round);
     assert_eq!((c.ok, c.reason.as_str()), (false, reason::PLUGIN_NOT_LOADED), "{}", c.message);
     eprintln!("without the plugin: {}: {}", c.reason, c.message);
     drop(without_plugin);
 
-    let wrong_password = Grafana::start(&home, &children, &store, &redis, Fault::WrongRedisPassword);
-    let round = LiveGrafana::default().round(&wrong_password.target(&store)).await;
+    let wrong_password = rig.grafana(Fault::WrongRedisPassword);
+    let round = LiveGrafana::default().round(&wrong_password.target(store)).await;
     let Round::Answered(answers) = &round else { panic!("{round:?}") };
     assert!(answers.datasource.is_some(), "8.3 has no health by uid: the id fallback was taken");
-    let c = grafana_status::check(&store, &wrong_password.url(), &round);
+    let c = grafana_status::check(store, &wrong_password.url(), &round);
     assert_eq!((c.ok, c.reason.as_str()), (false, reason::DATASOURCE_UNHEALTHY), "{}", c.message);
     eprintln!("with a wrong Redis password: {}: {}", c.reason, c.message);
     // Grafana's words, which are the plugin's, which are Redis's.
     assert!(c.message.to_uppercase().contains("WRONGPASS"), "{}", c.message);
     // Redis logged the refused login under the Grafana user.
-    let mut admin = users.conn(&redis, Role::Operator).await;
+    let mut admin = rig.users.conn(&rig.redis, Role::Operator).await;
     let log = acl_users::acl_log(&mut admin).await;
     assert!(log.iter().any(|(user, _, _)| user == Role::Grafana.user()), "{log:?}");
 }
@@ -707,40 +679,23 @@ async fn grafana_ready_names_a_missing_plugin_and_a_wrong_datasource_password() 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "writes docs/images/dashboard.png; run by hand"]
 async fn readme_screenshot() {
-    let Some(tarball) = runtime_tarball() else { return skipped("readme_screenshot") };
+    let Some(rig) = Rig::new("readme_screenshot") else { return };
     let browser = chromium().expect("chromium (apt-get install -y chromium)");
     let seconds: f64 = std::env::var("POPUP_GRAFANA_SHOT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(150.0);
-    let home = grafana_home(&tarball);
-    let users = Users::new(Engine::Triggers);
-    let store = users.store.clone();
-    let children = render_store(&users);
-    let dir = tempdir("readme");
-    let redis = start_redis(&children, &store, &dir);
-    let grafana = Grafana::start(&home, &children, &store, &redis, Fault::None);
-    let dashboard_uid = render::grafana::dashboard_uid(&store);
-    let dashboard = parse(
-        "dashboard",
-        http(
-            "GET",
-            &format!("{}{}", grafana.url(), grafana_status::dashboard_path(&dashboard_uid)),
-            grafana.admin(),
-            None,
-        )
-        .await,
-    )["dashboard"]
-        .clone();
+    let grafana = rig.grafana(Fault::None);
+    let dashboard = grafana.dashboard(&render::grafana::dashboard_uid(&rig.store)).await;
     // More customers than units, arriving over `seconds`: sold out at two thirds, photographed at four
     // fifths, while customers still arrive and are turned away.
     let (stock, customers) = (1600, 2400);
     let rate = customers as f64 / seconds;
-    let sale = { async { run_sale(&users, &redis, stock, customers, rate).await } };
+    let sale = { async { run_sale(&rig.users, &rig.redis, stock, customers, rate).await } };
     let shot = async {
         tokio::time::sleep(Duration::from_secs_f64(seconds * 0.8)).await;
         let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images/dashboard.png");
         std::fs::create_dir_all(png.parent().unwrap()).unwrap();
-        let url = dashboard_url(&grafana, &store);
+        let url = dashboard_url(&grafana, &rig.store);
         tokio::task::block_in_place(|| {
-            let profile = dir.join("profile");
+            let profile = rig.dir.join("profile");
             let out = chromium_run(&browser, &url, "--dump-dom", &profile);
             let page = read_page(&String::from_utf8_lossy(&out.stdout));
             assert!(page.errors.is_empty(), "{:?}", page.errors);
@@ -750,26 +705,4 @@ async fn readme_screenshot() {
         eprintln!("wrote {}", png.display());
     };
     tokio::join!(sale, shot);
-}
-
-/// A folder of the test's, removed on drop.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(what: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("popup-grafana-{what}-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }

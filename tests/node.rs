@@ -25,7 +25,6 @@ pub mod support;
 use support::dashboard_page;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -231,22 +230,9 @@ impl LocalCluster {
     }
 }
 
-/// Polls `check` until it gives a value; on timeout, panics with the last observation.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+/// Polls `check` every half second until it gives a value; on timeout, panics with the last observation.
+async fn wait_for<T>(what: &str, timeout: Duration, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    support::poll::wait(what, timeout, Duration::from_millis(500), check).await
 }
 
 fn condition(store: &PopUpStore, kind: &str) -> Option<(String, String, String)> {
@@ -257,6 +243,11 @@ fn condition(store: &PopUpStore, kind: &str) -> Option<(String, String, String)>
         .iter()
         .find(|c| c.type_ == kind)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The message of the store's condition `type_` when it has `status` and `reason`.
+fn message_if(store: &PopUpStore, type_: &str, status: &str, reason: &str) -> Option<String> {
+    condition(store, type_).filter(|c| c.0 == status && c.1 == reason).map(|c| c.2)
 }
 
 fn conditions_text(store: &PopUpStore) -> String {
@@ -447,16 +438,11 @@ async fn lost_sale_and_a_fresh_one_through_an_upgrade(cluster: &LocalCluster, cl
     let message = wait_for("SaleIntact=False, SaleLost", Duration::from_secs(180), || async {
         let s = stores.get("shop").await.map_err(|e| e.to_string())?;
         let pod = pods.get("shop-redis-0").await.map_err(|e| e.to_string())?;
-        match (condition(&s, status::SALE_INTACT), condition(&s, status::READY)) {
-            (Some((intact, reason, message)), Some((ready, _, _)))
-                if intact == "False"
-                    && reason == status::reason::SALE_LOST
-                    && ready == "False"
-                    && pod.metadata.uid != old_uid =>
-            {
-                Ok(message)
-            }
-            other => Err(format!("{other:?}")),
+        let lost = message_if(&s, status::SALE_INTACT, "False", status::reason::SALE_LOST);
+        let not_ready = condition(&s, status::READY).is_some_and(|c| c.0 == "False");
+        match lost {
+            Some(message) if not_ready && pod.metadata.uid != old_uid => Ok(message),
+            _ => Err(conditions_text(&s)),
         }
     })
     .await;
@@ -554,16 +540,11 @@ async fn lost_sale_and_a_fresh_one_through_an_upgrade(cluster: &LocalCluster, cl
     let job = format!("shop-simulator-{third}");
     let said = wait_for("SimulationComplete=False quoting the Job's cause", Duration::from_secs(180), || async {
         let s = stores.get("shop").await.map_err(|e| e.to_string())?;
-        match (condition(&s, status::SIMULATION_COMPLETE), condition(&s, status::SALE_INTACT)) {
-            (Some((sim, reason, message)), Some((intact, lost, _)))
-                if sim == "False"
-                    && reason == status::reason::FAILED
-                    && intact == "False"
-                    && lost == status::reason::SALE_LOST =>
-            {
-                Ok(message)
-            }
-            other => Err(format!("{other:?}")),
+        let failed = message_if(&s, status::SIMULATION_COMPLETE, "False", status::reason::FAILED);
+        let lost = message_if(&s, status::SALE_INTACT, "False", status::reason::SALE_LOST);
+        match failed {
+            Some(message) if lost.is_some() => Ok(message),
+            _ => Err(conditions_text(&s)),
         }
     })
     .await;

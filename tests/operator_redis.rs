@@ -2,17 +2,16 @@
 //! the store's ACL users) against a real password-protected redis-stack-server.
 
 pub mod support;
-use support::{acl_users, redis_server};
+use support::{acl_users, poll, redis_server};
 
 use std::time::Duration;
 
 use popup_operator::controller::redis::LiveRedis;
 use popup_operator::controller::{RedisGateway, RedisTarget};
 use popup_operator::crd::{Engine, ProcessingSpec};
-use popup_operator::sale::simulator::{self, SimulatorConfig};
 use popup_operator::status::reason;
 use redis::Value;
-use redis_server::{RedisServer, free_port};
+use redis_server::{RedisServer, free_port, quick_sale, simulate};
 
 const PASSWORD: &str = "correct-horse";
 
@@ -29,12 +28,17 @@ fn gateway() -> LiveRedis {
     LiveRedis { timeout: Duration::from_secs(5) }
 }
 
-#[tokio::test]
-async fn scripts_load_once_and_the_sale_is_read_with_the_password() {
+/// A Redis with a password, the operator's target for it, a store's processing settings (batches of 3,
+/// metrics every second) and the operator's gateway.
+fn redis_with_password() -> (RedisServer, RedisTarget, ProcessingSpec, LiveRedis) {
     let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
     let t = target(&server, PASSWORD);
-    let processing = ProcessingSpec { batch_size: 3, metrics_interval_seconds: 1, replicas: 1 };
-    let g = gateway();
+    (server, t, ProcessingSpec { batch_size: 3, metrics_interval_seconds: 1, replicas: 1 }, gateway())
+}
+
+#[tokio::test]
+async fn scripts_load_once_and_the_sale_is_read_with_the_password() {
+    let (server, t, processing, g) = redis_with_password();
 
     let first = g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
     assert_eq!(first, "triggers scripts loaded");
@@ -43,17 +47,7 @@ async fn scripts_load_once_and_the_sale_is_read_with_the_password() {
 
     // Run a small sale through the triggers engine, then read it as the status does.
     let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
-    let config = SimulatorConfig {
-        stock: 20,
-        customers: 30,
-        max_arrival: Duration::from_millis(2),
-        max_order_delay: Duration::from_millis(5),
-        reset: true,
-        wait_complete: Some(Duration::from_secs(20)),
-        ..Default::default()
-    };
-    let summary = simulator::run(&mut conn, &config, |_| {}).await.unwrap();
-    assert!(summary.all_processed, "{summary:?}");
+    simulate(&mut conn, &quick_sale(20, 30)).await;
     let (sale, _) = g.read_sale(&t).await.unwrap();
     assert_eq!(sale.available, Some(0), "30 customers for 20 units: sold out");
     assert_eq!(sale.completed, 20);
@@ -97,17 +91,11 @@ async fn a_restarted_redis_gets_its_scripts_back() {
     let processing = ProcessingSpec::default();
     g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
     server.restart();
-    let mut reloaded = None;
-    for _ in 0..100 {
-        match g.ensure_scripts(&t, Engine::Triggers, &processing).await {
-            Ok(m) => {
-                reloaded = Some(m);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    assert_eq!(reloaded.as_deref(), Some("triggers scripts loaded"));
+    let reloaded = poll::until(Duration::from_secs(10), Duration::from_millis(100), async || {
+        g.ensure_scripts(&t, Engine::Triggers, &processing).await.map_err(|e| format!("{e:?}"))
+    })
+    .await;
+    assert_eq!(reloaded.as_deref(), Ok("triggers scripts loaded"));
     let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let libs: Value = redis::cmd("TFUNCTION").arg("LIST").query_async(&mut conn).await.unwrap();
     let text = format!("{libs:?}");
@@ -122,10 +110,7 @@ async fn add_bogus_order(conn: &mut redis::aio::MultiplexedConnection) {
 
 #[tokio::test]
 async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
-    let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
-    let t = target(&server, PASSWORD);
-    let processing = ProcessingSpec { batch_size: 3, metrics_interval_seconds: 1, replicas: 1 };
-    let g = gateway();
+    let (server, t, processing, g) = redis_with_password();
     g.ensure_scripts(&t, Engine::Triggers, &processing).await.unwrap();
 
     // Someone made queue:rejected a string: the engine cannot record a rejection, so it decides
@@ -133,14 +118,16 @@ async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
     let (mut conn, _) = popup_operator::sale::connect(&server.url(), Some(PASSWORD)).await.unwrap();
     let _: () = redis::cmd("SET").arg("queue:rejected").arg("x").query_async(&mut conn).await.unwrap();
     add_bogus_order(&mut conn).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let problem = loop {
-        match g.ensure_scripts(&t, Engine::Triggers, &processing).await {
-            Err(p) => break p,
-            Ok(m) => assert!(std::time::Instant::now() < deadline, "still {m:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let problem = poll::wait(
+        "the engine's failure reported",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || match g.ensure_scripts(&t, Engine::Triggers, &processing).await {
+            Err(p) => Ok(p),
+            Ok(m) => Err(format!("still {m:?}")),
+        },
+    )
+    .await;
     assert_eq!(problem.reason, reason::ENGINE_FAILING);
     assert!(problem.message.contains("queue:rejected holds a string, not a stream"), "{}", problem.message);
 
@@ -149,15 +136,11 @@ async fn a_failing_engine_turns_scripts_loaded_false_with_the_cause() {
     // both orders to be decided, the state asserted, not for the first Ok on the way to it.
     let _: () = redis::cmd("DEL").arg("queue:rejected").arg("popup:engine:error").query_async(&mut conn).await.unwrap();
     add_bogus_order(&mut conn).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    poll::wait("both orders rejected as invalid", Duration::from_secs(10), Duration::from_millis(50), async || {
         let (sale, _) = g.read_sale(&t).await.unwrap();
-        if (sale.rejected, sale.orders_queued) == (2, 0) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "both orders should be rejected as invalid: {sale:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if (sale.rejected, sale.orders_queued) == (2, 0) { Ok(()) } else { Err(format!("{sale:?}")) }
+    })
+    .await;
     let healthy = g.ensure_scripts(&t, Engine::Triggers, &processing).await;
     assert!(healthy.is_ok(), "{healthy:?}");
 }

@@ -196,6 +196,13 @@ impl Harness {
         (c.status.clone(), c.reason.clone())
     }
 
+    /// A store of `edit`'s spec, reconciled once (its children applied), whose pods then became ready.
+    async fn create_ready_store(&self, edit: impl FnOnce(&mut PopUpStoreSpec)) {
+        self.create_store(edit);
+        self.reconcile().await;
+        self.pods_become_ready();
+    }
+
     /// Plays kubelet: the StatefulSet and Deployments report ready pods.
     fn pods_become_ready(&self) {
         self.api.edit(&format!("/apis/apps/v1/namespaces/{NS}/statefulsets/shop-redis"), |o| {
@@ -335,9 +342,7 @@ async fn deleted_child_is_recreated() {
 #[tokio::test]
 async fn changed_simulator_settings_replace_the_job() {
     let h = Harness::new(None);
-    h.create_store(|_| {});
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|_| {}).await;
     h.reconcile().await;
     let jobs = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/");
     assert_eq!(jobs.len(), 1);
@@ -357,9 +362,7 @@ async fn changed_simulator_settings_replace_the_job() {
 
 /// A ready store whose sale runs: (the sale's id, the Job's path).
 async fn selling(h: &Harness) -> (String, String) {
-    h.create_store(|_| {});
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|_| {}).await;
     h.reconcile().await;
     let id = h.store().status.unwrap().started_sale.unwrap().id;
     let job = h.api.paths_under("/apis/batch/v1/namespaces/sales/jobs/")[0].clone();
@@ -444,9 +447,7 @@ async fn a_redis_holding_another_sale_is_not_this_one() {
 #[tokio::test]
 async fn a_sale_of_an_earlier_operator_is_adopted_not_restarted() {
     let h = Harness::new(None);
-    h.create_store(|_| {});
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|_| {}).await;
     // What an operator without markers left: its Job in the status, a sale in Redis, no marker.
     let validated = popup_operator::render::validate(&h.store()).unwrap();
     let id = popup_operator::render::simulator::settings_hash(&validated);
@@ -511,9 +512,7 @@ async fn missing_user_password_secret_is_reported_not_crashed_on() {
 #[tokio::test]
 async fn missing_module_is_a_condition_with_a_warning_event_and_no_simulator() {
     let h = Harness::new(None);
-    h.create_store(|s| s.engine = Engine::Triggers);
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|s| s.engine = Engine::Triggers).await;
     *h.redis.scripts.lock().unwrap() = Err(RedisProblem {
         reason: reason::MODULE_MISSING,
         message: "Redis at x has no RedisGears 2 module; use engine native".into(),
@@ -602,9 +601,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn sidecar_mode_labels_the_dashboard_for_an_existing_grafana() {
     let h = Harness::new(None);
-    h.create_store(|s| s.grafana.mode = popup_operator::crd::GrafanaMode::Sidecar);
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|s| s.grafana.mode = popup_operator::crd::GrafanaMode::Sidecar).await;
     h.reconcile().await;
     assert!(h.api.get("/apis/apps/v1/namespaces/sales/deployments/shop-grafana").is_none(), "no Grafana deployed");
     let ds = h.api.get("/api/v1/namespaces/sales/secrets/shop-grafana-datasource").unwrap();
@@ -794,9 +791,7 @@ fn pod_template(h: &Harness, path: &str) -> Value {
 #[tokio::test]
 async fn a_rotated_password_stays_accepted_until_its_pods_have_rolled_out_and_redis_never_restarts() {
     let h = Harness::new(None);
-    h.create_store(|s| s.engine = Engine::Native);
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|s| s.engine = Engine::Native).await;
     h.reconcile().await;
     let old = accepted(&h)["popup-processor"].clone();
     assert_eq!(old.len(), 1);
@@ -834,9 +829,7 @@ async fn a_rotated_password_stays_accepted_until_its_pods_have_rolled_out_and_re
 #[tokio::test]
 async fn redis_refusing_the_operator_is_a_redis_ready_reason_and_nothing_is_loaded() {
     let h = Harness::new(None);
-    h.create_store(|_| {});
-    h.reconcile().await;
-    h.pods_become_ready();
+    h.create_ready_store(|_| {}).await;
     *h.redis.users_result.lock().unwrap() = Err(RedisProblem {
         reason: reason::REDIS_AUTH_FAILED,
         message: "Redis at shop-redis.sales.svc:6379 rejected the credentials (WRONGPASS)".into(),

@@ -7,16 +7,16 @@
 //! who loaded them, the operator, so the simulator's user is all a sale needs there too.
 
 pub mod support;
-use support::{acl_users, redis_server};
+use support::{acl_users, poll, redis_server};
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use acl_users::{Users, acl_log, is_noperm, refused, refused_by_acl};
 use popup_operator::crd::Engine;
 use popup_operator::render::acl::Role;
 use popup_operator::sale::marker;
-use popup_operator::sale::{self, EngineKind, ProcessingSettings, read_sale};
+use popup_operator::sale::{self, ProcessingSettings, read_sale};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis_server::{ChildGuard, RedisServer};
@@ -73,6 +73,34 @@ async fn simulate(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A store of `engine`: its Redis loading its users, and the engine's scripts loaded by the operator as its
+/// own user (batches of 3, a sample every `metrics_interval`). The users, Redis and the operator's
+/// connection.
+async fn with_scripts_loaded(
+    engine: Engine,
+    metrics_interval: Duration,
+) -> (Users, RedisServer, MultiplexedConnection) {
+    let users = Users::new(engine);
+    let server = users.start_server();
+    let mut operator = users.conn(&server, Role::Operator).await;
+    let settings = ProcessingSettings { batch_size: 3, metrics_interval };
+    sale::load_scripts(&mut operator, engine, &settings).await.unwrap();
+    (users, server, operator)
+}
+
+/// [`simulate`]: every customer processed, then the sale's exact end ([`assert_exact_end`]).
+async fn sell_out(
+    users: &Users,
+    server: &RedisServer,
+    operator: &mut MultiplexedConnection,
+    stock: u64,
+    customers: u64,
+) {
+    let summary = simulate(users, server, operator, stock, customers).await;
+    assert_eq!(summary["allProcessed"], true, "{summary}");
+    assert_exact_end(operator, stock, customers).await;
+}
+
 /// Every order decided, exactly: `stock` sold, the rest rejected, nobody waiting.
 async fn assert_exact_end(admin: &mut MultiplexedConnection, stock: u64, customers: u64) {
     let sale = read_sale(admin).await.unwrap();
@@ -85,16 +113,12 @@ async fn assert_exact_end(admin: &mut MultiplexedConnection, stock: u64, custome
 
 /// Until `key` (a TimeSeries) has a sample.
 async fn wait_for_samples(admin: &mut MultiplexedConnection, key: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    poll::wait(&format!("a sample in {key}"), Duration::from_secs(15), Duration::from_millis(100), async || {
         let r: redis::RedisResult<Vec<Value>> =
             redis::cmd("TS.RANGE").arg(key).arg("-").arg("+").query_async(admin).await;
-        if r.is_ok_and(|s| !s.is_empty()) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no sample in {key}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if r.as_ref().is_ok_and(|s| !s.is_empty()) { Ok(()) } else { Err(format!("{r:?}")) }
+    })
+    .await;
 }
 
 /// What no component user may do, whatever its job.
@@ -128,20 +152,14 @@ async fn refused_admin_commands(conn: &mut MultiplexedConnection) {
 
 #[tokio::test]
 async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_the_rest() {
-    let users = Users::new(Engine::Native);
-    let server = users.start_server();
-    let mut admin = users.conn(&server, Role::Operator).await;
     // What the operator does for a native store: check that RedisTimeSeries is there, load the processor's
     // functions.
-    let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(200) };
-    sale::load_scripts(&mut admin, EngineKind::Native, &settings).await.unwrap();
+    let (users, server, mut admin) = with_scripts_loaded(Engine::Native, Duration::from_millis(200)).await;
 
     // The processor pod's command, as the processor user.
     let args = ["process", "--batch-size", "3", "--metrics-interval-seconds", "0.2", "--consumer", "processor-0"];
     let processor = ChildGuard(Some(command(&users, &server, Role::Processor, "processor", &args).spawn().unwrap()));
-    let summary = simulate(&users, &server, &mut admin, 40, 60).await;
-    assert_eq!(summary["allProcessed"], true, "{summary}");
-    assert_exact_end(&mut admin, 40, 60).await;
+    sell_out(&users, &server, &mut admin, 40, 60).await;
     wait_for_samples(&mut admin, "ts:len:queue:orders").await;
     wait_for_samples(&mut admin, "ts:enqueue:queue:complete").await;
     // SIGTERM: the worker removes its heartbeat and exits cleanly.
@@ -224,14 +242,8 @@ async fn the_processor_and_the_simulator_sell_out_as_themselves_and_are_refused_
 
 #[tokio::test]
 async fn a_triggers_sale_needs_only_the_simulator_user() {
-    let users = Users::new(Engine::Triggers);
-    let server = users.start_server();
-    let mut admin = users.conn(&server, Role::Operator).await;
-    let settings = ProcessingSettings { batch_size: 3, metrics_interval: Duration::from_millis(500) };
-    sale::load_scripts(&mut admin, EngineKind::Triggers, &settings).await.unwrap();
-    let summary = simulate(&users, &server, &mut admin, 30, 45).await;
-    assert_eq!(summary["allProcessed"], true, "{summary}");
-    assert_exact_end(&mut admin, 30, 45).await;
+    let (users, server, mut admin) = with_scripts_loaded(Engine::Triggers, Duration::from_millis(500)).await;
+    sell_out(&users, &server, &mut admin, 30, 45).await;
     wait_for_samples(&mut admin, "ts:enqueue:queue:customers").await;
     assert_eq!(acl_log(&mut admin).await, Vec::<(String, String, String)>::new());
     // The library runs as the user who loaded it, not as the simulator whose writes trigger it.
@@ -253,7 +265,7 @@ async fn the_gears_scripts_need_only_the_simulator_user() {
         Some(_) => {
             let server = RedisServer::start_gears1(&["--aclfile", &users.write_acl_file()]);
             let mut operator = users.conn(&server, Role::Operator).await;
-            sale::load_scripts(&mut operator, EngineKind::Gears, &settings).await.unwrap();
+            sale::load_scripts(&mut operator, Engine::Gears, &settings).await.unwrap();
             (server, None)
         }
         None => {
@@ -270,9 +282,7 @@ async fn the_gears_scripts_need_only_the_simulator_user() {
         }
     };
     let mut admin = users.conn(&server, Role::Operator).await;
-    let summary = simulate(&users, &server, &mut admin, 25, 40).await;
-    assert_eq!(summary["allProcessed"], true, "{summary}");
-    assert_exact_end(&mut admin, 25, 40).await;
+    sell_out(&users, &server, &mut admin, 25, 40).await;
     wait_for_samples(&mut admin, "ts:enqueue:queue:customers").await;
     assert_eq!(acl_log(&mut admin).await, Vec::<(String, String, String)>::new());
     let mut s = users.conn(&server, Role::Simulator).await;

@@ -6,12 +6,13 @@
 //! taken byte for byte; the engine's modules load; the probes' `redis-cli` logs in as the probe user.
 
 pub mod support;
-use support::redis_server;
+use support::temp_dir::TempDir;
+use support::{poll, redis_server};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Container;
 use popup_operator::controller::users;
@@ -103,19 +104,13 @@ fn map_arg(arg: &str, previous: Option<&str>, root: &Path, dir: &Path, port: u16
 struct Started {
     _process: ChildGuard,
     port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _dir: TempDir,
 }
 
 /// Starts the rendered container's command line for `password`, mapped to this machine, plus a loopback
 /// bind and a log file (to know when it is ready), with the rendered ACL file where the pod mounts it.
 /// `Err` holds the log when Redis refuses to start.
-fn start_rendered(password: &str) -> Result<(Started, Credentials), String> {
+async fn start_rendered(password: &str) -> Result<(Started, Credentials), String> {
     let (container, acl_file, credentials) = triggers_container(password);
     assert!(container.env.is_none(), "no password in the environment: {:?}", container.env);
     let command = container.command.clone().expect("triggers sets the command: no entrypoint script");
@@ -123,9 +118,8 @@ fn start_rendered(password: &str) -> Result<(Started, Credentials), String> {
     // Nothing for the kubelet to expand any more; the expansion stays to prove it.
     let vars = BTreeMap::new();
     let (root, port) = (wheel_root(), free_port());
-    let dir = std::env::temp_dir().join(format!("popup-redis-args-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("users.acl"), acl_file).unwrap();
+    let dir = TempDir::new("popup-redis-args");
+    dir.write("users.acl", &acl_file);
     let mut argv = Vec::new();
     for (i, arg) in command.iter().chain(&args).enumerate() {
         let previous = i.checked_sub(1).map(|p| command.iter().chain(&args).nth(p).unwrap().as_str());
@@ -142,21 +136,27 @@ fn start_rendered(password: &str) -> Result<(Started, Credentials), String> {
         .spawn()
         .unwrap();
     let mut process = ChildGuard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    // None once it is ready, its exit status and log once it exited.
+    let exited = poll::until(Duration::from_secs(20), Duration::from_millis(20), async || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("Ready to accept connections") {
-            return Ok((Started { _process: process, port, dir }, credentials));
+            return Ok(None);
         }
-        if let Ok(Some(status)) = process.0.as_mut().unwrap().try_wait() {
+        match process.0.as_mut().unwrap().try_wait() {
+            Ok(Some(status)) => Ok(Some((status, text))),
+            _ => Err(text),
+        }
+    })
+    .await
+    .unwrap_or_else(|text| panic!("redis-server not ready within 20 s:\n{text}"));
+    match exited {
+        None => Ok((Started { _process: process, port, _dir: dir }, credentials)),
+        Some((status, text)) => {
             let mut stderr = String::new();
             use std::io::Read;
             let _ = process.0.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut stderr);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(format!("redis-server exited ({status}):\n{stderr}{text}"));
+            Err(format!("redis-server exited ({status}):\n{stderr}{text}"))
         }
-        assert!(Instant::now() < deadline, "redis-server not ready within 20 s:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -185,7 +185,7 @@ fn run_probe(probe: &[String], port: u16) -> bool {
 #[tokio::test]
 async fn the_rendered_triggers_command_line_keeps_any_password_and_loads_the_modules() {
     for &password in NASTY {
-        let (redis, credentials) = start_rendered(password).unwrap_or_else(|log| panic!("{password:?}: {log}"));
+        let (redis, credentials) = start_rendered(password).await.unwrap_or_else(|log| panic!("{password:?}: {log}"));
         let mut conn = unauthenticated(redis.port).await;
         let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
         assert!(ping.unwrap_err().to_string().contains("NOAUTH"), "{password:?}: a password is required");
@@ -246,31 +246,28 @@ async fn the_probes_fail_when_redis_does_not_answer() {
 #[tokio::test]
 async fn through_the_entrypoints_unquoted_redis_args_the_same_password_breaks() {
     let (root, port) = (wheel_root(), free_port());
-    let dir = std::env::temp_dir().join(format!("popup-redis-args-old-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("popup-redis-args-old");
     let redis_args = format!("--port {port} --bind 127.0.0.1 --dir {} --requirepass {}", dir.display(), NASTY[0]);
     let child = Command::new("sh")
         .args(["-c", r#"exec "$0" --loadmodule "$1" ${REDIS_ARGS}"#])
         .arg(root.join("bin/redis-server"))
         .arg(root.join("lib/redistimeseries.so"))
         .env("REDIS_ARGS", &redis_args)
-        .current_dir(&dir)
+        .current_dir(&*dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut process = ChildGuard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = process.0.as_mut().unwrap().try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "Redis started with the split arguments; it should have refused them");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = poll::wait(
+        "Redis to refuse the split arguments",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || process.0.as_mut().unwrap().try_wait().unwrap().ok_or_else(|| "it started with them".to_string()),
+    )
+    .await;
     let out = process.0.take().unwrap().wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!status.success(), "Redis must refuse the split arguments:\n{text}");
     assert!(text.contains("requirepass") && text.contains("wrong number of arguments"), "{text}");

@@ -807,6 +807,13 @@ async fn the_operators_scripts_are_functions_on_redis_7_and_cached_scripts_on_6_
 // no SCRIPT LOAD / EVAL / FUNCTION, only FCALL (EVALSHA on Redis 6.2) of its script, what its
 // `--reset` may still delete, and its exact rules in `every_users_rules_are_exactly_these`.
 
+/// The simulator's send-batch script as the simulator calls it: batch `n`, one customer (id `n`), for the
+/// sale whose key is `sale_key`.
+async fn send_one_customer<T: redis::FromRedisValue>(s: &mut MultiplexedConnection, n: &str, sale_key: &str) -> T {
+    let keys = ["queue:customers", "queue:orders", "popup:simulator:t"];
+    functions::Caller::new().call(s, &functions::SEND_BATCH, &keys, &[n, "4", "0", n, "1", sale_key]).await.unwrap()
+}
+
 /// The simulator plays the crowd of the sale the operator started: it cannot load or run code of its
 /// own, only the operator's send-batch script, and none of the cheats found against its earlier rules
 /// works (the rest of its refusals: `tests/redis_acl.rs`).
@@ -839,26 +846,10 @@ async fn the_simulator_runs_only_the_operators_script_and_cannot_restock() {
         refused_by_acl(&mut s, args).await;
     }
     // Its own script, as the operator loaded it, writes a customer of the sale it joined.
-    let reply: String = functions::Caller::new()
-        .call(
-            &mut s,
-            &functions::SEND_BATCH,
-            &["queue:customers", "queue:orders", "popup:simulator:t"],
-            &["1", "4", "0", "1", "1", "popup:sale:attack"],
-        )
-        .await
-        .unwrap();
+    let reply: String = send_one_customer(&mut s, "1", "popup:sale:attack").await;
     assert_eq!(reply.split(' ').count(), 1, "{reply}");
     // Of another sale, nothing.
-    let none: Option<String> = functions::Caller::new()
-        .call(
-            &mut s,
-            &functions::SEND_BATCH,
-            &["queue:customers", "queue:orders", "popup:simulator:t"],
-            &["2", "4", "0", "2", "1", "popup:sale:other"],
-        )
-        .await
-        .unwrap();
+    let none: Option<String> = send_one_customer(&mut s, "2", "popup:sale:other").await;
     assert_eq!(none, None);
     assert_eq!(cmd::<String>(&mut op, &["GET", "product"]).await, "10", "the stock did not move");
     assert_eq!(cmd::<String>(&mut op, &["PING"]).await, "PONG");

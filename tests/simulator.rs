@@ -390,20 +390,30 @@ async fn the_library_run_pipelines_plain_writes_exactly_once() {
     assert!(readings.iter().all(|p| p.orders <= p.customers && p.customers <= 12_345), "{readings:?}");
 }
 
+/// The simulator binary with `args`, and Redis taken away by `interrupt` once `arrived` customers are
+/// in: the run must fail (exit code 1). Returns it and Redis' address, which its error should name.
+async fn run_interrupted(
+    server: &mut RedisServer,
+    args: &[&str],
+    arrived: u64,
+    interrupt: impl FnOnce(&mut RedisServer),
+) -> (Run, String) {
+    let mut conn = server.conn().await;
+    let child = simulate(server, args);
+    wait_for_customers(&mut conn, arrived).await;
+    interrupt(server);
+    let run = parse(finish(child, Duration::from_secs(120)).await);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.summary, run.stderr);
+    (run, format!("127.0.0.1:{}", server.port))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_is_a_lost_sale_and_writes_nothing_more() {
     let mut server = RedisServer::start();
-    let mut conn = server.conn().await;
-    let child = simulate(
-        &server,
-        &["--reset", "--stock", "100000", "--customers", "5000", "--rate", "200", "--max-order-delay-millis", "300"],
-    );
-    wait_for_customers(&mut conn, 50).await;
-    server.restart();
-    let run = parse(finish(child, Duration::from_secs(120)).await);
+    let args =
+        ["--reset", "--stock", "100000", "--customers", "5000", "--rate", "200", "--max-order-delay-millis", "300"];
+    let (run, addr) = run_interrupted(&mut server, &args, 50, RedisServer::restart).await;
     let s = &run.summary;
-    assert_eq!(run.code, Some(1), "{s}\n{}", run.stderr);
-    let addr = format!("127.0.0.1:{}", server.port);
     assert!(
         run.stderr.contains(&format!("Redis at {addr} came back without the `product` key")),
         "the error names the address and the lost sale:\n{}",
@@ -426,14 +436,9 @@ async fn restart_without_persistence_is_a_lost_sale_and_writes_nothing_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_that_stays_away_ends_the_run_with_a_summary() {
     let mut server = RedisServer::start();
-    let mut conn = server.conn().await;
-    let child = simulate(&server, &["--reset", "--stock", "100000", "--rate", "200", "--reconnect-seconds", "1"]);
-    wait_for_customers(&mut conn, 20).await;
-    server.stop();
-    let run = parse(finish(child, Duration::from_secs(120)).await);
+    let args = ["--reset", "--stock", "100000", "--rate", "200", "--reconnect-seconds", "1"];
+    let (run, addr) = run_interrupted(&mut server, &args, 20, RedisServer::stop).await;
     let s = &run.summary;
-    assert_eq!(run.code, Some(1), "{s}\n{}", run.stderr);
-    let addr = format!("127.0.0.1:{}", server.port);
     assert!(run.stderr.contains(&format!("Redis at {addr} did not answer for 1s")), "{}", run.stderr);
     assert!(run.stderr.contains("customers got no order"), "the error repeats the counts: {}", run.stderr);
     let customers = num(s, "customers");
@@ -648,18 +653,45 @@ impl LostReplyProxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_whose_reply_was_lost_is_not_sent_twice() {
+/// A finished simulator run whose Redis answered through a [`LostReplyProxy`].
+struct LostReplyRun {
+    /// Bind it (`_server`, not `..`): Redis stops when it is dropped.
+    _server: RedisServer,
+    /// To Redis directly.
+    conn: MultiplexedConnection,
+    proxy: LostReplyProxy,
+    run: Run,
+}
+
+/// The simulator binary selling `customers` (from a stock that never runs out) at `rate` a second,
+/// each ordering within `delay_ms` milliseconds, through a [`LostReplyProxy`] armed once `arm_after`
+/// customers arrived; run to its end (at most 120 s).
+async fn run_losing_a_reply(customers: &str, rate: &str, delay_ms: &str, arm_after: u64) -> LostReplyRun {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
     let proxy = LostReplyProxy::start(server.port).await;
     let url = format!("redis://127.0.0.1:{}", proxy.port);
-    let args =
-        ["--reset", "--stock", "100000", "--customers", "300", "--rate", "100", "--max-order-delay-millis", "50"];
+    let args = [
+        "--reset",
+        "--stock",
+        "100000",
+        "--customers",
+        customers,
+        "--rate",
+        rate,
+        "--max-order-delay-millis",
+        delay_ms,
+    ];
     let child = simulate_at(&url, &args);
-    wait_for_customers(&mut conn, 20).await;
+    wait_for_customers(&mut conn, arm_after).await;
     proxy.armed.store(true, Ordering::SeqCst);
     let run = parse(finish(child, Duration::from_secs(120)).await);
+    LostReplyRun { _server: server, conn, proxy, run }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_was_lost_is_not_sent_twice() {
+    let LostReplyRun { _server, mut conn, proxy, run } = run_losing_a_reply("300", "100", "50", 20).await;
     assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the proxy cut a connection after a write");
     let s = &run.summary;
     assert_eq!(run.code, Some(0), "{s}\n{}", run.stderr);
@@ -671,16 +703,7 @@ async fn a_write_whose_reply_was_lost_is_not_sent_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_reply_was_lost_at_full_speed_is_not_sent_twice() {
     // the cut hits a connection carrying several pipelined batches: Redis ran them, no reply came back
-    let server = RedisServer::start();
-    let mut conn = server.conn().await;
-    let proxy = LostReplyProxy::start(server.port).await;
-    let url = format!("redis://127.0.0.1:{}", proxy.port);
-    let args =
-        ["--reset", "--stock", "100000", "--customers", "40000", "--rate", "1000000", "--max-order-delay-millis", "0"];
-    let child = simulate_at(&url, &args);
-    wait_for_customers(&mut conn, 5000).await;
-    proxy.armed.store(true, Ordering::SeqCst);
-    let run = parse(finish(child, Duration::from_secs(120)).await);
+    let LostReplyRun { _server, mut conn, proxy, run } = run_losing_a_reply("40000", "1000000", "0", 5000).await;
     let s = &run.summary;
     assert_eq!(run.code, Some(0), "{s}\n{}", run.stderr);
     // the client may be done before the proxy counts its cut (it sees the connection close early)

@@ -2,11 +2,14 @@
 //! file of a store, loaded with `--aclfile`, and a connection per user.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use popup_operator::controller::users;
 use popup_operator::crd::{Engine, PopUpStore, PopUpStoreSpec};
 use popup_operator::render::acl::{self, Credentials, Role};
 use popup_operator::render::{self, ValidatedStore};
+use popup_operator::sale::simulator::{self, Resilience, SimulationSummary, SimulatorConfig};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
@@ -77,6 +80,40 @@ impl Users {
 
     pub async fn conn(&self, server: &RedisServer, role: Role) -> MultiplexedConnection {
         server.conn_as(Some(role.user()), &self.password(role)).await
+    }
+
+    /// The simulator Job in the sale the operator started as `sale` (`sale::marker::start`): `customers`
+    /// arriving at `rate` a second, each ordering within 200 ms, sent as the simulator user with its
+    /// send-once script and the Job's retries; it waits up to `wait` for every order to be decided, and
+    /// every customer must have been processed.
+    pub async fn join_sale(
+        &self,
+        server: &RedisServer,
+        sale: &str,
+        customers: u64,
+        rate: f64,
+        wait: Duration,
+    ) -> SimulationSummary {
+        let config = SimulatorConfig {
+            customers,
+            rate: Some(rate),
+            max_order_delay: Duration::from_millis(200),
+            join: Some(sale.into()),
+            wait_complete: Some(wait),
+            ..Default::default()
+        };
+        let summary = simulator::run_resilient(
+            &self.url(server, Role::Simulator),
+            Some(&self.password(Role::Simulator)),
+            &config,
+            &Resilience::default(),
+            |_| {},
+            Arc::new(|w: &str| eprintln!("simulator: {w}")),
+        )
+        .await
+        .unwrap();
+        assert!(summary.all_processed, "{summary:?}");
+        summary
     }
 
     /// A connection as the Redis datasource plugin opens one (radix v3 with `acl: true`): `AUTH user

@@ -3,11 +3,10 @@
 //! helpers and the audit log.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -188,26 +187,20 @@ impl TestEnv {
     }
 
     /// Waits until `check` returns `Ok`; on timeout panics with its last error and the control plane logs.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
-    {
-        let started = Instant::now();
-        loop {
-            match check().await {
-                Ok(v) => return v,
-                Err(last) if started.elapsed() > timeout => {
-                    panic!(
-                        "timed out after {timeout:?} waiting for: {what}\nlast state: {last}\n\noperator log ({}):\n{}\n\ncontrol plane logs:\n{}",
-                        self.ns,
-                        operator_log(&self.ns, 40),
-                        self.cp.logs()
-                    )
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
+    pub async fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        super::poll::until(timeout, Duration::from_millis(200), check).await.unwrap_or_else(|last| {
+            panic!(
+                "timed out after {timeout:?} waiting for: {what}\nlast state: {last}\n\noperator log ({}):\n{}\n\ncontrol plane logs:\n{}",
+                self.ns,
+                operator_log(&self.ns, 40),
+                self.cp.logs()
+            )
+        })
     }
 }
 

@@ -15,7 +15,11 @@ pub mod control_plane;
 pub mod dashboard_page;
 /// The stand-ins for the controller's Redis and Grafana gateways.
 pub mod fakes;
+/// Waiting until a check holds, with a deadline.
+pub mod poll;
 /// A real redis-stack-server (or RedisGears 1 runtime) per test, and the gears emulation.
 pub mod redis_server;
-/// Waiting on a store in the e2e tests: conditions, pods, its simulator Job.
+/// Waiting on a store in the e2e tests: conditions, pods, its simulator Job, its children.
 pub mod store;
+/// A folder of the test's own, removed when dropped.
+pub mod temp_dir;

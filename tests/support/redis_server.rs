@@ -1,5 +1,6 @@
 //! A real redis-stack-server (Redis 7.4 + TimeSeries + RedisGears 2) per test, killed on drop, or the
-//! real RedisGears 1 runtime (Redis 6.2 + RedisGears 1.2 + TimeSeries, `$POPUP_REDISGEARS1`) when given.
+//! real RedisGears 1 runtime (Redis 6.2 + RedisGears 1.2 + TimeSeries, `$POPUP_REDISGEARS1`) when given;
+//! and a quick sale on it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,35 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use popup_operator::sale::connect;
+use popup_operator::sale::simulator::{self, SimulationSummary, SimulatorConfig};
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
+
+// ---- a quick sale ----------------------------------------------------------------------------------
+
+/// A small sale the simulator plays fast: `customers` for `stock` units, arriving within 3 ms of one
+/// another and ordering within 40 ms, the sale's keys reset first; it waits up to 30 s for every order
+/// to be decided and runs 30 s at most.
+pub fn quick_sale(stock: i64, customers: u64) -> SimulatorConfig {
+    SimulatorConfig {
+        stock,
+        customers,
+        max_arrival: Duration::from_millis(3),
+        max_order_delay: Duration::from_millis(40),
+        rate: None,
+        reset: true,
+        join: None,
+        wait_complete: Some(Duration::from_secs(30)),
+        max_duration: Some(Duration::from_secs(30)),
+    }
+}
+
+/// Runs the simulator with `config` on `conn` to its end; every customer must have been processed.
+pub async fn simulate(conn: &mut MultiplexedConnection, config: &SimulatorConfig) -> SimulationSummary {
+    let summary = simulator::run(conn, config, |_| {}).await.unwrap();
+    assert!(summary.all_processed, "not all orders processed: {summary:?}");
+    summary
+}
 
 // ---- a redis-stack-server per test ---------------------------------------------------------------
 

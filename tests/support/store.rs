@@ -1,12 +1,15 @@
 //! Waiting on a store as the e2e tests do: its conditions, its pods played by the "kubelet", its
-//! simulator Job and the ownerReferences of its children.
+//! simulator Job, its children of every kind and their ownerReferences.
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::{Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
 use popup_operator::status;
 
@@ -67,11 +70,16 @@ pub async fn wait_condition(env: &TestEnv, name: &str, type_: &str, want: &str, 
     .await
 }
 
+/// Plays kubelet for one component's pod (`redis`, `grafana`, `processor`) of a store: it runs and is Ready.
+pub async fn make_ready(env: &TestEnv, store: &str, component: &str) {
+    make_pods_ready(env, &selector(store, component), 1).await;
+}
+
 /// Plays kubelet for Redis (and Grafana, when enabled) until the store is Ready; returns the store.
 pub async fn bring_up(env: &TestEnv, name: &str, grafana: bool) -> PopUpStore {
-    make_pods_ready(env, &selector(name, "redis"), 1).await;
+    make_ready(env, name, "redis").await;
     if grafana {
-        make_pods_ready(env, &selector(name, "grafana"), 1).await;
+        make_ready(env, name, "grafana").await;
     }
     wait_condition(env, name, status::READY, "True", None).await
 }
@@ -108,4 +116,48 @@ pub fn assert_owned<K: ResourceExt>(obj: &K, owner: &PopUpStore) {
     assert_eq!(Some(&r.uid), owner.metadata.uid.as_ref(), "{} owner uid", obj.name_any());
     assert_eq!(r.name, owner.name_any());
     assert_eq!(r.controller, Some(true), "{} ownerReference is the controller", obj.name_any());
+}
+
+/// One kind of object to list (`kind::<Secret>()`).
+pub fn kind<K: Resource<DynamicType = ()>>() -> ApiResource {
+    ApiResource::erase::<K>(&())
+}
+
+/// Every kind a store's children come in (its workloads' Pods are not its own).
+pub fn child_kinds() -> Vec<ApiResource> {
+    vec![
+        kind::<Secret>(),
+        kind::<ConfigMap>(),
+        kind::<Service>(),
+        kind::<NetworkPolicy>(),
+        kind::<StatefulSet>(),
+        kind::<Deployment>(),
+        kind::<Job>(),
+    ]
+}
+
+/// An object carrying a store's instance label, and its kind.
+pub struct Child {
+    pub kind: String,
+    pub object: DynamicObject,
+}
+
+impl Child {
+    /// `Kind/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind, self.object.name_any())
+    }
+}
+
+/// The objects of `kinds` in the test's namespace that carry the instance label of `store`, kind by kind
+/// in the order of `kinds`.
+pub async fn children(env: &TestEnv, store: &str, kinds: &[ApiResource]) -> Vec<Child> {
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/instance={store}"));
+    let mut out = Vec::new();
+    for ar in kinds {
+        let api: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), &env.ns, ar);
+        let list = api.list(&lp).await.unwrap_or_else(|e| panic!("list {} of {store}: {e}", ar.plural));
+        out.extend(list.items.into_iter().map(|object| Child { kind: ar.kind.clone(), object }));
+    }
+    out
 }
