@@ -1,26 +1,28 @@
 //! The controller's view of the cluster between reconciles: reflector stores fed by the watches the
-//! controller runs anyway (its owned children, the Redis pods, every Secret's metadata), so a reconcile
-//! of an unchanged store asks the API server nothing.
+//! controller runs anyway (its owned children, the Redis pods, every other Secret's metadata), so a
+//! reconcile of an unchanged store asks the API server nothing.
 //!
 //! The cache only ever saves a request, it never decides alone: an object it has not seen (not synced
 //! yet, just created) is read from the API server as before. A watch writes an object into its store
 //! before it triggers the reconcile, so a reconcile caused by a change sees that change.
 //!
-//! What is kept is what a reconcile reads: the operator's Secrets with their data; StatefulSets,
-//! Deployments and Jobs without their pod spec (the reconcile reads replicas, status and template
-//! annotations); the Redis pods' metadata and status; only metadata (the applied hash, the owner) of
-//! ConfigMaps, Services and NetworkPolicies; only name and resourceVersion of every other Secret. The
-//! children keep none of their labels and only the operator's own annotations; `managedFields` are
-//! dropped from everything.
+//! What is kept is what a reconcile reads, and no more, because at a thousand stores every object
+//! counts (docs/benchmarks.md): the operator's Secrets with their data; StatefulSets, Deployments and
+//! Jobs with only their replicas and template annotations (the reconcile reads replicas, status and
+//! checksums); the Redis pods' status and store label; only metadata (the applied hash, the owner) of
+//! ConfigMaps, Services and NetworkPolicies; only name and resourceVersion of every Secret that is not
+//! the operator's. No child keeps its labels, uid, resourceVersion or `managedFields`, nor annotations
+//! but the operator's own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -30,9 +32,13 @@ use serde::de::DeserializeOwned;
 
 use crate::apply::Result;
 use crate::apply::{self, Child, Seen};
+use crate::render::STORE_LABEL;
 
 /// Selects the operator's own children (the `owns_stream` watch of each kind).
 pub const OWNED: &str = "app.kubernetes.io/managed-by=popup-operator";
+/// Selects every other object: the Secrets a store may name that the operator did not write (its own are
+/// in the owned watch already, with their data).
+pub const NOT_OWNED: &str = "app.kubernetes.io/managed-by!=popup-operator";
 /// Selects the Redis pods of every store (their StatefulSet's pod template labels).
 pub const REDIS_PODS: &str = "app.kubernetes.io/managed-by=popup-operator,app.kubernetes.io/component=redis";
 
@@ -48,11 +54,11 @@ pub struct Cache {
     pub services: Store<PartialObjectMeta<Service>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub redis_pods: Store<Pod>,
-    /// Every Secret of the scope, name and resourceVersion only: the user's password Secrets.
+    /// Every Secret of the scope but the operator's, name and resourceVersion only: the user's password Secrets.
     pub all_secrets: Store<PartialObjectMeta<Secret>>,
     /// The user's password Secrets as last read (each with the resourceVersion it was read at).
     user_secrets: Arc<Mutex<HashMap<ObjectRef<Secret>, Arc<Secret>>>>,
-    /// Secrets this process wrote that the watch of every Secret has not shown yet: while one is here,
+    /// Secrets this process wrote that the watch of its own Secrets has not shown yet: while one is here,
     /// the cache's "absent" may be the lag behind our own write.
     written_secrets: Arc<Mutex<HashSet<ObjectRef<Secret>>>>,
 }
@@ -113,11 +119,15 @@ impl Cache {
         Cache::new().0
     }
 
-    /// The user's password Secret `name`: from the memo while the watch reports the resourceVersion it
-    /// was read at, from the API server otherwise; `None` when it does not exist.
+    /// The user's password Secret `name`: from the operator's own Secrets when it is one of them; else
+    /// from the memo while the watch reports the resourceVersion it was read at, from the API server
+    /// otherwise; `None` when it does not exist.
     pub async fn user_secret(&self, client: &Client, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
         let key = ObjectRef::<Secret>::new(name).within(namespace);
-        if synced(&self.all_secrets) {
+        if let Some(own) = self.secrets.get(&key) {
+            return Ok(Some(own));
+        }
+        if self.secrets_synced() {
             let Some(meta) = self.all_secrets.get(&ObjectRef::new(name).within(namespace)) else {
                 return Ok(None);
             };
@@ -134,6 +144,11 @@ impl Cache {
         };
         Ok(read)
     }
+
+    /// Whether both Secret watches have listed everything: a Secret in neither then does not exist.
+    fn secrets_synced(&self) -> bool {
+        synced(&self.secrets) && synced(&self.all_secrets)
+    }
 }
 
 impl Cache {
@@ -142,16 +157,13 @@ impl Cache {
     pub fn writing_secret(&self, namespace: &str, name: &str) {
         let mut written = self.written_secrets.lock().expect("not poisoned");
         written.insert(ObjectRef::new(name).within(namespace));
-        if written.len() > 64 && synced(&self.all_secrets) {
-            written.retain(|k| {
-                let seen = ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default());
-                self.all_secrets.get(&seen).is_none()
-            });
+        if written.len() > 64 && synced(&self.secrets) {
+            written.retain(|k| self.secrets.get(k).is_none());
         }
     }
 
     /// An operator-owned Secret: from the cache; else, for a store that has never had a status (a new
-    /// one), `None` without a request when the watch of every Secret is synced, does not have it, and this
+    /// one), `None` without a request when both Secret watches are synced, neither has it, and this
     /// process has not written it (the one lag that could hide it: a failed first reconcile's own
     /// write); else from the API server. So a new store's password Secrets cost no 404 reads, and a
     /// password is still never replaced on the word of a cache that may lag behind our own write.
@@ -164,15 +176,16 @@ impl Cache {
     ) -> Result<Option<Secret>> {
         let key = ObjectRef::new(name).within(namespace);
         if let Some(secret) = self.secrets.get(&key) {
+            self.written_secrets.lock().expect("not poisoned").remove(&key); // shown: no longer a lag to fear
             return Ok(Some((*secret).clone()));
         }
-        if new_store && synced(&self.all_secrets) {
-            let mut written = self.written_secrets.lock().expect("not poisoned");
-            if self.all_secrets.get(&ObjectRef::new(name).within(namespace)).is_some() {
-                written.remove(&key); // the watch has it now: no longer a lag to fear
-            } else if !written.contains(&key) {
-                return Ok(None);
-            }
+        let foreign = self.all_secrets.get(&ObjectRef::new(name).within(namespace)).is_some();
+        if new_store
+            && self.secrets_synced()
+            && !foreign
+            && !self.written_secrets.lock().expect("not poisoned").contains(&key)
+        {
+            return Ok(None);
         }
         apply::get::<Secret>(client, namespace, name).await
     }
@@ -243,67 +256,98 @@ pub fn no_managed_fields<K: Resource>(obj: &mut K) {
 
 /// A child as the cache keeps its metadata: name, namespace, owner, generation and the operator's own
 /// annotations (`popup.dev/…`: the applied hash, checksums, rotation times); its labels and other
-/// annotations are only selectors' and people's business.
+/// annotations are only selectors' and people's business, and no reconcile reads its uid or
+/// resourceVersion (the watch itself keeps the version it resumes from).
 pub fn own_metadata_only<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
     meta.labels = None;
+    meta.uid = None;
+    meta.resource_version = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.retain(|key, _| key.starts_with("popup.dev/"));
     }
 }
 
-/// A pod template as the cache keeps it: its annotations (checksums), not its labels or pod spec.
-fn template_annotations_only(template: &mut PodTemplateSpec) {
-    template.spec = None;
-    if let Some(meta) = template.metadata.as_mut() {
-        meta.labels = None;
-    }
+/// [`own_metadata_only`] for a metadata-only watch, whose `apiVersion` and `kind` the store knows anyway.
+pub fn own_partial_metadata_only<K: Resource>(obj: &mut PartialObjectMeta<K>) {
+    obj.types = None;
+    own_metadata_only(obj);
+}
+
+/// An operator-owned Secret as the cache keeps it: its metadata as [`own_metadata_only`], and its data
+/// (the passwords and the ACL file a reconcile reads back).
+pub fn own_secret(secret: &mut Secret) {
+    own_metadata_only(secret);
+    secret.type_ = None;
+}
+
+/// A pod template as the cache keeps it: its annotations (checksums, which rotations read), not its
+/// labels or pod spec, which the applied hash stands for.
+fn template_annotations_only(template: PodTemplateSpec) -> PodTemplateSpec {
+    let annotations = template.metadata.and_then(|m| m.annotations);
+    PodTemplateSpec { metadata: Some(ObjectMeta { annotations, ..Default::default() }), spec: None }
 }
 
 /// A StatefulSet as the cache keeps it: what the workload checks read (replicas, generation, status),
-/// without its pod spec, which the applied hash stands for.
+/// without its selector, pod spec and claim templates.
 pub fn sts_without_pod_spec(sts: &mut StatefulSet) {
     own_metadata_only(sts);
-    if let Some(spec) = sts.spec.as_mut() {
-        template_annotations_only(&mut spec.template);
+    if let Some(spec) = sts.spec.take() {
+        let template = template_annotations_only(spec.template);
+        sts.spec = Some(StatefulSetSpec { replicas: spec.replicas, template, ..Default::default() });
     }
 }
 
-/// A Deployment as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's checksum).
+/// A Deployment as the cache keeps it (see [`sts_without_pod_spec`]). Its uid stays: a Grafana rollout
+/// is told apart by the Deployment's uid and generation (`observe`).
 pub fn deployment_without_pod_spec(deployment: &mut Deployment) {
+    let uid = deployment.metadata.uid.take();
     own_metadata_only(deployment);
-    if let Some(spec) = deployment.spec.as_mut() {
-        template_annotations_only(&mut spec.template);
+    deployment.metadata.uid = uid;
+    if let Some(spec) = deployment.spec.take() {
+        let template = template_annotations_only(spec.template);
+        deployment.spec = Some(DeploymentSpec { replicas: spec.replicas, template, ..Default::default() });
     }
 }
 
 /// A Job as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's checksum).
 pub fn job_without_pod_spec(job: &mut Job) {
     own_metadata_only(job);
-    if let Some(spec) = job.spec.as_mut() {
-        template_annotations_only(&mut spec.template);
+    if let Some(spec) = job.spec.take() {
+        let template = template_annotations_only(spec.template);
+        job.spec = Some(JobSpec { template, ..Default::default() });
     }
 }
 
-/// A Redis pod as the cache keeps it: its status and metadata (`status::workload::redis_check` reads no more).
+/// A Redis pod as the cache keeps it: its status (`status::workload::redis_check` reads no more) and the
+/// label that names its store (which store a change of the pod reconciles).
 pub fn pod_status_only(pod: &mut Pod) {
-    no_managed_fields(pod);
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.uid = None;
+    meta.resource_version = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == STORE_LABEL);
+    }
     pod.spec = None;
 }
 
 /// Another Secret of the scope as the cache keeps it: enough to see that it changed.
 pub fn name_and_version_only(secret: &mut PartialObjectMeta<Secret>) {
+    secret.types = None;
     let meta = &mut secret.metadata;
     meta.managed_fields = None;
     meta.annotations = None;
     meta.labels = None;
     meta.owner_references = None;
+    meta.uid = None;
 }
 
 #[cfg(test)]
 mod owned_secret_tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::runtime::watcher::Event;
 
     use super::*;
@@ -314,45 +358,75 @@ mod owned_secret_tests {
         Client::try_from(config).unwrap()
     }
 
-    fn meta(name: &str) -> PartialObjectMeta<Secret> {
-        PartialObjectMeta {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("sales".into()), ..Default::default() },
-            ..Default::default()
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta { name: Some(name.into()), namespace: Some("sales".into()), ..Default::default() }
+    }
+
+    fn foreign(name: &str) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta { metadata: meta(name), ..Default::default() }
+    }
+
+    fn own(name: &str) -> Secret {
+        Secret { metadata: meta(name), ..Default::default() }
+    }
+
+    /// Both Secret watches list what they have: the operator's own Secrets and every other one.
+    fn sync(writers: &mut Writers, own_secrets: &[&str], foreign_secrets: &[&str]) {
+        writers.secrets.apply_watcher_event(&Event::Init);
+        for name in own_secrets {
+            writers.secrets.apply_watcher_event(&Event::InitApply(own(name)));
         }
+        writers.secrets.apply_watcher_event(&Event::InitDone);
+        writers.all_secrets.apply_watcher_event(&Event::Init);
+        for name in foreign_secrets {
+            writers.all_secrets.apply_watcher_event(&Event::InitApply(foreign(name)));
+        }
+        writers.all_secrets.apply_watcher_event(&Event::InitDone);
     }
 
     #[tokio::test]
     async fn a_new_stores_secret_is_absent_without_a_read_unless_our_own_write_may_be_on_its_way() {
         let (cache, mut writers) = Cache::new();
         let client = no_server();
-        // Before the watch of every Secret has listed them, absence means nothing: read.
+        // Before the Secret watches have listed them, absence means nothing: read.
         assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.is_err());
-        for event in [Event::Init, Event::InitApply(meta("other")), Event::InitDone] {
-            writers.all_secrets.apply_watcher_event(&event);
-        }
+        sync(&mut writers, &["other-redis"], &["other"]);
         assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.unwrap().is_none(), "no request");
         // A store that had a status: its Secret may have been deleted or may lag; always read.
         assert!(cache.owned_secret(&client, "sales", "shop-redis", false).await.is_err());
         // Our own write that the watch has not shown yet: read, never trust the absence.
         cache.writing_secret("sales", "shop-redis");
         assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.is_err());
-        // Once the watch shows it, the memo lets it go (the data comes from the owned Secrets' cache).
-        writers.all_secrets.apply_watcher_event(&Event::Apply(meta("shop-redis")));
-        assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.is_err());
+        // Once the watch shows it, it comes from the cache and the memo lets it go.
+        writers.secrets.apply_watcher_event(&Event::Apply(own("shop-redis")));
+        assert!(cache.owned_secret(&client, "sales", "shop-redis", true).await.unwrap().is_some(), "no request");
         assert!(cache.written_secrets.lock().unwrap().is_empty());
+        // A Secret of that name that is not the operator's: read (the apply will then say whose it is).
+        writers.all_secrets.apply_watcher_event(&Event::Apply(foreign("shop-grafana")));
+        assert!(cache.owned_secret(&client, "sales", "shop-grafana", true).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_password_secret_is_found_in_either_watch_and_absent_from_both_without_a_read() {
+        let (cache, mut writers) = Cache::new();
+        let client = no_server();
+        sync(&mut writers, &["shop-redis"], &["users-password"]);
+        // The operator's own Secret (another store's generated password, say) comes with its data.
+        assert!(cache.user_secret(&client, "sales", "shop-redis").await.unwrap().is_some(), "no request");
+        // In neither watch: it does not exist.
+        assert!(cache.user_secret(&client, "sales", "missing").await.unwrap().is_none(), "no request");
+        // The user's own Secret: its data is read from the API server (the watch keeps no content).
+        assert!(cache.user_secret(&client, "sales", "users-password").await.is_err());
     }
 
     #[test]
     fn the_memo_keeps_only_writes_the_watch_has_not_shown() {
         let (cache, mut writers) = Cache::new();
-        writers.all_secrets.apply_watcher_event(&Event::Init);
-        for i in 0..100 {
-            writers.all_secrets.apply_watcher_event(&Event::InitApply(meta(&format!("s{i}"))));
-        }
-        writers.all_secrets.apply_watcher_event(&Event::InitDone);
+        let shown: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        sync(&mut writers, &shown.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
         cache.writing_secret("sales", "not-yet-seen");
-        for i in 0..100 {
-            cache.writing_secret("sales", &format!("s{i}"));
+        for name in &shown {
+            cache.writing_secret("sales", name);
         }
         let written = cache.written_secrets.lock().unwrap();
         assert!(written.len() <= 65, "{} entries", written.len());

@@ -30,14 +30,14 @@ use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::PopUpStore;
 use crate::render::{self, ValidatedStore};
 use crate::telemetry::Health;
-use cache::{Cache, no_managed_fields, own_metadata_only};
+use cache::{Cache, no_managed_fields};
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
 pub use error::{ApiError, Error, Result, Stage, StartupError};
@@ -335,15 +335,21 @@ fn watching(client: &Client, namespace: &Option<String>, w: cache::Writers) -> C
             .reflect(stores_writer)
             .applied_objects();
     let controller = Controller::for_stream(store_watch, stores);
-    let user_secrets = stores_using_secret(controller.store());
+    let stores = controller.store();
     // Only our own children are watched in full: caching every Secret of the cluster would cost memory.
     let owned = || watcher::Config::default().labels(cache::OWNED);
     let redis_pods = watcher::Config::default().labels(cache::REDIS_PODS);
+    let not_owned = watcher::Config::default().labels(cache::NOT_OWNED);
     let all_secrets = scoped::<PartialObjectMeta<Secret>>(client, namespace);
     controller
         .watches_stream(
-            cache::objects(all_secrets, watcher::Config::default(), w.all_secrets, cache::name_and_version_only),
-            user_secrets,
+            cache::objects(all_secrets, not_owned, w.all_secrets, cache::name_and_version_only),
+            stores_using_secret(stores.clone()),
+        )
+        // The operator's Secrets reconcile their owner, and the stores that name one as their password.
+        .watches_stream(
+            cache::objects(scoped(client, namespace), owned(), w.secrets, cache::own_secret),
+            owner_and_stores_using(stores),
         )
         .watches_stream(
             cache::objects(scoped::<Pod>(client, namespace), redis_pods, w.redis_pods, cache::pod_status_only),
@@ -357,50 +363,66 @@ fn watching(client: &Client, namespace: &Option<String>, w: cache::Writers) -> C
             cache::deployment_without_pod_spec,
         ))
         .owns_stream(cache::objects(scoped(client, namespace), owned(), w.jobs, cache::job_without_pod_spec))
-        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.secrets, own_metadata_only))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<Service>>(client, namespace),
             owned(),
             w.services,
-            own_metadata_only,
+            cache::own_partial_metadata_only,
         ))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<ConfigMap>>(client, namespace),
             owned(),
             w.config_maps,
-            own_metadata_only,
+            cache::own_partial_metadata_only,
         ))
         .owns_stream(cache::objects(
             scoped::<PartialObjectMeta<NetworkPolicy>>(client, namespace),
             owned(),
             w.network_policies,
-            own_metadata_only,
+            cache::own_partial_metadata_only,
         ))
 }
 
 /// A Redis pod's changes (scheduled, crashing, ready) as a reconcile of its store, found by its labels.
 fn store_of_pod(pod: Pod) -> Option<ObjectRef<PopUpStore>> {
-    let store = pod.labels().get("app.kubernetes.io/instance")?;
+    let store = pod.labels().get(render::STORE_LABEL)?;
     Some(ObjectRef::new(store).within(&pod.namespace()?))
 }
 
 /// A changed Secret named by a store's `spec.redis.passwordSecretRef`, as a reconcile of that store: a
 /// rotated password is applied at once, not at the next poll. The user's Secrets carry no label of ours,
-/// so every Secret of the scope is watched, metadata only (a data change bumps the resourceVersion): no
-/// Secret's content is sent to the operator or kept by it.
+/// so every other Secret of the scope is watched, metadata only (a data change bumps the
+/// resourceVersion): no such Secret's content is sent to the operator or kept by it.
 fn stores_using_secret(
-    stores: kube::runtime::reflector::Store<PopUpStore>,
+    stores: Store<PopUpStore>,
 ) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<PopUpStore>> + Send + Sync + 'static {
+    move |secret| stores_using(&stores, &secret)
+}
+
+/// An operator-owned Secret's change as a reconcile of the store that controls it (what `owns_stream`
+/// would do) and of any store that names it as its password Secret.
+fn owner_and_stores_using(
+    stores: Store<PopUpStore>,
+) -> impl Fn(Secret) -> Vec<ObjectRef<PopUpStore>> + Send + Sync + 'static {
     move |secret| {
-        let (name, ns) = (secret.name_any(), secret.namespace());
-        stores
-            .state()
-            .iter()
-            .filter(|s| s.namespace() == ns)
-            .filter(|s| s.spec.redis.password_secret_ref.as_ref().is_some_and(|r| r.name == name))
-            .map(|s| ObjectRef::from_obj(s.as_ref()))
-            .collect()
+        let owner = secret.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == "PopUpStore");
+        let owner = owner.zip(secret.namespace()).map(|(o, ns)| ObjectRef::new(&o.name).within(&ns));
+        let mut wanted = stores_using(&stores, &secret);
+        wanted.extend(owner.filter(|o| !wanted.contains(o)));
+        wanted
     }
+}
+
+/// The stores of `secret`'s namespace whose `spec.redis.passwordSecretRef` names it.
+fn stores_using(stores: &Store<PopUpStore>, secret: &impl Resource) -> Vec<ObjectRef<PopUpStore>> {
+    let (name, ns) = (secret.name_any(), secret.namespace());
+    stores
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == ns)
+        .filter(|s| s.spec.redis.password_secret_ref.as_ref().is_some_and(|r| r.name == name))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }
 
 /// An API for one namespace, or for all of them.

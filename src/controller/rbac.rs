@@ -37,7 +37,7 @@ pub const RULES: &[PolicyRuleSpec] = &[
         api_group: "",
         resources: &["secrets", "services", "configmaps"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "owned children are watched (Controller::owns_stream, which also fills controller::cache), read when the cache has not seen them, server-side applied (apply::apply), and deleted when a spec change no longer wants them (controller::prune); user password Secrets are read, and every Secret's metadata is watched so that a changed passwordSecretRef is applied at once (controller::stores_using_secret)",
+        why: "owned children are watched (Controller::owns_stream, which also fills controller::cache), read when the cache has not seen them, server-side applied (apply::apply), and deleted when a spec change no longer wants them (controller::prune); user password Secrets are read, and the metadata of every Secret the operator did not write is watched so that a changed passwordSecretRef is applied at once (controller::stores_using_secret)",
     },
     PolicyRuleSpec {
         api_group: "",

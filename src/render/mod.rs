@@ -398,11 +398,15 @@ pub fn pod_labels(store: &ValidatedStore, component: Component) -> BTreeMap<Stri
     l
 }
 
+/// The label that names a child's (and a pod's) store: selectors, NetworkPolicies and the controller's
+/// watch of the Redis pods find the store by it.
+pub const STORE_LABEL: &str = "app.kubernetes.io/instance";
+
 /// The stable subset of [`labels`] used in selectors (selectors are immutable, so no version here).
 pub fn selector_labels(store: &ValidatedStore, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "popup-store".to_string()),
-        ("app.kubernetes.io/instance".to_string(), store.names.store.clone()),
+        (STORE_LABEL.to_string(), store.names.store.clone()),
         ("app.kubernetes.io/component".to_string(), component.name().to_string()),
     ])
 }

@@ -86,7 +86,7 @@ fn is_label_value(s: &str) -> bool {
 pub fn store_pod_labels(store: &ValidatedStore) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "popup-store".to_string()),
-        ("app.kubernetes.io/instance".to_string(), store.names.store.clone()),
+        (super::STORE_LABEL.to_string(), store.names.store.clone()),
     ])
 }
 
