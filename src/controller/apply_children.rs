@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::cache::{self, seen};
+use super::cached::{Cached, Slim};
 use super::dereference::Inputs;
 use super::{Context, RedisTarget, users};
 use crate::apply;
@@ -99,11 +100,11 @@ async fn prune(ctx: &Context, store: &PopUpStore, validated: &ValidatedStore, ch
 }
 
 /// Deletes the child `name` of kind `K` if the store owns it; `cached`: the watch's store of that kind.
-async fn prune_one<K: apply::Child, M: kube::Resource<DynamicType = ()> + Clone + 'static>(
+async fn prune_one<K: apply::Child, M: Slim>(
     ctx: &Context,
     validated: &ValidatedStore,
     uid: &str,
-    cached: &Store<M>,
+    cached: &Store<Cached<M>>,
     name: &str,
 ) -> Result<()> {
     let ns = &validated.namespace;

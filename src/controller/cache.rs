@@ -7,22 +7,20 @@
 //! before it triggers the reconcile, so a reconcile caused by a change sees that change.
 //!
 //! What is kept is what a reconcile reads, and no more, because at a thousand stores every object
-//! counts (docs/benchmarks.md): the operator's Secrets with their data; StatefulSets, Deployments and
-//! Jobs with only their replicas and template annotations (the reconcile reads replicas, status and
-//! checksums); the Redis pods' status and store label; only metadata (the applied hash, the owner) of
-//! ConfigMaps, Services and NetworkPolicies; only name and resourceVersion of every Secret that is not
-//! the operator's. No child keeps its labels, uid, resourceVersion or `managedFields`, nor annotations
-//! but the operator's own.
+//! counts (docs/benchmarks.md): each child as [`Cached`] (its name, owner, generation and the operator's
+//! own annotations, plus the Secrets' data; the workloads' replicas, template annotations and status;
+//! the Redis pods' status and store), without uid (but the Grafana Deployment's), resourceVersion,
+//! labels or `managedFields`; and only name and resourceVersion of every Secret that is not the
+//! operator's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret, Service};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -30,9 +28,9 @@ use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::cached::{Cached, Slim};
 use crate::apply::Result;
 use crate::apply::{self, Child, Seen};
-use crate::render::STORE_LABEL;
 
 /// Selects the operator's own children (the `owns_stream` watch of each kind).
 pub const OWNED: &str = "app.kubernetes.io/managed-by=popup-operator";
@@ -46,14 +44,14 @@ pub const REDIS_PODS: &str = "app.kubernetes.io/managed-by=popup-operator,app.ku
 /// server (the reconcile tests against a fake API server use that).
 #[derive(Clone)]
 pub struct Cache {
-    pub stateful_sets: Store<StatefulSet>,
-    pub deployments: Store<Deployment>,
-    pub jobs: Store<Job>,
-    pub secrets: Store<Secret>,
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub services: Store<PartialObjectMeta<Service>>,
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub redis_pods: Store<Pod>,
+    pub stateful_sets: Store<Cached<StatefulSet>>,
+    pub deployments: Store<Cached<Deployment>>,
+    pub jobs: Store<Cached<Job>>,
+    pub secrets: Store<Cached<Secret>>,
+    pub config_maps: Store<Cached<PartialObjectMeta<ConfigMap>>>,
+    pub services: Store<Cached<PartialObjectMeta<Service>>>,
+    pub network_policies: Store<Cached<PartialObjectMeta<NetworkPolicy>>>,
+    pub redis_pods: Store<Cached<Pod>>,
     /// Every Secret of the scope but the operator's, name and resourceVersion only: the user's password Secrets.
     pub all_secrets: Store<PartialObjectMeta<Secret>>,
     /// The user's password Secrets as last read (each with the resourceVersion it was read at).
@@ -65,14 +63,14 @@ pub struct Cache {
 
 /// The writing ends of a [`Cache`]'s stores, handed to the watches that feed them (see `controller::run_one`).
 pub struct Writers {
-    pub stateful_sets: Writer<StatefulSet>,
-    pub deployments: Writer<Deployment>,
-    pub jobs: Writer<Job>,
-    pub secrets: Writer<Secret>,
-    pub config_maps: Writer<PartialObjectMeta<ConfigMap>>,
-    pub services: Writer<PartialObjectMeta<Service>>,
-    pub network_policies: Writer<PartialObjectMeta<NetworkPolicy>>,
-    pub redis_pods: Writer<Pod>,
+    pub stateful_sets: Writer<Cached<StatefulSet>>,
+    pub deployments: Writer<Cached<Deployment>>,
+    pub jobs: Writer<Cached<Job>>,
+    pub secrets: Writer<Cached<Secret>>,
+    pub config_maps: Writer<Cached<PartialObjectMeta<ConfigMap>>>,
+    pub services: Writer<Cached<PartialObjectMeta<Service>>>,
+    pub network_policies: Writer<Cached<PartialObjectMeta<NetworkPolicy>>>,
+    pub redis_pods: Writer<Cached<Pod>>,
     pub all_secrets: Writer<PartialObjectMeta<Secret>>,
 }
 
@@ -124,8 +122,8 @@ impl Cache {
     /// otherwise; `None` when it does not exist.
     pub async fn user_secret(&self, client: &Client, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
         let key = ObjectRef::<Secret>::new(name).within(namespace);
-        if let Some(own) = self.secrets.get(&key) {
-            return Ok(Some(own));
+        if let Some(own) = self.secrets.get(&ObjectRef::new(name).within(namespace)) {
+            return Ok(Some(Arc::new(own.full())));
         }
         if self.secrets_synced() {
             let Some(meta) = self.all_secrets.get(&ObjectRef::new(name).within(namespace)) else {
@@ -158,7 +156,10 @@ impl Cache {
         let mut written = self.written_secrets.lock().expect("not poisoned");
         written.insert(ObjectRef::new(name).within(namespace));
         if written.len() > 64 && synced(&self.secrets) {
-            written.retain(|k| self.secrets.get(k).is_none());
+            written.retain(|k| {
+                let seen = ObjectRef::new(&k.name).within(k.namespace.as_deref().unwrap_or_default());
+                self.secrets.get(&seen).is_none()
+            });
         }
     }
 
@@ -175,9 +176,9 @@ impl Cache {
         new_store: bool,
     ) -> Result<Option<Secret>> {
         let key = ObjectRef::new(name).within(namespace);
-        if let Some(secret) = self.secrets.get(&key) {
+        if let Some(secret) = self.secrets.get(&ObjectRef::new(name).within(namespace)) {
             self.written_secrets.lock().expect("not poisoned").remove(&key); // shown: no longer a lag to fear
-            return Ok(Some((*secret).clone()));
+            return Ok(Some(secret.full()));
         }
         let foreign = self.all_secrets.get(&ObjectRef::new(name).within(namespace)).is_some();
         if new_store
@@ -200,36 +201,33 @@ where
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// What `store` knows of the object of the same kind, namespace and name as `obj`.
-pub fn seen<K, C>(store: &Store<C>, obj: &K) -> Seen<C>
+/// What `store` knows of the object of the same kind, namespace and name as `obj`, typed again.
+pub fn seen<K, C>(store: &Store<Cached<C>>, obj: &K) -> Seen<C>
 where
     K: Resource,
-    C: Resource<DynamicType = ()> + Clone + 'static,
+    C: Slim,
 {
     seen_named(store, &obj.namespace().unwrap_or_default(), &obj.name_any())
 }
 
-/// What `store` knows of the object `namespace`/`name`.
-pub fn seen_named<C>(store: &Store<C>, namespace: &str, name: &str) -> Seen<C>
-where
-    C: Resource<DynamicType = ()> + Clone + 'static,
-{
+/// What `store` knows of the object `namespace`/`name`, typed again.
+pub fn seen_named<C: Slim>(store: &Store<Cached<C>>, namespace: &str, name: &str) -> Seen<C> {
     match store.get(&ObjectRef::new(name).within(namespace)) {
-        Some(live) => Seen::Live(live),
+        Some(live) => Seen::Live(Arc::new(live.full())),
         None if synced(store) => Seen::Absent,
         None => Seen::Unknown,
     }
 }
 
 /// `name` from `store`, or from the API server when the store has not seen it.
-pub async fn get_or_read<K: Child + Send + Sync + 'static>(
-    store: &Store<K>,
+pub async fn get_or_read<K: Child + Slim>(
+    store: &Store<Cached<K>>,
     client: &Client,
     namespace: &str,
     name: &str,
 ) -> Result<Option<K>> {
     match store.get(&ObjectRef::new(name).within(namespace)) {
-        Some(obj) => Ok(Some((*obj).clone())),
+        Some(obj) => Ok(Some(obj.full())),
         None => apply::get::<K>(client, namespace, name).await,
     }
 }
@@ -254,85 +252,9 @@ pub fn no_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
-/// A child as the cache keeps its metadata: name, namespace, owner, generation and the operator's own
-/// annotations (`popup.dev/…`: the applied hash, checksums, rotation times); its labels and other
-/// annotations are only selectors' and people's business, and no reconcile reads its uid or
-/// resourceVersion (the watch itself keeps the version it resumes from).
-pub fn own_metadata_only<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.uid = None;
-    meta.resource_version = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| key.starts_with("popup.dev/"));
-    }
-}
-
-/// [`own_metadata_only`] for a metadata-only watch, whose `apiVersion` and `kind` the store knows anyway.
-pub fn own_partial_metadata_only<K: Resource>(obj: &mut PartialObjectMeta<K>) {
-    obj.types = None;
-    own_metadata_only(obj);
-}
-
-/// An operator-owned Secret as the cache keeps it: its metadata as [`own_metadata_only`], and its data
-/// (the passwords and the ACL file a reconcile reads back).
-pub fn own_secret(secret: &mut Secret) {
-    own_metadata_only(secret);
-    secret.type_ = None;
-}
-
-/// A pod template as the cache keeps it: its annotations (checksums, which rotations read), not its
-/// labels or pod spec, which the applied hash stands for.
-fn template_annotations_only(template: PodTemplateSpec) -> PodTemplateSpec {
-    let annotations = template.metadata.and_then(|m| m.annotations);
-    PodTemplateSpec { metadata: Some(ObjectMeta { annotations, ..Default::default() }), spec: None }
-}
-
-/// A StatefulSet as the cache keeps it: what the workload checks read (replicas, generation, status),
-/// without its selector, pod spec and claim templates.
-pub fn sts_without_pod_spec(sts: &mut StatefulSet) {
-    own_metadata_only(sts);
-    if let Some(spec) = sts.spec.take() {
-        let template = template_annotations_only(spec.template);
-        sts.spec = Some(StatefulSetSpec { replicas: spec.replicas, template, ..Default::default() });
-    }
-}
-
-/// A Deployment as the cache keeps it (see [`sts_without_pod_spec`]). Its uid stays: a Grafana rollout
-/// is told apart by the Deployment's uid and generation (`observe`).
-pub fn deployment_without_pod_spec(deployment: &mut Deployment) {
-    let uid = deployment.metadata.uid.take();
-    own_metadata_only(deployment);
-    deployment.metadata.uid = uid;
-    if let Some(spec) = deployment.spec.take() {
-        let template = template_annotations_only(spec.template);
-        deployment.spec = Some(DeploymentSpec { replicas: spec.replicas, template, ..Default::default() });
-    }
-}
-
-/// A Job as the cache keeps it (see [`sts_without_pod_spec`]; rotations read its template's checksum).
-pub fn job_without_pod_spec(job: &mut Job) {
-    own_metadata_only(job);
-    if let Some(spec) = job.spec.take() {
-        let template = template_annotations_only(spec.template);
-        job.spec = Some(JobSpec { template, ..Default::default() });
-    }
-}
-
-/// A Redis pod as the cache keeps it: its status (`status::workload::redis_check` reads no more) and the
-/// label that names its store (which store a change of the pod reconciles).
-pub fn pod_status_only(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.uid = None;
-    meta.resource_version = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|key, _| key == STORE_LABEL);
-    }
-    pod.spec = None;
+/// What the watch needed and the cache does not keep (see [`Cached::settle`]).
+pub fn settle<K: Slim>(obj: &mut Cached<K>) {
+    obj.settle();
 }
 
 /// Another Secret of the scope as the cache keeps it: enough to see that it changed.
@@ -348,6 +270,7 @@ pub fn name_and_version_only(secret: &mut PartialObjectMeta<Secret>) {
 
 #[cfg(test)]
 mod owned_secret_tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::runtime::watcher::Event;
 
     use super::*;
@@ -366,8 +289,8 @@ mod owned_secret_tests {
         PartialObjectMeta { metadata: meta(name), ..Default::default() }
     }
 
-    fn own(name: &str) -> Secret {
-        Secret { metadata: meta(name), ..Default::default() }
+    fn own(name: &str) -> Cached<Secret> {
+        Cached::of(Secret { metadata: meta(name), ..Default::default() })
     }
 
     /// Both Secret watches list what they have: the operator's own Secrets and every other one.

@@ -8,6 +8,7 @@
 mod apply_children;
 mod build;
 pub mod cache;
+pub mod cached;
 mod dereference;
 mod error;
 pub mod grafana;
@@ -24,8 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -38,6 +38,7 @@ use crate::crd::PopUpStore;
 use crate::render::{self, ValidatedStore};
 use crate::telemetry::Health;
 use cache::{Cache, no_managed_fields};
+use cached::Cached;
 use dereference::existing_or_new_password;
 pub use dereference::new_password;
 pub use error::{ApiError, Error, Result, Stage, StartupError};
@@ -348,45 +349,24 @@ fn watching(client: &Client, namespace: &Option<String>, w: cache::Writers) -> C
         )
         // The operator's Secrets reconcile their owner, and the stores that name one as their password.
         .watches_stream(
-            cache::objects(scoped(client, namespace), owned(), w.secrets, cache::own_secret),
+            cache::objects(scoped(client, namespace), owned(), w.secrets, cache::settle),
             owner_and_stores_using(stores),
         )
         .watches_stream(
-            cache::objects(scoped::<Pod>(client, namespace), redis_pods, w.redis_pods, cache::pod_status_only),
+            cache::objects(scoped(client, namespace), redis_pods, w.redis_pods, cache::settle),
             store_of_pod,
         )
-        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.stateful_sets, cache::sts_without_pod_spec))
-        .owns_stream(cache::objects(
-            scoped(client, namespace),
-            owned(),
-            w.deployments,
-            cache::deployment_without_pod_spec,
-        ))
-        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.jobs, cache::job_without_pod_spec))
-        .owns_stream(cache::objects(
-            scoped::<PartialObjectMeta<Service>>(client, namespace),
-            owned(),
-            w.services,
-            cache::own_partial_metadata_only,
-        ))
-        .owns_stream(cache::objects(
-            scoped::<PartialObjectMeta<ConfigMap>>(client, namespace),
-            owned(),
-            w.config_maps,
-            cache::own_partial_metadata_only,
-        ))
-        .owns_stream(cache::objects(
-            scoped::<PartialObjectMeta<NetworkPolicy>>(client, namespace),
-            owned(),
-            w.network_policies,
-            cache::own_partial_metadata_only,
-        ))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.stateful_sets, cache::settle))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.deployments, cache::settle))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.jobs, cache::settle))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.services, cache::settle))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.config_maps, cache::settle))
+        .owns_stream(cache::objects(scoped(client, namespace), owned(), w.network_policies, cache::settle))
 }
 
 /// A Redis pod's changes (scheduled, crashing, ready) as a reconcile of its store, found by its labels.
-fn store_of_pod(pod: Pod) -> Option<ObjectRef<PopUpStore>> {
-    let store = pod.labels().get(render::STORE_LABEL)?;
-    Some(ObjectRef::new(store).within(&pod.namespace()?))
+fn store_of_pod(pod: Cached<Pod>) -> Option<ObjectRef<PopUpStore>> {
+    Some(ObjectRef::new(pod.state.store.as_ref()?).within(&pod.namespace()?))
 }
 
 /// A changed Secret named by a store's `spec.redis.passwordSecretRef`, as a reconcile of that store: a
@@ -403,7 +383,7 @@ fn stores_using_secret(
 /// would do) and of any store that names it as its password Secret.
 fn owner_and_stores_using(
     stores: Store<PopUpStore>,
-) -> impl Fn(Secret) -> Vec<ObjectRef<PopUpStore>> + Send + Sync + 'static {
+) -> impl Fn(Cached<Secret>) -> Vec<ObjectRef<PopUpStore>> + Send + Sync + 'static {
     move |secret| {
         let owner = secret.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == "PopUpStore");
         let owner = owner.zip(secret.namespace()).map(|(o, ns)| ObjectRef::new(&o.name).within(&ns));

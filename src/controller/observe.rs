@@ -89,7 +89,7 @@ async fn redis_pod(ctx: &Context, store: &ValidatedStore) -> Option<Pod> {
     let name = store.names.redis_pod();
     if cache::synced(&ctx.cache.redis_pods) {
         // The watch has every Redis pod: not there means not created yet.
-        return ctx.cache.redis_pods.get(&ObjectRef::new(&name).within(&store.namespace)).map(Arc::unwrap_or_clone);
+        return ctx.cache.redis_pods.get(&ObjectRef::new(&name).within(&store.namespace)).map(|pod| pod.full());
     }
     match apply::get::<Pod>(&ctx.client, &store.namespace, &name).await {
         Ok(pod) => pod,
