@@ -160,30 +160,27 @@ impl<S> Workload<S> {
     }
 }
 
-impl Slim for StatefulSet {
-    type State = Workload<StatefulSetStatus>;
-    fn slim(self) -> (ObjectMeta, Self::State) {
-        let (replicas, template) = self.spec.map(|s| (s.replicas, s.template)).unwrap_or_default();
-        (self.metadata, Workload::of(replicas, template, self.status))
-    }
-    fn full(metadata: ObjectMeta, w: &Self::State) -> Self {
-        let spec = StatefulSetSpec { replicas: w.replicas, template: w.template(), ..Default::default() };
-        StatefulSet { metadata, spec: Some(spec), status: w.status.clone() }
-    }
+/// StatefulSets and Deployments are read alike: replicas, template annotations, status.
+macro_rules! replicated_workload {
+    ($kind:ident, $spec:ident, $status:ident, keeps_uid: $keeps_uid:expr) => {
+        impl Slim for $kind {
+            type State = Workload<$status>;
+            const KEEPS_UID: bool = $keeps_uid;
+            fn slim(self) -> (ObjectMeta, Self::State) {
+                let (replicas, template) = self.spec.map(|s| (s.replicas, s.template)).unwrap_or_default();
+                (self.metadata, Workload::of(replicas, template, self.status))
+            }
+            fn full(metadata: ObjectMeta, w: &Self::State) -> Self {
+                let spec = $spec { replicas: w.replicas, template: w.template(), ..Default::default() };
+                $kind { metadata, spec: Some(spec), status: w.status.clone() }
+            }
+        }
+    };
 }
 
-impl Slim for Deployment {
-    type State = Workload<DeploymentStatus>;
-    const KEEPS_UID: bool = true;
-    fn slim(self) -> (ObjectMeta, Self::State) {
-        let (replicas, template) = self.spec.map(|s| (s.replicas, s.template)).unwrap_or_default();
-        (self.metadata, Workload::of(replicas, template, self.status))
-    }
-    fn full(metadata: ObjectMeta, w: &Self::State) -> Self {
-        let spec = DeploymentSpec { replicas: w.replicas, template: w.template(), ..Default::default() };
-        Deployment { metadata, spec: Some(spec), status: w.status.clone() }
-    }
-}
+replicated_workload!(StatefulSet, StatefulSetSpec, StatefulSetStatus, keeps_uid: false);
+// A Grafana rollout is told apart by its Deployment's uid and generation (`observe`).
+replicated_workload!(Deployment, DeploymentSpec, DeploymentStatus, keeps_uid: true);
 
 impl Slim for Job {
     type State = Workload<JobStatus>;
