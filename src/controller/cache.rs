@@ -40,78 +40,56 @@ pub const NOT_OWNED: &str = "app.kubernetes.io/managed-by!=popup-operator";
 /// Selects the Redis pods of every store (their StatefulSet's pod template labels).
 pub const REDIS_PODS: &str = "app.kubernetes.io/managed-by=popup-operator,app.kubernetes.io/component=redis";
 
-/// The stores a reconcile reads from. [`Cache::empty`] has none synced, so everything is read from the API
-/// server (the reconcile tests against a fake API server use that).
-#[derive(Clone)]
-pub struct Cache {
-    pub stateful_sets: Store<Cached<StatefulSet>>,
-    pub deployments: Store<Cached<Deployment>>,
-    pub jobs: Store<Cached<Job>>,
-    pub secrets: Store<Cached<Secret>>,
-    pub config_maps: Store<Cached<PartialObjectMeta<ConfigMap>>>,
-    pub services: Store<Cached<PartialObjectMeta<Service>>>,
-    pub network_policies: Store<Cached<PartialObjectMeta<NetworkPolicy>>>,
-    pub redis_pods: Store<Cached<Pod>>,
-    /// Every Secret of the scope but the operator's, name and resourceVersion only: the user's password Secrets.
-    pub all_secrets: Store<PartialObjectMeta<Secret>>,
-    /// The user's password Secrets as last read (each with the resourceVersion it was read at).
-    user_secrets: Arc<Mutex<HashMap<ObjectRef<Secret>, Arc<Secret>>>>,
-    /// Secrets this process wrote that the watch of its own Secrets has not shown yet: while one is here,
-    /// the cache's "absent" may be the lag behind our own write.
-    written_secrets: Arc<Mutex<HashSet<ObjectRef<Secret>>>>,
+/// Declares [`Cache`] and its [`Writers`] from one list of what is watched, so that a new kind of
+/// cached child is one line here (and its watch in `controller::watching`).
+macro_rules! watched_stores {
+    ($($(#[$doc:meta])* $field:ident: $kind:ty,)*) => {
+        /// The stores a reconcile reads from. [`Cache::empty`] has none synced, so everything is read
+        /// from the API server (the reconcile tests against a fake API server use that).
+        #[derive(Clone)]
+        pub struct Cache {
+            $($(#[$doc])* pub $field: Store<$kind>,)*
+            /// The user's password Secrets as last read (each with the resourceVersion it was read at).
+            user_secrets: Arc<Mutex<HashMap<ObjectRef<Secret>, Arc<Secret>>>>,
+            /// Secrets this process wrote that the watch of its own Secrets has not shown yet: while one
+            /// is here, the cache's "absent" may be the lag behind our own write.
+            written_secrets: Arc<Mutex<HashSet<ObjectRef<Secret>>>>,
+        }
+
+        /// The writing ends of a [`Cache`]'s stores, handed to the watches that feed them (see
+        /// `controller::run_one`).
+        pub struct Writers {
+            $(pub $field: Writer<$kind>,)*
+        }
+
+        impl Cache {
+            pub fn new() -> (Cache, Writers) {
+                $(let $field = reflector::store();)*
+                let cache = Cache {
+                    $($field: $field.0,)*
+                    user_secrets: Default::default(),
+                    written_secrets: Default::default(),
+                };
+                (cache, Writers { $($field: $field.1,)* })
+            }
+        }
+    };
 }
 
-/// The writing ends of a [`Cache`]'s stores, handed to the watches that feed them (see `controller::run_one`).
-pub struct Writers {
-    pub stateful_sets: Writer<Cached<StatefulSet>>,
-    pub deployments: Writer<Cached<Deployment>>,
-    pub jobs: Writer<Cached<Job>>,
-    pub secrets: Writer<Cached<Secret>>,
-    pub config_maps: Writer<Cached<PartialObjectMeta<ConfigMap>>>,
-    pub services: Writer<Cached<PartialObjectMeta<Service>>>,
-    pub network_policies: Writer<Cached<PartialObjectMeta<NetworkPolicy>>>,
-    pub redis_pods: Writer<Cached<Pod>>,
-    pub all_secrets: Writer<PartialObjectMeta<Secret>>,
+watched_stores! {
+    stateful_sets: Cached<StatefulSet>,
+    deployments: Cached<Deployment>,
+    jobs: Cached<Job>,
+    secrets: Cached<Secret>,
+    config_maps: Cached<PartialObjectMeta<ConfigMap>>,
+    services: Cached<PartialObjectMeta<Service>>,
+    network_policies: Cached<PartialObjectMeta<NetworkPolicy>>,
+    redis_pods: Cached<Pod>,
+    /// Every Secret of the scope but the operator's, name and resourceVersion only: the user's password Secrets.
+    all_secrets: PartialObjectMeta<Secret>,
 }
 
 impl Cache {
-    pub fn new() -> (Cache, Writers) {
-        let (stateful_sets, sts_w) = reflector::store();
-        let (deployments, deploy_w) = reflector::store();
-        let (jobs, jobs_w) = reflector::store();
-        let (secrets, secrets_w) = reflector::store();
-        let (config_maps, cm_w) = reflector::store();
-        let (services, svc_w) = reflector::store();
-        let (network_policies, np_w) = reflector::store();
-        let (redis_pods, pods_w) = reflector::store();
-        let (all_secrets, all_w) = reflector::store();
-        let cache = Cache {
-            stateful_sets,
-            deployments,
-            jobs,
-            secrets,
-            config_maps,
-            services,
-            network_policies,
-            redis_pods,
-            all_secrets,
-            user_secrets: Default::default(),
-            written_secrets: Default::default(),
-        };
-        let writers = Writers {
-            stateful_sets: sts_w,
-            deployments: deploy_w,
-            jobs: jobs_w,
-            secrets: secrets_w,
-            config_maps: cm_w,
-            services: svc_w,
-            network_policies: np_w,
-            redis_pods: pods_w,
-            all_secrets: all_w,
-        };
-        (cache, writers)
-    }
-
     /// A cache that never fills: every read goes to the API server.
     pub fn empty() -> Cache {
         Cache::new().0
