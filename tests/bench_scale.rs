@@ -6,9 +6,10 @@
 //! cluster-wide RBAC (a ServiceAccount token, so the audit log counts its requests), and
 //! `POPUP_BENCH_STORES` stores (default 1000) created at once. It prints: the time until every child
 //! of every store exists, API requests per store while converging (by verb and resource), the CPU used
-//! by the control plane and the operator, requests and writes in a quiet minute afterwards, and the
-//! operator's resident memory. There is no kubelet, so pods never run and the stores stay not-ready
-//! (waiting for Redis), which is the busier steady state: a ready store is requeued less often.
+//! by the control plane and the operator, requests and writes in a quiet minute afterwards, the
+//! operator's CPU in that minute, and its resident memory. There is no kubelet, so pods never run and
+//! the stores stay not-ready (waiting for Redis), which is the busier steady state: a ready store is
+//! requeued less often.
 //!
 //! `POPUP_BENCH_BINARY`: another build of the operator (e.g. the musl one the image ships);
 //! `POPUP_BENCH_LOG`: its `RUST_LOG` (default `warn`). Its log is kept in `$TMPDIR/popup-bench-operator.log`.
@@ -175,9 +176,11 @@ async fn scale_many_stores() {
     let converging = support::cluster::audited_requests(env.cp, &id.username);
     let converging_writes = converging.iter().filter(|r| support::cluster::is_write(&r.verb)).count();
 
-    // A quiet minute.
+    // A quiet minute: no request is expected, but the stores, all waiting for Redis, are requeued.
     let quiet = Duration::from_secs(60);
+    let operator_cpu_before_quiet = cpu_secs(pid);
     tokio::time::sleep(quiet).await;
+    let operator_cpu_at_rest = cpu_secs(pid) - operator_cpu_before_quiet;
     peak_rss = peak_rss.max(rss_kib(pid));
     let all: Vec<_> =
         support::cluster::audited_requests(env.cp, &id.username).into_iter().skip(converging.len()).collect();
@@ -224,6 +227,11 @@ async fn scale_many_stores() {
         *by_kind.entry(format!("{} {}", r.verb, r.resource)).or_default() += 1;
     }
     println!("steady-state requests by verb and resource: {by_kind:?}");
+    println!(
+        "operator CPU in the quiet minute        {:>8.2} s ({:.1} ms per store per minute)",
+        operator_cpu_at_rest,
+        operator_cpu_at_rest * 1000.0 / stores as f64 * 60.0 / quiet.as_secs_f64()
+    );
     println!(
         "operator RSS: idle {} MiB, peak {} MiB, after the quiet minute {} MiB",
         idle_rss / 1024,
