@@ -151,14 +151,12 @@ pub(crate) fn bounded_numbers(spec: &PopUpStoreSpec) -> [BoundedNumber; 9] {
 /// The CRD's CEL rules (quantities, names, images, labels), one source of truth with admission; a field
 /// already reported by [`check_spec`] is not reported twice.
 fn cel_errors(store: &PopUpStore, errors: &mut Vec<SpecError>) {
-    if let Err(cel) = PopUpStore::validate_cel(store) {
-        for e in cel.iter() {
-            let field = if e.field_path.is_empty() { "metadata.name" } else { e.field_path.as_str() };
-            if !errors.iter().any(|x| x.field == field) {
-                let message =
-                    e.message.strip_prefix(field).map(|m| m.trim_start_matches([':', ' '])).unwrap_or(&e.message);
-                errors.push(SpecError::new(field, message));
-            }
+    let object = serde_json::to_value(store).expect("a store serializes");
+    for e in crate::crd::validate_cel(&object) {
+        let field = if e.field_path.is_empty() { "metadata.name" } else { e.field_path.as_str() };
+        if !errors.iter().any(|x| x.field == field) {
+            let message = e.message.strip_prefix(field).map(|m| m.trim_start_matches([':', ' '])).unwrap_or(&e.message);
+            errors.push(SpecError::new(field, message));
         }
     }
 }
