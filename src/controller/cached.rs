@@ -35,7 +35,8 @@ pub trait Slim: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Des
     type State: Clone + Debug + Send + Sync + 'static;
     /// Whether a reconcile reads the uid (a Grafana rollout is told apart by its Deployment's uid).
     const KEEPS_UID: bool = false;
-    /// The object's state without its metadata, and the labels worth keeping (a pod's store).
+    /// The object split into its metadata and the state the cache keeps (a label worth keeping, such as
+    /// a pod's store, goes into the state: [`Cached::of`] drops the labels).
     fn slim(self) -> (ObjectMeta, Self::State);
     /// The typed object again, as much of it as the cache keeps.
     fn full(metadata: ObjectMeta, state: &Self::State) -> Self;
@@ -214,8 +215,9 @@ impl Slim for Pod {
     }
 }
 
-/// The children whose content no reconcile reads (ConfigMaps, Services, NetworkPolicies, every other
-/// Secret): watched as metadata only.
+/// The children whose content no reconcile reads (ConfigMaps, Services, NetworkPolicies): watched as
+/// metadata only. (The other Secrets of the scope are kept as plain `PartialObjectMeta`, with the
+/// resourceVersion a user's password Secret is compared by: `cache::name_and_version_only`.)
 impl<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>> Slim for PartialObjectMeta<K> {
     type State = ();
     fn slim(self) -> (ObjectMeta, ()) {
