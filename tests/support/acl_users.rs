@@ -1,7 +1,6 @@
 //! A real Redis with a store's ACL users exactly as the operator renders them (`render::acl`): the ACL
 //! file of a store, loaded with `--aclfile`, and a connection per user.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::redis_server::RedisServer;
+use super::temp_dir::TempDir;
 
 /// The admin (`default` user) password of the stores made here.
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
@@ -30,13 +30,9 @@ pub fn store(engine: Engine) -> ValidatedStore {
 pub struct Users {
     pub store: ValidatedStore,
     pub creds: Credentials,
-    dir: PathBuf,
-}
-
-impl Drop for Users {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Where the ACL file is written: a folder of this `Users`' own (tests running at once in one process
+    /// must never share it, or one's end removes the other's file before its Redis reads it).
+    dir: TempDir,
 }
 
 impl Users {
@@ -48,16 +44,12 @@ impl Users {
     /// New passwords for every user of `store`, the admin's being [`ADMIN_PASSWORD`].
     pub fn with_store(store: ValidatedStore) -> Users {
         let creds = users::generated(&store, Some(ADMIN_PASSWORD));
-        let dir = std::env::temp_dir().join(format!("popup-acl-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Users { store, creds, dir }
+        Users { store, creds, dir: TempDir::new("popup-acl") }
     }
 
     /// Writes the store's ACL file (as in the Secret `<store>-redis-acl`) and returns its path.
     pub fn write_acl_file(&self) -> String {
-        let path = self.dir.join("users.acl");
-        std::fs::write(&path, acl::acl_file(&self.store, &self.creds)).unwrap();
-        path.to_string_lossy().into_owned()
+        self.dir.write("users.acl", &acl::acl_file(&self.store, &self.creds)).to_string_lossy().into_owned()
     }
 
     /// A redis-stack-server that loads the users at start, as the store's Redis pod does.
@@ -125,11 +117,6 @@ impl Users {
         let client = redis::Client::open(info.set_redis_settings(settings)).unwrap();
         client.get_multiplexed_async_connection().await.unwrap()
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
 }
 
 /// `(user, command or key, reason)` of every entry of the ACL log: what Redis refused, and to whom.
