@@ -12,8 +12,9 @@
 # settings: POPUP_BENCH_SIM_CUSTOMERS, POPUP_BENCH_RATE, POPUP_BENCH_RATE_SECONDS (see the test).
 # Numbers on a busy machine mean little: check the load average it prints first.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
 if [ -n "${1:-}" ]; then
   export POPUP_BENCH_ORDERS="$1"
 fi

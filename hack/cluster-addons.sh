@@ -8,7 +8,7 @@
 #
 # Binaries land in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/cluster-addons/bin/ (kube-router,
 # local-path-provisioner), each rebuilt only when its version changed (one stamp per binary); the Go
-# environment is hack/go-env.sh, shared with hack/control-plane.sh (GOMODCACHE and GOCACHE under the same
+# environment is go_env in hack/lib.sh, shared with hack/control-plane.sh (GOMODCACHE and GOCACHE under the same
 # cache root).
 #
 # How: each is a small wrapper module that requires the upstream module and builds its main package
@@ -25,9 +25,8 @@ set -euo pipefail
 KUBE_ROUTER_VERSION="${POPUP_KUBE_ROUTER_VERSION:-2.1.0}"
 LOCAL_PATH_VERSION="${POPUP_LOCAL_PATH_VERSION:-0.0.30}"
 
-CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
-# shellcheck source=hack/go-env.sh
-. "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT="$CACHE/cluster-addons"
 BIN="$ROOT/bin"
 
@@ -80,7 +79,7 @@ build kube-router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSIO
 build local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
   github.com/rancher/local-path-provisioner "-s -w"
 
-"$BIN/kube-router" --version >/dev/null 2>&1 || { echo "error: $BIN/kube-router does not run" >&2; exit 1; }
-"$BIN/local-path-provisioner" --help >/dev/null 2>&1 || { echo "error: $BIN/local-path-provisioner does not run" >&2; exit 1; }
+"$BIN/kube-router" --version >/dev/null 2>&1 || die "$BIN/kube-router does not run"
+"$BIN/local-path-provisioner" --help >/dev/null 2>&1 || die "$BIN/local-path-provisioner does not run"
 echo "built in $(( $(date +%s) - start ))s: kube-router v$KUBE_ROUTER_VERSION, local-path-provisioner v$LOCAL_PATH_VERSION" >&2
 echo "$BIN"

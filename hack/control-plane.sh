@@ -7,7 +7,7 @@
 #
 # Binaries land in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/control-plane/v<k8s>/bin/ and are reused
 # when present (a second run takes well under a second). GOMODCACHE and GOCACHE live under the same cache
-# root (hack/go-env.sh, shared with hack/cluster-addons.sh), so a rebuild after a version bump reuses most
+# root (go_env in hack/lib.sh, shared with hack/cluster-addons.sh), so a rebuild after a version bump reuses most
 # of the compiled packages.
 #
 # How: kube-apiserver and kube-controller-manager come from the module k8s.io/kubernetes. Its go.mod
@@ -30,9 +30,8 @@ K8S_VERSION="${POPUP_K8S_VERSION:-1.34.4}"
 ETCD_VERSION="${POPUP_ETCD_VERSION:-3.6.4}"
 COREDNS_VERSION="${POPUP_COREDNS_VERSION:-1.14.7}"
 
-CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
-# shellcheck source=hack/go-env.sh
-. "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT="$CACHE/control-plane/v$K8S_VERSION"
 BIN="$ROOT/bin"
 STAMP="$BIN/.built-k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION-coredns-v$COREDNS_VERSION"

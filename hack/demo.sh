@@ -19,9 +19,8 @@
 # customer is on screen; then says how to open Grafana (when it runs) and how to tear everything down.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STATE="$CACHE/demo"
 NS=popup-demo
 STORE=demo
@@ -30,14 +29,11 @@ OPERATOR_NS=popup-system
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 [[ -d /usr/local/go/bin ]] && export PATH="$PATH:/usr/local/go/bin"
 
-log() { echo "[demo] $*" >&2; }
-die() { echo "[demo] ERROR: $*" >&2; exit 1; }
-
 # kubectl and helm: the machine's when present, else the ones this repository installs or builds.
 find_tools() {
   if command -v kubectl >/dev/null; then KUBECTL=kubectl
-  else KUBECTL="$(bash "$HERE/control-plane.sh" | tail -n 1)/kubectl"; fi
-  HELM="${HELM:-$(command -v helm || bash "$HERE/install-helm.sh" | tail -n 1)}"
+  else KUBECTL="$(bash "$REPO/hack/control-plane.sh" | tail -n 1)/kubectl"; fi
+  HELM="${HELM:-$(command -v helm || bash "$REPO/hack/install-helm.sh" | tail -n 1)}"
 }
 
 k() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
@@ -47,14 +43,14 @@ choose_cluster() {
   if [[ -f "$STATE/cluster" ]]; then
     # A re-run uses the cluster of the previous run.
     MODE="$(sed -n 1p "$STATE/cluster")"; KUBECONFIG_PATH="$(sed -n 2p "$STATE/cluster")"
-    if [[ "$MODE" == local ]]; then KUBECONFIG_PATH="$(bash "$HERE/local-cluster.sh" up | tail -n 1)"; fi
+    if [[ "$MODE" == local ]]; then KUBECONFIG_PATH="$(bash "$REPO/hack/local-cluster.sh" up | tail -n 1)"; fi
   elif [[ -f "${user_config%%:*}" ]] && timeout 10 "$KUBECTL" --kubeconfig "${user_config%%:*}" get --raw /readyz >/dev/null 2>&1; then
     MODE=existing; KUBECONFIG_PATH="${user_config%%:*}"
     log "using the cluster of $KUBECONFIG_PATH ($("$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" config current-context 2>/dev/null))"
   else
     [[ "$(id -u)" == 0 ]] || die "no cluster answers at ${user_config}, and the local cluster needs root: run 'sudo bash hack/demo.sh', or point KUBECONFIG at a cluster (docs/install.md: kind)"
     log "no cluster answers at $user_config: bringing up the local single-node cluster (hack/local-cluster.sh)"
-    MODE=local; KUBECONFIG_PATH="$(bash "$HERE/local-cluster.sh" up | tail -n 1)"
+    MODE=local; KUBECONFIG_PATH="$(bash "$REPO/hack/local-cluster.sh" up | tail -n 1)"
   fi
   mkdir -p "$STATE"
   printf '%s\n%s\n' "$MODE" "$KUBECONFIG_PATH" > "$STATE/cluster"
@@ -71,7 +67,7 @@ install_operator() {
     image_args=(--set "image.repository=${POPUP_DEMO_OPERATOR_IMAGE%:*}" --set "image.tag=${POPUP_DEMO_OPERATOR_IMAGE##*:}")
   fi
   log "helm upgrade --install $RELEASE into $OPERATOR_NS"
-  "$HELM" --kubeconfig "$KUBECONFIG_PATH" upgrade --install "$RELEASE" "$ROOT/charts/popup-operator" \
+  "$HELM" --kubeconfig "$KUBECONFIG_PATH" upgrade --install "$RELEASE" "$REPO/charts/popup-operator" \
     --namespace "$OPERATOR_NS" --create-namespace "${image_args[@]}" --wait --timeout 5m >/dev/null \
     || die "the operator did not become ready; kubectl -n $OPERATOR_NS describe pods says why"
 }
@@ -120,7 +116,7 @@ EOF
 popup_binary() {
   local musl="$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/popup-operator"
   if [[ "$MODE" == local && -x "$musl" ]]; then echo "$musl"; return; fi
-  (cd "$ROOT" && cargo build --release --locked --bin popup-operator >&2)
+  (cd "$REPO" && cargo build --release --locked --bin popup-operator >&2)
   echo "$CARGO_TARGET_DIR/release/popup-operator"
 }
 
@@ -187,7 +183,7 @@ cmd_down() {
   if [[ ! -f "$STATE/cluster" ]]; then log "no demo to remove"; return 0; fi
   MODE="$(sed -n 1p "$STATE/cluster")"; KUBECONFIG_PATH="$(sed -n 2p "$STATE/cluster")"
   if [[ "$MODE" == local ]]; then
-    bash "$HERE/local-cluster.sh" down
+    bash "$REPO/hack/local-cluster.sh" down
   else
     k delete namespace "$NS" --ignore-not-found --wait=true --timeout=3m >/dev/null || true
     "$HELM" --kubeconfig "$KUBECONFIG_PATH" uninstall "$RELEASE" --namespace "$OPERATOR_NS" --wait >/dev/null 2>&1 || true

@@ -63,12 +63,11 @@
 # PYTHON (default python3), POPUP_REDISGEARS1, POPUP_GRAFANA8 (the runtimes, above).
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT="$CACHE/images"
 STAGE="$OUT/stage"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/popup-operator/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 PYTHON="${PYTHON:-python3}"
 RUST_TARGET=x86_64-unknown-linux-musl
 PAUSE_REF=popup.local/pause:1.0
@@ -76,14 +75,7 @@ ALL_KEYS=(operator redis-stack redis redismod grafana busybox local-path pause)
 # The usual PATH; the Redis images put /opt/redis-stack/bin in front of it, as upstream does.
 STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-log() { echo "[images] $*" >&2; }
-die() { echo "[images] ERROR: $*" >&2; exit 1; }
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "need root (or sudo) for: $*"; fi
-}
 
 apt_install() { # apt_install PACKAGE... (only called when something is missing)
   command -v apt-get >/dev/null || die "missing $*; install it by hand (no apt-get here)"
@@ -146,7 +138,7 @@ flock -n 9 || { log "waiting for another images.sh run on $OUT"; flock 9; }
 
 # archive KEY REF ENTRIES CONFIG: write $OUT/KEY.tar and remember its name in $OUT/KEY.ref
 archive() {
-  "$PYTHON" "$HERE/images/oci.py" --entries "$3" --config "$4" --ref "$2" --blobs "$OUT/blobs" \
+  "$PYTHON" "$REPO/hack/images/oci.py" --entries "$3" --config "$4" --ref "$2" --blobs "$OUT/blobs" \
     --out "$OUT/$1.tar" >/dev/null
   echo "$2" >"$OUT/$1.ref"
 }
@@ -186,12 +178,12 @@ build_operator() {
   fi
   [ -f /etc/ssl/certs/ca-certificates.crt ] || apt_install ca-certificates
   local version
-  version="$(awk -F'"' '/^\[/{p=($0=="[package]")} p && /^version *=/{print $2; exit}' "$ROOT/Cargo.toml")"
+  version="$(awk -F'"' '/^\[/{p=($0=="[package]")} p && /^version *=/{print $2; exit}' "$REPO/Cargo.toml")"
   [ -n "$version" ] || die "no [package] version in Cargo.toml"
 
   log "cargo build --release --target $RUST_TARGET (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   # ring compiles C: for the musl target cc-rs picks musl-gcc (musl-tools, checked above).
-  (cd "$ROOT" && cargo build --release --locked --target "$RUST_TARGET" --bin popup-operator >&2) ||
+  (cd "$REPO" && cargo build --release --locked --target "$RUST_TARGET" --bin popup-operator >&2) ||
     die "cargo build for $RUST_TARGET failed"
   local bin="$CARGO_TARGET_DIR/$RUST_TARGET/release/popup-operator"
   is_static "$bin" || die "$bin is not statically linked"
@@ -284,7 +276,7 @@ REDIS_VERSION=""
 redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
   [ -z "$REDIS_VERSION" ] || return 0
   local server stack
-  server="$(bash "$HERE/install-redis-stack.sh" | tail -n 1)" || die "hack/install-redis-stack.sh failed"
+  server="$(bash "$REPO/hack/install-redis-stack.sh" | tail -n 1)" || die "hack/install-redis-stack.sh failed"
   stack="$(cd "$(dirname "$server")/.." && pwd)"
   REDIS_VERSION="$("$stack/bin/redis-server" --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')"
   [ -n "$REDIS_VERSION" ] || die "cannot read the version of $stack/bin/redis-server"
@@ -307,8 +299,8 @@ redis_rootfs() { # writes $STAGE/redis/entries once; sets REDIS_VERSION
     for b in redis-server redis-cli redis-sentinel redis-check-aof redis-check-rdb; do
       e_link "usr/local/bin/$b" "/opt/redis-stack/bin/$b"
     done
-    e_file entrypoint.sh 0755 0 0 "$HERE/images/redis-stack-entrypoint.sh"
-    e_file usr/local/bin/docker-entrypoint.sh 0755 0 0 "$HERE/images/redis-entrypoint.sh"
+    e_file entrypoint.sh 0755 0 0 "$REPO/hack/images/redis-stack-entrypoint.sh"
+    e_file usr/local/bin/docker-entrypoint.sh 0755 0 0 "$REPO/hack/images/redis-entrypoint.sh"
 
     busybox_entries
     closure_entries "${elfs[@]}"
@@ -361,7 +353,7 @@ runtime() {
   local var="$1" name="$2" program="$3" given explicit=1
   if [ -n "${!var+set}" ] && [ -z "${!var}" ]; then return 0; fi
   given="${!var:-}"
-  if [ -z "$given" ]; then given="$ROOT/../shared/$name"; explicit=""; fi
+  if [ -z "$given" ]; then given="$REPO/../shared/$name"; explicit=""; fi
   if [ -x "$given/bin/$program" ]; then (cd "$given" && pwd); return 0; fi
   local tarball="$given"
   [ -d "$given" ] && tarball="$given/$name.tar.xz"
@@ -420,7 +412,7 @@ build_redismod() { # RUNTIME
   for pair in "${REDISMOD_PLACEHOLDERS[@]}"; do
     # -nostdlib: it calls nothing but what Redis hands it, so it needs no library at all.
     gcc -shared -fPIC -O2 -s -nostdlib -Wall -Wextra -DNAME="\"placeholder-${pair#*:}\"" \
-      -o "$st/${pair%%:*}.so.new" "$HERE/images/placeholder-module.c" || die "compiling placeholder-module.c failed"
+      -o "$st/${pair%%:*}.so.new" "$REPO/hack/images/placeholder-module.c" || die "compiling placeholder-module.c failed"
     mv "$st/${pair%%:*}.so.new" "$st/${pair%%:*}.so"
   done
 
@@ -530,7 +522,7 @@ build_pause() {
   command -v musl-gcc >/dev/null || apt_install musl-tools
   local st="$STAGE/pause"
   mkdir -p "$st"
-  musl-gcc -static -Os -s -Wall -Wextra -o "$st/pause.new" "$HERE/images/pause.c" || die "compiling pause.c failed"
+  musl-gcc -static -Os -s -Wall -Wextra -o "$st/pause.new" "$REPO/hack/images/pause.c" || die "compiling pause.c failed"
   mv "$st/pause.new" "$st/pause"
   e_file pause 0755 0 0 "$st/pause" >"$st/entries"
   cat >"$st/config.json" <<EOF
@@ -564,7 +556,7 @@ EOF
 build_local_path() {
   local st="$STAGE/local-path" bin version
   mkdir -p "$st"
-  bin="$(bash "$HERE/cluster-addons.sh" | tail -n 1)" || die "hack/cluster-addons.sh failed"
+  bin="$(bash "$REPO/hack/cluster-addons.sh" | tail -n 1)" || die "hack/cluster-addons.sh failed"
   version="$(cd "$bin" && ls .built-local-path-provisioner-v* 2>/dev/null | sed -n 's/^\.built-local-path-provisioner-//p' | head -n 1)"
   [ -n "$version" ] && [ -x "$bin/local-path-provisioner" ] || die "no local-path-provisioner in $bin"
   is_static "$bin/local-path-provisioner" || die "$bin/local-path-provisioner is not statically linked"

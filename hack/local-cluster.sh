@@ -41,8 +41,8 @@
 #   POPUP_CACHE             cache of built binaries (default $HOME/.cache/popup-operator)
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR="${POPUP_CLUSTER_DIR:-/var/lib/popup-local-cluster}"
 BRIDGE="${POPUP_CLUSTER_BRIDGE:-popup0}"
 NET="${POPUP_CLUSTER_NET:-10.87}"
@@ -56,8 +56,6 @@ API_PORT=6443
 CLUSTER_DOMAIN="cluster.local"
 MARKER=/run/popup-local-cluster   # machine-wide: which directory's cluster is up
 
-log() { echo "[local-cluster] $*" >&2; }
-die() { echo "[local-cluster] ERROR: $*" >&2; exit 1; }
 
 [[ "$(uname -s)" == Linux ]] || die "Linux only"
 [[ "$(id -u)" == 0 ]] || die "run as root: the node needs containerd, a bridge and iptables"
@@ -593,8 +591,8 @@ wait_for_storage() {
 # ---- commands --------------------------------------------------------------------------------------------
 cmd_up() {
   install_packages
-  BIN="$(bash "$HERE/control-plane.sh" | tail -n 1)"
-  ADDONS="$(bash "$HERE/cluster-addons.sh" | tail -n 1)"
+  BIN="$(bash "$REPO/hack/control-plane.sh" | tail -n 1)"
+  ADDONS="$(bash "$REPO/hack/cluster-addons.sh" | tail -n 1)"
   # A marker whose directory is gone is left from a cluster that was removed by hand.
   if [[ -f "$MARKER" && ! -d "$(cat "$MARKER")" ]]; then rm -f "$MARKER"; fi
   if [[ -f "$MARKER" && "$(cat "$MARKER")" != "$DIR" ]]; then
@@ -617,12 +615,12 @@ cmd_up() {
   # Images are built before containerd starts (its config names the pause image) and imported before the
   # kubelet asks for the first sandbox.
   local images_env
-  images_env="$(bash "$HERE/images.sh" build | tail -n 1)"
+  images_env="$(bash "$REPO/hack/images.sh" build | tail -n 1)"
   cp "$images_env" "$DIR/images.env"
   PAUSE_IMAGE="$(sed -n 's/^POPUP_PAUSE_IMAGE=//p' "$DIR/images.env")"
   [[ -n "$PAUSE_IMAGE" ]] || die "$images_env names no POPUP_PAUSE_IMAGE"
   start_containerd
-  bash "$HERE/images.sh" import --address "$DIR/containerd/containerd.sock" >/dev/null
+  bash "$REPO/hack/images.sh" import --address "$DIR/containerd/containerd.sock" >/dev/null
   start_control_plane
   start_coredns
   # Applied before the node is Ready, so that its pod starts as soon as the node can take it.

@@ -9,8 +9,9 @@
 # Hand-maintained, test-checked (tests/helm.rs), so not written here: the chart's RBAC rules
 # (templates/_helpers.tpl) and the RBAC table of docs/security.md, both from src/controller/rbac.rs.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
 
 # `popup-operator crd` prints the file whole, its generated-file header (crd::CRD_FILE_HEADER) first;
 # tests/crd.rs checks it byte for byte.

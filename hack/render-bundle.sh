@@ -8,15 +8,16 @@
 # Extra arguments are passed to `helm template`, e.g. --set watchNamespace=shop.
 # Environment: RELEASE (default popup), NAMESPACE (default popup-system), HELM.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 release="${RELEASE:-popup}"
 namespace="${NAMESPACE:-popup-system}"
 helm="${HELM:-}"
 if [[ -z "$helm" ]]; then
-  cached="${POPUP_CACHE:-$HOME/.cache/popup-operator}/bin/helm"
+  cached="$CACHE/bin/helm"
   if [[ -x "$cached" ]]; then helm="$cached"
   elif command -v helm >/dev/null; then helm="$(command -v helm)"
-  else helm="$(bash "$root/hack/install-helm.sh" | tail -n1)"
+  else helm="$(bash "$REPO/hack/install-helm.sh" | tail -n1)"
   fi
 fi
 # `helm template` does not emit the release namespace itself.
@@ -26,5 +27,5 @@ kind: Namespace
 metadata:
   name: ${namespace}
 YAML
-"$helm" template "$release" "$root/charts/popup-operator" \
+"$helm" template "$release" "$REPO/charts/popup-operator" \
   --namespace "$namespace" --include-crds "$@"

@@ -5,8 +5,9 @@
 #   bash hack/test.sh              # everything
 #   bash hack/test.sh --test helm  # extra arguments go to `cargo test`
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
 
 HELM="${HELM:-$(bash hack/install-helm.sh | tail -n 1)}"
 REDIS_STACK_SERVER="${REDIS_STACK_SERVER:-$(bash hack/install-redis-stack.sh | tail -n 1)}"
@@ -16,7 +17,7 @@ export HELM REDIS_STACK_SERVER POPUP_CONTROL_PLANE_BIN
 
 # Prebuilt real runtimes (test fixtures beside the repository, never in it): RedisGears 1 for the gears
 # engine's tiers. Without it those tiers run on the CPython emulation only, and say so here.
-shared="$(cd "$root/.." && pwd)/shared"
+shared="$(cd "$REPO/.." && pwd)/shared"
 if [ -z "${POPUP_REDISGEARS1:-}" ] && [ -f "$shared/redisgears1/redisgears1.tar.xz" ]; then
   export POPUP_REDISGEARS1="$shared/redisgears1"
 fi
