@@ -12,6 +12,8 @@ use popup_operator::sale::simulator::{self, SimulationSummary, SimulatorConfig};
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
+use super::temp_dir::TempDir;
+
 // ---- a quick sale ----------------------------------------------------------------------------------
 
 /// A small sale the simulator plays fast: `customers` for `stock` units, arriving within 3 ms of one
@@ -81,7 +83,8 @@ struct PortTaken;
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
-    pub dir: PathBuf,
+    /// Its data, logs and files of the test's own; removed after the server is stopped.
+    pub dir: TempDir,
     extra: Vec<String>,
     /// The unpacked RedisGears 1 runtime this server runs, instead of redis-stack.
     gears1: Option<PathBuf>,
@@ -105,8 +108,8 @@ impl RedisServer {
 
     /// A new server in a new directory `<tmp>/<name>-<pid>-<n>` on a free port.
     fn start_fresh(name: &str, extra: &[&str], gears1: Option<PathBuf>) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("{name}-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Not named after a free port: two tests may be handed the same one in turn.
+        let dir = TempDir::new(name);
         let extra = extra.iter().map(|s| s.to_string()).collect();
         let mut s = RedisServer { port: free_port(), child: None, dir, extra, gears1 };
         s.spawn(true);
@@ -120,8 +123,7 @@ impl RedisServer {
     /// Like [`RedisServer::start_with`] on a port chosen before (an operator already told where Redis
     /// is); waits for the port rather than moving away from it.
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("popup-engines-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("popup-engines");
         let mut s =
             RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect(), gears1: None };
         s.spawn(false);
@@ -179,7 +181,7 @@ impl RedisServer {
         let _ = std::fs::remove_file(&log);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(&*self.dir)
             .arg("--logfile")
             .arg(&log)
             .args(&self.extra)
@@ -281,7 +283,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
