@@ -175,17 +175,9 @@ fn plugin_problem(plugin: &Reply) -> Option<Check> {
 
 /// The datasource's lookup by uid, asked only on the way to its health by id (Grafana 8).
 fn datasource_problem(store: &ValidatedStore, lookup: Option<&Reply>) -> Option<Check> {
-    let lookup = lookup?;
-    let datasource_uid = render::grafana::datasource_uid(store);
-    lookup_problem(&datasource_path(&datasource_uid), lookup, || {
-        Check::not(
-            DATASOURCE_MISSING,
-            format!(
-                "Grafana has no datasource {datasource_uid}: it did not take the provisioning file from ConfigMap {} (see the Grafana pod's log for the provisioning error)",
-                store.names.grafana_provisioning()
-            ),
-        )
-    })
+    let uid = render::grafana::datasource_uid(store);
+    let from = store.names.grafana_provisioning();
+    not_provisioned(DATASOURCE_MISSING, "datasource", &uid, &datasource_path(&uid), &from, lookup?)
 }
 
 fn health_problem(store: &ValidatedStore, health: &Reply) -> Option<Check> {
@@ -208,13 +200,18 @@ fn health_problem(store: &ValidatedStore, health: &Reply) -> Option<Check> {
 }
 
 fn dashboard_problem(store: &ValidatedStore, dashboard: &Reply) -> Option<Check> {
-    let dashboard_uid = render::grafana::dashboard_uid(store);
-    lookup_problem(&dashboard_path(&dashboard_uid), dashboard, || {
+    let uid = render::grafana::dashboard_uid(store);
+    let from = store.names.grafana_dashboards();
+    not_provisioned(DASHBOARD_MISSING, "dashboard", &uid, &dashboard_path(&uid), &from, dashboard)
+}
+
+/// Grafana lacks the `what` (a datasource, a dashboard) the operator provisioned from ConfigMap `from`.
+fn not_provisioned(reason: &str, what: &str, uid: &str, path: &str, from: &str, reply: &Reply) -> Option<Check> {
+    lookup_problem(path, reply, || {
         Check::not(
-            DASHBOARD_MISSING,
+            reason,
             format!(
-                "Grafana has no dashboard {dashboard_uid}: it did not load the file of ConfigMap {} (see the Grafana pod's log for the provisioning error)",
-                store.names.grafana_dashboards()
+                "Grafana has no {what} {uid}: it did not load it from ConfigMap {from} (see the Grafana pod's log for the provisioning error)"
             ),
         )
     })
