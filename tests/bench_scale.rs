@@ -11,6 +11,7 @@
 //! resident memory. There is no kubelet, so pods never run and the stores stay not-ready (waiting for
 //! Redis), which is the busier steady state: a ready store is requeued less often.
 //!
+//! `POPUP_BENCH_NAMESPACES`: spread the stores over that many namespaces (default 1);
 //! `POPUP_BENCH_BINARY`: another build of the operator (e.g. the musl one the image ships);
 //! `POPUP_BENCH_LOG`: its `RUST_LOG` (default `warn`). Its log is kept in `$TMPDIR/popup-bench-operator.log`.
 
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
@@ -85,14 +86,9 @@ fn control_plane_pids(dir: &std::path::Path) -> Vec<(String, u32)> {
 /// 2026-12-07) cost it about a tenth of its CPU and slowed the run it measured.
 fn watch_count<K>(env: &support::cluster::TestEnv) -> Arc<AtomicUsize>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let api: Api<PartialObjectMeta<K>> = Api::namespaced(env.admin.clone(), &env.ns);
+    let api: Api<PartialObjectMeta<K>> = Api::all(env.admin.clone());
     let seen = Arc::new(AtomicUsize::new(0));
     let count = seen.clone();
     let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=popup-operator");
@@ -134,7 +130,16 @@ async fn scale_many_stores() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(pid);
 
-    let api: Api<PopUpStore> = env.api();
+    // POPUP_BENCH_NAMESPACES: the stores spread over this many namespaces (default 1, the test's own).
+    let namespaces: Vec<String> = match std::env::var("POPUP_BENCH_NAMESPACES").ok().and_then(|s| s.parse().ok()) {
+        Some(n) if n > 1 => (0..n).map(|k| format!("{}-{k}", env.ns)).collect(),
+        _ => vec![env.ns.clone()],
+    };
+    for ns in namespaces.iter().filter(|ns| **ns != env.ns) {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(env.admin.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    }
+    let api: Api<PopUpStore> = Api::all(env.admin.clone());
     let mut processes = control_plane_pids(&env.cp.dir);
     processes.push(("popup-operator".into(), pid));
     // What the benchmark's own watches and client cost, on the same two cores.
@@ -143,7 +148,7 @@ async fn scale_many_stores() {
     let started = Instant::now();
     futures::stream::iter(0..stores)
         .map(|i| {
-            let api = api.clone();
+            let api: Api<PopUpStore> = Api::namespaced(env.admin.clone(), &namespaces[i % namespaces.len()]);
             async move {
                 let store: PopUpStore = serde_json::from_value(json!({
                     "apiVersion": "popup.dev/v1alpha1", "kind": "PopUpStore",
@@ -221,7 +226,11 @@ async fn scale_many_stores() {
     drop(operator);
 
     let per = |n: usize| n as f64 / stores as f64;
-    println!("\n== scale benchmark: {stores} PopUpStores, Kubernetes {}", env.cp.version);
+    println!(
+        "\n== scale benchmark: {stores} PopUpStores in {} namespace(s), Kubernetes {}",
+        namespaces.len(),
+        env.cp.version
+    );
     println!("stores created by the client in        {:>8.2} s", created.as_secs_f64());
     println!("all children of all stores exist after {:>8.2} s", converged.as_secs_f64());
     println!("every store has a status after         {:>8.2} s", statused.as_secs_f64());
