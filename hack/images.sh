@@ -59,7 +59,7 @@
 # `ctr` (Debian containerd) for import; gcc (the placeholder modules of redismod); Go for the provisioner
 # (hack/cluster-addons.sh). amd64 only, like the redis-stack wheel.
 #
-# Environment: POPUP_CACHE (cache root), CARGO_TARGET_DIR (default $HOME/.cache/popup-operator/target),
+# Environment: POPUP_CACHE (cache root), CARGO_TARGET_DIR (default: target/ in the cache root, as .ci/run),
 # PYTHON (default python3), POPUP_REDISGEARS1, POPUP_GRAFANA8 (the runtimes, above).
 set -euo pipefail
 
