@@ -95,8 +95,8 @@ fn dashboard_with(
             v["current"] = json!({"text": datasource_name, "value": datasource_uid});
         }
     }
-    // Compact: the API server parses every apply's body and keeps, sends and watches each store's copy;
-    // indented, it was 21.6 KB, the largest child. Grafana reads both alike.
+    // Compact: the API server parses each store's copy at every apply, stores it and sends it to every
+    // watch; indented, it was 21.6 KB, the largest child. Grafana reads both alike.
     serde_json::to_string(&d).expect("serializes")
 }
 
