@@ -83,7 +83,7 @@ fn control_plane_pids(dir: &std::path::Path) -> Vec<(String, u32)> {
 
 /// The number of objects of kind `K` labelled as the operator's, kept up to date by one metadata watch.
 /// A watch costs the API server one event per object; polling with lists (as this benchmark did until
-/// 2026-12-07) cost it about a tenth of its CPU and slowed the run it measured.
+/// 2026-12-07) took about a tenth of its CPU in a profile, on the cores the run it measured needs.
 fn watch_count<K>(env: &support::cluster::TestEnv) -> Arc<AtomicUsize>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
