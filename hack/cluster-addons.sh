@@ -8,8 +8,8 @@
 #
 # Binaries land in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/cluster-addons/bin/ (kube-router,
 # local-path-provisioner), each rebuilt only when its version changed (one stamp per binary); the Go
-# environment is go_env in hack/lib.sh, shared with hack/control-plane.sh (GOMODCACHE and GOCACHE under the same
-# cache root).
+# environment is go_env in hack/lib.sh, shared with hack/control-plane.sh (GOMODCACHE and GOCACHE under
+# the same cache root).
 #
 # How: each is a small wrapper module that requires the upstream module and builds its main package
 # (kube-router: github.com/cloudnativelabs/kube-router/v2/cmd/kube-router; local-path-provisioner: the module's

@@ -7,8 +7,8 @@
 #
 # Binaries land in ${POPUP_CACHE:-$HOME/.cache/popup-operator}/control-plane/v<k8s>/bin/ and are reused
 # when present (a second run takes well under a second). GOMODCACHE and GOCACHE live under the same cache
-# root (go_env in hack/lib.sh, shared with hack/cluster-addons.sh), so a rebuild after a version bump reuses most
-# of the compiled packages.
+# root (go_env in hack/lib.sh, shared with hack/cluster-addons.sh), so a rebuild after a version bump
+# reuses most of the compiled packages.
 #
 # How: kube-apiserver and kube-controller-manager come from the module k8s.io/kubernetes. Its go.mod
 # requires its staging modules (k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and `replace`s them with
