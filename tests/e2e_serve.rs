@@ -10,12 +10,12 @@ pub mod support;
 
 use std::time::Duration;
 
-use support::control_plane::ControlPlane;
+use support::control_plane::{ControlPlane, ControllerManager};
 
 #[tokio::test]
 #[ignore = "manual: keeps a control plane running (see docs/testing.md)"]
 async fn serve_a_control_plane() {
-    let cp = ControlPlane::start().await;
+    let cp = ControlPlane::start(ControllerManager::Fast).await;
     // A CRD the API server refuses is reported, not fatal: looking into that is one reason to be here.
     if let Err(e) =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(support::cluster::install_crd(&cp))).await

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::control_plane::ControlPlane;
+use support::control_plane::{ControlPlane, ControllerManager};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -23,7 +23,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 
 #[tokio::test]
 async fn start_without_crd_fails_clearly_then_runs_and_stops_on_sigterm() {
-    let cp = ControlPlane::start().await;
+    let cp = ControlPlane::start(ControllerManager::Fast).await;
     let run = |port: u16| {
         Command::new(env!("CARGO_BIN_EXE_popup-operator"))
             .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])

@@ -20,7 +20,7 @@ use popup_operator::telemetry::Health;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::control_plane::ControlPlane;
+use super::control_plane::{ControlPlane, ControllerManager};
 use super::fakes::FakeGrafana;
 
 /// The field manager of everything the tests write as admin.
@@ -37,15 +37,27 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }
 
-/// The control plane shared by every test of this binary (started by the first test that asks).
+/// The control plane shared by every test of this binary (started by the first test that asks), with the
+/// test tiers' fast controller manager.
 pub async fn control_plane() -> &'static ControlPlane {
+    control_plane_with(ControllerManager::Fast).await
+}
+
+/// The same with the given controller manager; every test of one binary must ask for the same.
+pub async fn control_plane_with(controller_manager: ControllerManager) -> &'static ControlPlane {
     let cp = CONTROL_PLANE
         .get_or_init(|| async {
-            std::panic::AssertUnwindSafe(ControlPlane::start()).catch_unwind().await.map_err(panic_text)
+            std::panic::AssertUnwindSafe(ControlPlane::start(controller_manager))
+                .catch_unwind()
+                .await
+                .map_err(panic_text)
         })
         .await;
     match cp {
-        Ok(cp) => cp,
+        Ok(cp) => {
+            assert_eq!(cp.controller_manager, controller_manager, "this test binary's control plane is shared");
+            cp
+        }
         Err(e) => panic!("the control plane did not start: {e}"),
     }
 }
@@ -130,7 +142,12 @@ pub fn operator_log(needle: &str, n: usize) -> String {
 }
 
 pub async fn env(prefix: &str) -> TestEnv {
-    let cp = control_plane().await;
+    env_with(prefix, ControllerManager::Fast).await
+}
+
+/// [`env`] on a control plane with the given controller manager.
+pub async fn env_with(prefix: &str, controller_manager: ControllerManager) -> TestEnv {
+    let cp = control_plane_with(controller_manager).await;
     init_operator_log(cp);
     install_crd(cp).await;
     let admin = cp.admin_client().await;

@@ -3,9 +3,10 @@
 //!
 //! What runs: etcd (no fsync, it is a throwaway), kube-apiserver (RBAC, a static admin token in
 //! `system:masters`, service-account tokens signed by a generated key, an audit log of every request made
-//! by a ServiceAccount), kube-controller-manager (all default controllers: garbage collector, Deployment,
-//! ReplicaSet, StatefulSet, Job, namespace, service account...). There is no kubelet and no scheduler, so
-//! Pods are created but never run: tests play kubelet by writing Pod status (see `kubelet`).
+//! by a ServiceAccount outside kube-system), kube-controller-manager (all default controllers: garbage
+//! collector, Deployment, ReplicaSet, StatefulSet, Job, namespace, service account...; how it talks to the
+//! API server: [`ControllerManager`]). There is no kubelet and no scheduler, so Pods are created but never
+//! run: tests play kubelet by writing Pod status (see `kubelet`).
 //!
 //! Clean-up: `Drop` stops every process. A control plane kept in a `static` is never dropped, so each one
 //! also has a watchdog (`bash`, reading our end of a pipe): when the test process exits for whatever
@@ -39,9 +40,23 @@ pub struct ControlPlane {
     /// JSON lines: one audit event per request made by a ServiceAccount (stage ResponseComplete).
     pub audit_log: PathBuf,
     pub version: String,
+    pub controller_manager: ControllerManager,
     ca_file: PathBuf,
     processes: Mutex<Vec<Component>>,
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+/// How kube-controller-manager talks to the API server. Its controllers' writes (pods, ReplicaSets,
+/// EndpointSlices, status) share the API server with the operator, so this decides how much of a busy
+/// control plane the operator gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllerManager {
+    /// The test tiers' setting: one client for every controller at 200 requests/s (burst 400), so that
+    /// a test waiting for pods never waits on its rate limiter.
+    Fast,
+    /// As kubeadm runs it: each controller with its own ServiceAccount's client
+    /// (`--use-service-account-credentials`), at the upstream default 20 requests/s (burst 30) each.
+    Kubeadm,
 }
 
 struct Component {
@@ -153,13 +168,16 @@ fn generate_certificates(dir: &Path) {
     run(dir, "openssl", &["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
 }
 
-/// Only requests of ServiceAccounts (the operator under test) are audited: the controller-manager's own
-/// traffic would drown them.
+/// Only requests of ServiceAccounts outside kube-system (the operator under test) are audited: the
+/// controller-manager's own traffic (under kube-system's ServiceAccounts with
+/// [`ControllerManager::Kubeadm`]) would drown them, and auditing it would load the API server.
 const AUDIT_POLICY: &str = "\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+  - level: None
+    userGroups: [\"system:serviceaccounts:kube-system\"]
   - level: Metadata
     userGroups: [\"system:serviceaccounts\"]
   - level: None
@@ -194,7 +212,7 @@ if [ -z "${POPUP_E2E_KEEP:-}" ]; then rm -rf "$1"; fi
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager and waits until the API server is ready.
     /// Panics with the reason (and the component logs) when anything is missing or does not start.
-    pub async fn start() -> ControlPlane {
+    pub async fn start(controller_manager: ControllerManager) -> ControlPlane {
         let bin = bin_dir();
         for b in ["etcd", "kube-apiserver", "kube-controller-manager"] {
             assert!(
@@ -237,6 +255,7 @@ impl ControlPlane {
             url: url.clone(),
             kubeconfig: kubeconfig.clone(),
             version: kubernetes_version(),
+            controller_manager,
             ca_file,
             processes: Mutex::new(Vec::new()),
             watchdog: Mutex::new(Some((watchdog, stdin))),
@@ -300,17 +319,27 @@ impl ControlPlane {
                 format!("--secure-port={kcm_port}"),
                 format!("--cert-dir={}", d("kcm-certs")),
                 "--leader-elect=false".into(),
-                "--use-service-account-credentials=false".into(),
                 "--controllers=*".into(),
                 format!("--service-account-private-key-file={}", d("sa.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--kube-api-qps=200".into(),
-                "--kube-api-burst=400".into(),
                 // Faster reaction of the garbage collector to new resource types (CRDs installed by tests).
                 "--concurrent-gc-syncs=10".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                match controller_manager {
+                    ControllerManager::Fast => {
+                        ["--use-service-account-credentials=false", "--kube-api-qps=200", "--kube-api-burst=400"]
+                    }
+                    ControllerManager::Kubeadm => {
+                        ["--use-service-account-credentials=true", "--kube-api-qps=20", "--kube-api-burst=30"]
+                    }
+                }
+                .map(String::from),
+            )
+            .collect::<Vec<_>>(),
         );
         cp.wait_ready().await;
         cp
