@@ -7,10 +7,14 @@
 //! `POPUP_BENCH_STORES` stores (default 1000) created at once. It prints: the time until every child
 //! of every store exists (seen through one metadata watch per kind), API requests per store while
 //! converging (by verb and resource), the CPU used by the control plane, the operator and the benchmark
-//! itself, requests and writes in a quiet minute afterwards, the operator's CPU in that minute, and its
-//! resident memory. There is no kubelet, so pods never run and the stores stay not-ready (waiting for
-//! Redis), which is the busier steady state: a ready store is requeued less often.
+//! itself, the time until the controller manager has made every store's pods, requests and writes in a
+//! quiet minute afterwards, the operator's CPU in that minute, and its resident memory. There is no
+//! kubelet, so pods never run and the stores stay not-ready (waiting for Redis), which is the busier
+//! steady state: a ready store is requeued less often.
 //!
+//! `POPUP_BENCH_CONTROLLER_MANAGER`: `kubeadm` (default: its controllers at the upstream default rates,
+//! as a cluster set up by kubeadm runs them) or `fast` (the test tiers' 200 requests/s; see
+//! `support::control_plane::ControllerManager`);
 //! `POPUP_BENCH_NAMESPACES`: spread the stores over that many namespaces (default 1);
 //! `POPUP_BENCH_BINARY`: another build of the operator (e.g. the musl one the image ships);
 //! `POPUP_BENCH_LOG`: its `RUST_LOG` (default `warn`). Its log is kept in `$TMPDIR/popup-bench-operator.log`.
@@ -24,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use popup_operator::crd::PopUpStore;
 use serde_json::json;
+use support::control_plane::ControllerManager;
 
 /// The operator child process, killed however the benchmark ends.
 struct KillOnDrop(std::process::Child);
@@ -109,7 +114,12 @@ where
 #[ignore = "benchmark: run by hand, see docs/benchmarks.md"]
 async fn scale_many_stores() {
     let stores: usize = std::env::var("POPUP_BENCH_STORES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let env = support::cluster::env("scale").await;
+    let controller_manager = match std::env::var("POPUP_BENCH_CONTROLLER_MANAGER").as_deref() {
+        Err(_) | Ok("kubeadm") => ControllerManager::Kubeadm,
+        Ok("fast") => ControllerManager::Fast,
+        Ok(other) => panic!("POPUP_BENCH_CONTROLLER_MANAGER={other}: use kubeadm or fast"),
+    };
+    let env = support::cluster::env_with("scale", controller_manager).await;
     let id = support::cluster::install_chart_rbac(&env, "popup", None).await;
     let kubeconfig = env.cp.dir.join(format!("{}.kubeconfig", id.username.replace(':', "_")));
     assert!(kubeconfig.exists(), "{}", kubeconfig.display());
@@ -175,6 +185,8 @@ async fn scale_many_stores() {
         watch_count::<Deployment>(&env),
     ];
     let expected = [5 * stores, 3 * stores, 3 * stores, 2 * stores, stores, stores];
+    // What the controller manager makes of them: the Redis pod and Grafana's.
+    let pods = watch_count::<Pod>(&env);
     let mut peak_rss = 0;
     let converged = loop {
         peak_rss = peak_rss.max(rss_kib(pid));
@@ -206,11 +218,46 @@ async fn scale_many_stores() {
     let converging = support::cluster::audited_requests(env.cp, &id.username);
     let converging_writes = converging.iter().filter(|r| support::cluster::is_write(&r.verb)).count();
 
+    // The controller manager may still be making pods (slowly, at kubeadm's rates): how long until a
+    // store's pods all exist, on this machine.
+    while pods.load(Ordering::Relaxed) < 2 * stores {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "{} of {} pods after 30 min",
+            pods.load(Ordering::Relaxed),
+            2 * stores
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pods_exist = started.elapsed();
+    let cpu_until_pods: Vec<String> = processes
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, p), before)| format!("{name} {:.1} s", cpu_secs(*p) - before))
+        .collect();
+
+    // Then the controller manager settles the objects' status, each write of which wakes the store's
+    // reconcile: the quiet minute starts once it uses under 5% of a core over 5 s.
+    let controller_manager_pid =
+        processes.iter().find(|(name, _)| name == "kube-controller-manager").map(|(_, p)| *p).unwrap();
+    loop {
+        let before = cpu_secs(controller_manager_pid);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if cpu_secs(controller_manager_pid) - before < 0.25 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2400), "the controller manager still busy after 40 min");
+    }
+    let settled = started.elapsed();
+
     // A quiet minute: no request is expected, but the stores, all waiting for Redis, are requeued.
     let quiet = Duration::from_secs(60);
-    let operator_cpu_before_quiet = cpu_secs(pid);
+    let cpu_before_quiet: Vec<f64> = processes.iter().map(|(_, p)| cpu_secs(*p)).collect();
     tokio::time::sleep(quiet).await;
-    let operator_cpu_at_rest = cpu_secs(pid) - operator_cpu_before_quiet;
+    let cpu_quiet: Vec<f64> =
+        processes.iter().zip(&cpu_before_quiet).map(|((_, p), before)| cpu_secs(*p) - before).collect();
+    let operator_cpu_at_rest =
+        processes.iter().zip(&cpu_quiet).find(|((_, p), _)| *p == pid).map(|(_, cpu)| *cpu).unwrap();
     peak_rss = peak_rss.max(rss_kib(pid));
     let all: Vec<_> =
         support::cluster::audited_requests(env.cp, &id.username).into_iter().skip(converging.len()).collect();
@@ -227,9 +274,10 @@ async fn scale_many_stores() {
 
     let per = |n: usize| n as f64 / stores as f64;
     println!(
-        "\n== scale benchmark: {stores} PopUpStores in {} namespace(s), Kubernetes {}",
+        "\n== scale benchmark: {stores} PopUpStores in {} namespace(s), Kubernetes {}, controller manager {:?}",
         namespaces.len(),
-        env.cp.version
+        env.cp.version,
+        controller_manager
     );
     println!("stores created by the client in        {:>8.2} s", created.as_secs_f64());
     println!("all children of all stores exist after {:>8.2} s", converged.as_secs_f64());
@@ -248,6 +296,9 @@ async fn scale_many_stores() {
     }
     println!("converging requests by verb and resource: {converging_by_kind:?}");
     println!("CPU used until every store had a status: {}", cpu_converging.join(", "));
+    println!("the controller manager's pods all exist after {:>5.2} s", pods_exist.as_secs_f64());
+    println!("CPU used until then: {}", cpu_until_pods.join(", "));
+    println!("the controller manager settled after   {:>8.2} s", settled.as_secs_f64());
     println!(
         "requests in the next {} s               {:>8} ({:.1} per store), writes other than events: {}; watches renewed: {}",
         quiet.as_secs(),
@@ -266,6 +317,10 @@ async fn scale_many_stores() {
         operator_cpu_at_rest,
         operator_cpu_at_rest * 1000.0 / stores as f64 * 60.0 / quiet.as_secs_f64()
     );
+    // A controller manager still catching up (status of ReplicaSets and Deployments) wakes reconciles.
+    let quiet_cpu: Vec<String> =
+        processes.iter().zip(&cpu_quiet).map(|((name, _), cpu)| format!("{name} {cpu:.1} s")).collect();
+    println!("CPU used in the quiet minute: {}", quiet_cpu.join(", "));
     println!(
         "operator RSS: idle {} MiB, peak {} MiB, after the quiet minute {} MiB",
         idle_rss / 1024,
