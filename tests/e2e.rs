@@ -17,6 +17,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use popup_operator::crd::PopUpStore;
@@ -178,9 +179,22 @@ async fn demo_redis_pod(env: &TestEnv) -> Pod {
 }
 
 /// The Events (events.k8s.io/v1) of the test's namespace.
-async fn events(env: &TestEnv) -> Vec<k8s_openapi::api::events::v1::Event> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
-    events.list(&ListParams::default()).await.unwrap().items
+/// The namespace's Events (events.k8s.io/v1) once `done` holds for them. The operator publishes a
+/// transition's Event after it has written the status, so a test that saw the status waits for it.
+async fn events_when(env: &TestEnv, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    let started = std::time::Instant::now();
+    loop {
+        let events = api.list(&ListParams::default()).await.unwrap().items;
+        if done(&events) {
+            return events;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let seen: Vec<_> = events.iter().map(|e| (e.reason.clone(), e.note.clone())).collect();
+            panic!("{what}: not within 30 s; the Events were {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The arguments of a Job's container.
@@ -251,15 +265,19 @@ async fn minimal_example_reconciles_to_ready_and_the_simulation_completes() {
     assert_eq!(condition(&s, status::READY).unwrap().status, "True");
 
     // Each transition was published as an Event about the store (events.k8s.io/v1).
-    let reasons: BTreeSet<String> = events(&env)
-        .await
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
-        .filter_map(|e| e.reason)
-        .collect();
-    for reason in [status::REDIS_READY, status::READY, status::SIMULATION_COMPLETE] {
-        assert!(reasons.contains(reason), "no {reason} Event; got {reasons:?}");
-    }
+    let reasons = |events: &[Event]| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
+            .filter_map(|e| e.reason.clone())
+            .collect()
+    };
+    let wanted = [status::REDIS_READY, status::READY, status::SIMULATION_COMPLETE];
+    events_when(&env, &format!("an Event about the store for each of {wanted:?}"), |events| {
+        let seen = reasons(events);
+        wanted.iter().all(|r| seen.contains(*r))
+    })
+    .await;
     stop_checking_rbac(&env, &id, op).await;
 }
 
@@ -438,13 +456,16 @@ async fn a_gears_pod_no_node_can_take_is_explained_in_the_status() {
         assert!(message.contains(words), "{words:?} missing from: {message}");
     }
     assert!(condition(&s, status::READY).unwrap().message.contains("amd64 only"));
-    let warning = events(&env)
-        .await
-        .into_iter()
-        .find(|e| {
-            e.reason.as_deref() == Some("RedisReadyFalse") && e.note.as_deref().unwrap_or("").contains("Unschedulable")
-        })
-        .expect("a RedisReadyFalse Event for the unschedulable pod");
+    let unschedulable_event = |e: &Event| {
+        e.reason.as_deref() == Some("RedisReadyFalse") && e.note.as_deref().unwrap_or("").contains("Unschedulable")
+    };
+    let warning = events_when(&env, "a RedisReadyFalse Event for the unschedulable pod", |events| {
+        events.iter().any(unschedulable_event)
+    })
+    .await
+    .into_iter()
+    .find(unschedulable_event)
+    .unwrap();
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     // An amd64 node appears and the pod runs: the explanation goes.
