@@ -186,7 +186,7 @@ async fn carry_out(
             ),
             started: Some(started),
         },
-        SaleStep::Start(w) => match ctx.redis.start_sale(target, &w.id, w.stock).await {
+        SaleStep::Start(w) => match ctx.redis.start_sale(target, &w).await {
             Ok(m) => {
                 tracing::info!(store = %validated.names.store, namespace = %validated.namespace, sale = %m.id, stock = m.stock, "started the sale");
                 let started = StartedSale::from(&m);
@@ -200,7 +200,7 @@ async fn carry_out(
                 started: recorded,
             },
         },
-        SaleStep::Adopt(w) => match ctx.redis.adopt_sale(target, &w.id, w.stock).await {
+        SaleStep::Adopt(w) => match ctx.redis.adopt_sale(target, &w).await {
             Ok(Some(m)) => {
                 let started = StartedSale::from(&m);
                 SaleObserved { numbers: Some(numbers), intact: status::sale::intact(&started), started: Some(started) }

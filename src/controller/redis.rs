@@ -9,6 +9,7 @@ use crate::render::acl::AclUser;
 use crate::sale::marker::{self, SaleMarker};
 use crate::sale::{self, EngineError, LoadOutcome, ProcessingSettings};
 use crate::status::reason;
+use crate::status::sale::WantedSale;
 
 /// Where a store's Redis is, as the operator reaches it, and who the operator is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,22 +57,20 @@ pub trait RedisGateway: Send + Sync {
         target: &'a RedisTarget,
     ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>>;
 
-    /// Starts sale `id` with `stock` units (`sale::marker::start`): the sale's keys deleted, the stock
-    /// set, the marker written, in one transaction.
+    /// Starts `sale` (`sale::marker::start`): the sale's keys deleted, its stock set, the marker
+    /// written, in one transaction.
     fn start_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
+        sale: &'a WantedSale,
     ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>>;
 
-    /// Marks the sale Redis holds as sale `id` without touching it (`sale::marker::adopt`); `None` when
-    /// a marker was there already.
+    /// Marks the sale Redis holds as `sale` without touching it (`sale::marker::adopt`); `None` when a
+    /// marker was there already.
     fn adopt_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
+        sale: &'a WantedSale,
     ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>>;
 
     /// Makes Redis' ACL users exactly `users` (`ACL SETUSER`, idempotent), logged in as the operator, or
@@ -211,24 +210,22 @@ impl RedisGateway for LiveRedis {
     fn start_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
+        wanted: &'a WantedSale,
     ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>> {
         Box::pin(self.within("starting the sale", target, async move {
             let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
-            marker::start(&mut conn, id, stock).await
+            marker::start(&mut conn, &wanted.id, wanted.stock).await
         }))
     }
 
     fn adopt_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
+        wanted: &'a WantedSale,
     ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>> {
         Box::pin(self.within("marking the sale", target, async move {
             let (mut conn, _) = sale::connect(&target.url(), Some(&target.password)).await?;
-            marker::adopt(&mut conn, id, stock).await
+            marker::adopt(&mut conn, &wanted.id, wanted.stock).await
         }))
     }
 }

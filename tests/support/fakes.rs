@@ -11,6 +11,7 @@ use popup_operator::crd::{Engine, ProcessingSpec, SaleStatus};
 use popup_operator::render::acl::AclUser;
 use popup_operator::sale::marker::SaleMarker;
 use popup_operator::status::grafana::{Answers, Reply, Round};
+use popup_operator::status::sale::WantedSale;
 use tokio::sync::Notify;
 
 /// Stands in for Redis: scripts load, the sale reads as set, the users are taken; each answer can be
@@ -92,10 +93,10 @@ impl RedisGateway for FakeRedis {
     fn start_sale<'a>(
         &'a self,
         _target: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
+        wanted: &'a WantedSale,
     ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>> {
-        let m = SaleMarker { id: id.into(), nonce: format!("n{}", id.len()), stock, started_at_ms: 1_800_000_000_000 };
+        let (id, stock) = (&wanted.id, wanted.stock);
+        let m = SaleMarker { id: id.clone(), nonce: format!("n{}", id.len()), stock, started_at_ms: 1_800_000_000_000 };
         *self.marker.lock().unwrap() = Some(m.clone());
         // What the start's transaction leaves: the stock, nothing queued or decided.
         *self.sale.lock().unwrap() = SaleStatus { available: Some(stock), ..Default::default() };
@@ -105,14 +106,13 @@ impl RedisGateway for FakeRedis {
     fn adopt_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        id: &'a str,
-        stock: i64,
+        wanted: &'a WantedSale,
     ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>> {
         Box::pin(async move {
             if self.marker.lock().unwrap().is_some() {
                 return Ok(None);
             }
-            self.start_sale(target, id, stock).await.map(Some)
+            self.start_sale(target, wanted).await.map(Some)
         })
     }
 
