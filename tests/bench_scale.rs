@@ -67,6 +67,18 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// The CPU seconds each of `processes` has used so far.
+fn cpu_now(processes: &[(String, u32)]) -> Vec<f64> {
+    processes.iter().map(|(_, pid)| cpu_secs(*pid)).collect()
+}
+
+/// `name N s, …`: what each of `processes` used since `before` (from [`cpu_now`]).
+fn cpu_since(processes: &[(String, u32)], before: &[f64]) -> String {
+    let used =
+        processes.iter().zip(before).map(|((name, pid), before)| format!("{name} {:.1} s", cpu_secs(*pid) - before));
+    used.collect::<Vec<_>>().join(", ")
+}
+
 /// The pids of the control plane's processes, by command name (those whose command line names `dir`).
 fn control_plane_pids(dir: &std::path::Path) -> Vec<(String, u32)> {
     let dir = dir.to_string_lossy().to_string();
@@ -154,7 +166,7 @@ async fn scale_many_stores() {
     processes.push(("popup-operator".into(), pid));
     // What the benchmark's own watches and client cost, on the same two cores.
     processes.push(("the benchmark".into(), std::process::id()));
-    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_secs(*p)).collect();
+    let cpu_before = cpu_now(&processes);
     let started = Instant::now();
     futures::stream::iter(0..stores)
         .map(|i| {
@@ -210,11 +222,7 @@ async fn scale_many_stores() {
     }
     let statused = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let cpu_converging: Vec<String> = processes
-        .iter()
-        .zip(&cpu_before)
-        .map(|((name, p), before)| format!("{name} {:.1} s", cpu_secs(*p) - before))
-        .collect();
+    let cpu_converging = cpu_since(&processes, &cpu_before);
     let converging = support::cluster::audited_requests(env.cp, &id.username);
     let converging_writes = converging.iter().filter(|r| support::cluster::is_write(&r.verb)).count();
 
@@ -230,11 +238,7 @@ async fn scale_many_stores() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pods_exist = started.elapsed();
-    let cpu_until_pods: Vec<String> = processes
-        .iter()
-        .zip(&cpu_before)
-        .map(|((name, p), before)| format!("{name} {:.1} s", cpu_secs(*p) - before))
-        .collect();
+    let cpu_until_pods = cpu_since(&processes, &cpu_before);
 
     // Then the controller manager settles the objects' status, each write of which wakes the store's
     // reconcile: the quiet minute starts once it uses under 5% of a core over 5 s.
@@ -252,12 +256,11 @@ async fn scale_many_stores() {
 
     // A quiet minute: no request is expected, but the stores, all waiting for Redis, are requeued.
     let quiet = Duration::from_secs(60);
-    let cpu_before_quiet: Vec<f64> = processes.iter().map(|(_, p)| cpu_secs(*p)).collect();
+    let operator_cpu_before_quiet = cpu_secs(pid);
+    let cpu_before_quiet = cpu_now(&processes);
     tokio::time::sleep(quiet).await;
-    let cpu_quiet: Vec<f64> =
-        processes.iter().zip(&cpu_before_quiet).map(|((_, p), before)| cpu_secs(*p) - before).collect();
-    let operator_cpu_at_rest =
-        processes.iter().zip(&cpu_quiet).find(|((_, p), _)| *p == pid).map(|(_, cpu)| *cpu).unwrap();
+    let operator_cpu_at_rest = cpu_secs(pid) - operator_cpu_before_quiet;
+    let cpu_quiet = cpu_since(&processes, &cpu_before_quiet);
     peak_rss = peak_rss.max(rss_kib(pid));
     let all: Vec<_> =
         support::cluster::audited_requests(env.cp, &id.username).into_iter().skip(converging.len()).collect();
@@ -295,9 +298,9 @@ async fn scale_many_stores() {
         *converging_by_kind.entry(format!("{} {}{sub}", r.verb, r.resource)).or_default() += 1;
     }
     println!("converging requests by verb and resource: {converging_by_kind:?}");
-    println!("CPU used until every store had a status: {}", cpu_converging.join(", "));
+    println!("CPU used until every store had a status: {cpu_converging}");
     println!("the controller manager's pods all exist after {:>5.2} s", pods_exist.as_secs_f64());
-    println!("CPU used until then: {}", cpu_until_pods.join(", "));
+    println!("CPU used until then: {cpu_until_pods}");
     println!("the controller manager settled after   {:>8.2} s", settled.as_secs_f64());
     println!(
         "requests in the next {} s               {:>8} ({:.1} per store), writes other than events: {}; watches renewed: {}",
@@ -318,9 +321,7 @@ async fn scale_many_stores() {
         operator_cpu_at_rest * 1000.0 / stores as f64 * 60.0 / quiet.as_secs_f64()
     );
     // A controller manager still catching up (status of ReplicaSets and Deployments) wakes reconciles.
-    let quiet_cpu: Vec<String> =
-        processes.iter().zip(&cpu_quiet).map(|((name, _), cpu)| format!("{name} {cpu:.1} s")).collect();
-    println!("CPU used in the quiet minute: {}", quiet_cpu.join(", "));
+    println!("CPU used in the quiet minute: {cpu_quiet}");
     println!(
         "operator RSS: idle {} MiB, peak {} MiB, after the quiet minute {} MiB",
         idle_rss / 1024,

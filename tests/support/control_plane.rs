@@ -37,7 +37,8 @@ pub struct ControlPlane {
     pub url: String,
     /// Admin kubeconfig (token of a `system:masters` user), usable with kubectl.
     pub kubeconfig: PathBuf,
-    /// JSON lines: one audit event per request made by a ServiceAccount (stage ResponseComplete).
+    /// JSON lines: one audit event per request made by a ServiceAccount outside kube-system (stage
+    /// ResponseComplete).
     pub audit_log: PathBuf,
     pub version: String,
     pub controller_manager: ControllerManager,
@@ -56,6 +57,7 @@ pub enum ControllerManager {
     Fast,
     /// As kubeadm runs it: each controller with its own ServiceAccount's client
     /// (`--use-service-account-credentials`), at the upstream default 20 requests/s (burst 30) each.
+    /// Every other flag is the same as with `Fast`.
     Kubeadm,
 }
 
