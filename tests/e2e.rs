@@ -178,7 +178,6 @@ async fn demo_redis_pod(env: &TestEnv) -> Pod {
     .await
 }
 
-/// The Events (events.k8s.io/v1) of the test's namespace.
 /// The namespace's Events (events.k8s.io/v1) once `done` holds for them. The operator publishes a
 /// transition's Event after it has written the status, so a test that saw the status waits for it.
 async fn events_when(env: &TestEnv, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {

@@ -57,20 +57,20 @@ pub trait RedisGateway: Send + Sync {
         target: &'a RedisTarget,
     ) -> BoxFuture<'a, Result<(SaleStatus, Option<SaleMarker>), RedisProblem>>;
 
-    /// Starts `sale` (`sale::marker::start`): the sale's keys deleted, its stock set, the marker
-    /// written, in one transaction.
+    /// Starts the `wanted` sale (`sale::marker::start`): the sale's keys deleted, its stock set, the
+    /// marker written, in one transaction.
     fn start_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        sale: &'a WantedSale,
+        wanted: &'a WantedSale,
     ) -> BoxFuture<'a, Result<SaleMarker, RedisProblem>>;
 
-    /// Marks the sale Redis holds as `sale` without touching it (`sale::marker::adopt`); `None` when a
-    /// marker was there already.
+    /// Marks the sale Redis holds as the `wanted` one without touching it (`sale::marker::adopt`);
+    /// `None` when a marker was there already.
     fn adopt_sale<'a>(
         &'a self,
         target: &'a RedisTarget,
-        sale: &'a WantedSale,
+        wanted: &'a WantedSale,
     ) -> BoxFuture<'a, Result<Option<SaleMarker>, RedisProblem>>;
 
     /// Makes Redis' ACL users exactly `users` (`ACL SETUSER`, idempotent), logged in as the operator, or
