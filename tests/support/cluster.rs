@@ -55,7 +55,10 @@ pub async fn control_plane_with(controller_manager: ControllerManager) -> &'stat
         .await;
     match cp {
         Ok(cp) => {
-            assert_eq!(cp.controller_manager, controller_manager, "this test binary's control plane is shared");
+            assert_eq!(
+                cp.controller_manager, controller_manager,
+                "the tests of one binary share its control plane: they must all ask for the same controller manager"
+            );
             cp
         }
         Err(e) => panic!("the control plane did not start: {e}"),

@@ -325,8 +325,6 @@ impl ControlPlane {
                 format!("--service-account-private-key-file={}", d("sa.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
-                // Faster reaction of the garbage collector to new resource types (CRDs installed by tests).
-                "--concurrent-gc-syncs=10".into(),
                 "--v=1".into(),
             ]
             .into_iter()
